@@ -1,0 +1,453 @@
+//! The daemon's shared state and its one owner: grants in memory, one refresh in flight
+//! per grant, logins in progress.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use mcp_authd_ipc::methods::{
+    GrantInfo, LoginPending, StatusResult, TokenGetParams, TokenGetResult,
+};
+use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
+use tokio::sync::watch;
+
+use crate::config::{Config, Paths, ServerConfig};
+use crate::oauth::OAuthError;
+use crate::oauth::discovery::normalize_server_url;
+use crate::oauth::http::Http;
+use crate::oauth::registration::{AuthMethod, ClientCredentials};
+use crate::oauth::token::{Tokens, now, request_tokens};
+use crate::secret::Secret;
+use crate::store::db::{STATE_ACTIVE, STATE_NEEDS_LOGIN};
+use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, keys};
+
+/// How often, at most, `last_used_at` is written per grant: the hot path stays off disk.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+pub struct Broker {
+    pub db: Db,
+    pub secrets: Arc<SecretStore>,
+    pub http: Http,
+    pub config: Config,
+    pub paths: Paths,
+    pub socket: String,
+    started: Instant,
+    slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
+    pub(crate) logins: Mutex<HashMap<String, watch::Receiver<LoginProgress>>>,
+}
+
+/// A login as seen by the callers waiting on it.
+#[derive(Clone)]
+pub enum LoginProgress {
+    Starting,
+    Pending(LoginPending),
+    Done(Result<GrantInfo, RpcError>),
+}
+
+/// In-memory state of one grant. The async mutex is what makes refreshes single-flight:
+/// whoever holds it refreshes, everyone else waits and takes the result.
+#[derive(Default)]
+struct GrantSlot {
+    /// Bumped after every refresh or login, so a waiter can tell that the token it finds
+    /// is new since it started waiting.
+    generation: AtomicU64,
+    access: tokio::sync::Mutex<Option<AccessToken>>,
+    last_touch: AtomicI64,
+}
+
+/// An access token, held in memory only.
+#[derive(Clone)]
+pub struct AccessToken {
+    pub token: Secret,
+    pub expires_at: i64,
+}
+
+impl Broker {
+    pub fn new(
+        db: Db,
+        secrets: Arc<SecretStore>,
+        http: Http,
+        config: Config,
+        paths: Paths,
+        socket: String,
+    ) -> Broker {
+        Broker {
+            db,
+            secrets,
+            http,
+            config,
+            paths,
+            socket,
+            started: Instant::now(),
+            slots: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, grant_id: &str) -> Arc<GrantSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(grant_id.to_string()).or_default().clone()
+    }
+
+    fn forget_slot(&self, grant_id: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(grant_id);
+    }
+
+    /// Puts a fresh access token in memory (after a login).
+    pub async fn cache_access_token(&self, grant_id: &str, token: AccessToken) {
+        let slot = self.slot(grant_id);
+        *slot.access.lock().await = Some(token);
+        slot.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The cached access token of a grant, if any (for display and revocation).
+    pub async fn cached_access_token(&self, grant_id: &str) -> Option<AccessToken> {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(grant_id)
+            .cloned()?;
+        let access = slot.access.lock().await;
+        access.clone()
+    }
+
+    /// `token.get`: a cached token valid long enough, else one refresh shared by every
+    /// concurrent caller.
+    pub async fn token_get(&self, p: TokenGetParams) -> Result<TokenGetResult, RpcError> {
+        let min_valid =
+            p.min_valid_secs
+                .unwrap_or(mcp_authd_ipc::methods::DEFAULT_MIN_VALID_SECS) as i64;
+        let key = lookup_key(&p.server);
+        let Some(grant) = self.db.find_grant(&key).await? else {
+            return Err(RpcError::authorization_required(
+                &key,
+                p.scopes.as_deref().unwrap_or(&[]),
+                "not logged in to this server",
+            ));
+        };
+        let granted = grant.scope_list();
+        if let Some(wanted) = &p.scopes {
+            let missing: Vec<&String> = wanted.iter().filter(|s| !granted.contains(s)).collect();
+            if !missing.is_empty() {
+                let mut union = granted.clone();
+                union.extend(missing.iter().map(|s| s.to_string()));
+                let why = format!(
+                    "the grant lacks scope {}",
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                return Err(RpcError::authorization_required(
+                    &grant.server_url,
+                    &union,
+                    &why,
+                ));
+            }
+        }
+        if grant.state == STATE_NEEDS_LOGIN {
+            let why = grant
+                .needs_login_reason
+                .clone()
+                .unwrap_or_else(|| "the grant needs a new login".into());
+            return Err(RpcError::authorization_required(
+                &grant.server_url,
+                &[],
+                &why,
+            ));
+        }
+
+        let slot = self.slot(&grant.id);
+        let generation_seen = slot.generation.load(Ordering::SeqCst);
+        let mut access = slot.access.lock().await;
+        let now = now();
+        let token = match access.as_ref() {
+            Some(t) if t.expires_at - now >= min_valid => t.clone(),
+            // Someone refreshed while we waited for the lock: that is the freshest token the
+            // authorization server will give, so take it rather than refresh again.
+            Some(t)
+                if slot.generation.load(Ordering::SeqCst) != generation_seen
+                    && t.expires_at > now =>
+            {
+                t.clone()
+            }
+            _ => {
+                let fresh = self.refresh(&grant).await?;
+                *access = Some(fresh.clone());
+                slot.generation.fetch_add(1, Ordering::SeqCst);
+                fresh
+            }
+        };
+        drop(access);
+
+        if now - slot.last_touch.swap(now, Ordering::Relaxed) >= TOUCH_INTERVAL_SECS {
+            if let Err(e) = self.db.touch(&grant.id, now).await {
+                tracing::warn!("cannot record the use of grant {}: {e}", grant.id);
+            }
+        }
+        Ok(TokenGetResult {
+            access_token: token.token.expose().to_string(),
+            token_type: "Bearer".into(),
+            expires_at: token.expires_at,
+            expires_in: token.expires_at - now,
+            scopes: granted,
+            grant: grant.id,
+        })
+    }
+
+    /// Redeems the grant's refresh token. The rotated refresh token is stored before the
+    /// new access token is returned; `invalid_grant` marks the grant as needing login.
+    async fn refresh(&self, grant: &GrantRow) -> Result<AccessToken, RpcError> {
+        let key = keys::refresh_token(&grant.id);
+        let Some(refresh_token) = self.secrets.get(&key).await? else {
+            return Err(RpcError::authorization_required(
+                &grant.server_url,
+                &[],
+                "the access token expired and the authorization server gave no refresh token",
+            ));
+        };
+        let (metadata, credentials) = self.client_of(grant).await?;
+        let form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", refresh_token.expose().to_string()),
+            ("resource", grant.resource.clone()),
+        ];
+        tracing::debug!(grant = %grant.id, "refreshing the access token");
+        let tokens = match request_tokens(&self.http, &metadata.token_endpoint, &credentials, form)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if e.is_invalid_grant() => {
+                let reason = format!("the authorization server rejected the refresh token ({e})");
+                tracing::warn!(grant = %grant.id, "{reason}; the grant needs a new login");
+                self.db.mark_needs_login(&grant.id, &reason, now()).await?;
+                return Err(RpcError::authorization_required(
+                    &grant.server_url,
+                    &[],
+                    &reason,
+                ));
+            }
+            Err(e) => {
+                return Err(server_error(
+                    &grant.server_url,
+                    "cannot refresh the access token",
+                    &e,
+                ));
+            }
+        };
+        self.commit_refresh(grant, tokens).await
+    }
+
+    async fn commit_refresh(
+        &self,
+        grant: &GrantRow,
+        tokens: Tokens,
+    ) -> Result<AccessToken, RpcError> {
+        if let Some(rotated) = &tokens.refresh_token {
+            self.secrets
+                .set(&keys::refresh_token(&grant.id), rotated)
+                .await?;
+        }
+        let scopes = tokens
+            .scopes
+            .map(|s| s.join(" "))
+            .unwrap_or_else(|| grant.scopes.clone());
+        let now = now();
+        self.db
+            .record_refresh(&grant.id, tokens.expires_at, &scopes, true, now)
+            .await?;
+        tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
+        Ok(AccessToken {
+            token: tokens.access_token,
+            expires_at: tokens.expires_at,
+        })
+    }
+
+    /// The stored AS metadata and client credentials a grant was issued with.
+    pub async fn client_of(
+        &self,
+        grant: &GrantRow,
+    ) -> Result<(crate::oauth::discovery::AsMetadata, ClientCredentials), RpcError> {
+        let metadata = self.db.as_metadata(&grant.issuer).await?.ok_or_else(|| {
+            RpcError::authorization_required(
+                &grant.server_url,
+                &[],
+                "the authorization server's metadata is missing",
+            )
+        })?;
+        let registration = self
+            .db
+            .registration(&grant.registration_id)
+            .await?
+            .ok_or_else(|| {
+                RpcError::authorization_required(
+                    &grant.server_url,
+                    &[],
+                    "the client registration is missing",
+                )
+            })?;
+        let credentials = self
+            .credentials(
+                &registration,
+                self.config.server(&grant.server_url, Some(&grant.issuer)),
+            )
+            .await?;
+        Ok((metadata, credentials))
+    }
+
+    /// Client credentials of a registration: the secret from the config file for a
+    /// pre-registered client, else from the secret store.
+    pub async fn credentials(
+        &self,
+        reg: &RegistrationRow,
+        cfg: Option<&ServerConfig>,
+    ) -> Result<ClientCredentials, RpcError> {
+        let auth_method = AuthMethod::parse(&reg.token_endpoint_auth_method).map_err(|e| {
+            RpcError::new(
+                ErrorKind::Internal,
+                format!("stored registration {}: {e}", reg.id),
+            )
+        })?;
+        let client_secret = if !reg.has_client_secret {
+            None
+        } else if reg.kind == "pre-registered" {
+            cfg.and_then(|c| c.client_secret.clone())
+        } else {
+            self.secrets.get(&keys::client_secret(&reg.id)).await?
+        };
+        if auth_method != AuthMethod::None && client_secret.is_none() {
+            return Err(RpcError::new(
+                ErrorKind::SecretStore,
+                format!(
+                    "the client secret of {} is missing from the secret store",
+                    reg.client_id
+                ),
+            ));
+        }
+        Ok(ClientCredentials {
+            client_id: reg.client_id.clone(),
+            client_secret,
+            auth_method,
+        })
+    }
+
+    pub async fn grant_info(&self, g: &GrantRow) -> Result<GrantInfo, RpcError> {
+        let reg = self.db.registration(&g.registration_id).await?;
+        let access = self.cached_access_token(&g.id).await;
+        Ok(GrantInfo {
+            id: g.id.clone(),
+            server: g.server_url.clone(),
+            resource: g.resource.clone(),
+            issuer: g.issuer.clone(),
+            client_id: reg
+                .as_ref()
+                .map(|r| r.client_id.clone())
+                .unwrap_or_default(),
+            registration: reg.map(|r| r.kind).unwrap_or_else(|| "missing".into()),
+            scopes: g.scope_list(),
+            state: g.state.clone(),
+            needs_login_reason: g.needs_login_reason.clone(),
+            has_refresh_token: g.has_refresh_token,
+            access_token_expires_at: access.map(|a| a.expires_at),
+            created_at: g.created_at,
+            last_used_at: g.last_used_at,
+            last_refresh_at: g.last_refresh_at,
+        })
+    }
+
+    pub async fn find_grant(&self, grant: &str) -> Result<GrantRow, RpcError> {
+        self.db
+            .find_grant(&lookup_key(grant))
+            .await?
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorKind::NotFound,
+                    format!("no grant for `{grant}`; see the grants with: mcp-auth list"),
+                )
+            })
+    }
+
+    /// Removes a grant's secrets, row and memory.
+    pub async fn forget_grant(&self, g: &GrantRow) -> Result<(), RpcError> {
+        self.secrets.delete(&keys::refresh_token(&g.id)).await?;
+        self.db.delete_grant(&g.id).await?;
+        self.forget_slot(&g.id);
+        Ok(())
+    }
+
+    pub async fn status(&self) -> Result<StatusResult, RpcError> {
+        Ok(StatusResult {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol_version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            socket: self.socket.clone(),
+            data_dir: self.paths.data_dir.display().to_string(),
+            config_file: self.paths.config_file.display().to_string(),
+            database_schema: self.db.schema_version().await?,
+            secret_store: self.secrets.status(),
+            grants: self.db.count_grants().await? as u32,
+        })
+    }
+}
+
+pub fn new_grant_row(
+    id: String,
+    server_url: &str,
+    resource: &str,
+    issuer: &str,
+    registration_id: &str,
+) -> GrantRow {
+    let now = now();
+    GrantRow {
+        id,
+        server_url: server_url.into(),
+        resource: resource.into(),
+        issuer: issuer.into(),
+        registration_id: registration_id.into(),
+        scopes: String::new(),
+        state: STATE_ACTIVE.into(),
+        needs_login_reason: None,
+        has_refresh_token: false,
+        access_expires_at: None,
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        last_refresh_at: None,
+    }
+}
+
+/// Grant ids pass through; URLs are normalized the way logins store them.
+fn lookup_key(server_or_id: &str) -> String {
+    normalize_server_url(server_or_id).unwrap_or_else(|_| server_or_id.trim().to_string())
+}
+
+pub fn server_error(server: &str, what: &str, e: &OAuthError) -> RpcError {
+    RpcError::new(ErrorKind::ServerError, format!("{what}: {e}")).with_server(server)
+}
+
+impl From<crate::store::DbError> for RpcError {
+    fn from(e: crate::store::DbError) -> Self {
+        tracing::error!("{e}");
+        RpcError::new(
+            ErrorKind::Internal,
+            format!("{e}; check the data directory, or run: mcp-auth status"),
+        )
+    }
+}
+
+impl From<crate::store::SecretStoreError> for RpcError {
+    fn from(e: crate::store::SecretStoreError) -> Self {
+        tracing::error!("{e}");
+        RpcError::new(
+            ErrorKind::SecretStore,
+            format!("{e}; check the keychain (unlock it), then retry"),
+        )
+    }
+}

@@ -1,0 +1,181 @@
+//! The daemon's configuration file (TOML) and where its files live.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Environment variable that moves every file of the daemon (data, config) under one dir.
+pub const HOME_ENV: &str = "MCP_AUTHD_HOME";
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "MCP_AUTHD_CONFIG";
+
+/// Where the daemon keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub config_file: PathBuf,
+}
+
+impl Paths {
+    /// `$MCP_AUTHD_HOME` (data and `config.toml` inside), else the platform's data and
+    /// config dirs (`~/.local/share/mcp-authd`, `~/.config/mcp-authd/config.toml` on Linux).
+    pub fn resolve(home: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Paths> {
+        let home = home.or_else(|| {
+            std::env::var_os(HOME_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let config = config.or_else(|| {
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let (data_dir, default_config) = match home {
+            Some(home) => (home.clone(), home.join("config.toml")),
+            None => {
+                let dirs = directories::ProjectDirs::from("", "", "mcp-authd").ok_or_else(|| {
+                    anyhow::anyhow!("cannot find the home directory; set {HOME_ENV} to a directory for mcp-authd's files")
+                })?;
+                (
+                    dirs.data_dir().to_path_buf(),
+                    dirs.config_dir().join("config.toml"),
+                )
+            }
+        };
+        Ok(Paths {
+            data_dir,
+            config_file: config.unwrap_or(default_config),
+        })
+    }
+}
+
+/// Where secrets go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretStoreChoice {
+    /// The OS keychain; a 0600 file with a loud warning when no keychain can be reached.
+    #[default]
+    Auto,
+    /// The OS keychain or nothing: the daemon refuses to start without one.
+    Keychain,
+    /// The 0600 file in the data dir, never the keychain.
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub secret_store: SecretStoreChoice,
+    /// How long a browser login may take.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
+    /// Per-server settings, keyed by MCP server URL or by authorization server issuer.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+fn default_login_timeout() -> u64 {
+    300
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            secret_store: SecretStoreChoice::Auto,
+            login_timeout_secs: default_login_timeout(),
+            servers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings for one MCP server or authorization server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A client registered with the authorization server beforehand.
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// `none`, `client_secret_basic` or `client_secret_post`; default: `client_secret_basic`
+    /// when a secret is set, else `none`.
+    pub token_endpoint_auth_method: Option<String>,
+    /// The redirect URI registered for the pre-registered client (a loopback http URL);
+    /// default: any free loopback port at `/callback`.
+    pub redirect_uri: Option<String>,
+    /// Scopes to request instead of the discovered ones.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Reads the file; a missing file is the default config.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => anyhow::bail!("cannot read the config file {}: {e}", path.display()),
+        };
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    /// The settings for a server: by its URL first, else by its authorization server.
+    pub fn server(&self, server_url: &str, issuer: Option<&str>) -> Option<&ServerConfig> {
+        let trimmed = |s: &str| s.trim_end_matches('/').to_string();
+        let find = |key: &str| {
+            self.servers
+                .iter()
+                .find(|(k, _)| trimmed(k) == trimmed(key))
+                .map(|(_, v)| v)
+        };
+        find(server_url).or_else(|| issuer.and_then(find))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_finds_servers_by_url_or_issuer() {
+        let c: Config = toml::from_str(
+            r#"
+            secret_store = "keychain"
+            login_timeout_secs = 60
+            [servers."https://mcp.example.com/mcp"]
+            client_id = "abc"
+            client_secret = "s3cret"
+            token_endpoint_auth_method = "client_secret_post"
+            [servers."https://login.example.com/"]
+            scopes = ["a", "b"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.secret_store, SecretStoreChoice::Keychain);
+        assert_eq!(
+            c.server("https://mcp.example.com/mcp/", None)
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("abc")
+        );
+        let by_issuer = c
+            .server("https://other/mcp", Some("https://login.example.com"))
+            .unwrap();
+        assert_eq!(
+            by_issuer.scopes.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_with_the_line() {
+        let e = toml::from_str::<Config>("secret_stor = \"file\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,98 @@
+//! One client connection: frames in, requests dispatched concurrently, replies and
+//! notifications out through a single writer.
+
+use std::sync::Arc;
+
+use interprocess::local_socket::tokio::Stream;
+use mcp_authd_ipc::{
+    ErrorKind, FrameError, FrameReader, Incoming, MAX_FRAME_BYTES, Notification, Response,
+    RpcError, write_frame,
+};
+use serde::Serialize;
+use tokio::io::BufReader;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::broker::Broker;
+use crate::methods;
+
+/// Requests one connection may have in flight; more wait (the peer is not read meanwhile).
+const MAX_IN_FLIGHT: usize = 32;
+
+/// A line the daemon sends.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Outgoing {
+    Response(Response),
+    Notification(Notification),
+}
+
+pub async fn serve(stream: Stream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let (read, mut write) = tokio::io::split(stream);
+    let mut frames = FrameReader::new(BufReader::new(read));
+    let (out, mut out_rx) = mpsc::channel::<Outgoing>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            if write_frame(&mut write, &message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next_frame() => frame,
+            _ = shutdown.changed() => break,
+        };
+        let line = match frame {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(FrameError::TooLarge) => {
+                // The rest of that line cannot be told from the next request: answer, then close.
+                let error = RpcError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("line longer than {MAX_FRAME_BYTES} bytes; the connection is closed"),
+                );
+                let _ = out
+                    .send(Outgoing::Response(Response::err(None, error)))
+                    .await;
+                break;
+            }
+            Err(FrameError::Io(e)) => {
+                tracing::debug!("connection read error: {e}");
+                break;
+            }
+        };
+        match Incoming::parse(&line) {
+            Incoming::Invalid(id, error) => {
+                if out
+                    .send(Outgoing::Response(Response::err(id, error)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Incoming::Request(request) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (broker, out) = (broker.clone(), out.clone());
+                tokio::spawn(async move {
+                    let id = request.id.clone();
+                    let method = request.method.clone();
+                    let reply = match methods::dispatch(&broker, request, out.clone()).await {
+                        Ok(result) => Response::ok(id, result),
+                        Err(error) => {
+                            tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);
+                            Response::err(Some(id), error)
+                        }
+                    };
+                    let _ = out.send(Outgoing::Response(reply)).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(out);
+    let _ = writer.await;
+}

@@ -1,0 +1,206 @@
+//! The RFC 8252 loopback redirect: a one-shot axum listener on 127.0.0.1 that receives the
+//! authorization response from the user's browser.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Html;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::secret::Secret;
+
+/// The parameters of the authorization response (RFC 6749 §4.1.2, RFC 9207).
+#[derive(Debug, Deserialize)]
+pub struct AuthorizationResponse {
+    pub code: Option<Secret>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopbackError {
+    #[error("cannot listen on 127.0.0.1:{port} for the login redirect: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("the browser login was not completed within {0} s")]
+    Timeout(u64),
+}
+
+struct Shared {
+    expected_state: String,
+    deliver: Mutex<Option<oneshot::Sender<AuthorizationResponse>>>,
+}
+
+/// A bound listener waiting for exactly one authorization response carrying our `state`.
+pub struct LoopbackRedirect {
+    pub redirect_uri: String,
+    received: oneshot::Receiver<AuthorizationResponse>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl LoopbackRedirect {
+    /// Binds 127.0.0.1:`port` (0 for any free port) and serves `path`.
+    pub async fn bind(
+        port: u16,
+        path: &str,
+        expected_state: &Secret,
+    ) -> Result<LoopbackRedirect, LoopbackError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|source| LoopbackError::Bind { port, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| LoopbackError::Bind { port, source })?
+            .port();
+        let (deliver, received) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            expected_state: expected_state.expose().to_string(),
+            deliver: Mutex::new(Some(deliver)),
+        });
+        let app = axum::Router::new()
+            .route(path, get(callback))
+            .with_state(shared);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!("login redirect listener failed: {e}");
+            }
+        });
+        Ok(LoopbackRedirect {
+            redirect_uri: format!("http://127.0.0.1:{port}{path}"),
+            received,
+            stop: Some(stop),
+        })
+    }
+
+    /// Waits for the response; the listener closes when this returns, so the redirect can
+    /// be used once only.
+    pub async fn wait(mut self, timeout: Duration) -> Result<AuthorizationResponse, LoopbackError> {
+        let result = tokio::time::timeout(timeout, &mut self.received).await;
+        match result {
+            Ok(Ok(response)) => Ok(response),
+            _ => Err(LoopbackError::Timeout(timeout.as_secs())),
+        }
+    }
+}
+
+impl Drop for LoopbackRedirect {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn callback(
+    State(shared): State<Arc<Shared>>,
+    Query(response): Query<AuthorizationResponse>,
+) -> (StatusCode, Html<String>) {
+    // A response without our state is someone else's (or a forged one): refuse it, keep
+    // waiting for the real one.
+    if response.state.as_deref() != Some(shared.expected_state.as_str()) {
+        tracing::warn!("login redirect received a response with a wrong or missing state; ignored");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in response is not the one mcp-authd is waiting for",
+            "Start the login again from your terminal: mcp-auth login <server URL>",
+        );
+    }
+    let Some(deliver) = shared.deliver.lock().ok().and_then(|mut d| d.take()) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in response was already used",
+            "You can close this tab.",
+        );
+    };
+    let failed = response.error.is_some() || response.code.is_none();
+    let _ = deliver.send(response);
+    if failed {
+        page(
+            StatusCode::OK,
+            "Sign-in was not completed",
+            "The authorization server refused the login. Your terminal shows the reason; you can close this tab.",
+        )
+    } else {
+        page(
+            StatusCode::OK,
+            "mcp-authd received your sign-in",
+            "You can close this tab and return to your terminal.",
+        )
+    }
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> (StatusCode, Html<String>) {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:36em;margin:4em auto\"><h1>{title}</h1><p>{text}</p></body></html>",
+        title = html_escape(title),
+        text = html_escape(text)
+    );
+    (status, Html(body))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepts_one_response_with_the_right_state_only() {
+        let state = Secret::new("st4te");
+        let redirect = LoopbackRedirect::bind(0, "/callback", &state)
+            .await
+            .unwrap();
+        let uri = redirect.redirect_uri.clone();
+        let client = reqwest::Client::new();
+        let wrong = client
+            .get(format!("{uri}?code=c1&state=other"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 400);
+        let right = client
+            .get(format!("{uri}?code=c2&state=st4te&iss=https%3A%2F%2Fas"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200);
+        let got = redirect.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got.code.unwrap().expose(), "c2");
+        assert_eq!(got.iss.as_deref(), Some("https://as"));
+        // The listener is gone after use: a replay cannot reach it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            client
+                .get(format!("{uri}?code=c2&state=st4te"))
+                .send()
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn times_out() {
+        let redirect = LoopbackRedirect::bind(0, "/callback", &Secret::new("s"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            redirect.wait(Duration::from_millis(50)).await,
+            Err(LoopbackError::Timeout(_))
+        ));
+    }
+}

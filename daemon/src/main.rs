@@ -1,0 +1,116 @@
+//! mcp-authd: the per-user OAuth credential broker for MCP servers.
+
+mod broker;
+mod browser;
+mod config;
+mod connection;
+mod login;
+mod loopback;
+mod methods;
+mod oauth;
+mod secret;
+mod server;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Holds OAuth grants for MCP servers and hands short-lived access tokens to local
+/// processes of the same user over a local socket.
+#[derive(Parser)]
+#[command(name = "mcp-authd", version)]
+struct Args {
+    /// Socket to listen on [default: $MCP_AUTHD_SOCKET, else $XDG_RUNTIME_DIR/mcp-authd/mcp-authd.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Directory for the database and config [default: $MCP_AUTHD_HOME, else the platform data dir]
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Config file [default: $MCP_AUTHD_CONFIG, else config.toml in the platform config dir]
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_AUTHD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(args));
+    // A keychain call stuck in a blocking thread must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let paths = config::Paths::resolve(args.home, args.config)?;
+    create_private_dir(&paths.data_dir)?;
+    let config = config::Config::load(&paths.config_file)?;
+    let socket_path = mcp_authd_ipc::socket::resolve(args.socket);
+
+    let db = store::Db::open(&paths.data_dir.join("state.db")).await?;
+    let secrets = store::SecretStore::open(config.secret_store, &paths.data_dir)
+        .await
+        .context("the config requires the OS keychain (secret_store = \"keychain\") and it cannot be used")?;
+    let http = oauth::http::Http::new().context("cannot set up the HTTP client")?;
+    let listener = server::bind(&socket_path).await?;
+    let status = secrets.status();
+    tracing::info!(
+        socket = %socket_path.display(),
+        data_dir = %paths.data_dir.display(),
+        secret_store = %status.backend,
+        "mcp-authd {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    let broker = Arc::new(broker::Broker::new(
+        db.clone(),
+        secrets,
+        http,
+        config,
+        paths,
+        socket_path.display().to_string(),
+    ));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(server::run(listener, broker, stopped));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = server.await;
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
+    Ok(())
+}

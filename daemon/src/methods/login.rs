@@ -1,0 +1,28 @@
+//! `login`: a browser login; the URL goes to the caller as a `login.pending` notification.
+
+use std::sync::Arc;
+
+use mcp_authd_ipc::methods::{LOGIN_PENDING, LoginParams};
+use mcp_authd_ipc::{Notification, RpcError};
+use serde_json::Value;
+
+use super::Notifier;
+use crate::broker::Broker;
+use crate::connection::Outgoing;
+
+pub async fn apply(
+    broker: &Arc<Broker>,
+    params: LoginParams,
+    notifier: Notifier,
+) -> Result<Value, RpcError> {
+    let grant = crate::login::login(broker, params, |pending| {
+        if let Ok(params) = serde_json::to_value(pending) {
+            let _ = notifier.try_send(Outgoing::Notification(Notification::new(
+                LOGIN_PENDING,
+                params,
+            )));
+        }
+    })
+    .await?;
+    super::to_value(grant)
+}

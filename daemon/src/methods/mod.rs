@@ -1,0 +1,57 @@
+//! One module per protocol method; this file routes a request to it.
+
+mod grants;
+mod login;
+mod status;
+mod token_get;
+
+use std::sync::Arc;
+
+use mcp_authd_ipc::methods as m;
+use mcp_authd_ipc::{ErrorKind, Request, RpcError};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::connection::Outgoing;
+
+/// Where a method sends notifications for its caller's connection.
+pub type Notifier = mpsc::Sender<Outgoing>;
+
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    request: Request,
+    notifier: Notifier,
+) -> Result<Value, RpcError> {
+    let params = request.params;
+    match request.method.as_str() {
+        m::STATUS => status::apply(broker).await,
+        m::TOKEN_GET => token_get::apply(broker, parse(params)?).await,
+        m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
+        m::GRANTS_LIST => grants::list(broker).await,
+        m::GRANTS_GET => grants::get(broker, parse(params)?).await,
+        m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
+        other => Err(RpcError::new(
+            ErrorKind::MethodNotFound,
+            format!(
+                "no method `{}`; see ipc-proto/PROTOCOL.md for the methods",
+                crate::oauth::printable(other, 64)
+            ),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    let params = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
+    };
+    serde_json::from_value(params)
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("invalid params: {e}")))
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
+}

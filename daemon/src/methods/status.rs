@@ -1,0 +1,12 @@
+//! `status`: what the daemon is and how it keeps secrets.
+
+use std::sync::Arc;
+
+use mcp_authd_ipc::RpcError;
+use serde_json::Value;
+
+use crate::broker::Broker;
+
+pub async fn apply(broker: &Arc<Broker>) -> Result<Value, RpcError> {
+    super::to_value(broker.status().await?)
+}

@@ -1,0 +1,188 @@
+//! `WWW-Authenticate` parsing (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9728 §5.1).
+
+use std::collections::HashMap;
+
+/// The parameters of a `Bearer` challenge that matter to an MCP client.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BearerChallenge {
+    pub resource_metadata: Option<String>,
+    pub scope: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+impl BearerChallenge {
+    /// The challenged scopes, split on spaces.
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope.as_deref().map(split_scopes).unwrap_or_default()
+    }
+}
+
+pub fn split_scopes(s: &str) -> Vec<String> {
+    s.split_ascii_whitespace().map(str::to_string).collect()
+}
+
+/// Finds the `Bearer` challenge among the header values (a header may carry several
+/// challenges, and several headers may be sent). `None` when there is none.
+pub fn parse_bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
+    values
+        .into_iter()
+        .flat_map(parse_challenges)
+        .find(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, mut params)| BearerChallenge {
+            resource_metadata: params.remove("resource_metadata"),
+            scope: params.remove("scope"),
+            error: params.remove("error"),
+            error_description: params.remove("error_description"),
+        })
+}
+
+/// Splits one header value into `(scheme, params)` pairs. Lenient: skips what it cannot
+/// read instead of failing, since a partly odd header may still carry `resource_metadata`.
+fn parse_challenges(header: &str) -> Vec<(String, HashMap<String, String>)> {
+    let mut out: Vec<(String, HashMap<String, String>)> = Vec::new();
+    let mut p = Parser {
+        s: header.as_bytes(),
+        i: 0,
+    };
+    loop {
+        p.skip_ws_and_commas();
+        let Some(token) = p.token() else { break };
+        p.skip_ws();
+        if p.peek() == Some(b'=') {
+            // `name=value`: a parameter of the current challenge.
+            p.i += 1;
+            p.skip_ws();
+            let value = if p.peek() == Some(b'"') {
+                p.quoted()
+            } else {
+                p.token68()
+            };
+            if let Some((_, params)) = out.last_mut() {
+                params.entry(token.to_ascii_lowercase()).or_insert(value);
+            }
+        } else {
+            // A new scheme; a token68 may follow it (not used by Bearer).
+            out.push((token, HashMap::new()));
+        }
+    }
+    out
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+    }
+
+    fn skip_ws_and_commas(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
+            self.i += 1;
+        }
+    }
+
+    fn token(&mut self) -> Option<String> {
+        let start = self.i;
+        while self.peek().is_some_and(is_tchar) {
+            self.i += 1;
+        }
+        if self.i == start {
+            // Not a token: skip one byte so parsing always advances.
+            if self.i < self.s.len() {
+                self.i += 1;
+                return self.token();
+            }
+            return None;
+        }
+        Some(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+    }
+
+    fn token68(&mut self) -> String {
+        let start = self.i;
+        while self
+            .peek()
+            .is_some_and(|c| is_tchar(c) || c == b'/' || c == b'=')
+        {
+            self.i += 1;
+        }
+        String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
+    }
+
+    fn quoted(&mut self) -> String {
+        self.i += 1; // opening quote
+        let mut out = Vec::new();
+        while let Some(c) = self.peek() {
+            self.i += 1;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(n) = self.peek() {
+                        out.push(n);
+                        self.i += 1;
+                    }
+                }
+                _ => out.push(c),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_quoted_and_bare_params() {
+        let c = parse_bearer([
+            r#"Bearer resource_metadata="https://mcp.example/.well-known/oauth-protected-resource/mcp", scope="a b", error=invalid_token"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            c.resource_metadata.as_deref(),
+            Some("https://mcp.example/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(c.scopes(), vec!["a", "b"]);
+        assert_eq!(c.error.as_deref(), Some("invalid_token"));
+    }
+
+    #[test]
+    fn finds_bearer_among_several_challenges_and_headers() {
+        let c = parse_bearer([
+            r#"Basic realm="x""#,
+            r#"DPoP algs="ES256", bearer scope="files:read", error_description="say \"hi\"""#,
+        ])
+        .unwrap();
+        assert_eq!(c.scope.as_deref(), Some("files:read"));
+        assert_eq!(c.error_description.as_deref(), Some(r#"say "hi""#));
+        assert_eq!(c.resource_metadata, None);
+    }
+
+    #[test]
+    fn bare_bearer_and_garbage() {
+        assert_eq!(
+            parse_bearer(["Bearer"]).unwrap(),
+            BearerChallenge::default()
+        );
+        assert_eq!(parse_bearer(["Basic realm=x"]), None);
+        assert_eq!(parse_bearer([""]), None);
+        // Unterminated quote and stray bytes never panic or loop.
+        let c = parse_bearer([r#"Bearer ,,, =, scope="unterminated"#]).unwrap();
+        assert_eq!(c.scope.as_deref(), Some("unterminated"));
+        assert!(parse_bearer(["\u{1F600} Bearer scope=x"]).is_some());
+    }
+}

@@ -1,0 +1,180 @@
+//! The one HTTP client every outbound request goes through: no redirects followed, bounded
+//! time, bounded body size.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode, header};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::OAuthError;
+
+/// Largest response body read from any server.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+/// A response whose body has been read (up to the cap).
+pub struct Body {
+    pub url: String,
+    pub status: StatusCode,
+    pub headers: header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Body {
+    /// Decodes the body as JSON, naming the server and what it sent otherwise.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, OAuthError> {
+        serde_json::from_slice(&self.bytes).map_err(|e| OAuthError::BadResponse {
+            url: self.url.clone(),
+            detail: format!(
+                "HTTP {} with a body that is not the expected JSON ({e})",
+                self.status.as_u16()
+            ),
+        })
+    }
+}
+
+impl Http {
+    pub fn new() -> Result<Http, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            // A redirect could move a token request to another host: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("mcp-authd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Http { client })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request and reads its body, failing past [`MAX_BODY_BYTES`].
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Body, OAuthError> {
+        let request = request.build().map_err(|e| OAuthError::Transport {
+            url: String::new(),
+            reason: e.to_string(),
+        })?;
+        let url = request.url().to_string();
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| transport(&url, &e))?;
+        read_body(url, response).await
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Body, OAuthError> {
+        self.send(
+            self.client
+                .get(url)
+                .header(header::ACCEPT, "application/json"),
+        )
+        .await
+    }
+}
+
+async fn read_body(url: String, mut response: Response) -> Result<Body, OAuthError> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_large(&url));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, &e))? {
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large(&url));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Body {
+        url,
+        status,
+        headers,
+        bytes,
+    })
+}
+
+fn too_large(url: &str) -> OAuthError {
+    OAuthError::Transport {
+        url: url.to_string(),
+        reason: format!("response larger than {MAX_BODY_BYTES} bytes"),
+    }
+}
+
+fn transport(url: &str, e: &reqwest::Error) -> OAuthError {
+    let reason = if e.is_timeout() {
+        "no answer in time".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        // reqwest's Display names the URL, which is never a secret here (tokens go in
+        // headers and bodies only); keep it for the cause chain.
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            reason = format!("{reason}: {s}");
+            source = s.source();
+        }
+        reason
+    };
+    OAuthError::Transport {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// Whether a URL's host is a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Endpoints that receive codes, tokens or secrets must be https, except on loopback.
+pub fn require_secure(what: &str, raw: &str) -> Result<Url, OAuthError> {
+    let url = Url::parse(raw).map_err(|e| {
+        OAuthError::Untrusted(format!(
+            "the {what} `{}` is not a URL: {e}",
+            super::printable(raw, 200)
+        ))
+    })?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        _ => Err(OAuthError::Untrusted(format!(
+            "the {what} `{}` is not https (plain http is allowed only on loopback addresses); refusing to send credentials to it",
+            super::printable(raw, 200)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_endpoints() {
+        assert!(require_secure("token endpoint", "https://as.example/token").is_ok());
+        assert!(require_secure("token endpoint", "http://127.0.0.1:8080/token").is_ok());
+        assert!(require_secure("token endpoint", "http://127.3.4.5/token").is_ok());
+        assert!(require_secure("token endpoint", "http://localhost/token").is_ok());
+        assert!(require_secure("token endpoint", "http://[::1]:9/token").is_ok());
+        assert!(require_secure("token endpoint", "http://as.example/token").is_err());
+        assert!(require_secure("token endpoint", "http://10.0.0.1/token").is_err());
+        assert!(require_secure("token endpoint", "file:///etc/passwd").is_err());
+        assert!(require_secure("token endpoint", "javascript:alert(1)").is_err());
+    }
+}

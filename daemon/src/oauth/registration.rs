@@ -1,0 +1,119 @@
+//! Client identity at an authorization server: a pre-registered client from the config
+//! file, or Dynamic Client Registration (RFC 7591) as a native public client.
+
+use serde::Deserialize;
+
+use super::discovery::AsMetadata;
+use super::http::{Http, require_secure};
+use super::{OAuthError, printable};
+use crate::secret::Secret;
+
+/// How the client authenticates at the token endpoint (RFC 7591 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    pub fn parse(s: &str) -> Result<AuthMethod, String> {
+        match s {
+            "none" => Ok(AuthMethod::None),
+            "client_secret_basic" => Ok(AuthMethod::ClientSecretBasic),
+            "client_secret_post" => Ok(AuthMethod::ClientSecretPost),
+            other => Err(format!(
+                "unsupported token_endpoint_auth_method `{}` (use none, client_secret_basic or client_secret_post)",
+                printable(other, 64)
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+/// A client id with what it needs to authenticate.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub auth_method: AuthMethod,
+}
+
+/// The result of a successful registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub credentials: ClientCredentials,
+    pub redirect_uri: String,
+}
+
+#[derive(Deserialize)]
+struct RegistrationResponse {
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<Secret>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+}
+
+/// Registers mcp-authd at the AS as a native public client for `redirect_uri`.
+pub async fn register(
+    http: &Http,
+    metadata: &AsMetadata,
+    redirect_uri: &str,
+) -> Result<Registered, OAuthError> {
+    let endpoint = metadata.registration_endpoint.as_deref().ok_or_else(|| {
+        OAuthError::RegistrationRefused(format!(
+            "{} offers no dynamic client registration; register a client there and put its client_id in the config file under [servers.\"<server url>\"]",
+            metadata.issuer
+        ))
+    })?;
+    let endpoint = require_secure("registration endpoint", endpoint)?;
+    let body = serde_json::json!({
+        "client_name": "mcp-authd",
+        "software_id": "mcp-authd",
+        "software_version": env!("CARGO_PKG_VERSION"),
+        "application_type": "native",
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    });
+    let response = http
+        .send(http.client().post(endpoint.clone()).json(&body))
+        .await?;
+    if !response.status.is_success() {
+        let text = String::from_utf8_lossy(&response.bytes);
+        return Err(OAuthError::RegistrationRefused(format!(
+            "{endpoint} answered HTTP {}: {}",
+            response.status.as_u16(),
+            printable(text.trim(), 300)
+        )));
+    }
+    let reg: RegistrationResponse = response.json()?;
+    let auth_method = match reg.token_endpoint_auth_method.as_deref() {
+        Some(m) => AuthMethod::parse(m).map_err(OAuthError::RegistrationRefused)?,
+        None if reg.client_secret.is_some() => AuthMethod::ClientSecretBasic,
+        None => AuthMethod::None,
+    };
+    if auth_method != AuthMethod::None && reg.client_secret.is_none() {
+        return Err(OAuthError::RegistrationRefused(format!(
+            "{endpoint} registered a client for {} but gave no client_secret",
+            auth_method.as_str()
+        )));
+    }
+    Ok(Registered {
+        credentials: ClientCredentials {
+            client_id: reg.client_id,
+            client_secret: reg.client_secret,
+            auth_method,
+        },
+        redirect_uri: redirect_uri.to_string(),
+    })
+}

@@ -1,0 +1,201 @@
+//! Token endpoint requests (code exchange, refresh) and revocation (RFC 7009).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header;
+use serde::Deserialize;
+
+use super::http::{Http, require_secure};
+use super::registration::{AuthMethod, ClientCredentials};
+use super::{OAuthError, OAuthErrorBody, printable};
+use crate::secret::Secret;
+
+/// Assumed lifetime when a token response has no `expires_in`: short, so we refresh early
+/// rather than hand out a token the server already considers dead.
+const DEFAULT_EXPIRES_IN: i64 = 300;
+/// Longest lifetime believed, so a bogus huge `expires_in` cannot overflow or pin a token.
+const MAX_EXPIRES_IN: i64 = 366 * 24 * 3600;
+
+/// What the token endpoint granted.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access_token: Secret,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub refresh_token: Option<Secret>,
+    /// The granted scopes when the AS said; otherwise the requested ones apply.
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Secret,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Number>,
+    #[serde(default)]
+    refresh_token: Option<Secret>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A token endpoint request: the grant's own form fields plus client authentication.
+pub async fn request_tokens(
+    http: &Http,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    mut form: Vec<(&'static str, String)>,
+) -> Result<Tokens, OAuthError> {
+    let endpoint = require_secure("token endpoint", token_endpoint)?;
+    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+    let response = http
+        .send(
+            request
+                .header(header::ACCEPT, "application/json")
+                .form(&form),
+        )
+        .await?;
+    let url = endpoint.to_string();
+    if !response.status.is_success() {
+        return Err(error_from(&url, response.status.as_u16(), &response.bytes));
+    }
+    let t: TokenResponse = response.json()?;
+    match t.token_type.as_deref() {
+        Some(tt) if tt.eq_ignore_ascii_case("bearer") => {}
+        Some(tt) => {
+            return Err(OAuthError::BadResponse {
+                url,
+                detail: format!(
+                    "a `{}` token; only Bearer tokens are supported",
+                    printable(tt, 32)
+                ),
+            });
+        }
+        None => {
+            return Err(OAuthError::BadResponse {
+                url,
+                detail: "a token without `token_type` (RFC 6749 §5.1 requires it)".into(),
+            });
+        }
+    }
+    if t.access_token.expose().is_empty() {
+        return Err(OAuthError::BadResponse {
+            url,
+            detail: "an empty access_token".into(),
+        });
+    }
+    let expires_in = match t.expires_in {
+        None => DEFAULT_EXPIRES_IN,
+        Some(n) => match n.as_i64() {
+            Some(v) if v > 0 => v.min(MAX_EXPIRES_IN),
+            Some(_) => {
+                return Err(OAuthError::BadResponse {
+                    url,
+                    detail: format!("a token with expires_in = {n}"),
+                });
+            }
+            None if n.as_f64().is_some_and(|f| f > 0.0) => MAX_EXPIRES_IN,
+            None => {
+                return Err(OAuthError::BadResponse {
+                    url,
+                    detail: format!("a token with expires_in = {n}"),
+                });
+            }
+        },
+    };
+    Ok(Tokens {
+        access_token: t.access_token,
+        expires_at: now() + expires_in,
+        refresh_token: t.refresh_token.filter(|r| !r.expose().is_empty()),
+        scopes: t
+            .scope
+            .map(|s| s.split_ascii_whitespace().map(str::to_string).collect()),
+    })
+}
+
+/// RFC 7009 revocation of one token. Servers answer 200 even for unknown tokens.
+pub async fn revoke(
+    http: &Http,
+    revocation_endpoint: &str,
+    client: &ClientCredentials,
+    token: &Secret,
+    hint: &'static str,
+) -> Result<(), OAuthError> {
+    let endpoint = require_secure("revocation endpoint", revocation_endpoint)?;
+    let mut form = vec![
+        ("token", token.expose().to_string()),
+        ("token_type_hint", hint.to_string()),
+    ];
+    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+    let response = http.send(request.form(&form)).await?;
+    if response.status.is_success() {
+        Ok(())
+    } else {
+        Err(error_from(
+            endpoint.as_str(),
+            response.status.as_u16(),
+            &response.bytes,
+        ))
+    }
+}
+
+/// Adds client authentication as the registration says (RFC 6749 §2.3.1).
+fn authenticated(
+    request: reqwest::RequestBuilder,
+    client: &ClientCredentials,
+    form: &mut Vec<(&'static str, String)>,
+) -> reqwest::RequestBuilder {
+    let secret = client
+        .client_secret
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default();
+    match client.auth_method {
+        AuthMethod::None => {
+            form.push(("client_id", client.client_id.clone()));
+            request
+        }
+        AuthMethod::ClientSecretPost => {
+            form.push(("client_id", client.client_id.clone()));
+            form.push(("client_secret", secret));
+            request
+        }
+        AuthMethod::ClientSecretBasic => {
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let basic = STANDARD.encode(format!("{}:{}", enc(&client.client_id), enc(&secret)));
+            request.header(header::AUTHORIZATION, format!("Basic {basic}"))
+        }
+    }
+}
+
+fn error_from(url: &str, status: u16, body: &[u8]) -> OAuthError {
+    match serde_json::from_slice::<OAuthErrorBody>(body) {
+        Ok(mut e) => {
+            e.status = status;
+            OAuthError::TokenError(e)
+        }
+        Err(_) => OAuthError::BadResponse {
+            url: url.to_string(),
+            detail: format!(
+                "HTTP {status}: {}",
+                printable(String::from_utf8_lossy(body).trim(), 200)
+            ),
+        },
+    }
+}
+
+impl OAuthError {
+    /// The grant is dead at the AS (RFC 6749 §5.2 `invalid_grant`): only a new login helps.
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, OAuthError::TokenError(e) if e.error == "invalid_grant")
+    }
+}

@@ -1,0 +1,153 @@
+//! The local-socket accept loop: socket file and directory permissions, peer uid check,
+//! a connection cap, one task per connection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use interprocess::local_socket::ListenerOptions;
+use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
+use mcp_authd_ipc::socket;
+use tokio::sync::{Semaphore, watch};
+
+use crate::broker::Broker;
+use crate::connection;
+
+/// Connections served at once; more are refused so one runaway client cannot exhaust
+/// the daemon's file descriptors.
+const MAX_CONNECTIONS: usize = 512;
+
+/// Binds the socket, refusing to take over one a live daemon answers on.
+pub async fn bind(path: &Path) -> anyhow::Result<Listener> {
+    prepare_dir(path)?;
+    if path.exists() {
+        if let Ok(name) = socket::to_name(path) {
+            if Stream::connect(name).await.is_ok() {
+                anyhow::bail!(
+                    "another mcp-authd is already running at {}; stop it first (or use another --socket)",
+                    path.display()
+                );
+            }
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let name =
+        socket::to_name(path).with_context(|| format!("invalid socket path {}", path.display()))?;
+    let options = ListenerOptions::new().name(name);
+    #[cfg(unix)]
+    let options = {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        options.mode(0o600)
+    };
+    let listener = options
+        .create_tokio()
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// Creates the socket's directory private (0700). An existing directory must belong to us
+/// and be closed to others, unless it is a shared one the user chose (e.g. `/tmp`), where
+/// the 0600 socket and the peer check still hold.
+fn prepare_dir(path: &Path) -> anyhow::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let ours = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("mcp-authd"));
+        let meta = std::fs::metadata(dir)?;
+        if ours {
+            anyhow::ensure!(
+                meta.uid() == current_uid(),
+                "{} belongs to another user; remove it or choose another --socket",
+                dir.display()
+            );
+            if meta.mode() & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        if !peer_allowed(&stream) {
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection refused: {MAX_CONNECTIONS} connections already open");
+            continue;
+        };
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            connection::serve(stream, broker, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Only processes of our own user may talk to us (the socket mode says so too; this
+/// holds even if a parent directory is more open than it should be).
+fn peer_allowed(stream: &Stream) -> bool {
+    #[cfg(unix)]
+    {
+        match stream.peer_creds().map(|c| c.euid()) {
+            Ok(Some(uid)) if uid == current_uid() => true,
+            Ok(uid) => {
+                tracing::warn!(
+                    "connection from uid {uid:?} refused: only uid {} may use this daemon",
+                    current_uid()
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!("connection refused: cannot read the peer's credentials: {e}");
+                false
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = stream;
+        true
+    }
+}

@@ -1,0 +1,421 @@
+//! SQLite through sqlx: servers' metadata, registrations, grants. Never a secret.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::oauth::discovery::AsMetadata;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error in {path}: {source}")]
+    Sqlx { path: String, source: sqlx::Error },
+    #[error("cannot upgrade the database schema in {path}: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("a stored record is damaged: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+    path: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RegistrationRow {
+    pub id: String,
+    pub issuer: String,
+    pub kind: String,
+    pub client_id: String,
+    pub redirect_uri: Option<String>,
+    pub token_endpoint_auth_method: String,
+    pub has_client_secret: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GrantRow {
+    pub id: String,
+    pub server_url: String,
+    pub resource: String,
+    pub issuer: String,
+    pub registration_id: String,
+    pub scopes: String,
+    pub state: String,
+    pub needs_login_reason: Option<String>,
+    pub has_refresh_token: bool,
+    pub access_expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub last_refresh_at: Option<i64>,
+}
+
+impl GrantRow {
+    pub fn scope_list(&self) -> Vec<String> {
+        self.scopes
+            .split_ascii_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+pub const STATE_ACTIVE: &str = "active";
+pub const STATE_NEEDS_LOGIN: &str = "needs_login";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Db {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Db, DbError> {
+        let display = path.display().to_string();
+        let sqlx_err = |source| DbError::Sqlx {
+            path: display.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{display}"))
+            .map_err(sqlx_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(sqlx_err)?;
+        restrict_permissions(path);
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| DbError::Migrate {
+                path: display.clone(),
+                source,
+            })?;
+        Ok(Db {
+            pool,
+            path: display,
+        })
+    }
+
+    fn err(&self) -> impl Fn(sqlx::Error) -> DbError + '_ {
+        |source| DbError::Sqlx {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub async fn schema_version(&self) -> Result<i64, DbError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn save_as_metadata(&self, m: &AsMetadata, now: i64) -> Result<(), DbError> {
+        let json = serde_json::to_string(m).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO authorization_servers (issuer, metadata, fetched_at) VALUES (?, ?, ?)
+             ON CONFLICT (issuer) DO UPDATE SET metadata = excluded.metadata, fetched_at = excluded.fetched_at",
+        )
+        .bind(&m.issuer)
+        .bind(json)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub async fn as_metadata(&self, issuer: &str) -> Result<Option<AsMetadata>, DbError> {
+        let json: Option<String> =
+            sqlx::query_scalar("SELECT metadata FROM authorization_servers WHERE issuer = ?")
+                .bind(issuer)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| DbError::Corrupt(format!("metadata of {issuer}: {e}")))
+        })
+        .transpose()
+    }
+
+    pub async fn registration(&self, id: &str) -> Result<Option<RegistrationRow>, DbError> {
+        sqlx::query_as("SELECT * FROM registrations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
+    /// The newest registration of `kind` at `issuer` (for one `client_id` when given).
+    pub async fn find_registration(
+        &self,
+        issuer: &str,
+        kind: &str,
+        client_id: Option<&str>,
+    ) -> Result<Option<RegistrationRow>, DbError> {
+        sqlx::query_as(
+            "SELECT * FROM registrations WHERE issuer = ? AND kind = ? AND (? IS NULL OR client_id = ?)
+             ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        )
+        .bind(issuer)
+        .bind(kind)
+        .bind(client_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())
+    }
+
+    pub async fn insert_registration(&self, r: &RegistrationRow) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO registrations (id, issuer, kind, client_id, redirect_uri, token_endpoint_auth_method, has_client_secret, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.id)
+        .bind(&r.issuer)
+        .bind(&r.kind)
+        .bind(&r.client_id)
+        .bind(&r.redirect_uri)
+        .bind(&r.token_endpoint_auth_method)
+        .bind(r.has_client_secret)
+        .bind(r.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// A grant by id, else the newest grant for a server URL or resource.
+    pub async fn find_grant(&self, server_or_id: &str) -> Result<Option<GrantRow>, DbError> {
+        sqlx::query_as(
+            "SELECT * FROM grants WHERE id = ?1 OR server_url = ?1 OR resource = ?1
+             ORDER BY (id = ?1) DESC, (server_url = ?1) DESC, updated_at DESC LIMIT 1",
+        )
+        .bind(server_or_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())
+    }
+
+    pub async fn grant_by_key(
+        &self,
+        resource: &str,
+        issuer: &str,
+    ) -> Result<Option<GrantRow>, DbError> {
+        sqlx::query_as("SELECT * FROM grants WHERE resource = ? AND issuer = ?")
+            .bind(resource)
+            .bind(issuer)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn list_grants(&self) -> Result<Vec<GrantRow>, DbError> {
+        sqlx::query_as("SELECT * FROM grants ORDER BY server_url, created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
+    pub async fn count_grants(&self) -> Result<i64, DbError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM grants")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Writes a grant after a login (insert, or replace what the last login left).
+    pub async fn upsert_grant(&self, g: &GrantRow) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state, needs_login_reason,
+                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET
+                server_url = excluded.server_url, registration_id = excluded.registration_id, scopes = excluded.scopes,
+                state = excluded.state, needs_login_reason = excluded.needs_login_reason,
+                has_refresh_token = excluded.has_refresh_token, access_expires_at = excluded.access_expires_at,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&g.id)
+        .bind(&g.server_url)
+        .bind(&g.resource)
+        .bind(&g.issuer)
+        .bind(&g.registration_id)
+        .bind(&g.scopes)
+        .bind(&g.state)
+        .bind(&g.needs_login_reason)
+        .bind(g.has_refresh_token)
+        .bind(g.access_expires_at)
+        .bind(g.created_at)
+        .bind(g.updated_at)
+        .bind(g.last_used_at)
+        .bind(g.last_refresh_at)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub async fn record_refresh(
+        &self,
+        id: &str,
+        expires_at: i64,
+        scopes: &str,
+        has_refresh_token: bool,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = ?, last_refresh_at = ?, updated_at = ?,
+                               state = 'active', needs_login_reason = NULL
+             WHERE id = ?",
+        )
+        .bind(expires_at)
+        .bind(scopes)
+        .bind(has_refresh_token)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub async fn mark_needs_login(&self, id: &str, reason: &str, now: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE grants SET state = 'needs_login', needs_login_reason = ?, access_expires_at = NULL, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub async fn touch(&self, id: &str, now: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE grants SET last_used_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub async fn delete_grant(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM grants WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The database file holds no secret, but who uses which server is still nobody else's business.
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            path.to_path_buf(),
+            path.with_extension("db-wal"),
+            path.with_extension("db-shm"),
+        ] {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(id: &str, server: &str) -> GrantRow {
+        GrantRow {
+            id: id.into(),
+            server_url: server.into(),
+            resource: server.into(),
+            issuer: "https://as.example".into(),
+            registration_id: "r_1".into(),
+            scopes: "a b".into(),
+            state: STATE_ACTIVE.into(),
+            needs_login_reason: None,
+            has_refresh_token: true,
+            access_expires_at: Some(100),
+            created_at: 1,
+            updated_at: 1,
+            last_used_at: None,
+            last_refresh_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn grants_round_trip_through_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        assert_eq!(db.schema_version().await.unwrap(), 1);
+        db.insert_registration(&RegistrationRow {
+            id: "r_1".into(),
+            issuer: "https://as.example".into(),
+            kind: "dynamic".into(),
+            client_id: "c".into(),
+            redirect_uri: Some("http://127.0.0.1:1/callback".into()),
+            token_endpoint_auth_method: "none".into(),
+            has_client_secret: false,
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+        db.upsert_grant(&grant("g_1", "https://h.example/mcp"))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.find_grant("https://h.example/mcp")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "g_1"
+        );
+        assert_eq!(
+            db.find_grant("g_1").await.unwrap().unwrap().scope_list(),
+            vec!["a", "b"]
+        );
+        db.mark_needs_login("g_1", "refresh token rejected", 5)
+            .await
+            .unwrap();
+        let g = db.find_grant("g_1").await.unwrap().unwrap();
+        assert_eq!(g.state, STATE_NEEDS_LOGIN);
+        db.record_refresh("g_1", 200, "a", true, 6).await.unwrap();
+        let g = db.find_grant("g_1").await.unwrap().unwrap();
+        assert_eq!(
+            (g.state.as_str(), g.access_expires_at, g.scopes.as_str()),
+            (STATE_ACTIVE, Some(200), "a")
+        );
+        db.close().await;
+        // Reopening keeps everything and does not re-run migrations.
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        assert_eq!(db.count_grants().await.unwrap(), 1);
+        db.delete_grant("g_1").await.unwrap();
+        assert!(db.find_grant("g_1").await.unwrap().is_none());
+    }
+}

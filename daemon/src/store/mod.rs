@@ -1,0 +1,30 @@
+//! Durable state: non-secret metadata in SQLite, secrets in the OS keychain (or the
+//! warned file fallback).
+
+pub mod db;
+pub mod secrets;
+
+pub use db::{Db, DbError, GrantRow, RegistrationRow};
+pub use secrets::{SecretStore, SecretStoreError};
+
+/// Keys of the secret store, one place so nothing else invents a naming scheme.
+pub mod keys {
+    pub fn refresh_token(grant_id: &str) -> String {
+        format!("refresh_token:{grant_id}")
+    }
+
+    pub fn client_secret(registration_id: &str) -> String {
+        format!("client_secret:{registration_id}")
+    }
+}
+
+/// A short random id with a prefix saying what it names (`g_…` grant, `r_…` registration).
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..10)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}_{tail}")
+}

@@ -1,0 +1,148 @@
+//! Error objects: a stable numeric code plus a machine-readable `data.kind`.
+
+use serde::{Deserialize, Serialize};
+
+/// What went wrong, in a form a program can branch on. Serialized as `data.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The line was not valid JSON.
+    ParseError,
+    /// Valid JSON but not a JSON-RPC 2.0 request, or a line over the size cap.
+    InvalidRequest,
+    /// No such method.
+    MethodNotFound,
+    /// The params did not fit the method.
+    InvalidParams,
+    /// A bug or an unexpected local failure in the daemon.
+    Internal,
+    /// No usable grant: the user must log in (`data.command` says how).
+    AuthorizationRequired,
+    /// The browser login was not completed in time.
+    LoginTimeout,
+    /// The user or the authorization server refused the login.
+    LoginFailed,
+    /// The MCP server or its authorization server answered wrongly or could not be reached.
+    ServerError,
+    /// Discovery found metadata that must not be trusted (mismatched resource or issuer, no PKCE).
+    DiscoveryFailed,
+    /// The authorization server refused to register a client.
+    RegistrationFailed,
+    /// No grant matches the given server URL or grant id.
+    NotFound,
+    /// The secret store (OS keychain or fallback file) could not be used.
+    SecretStore,
+}
+
+impl ErrorKind {
+    /// The JSON-RPC error code for this kind: the standard ones for protocol errors and a
+    /// stable range (-32001…) for the daemon's own.
+    pub fn code(self) -> i64 {
+        match self {
+            ErrorKind::ParseError => -32700,
+            ErrorKind::InvalidRequest => -32600,
+            ErrorKind::MethodNotFound => -32601,
+            ErrorKind::InvalidParams => -32602,
+            ErrorKind::Internal => -32603,
+            ErrorKind::AuthorizationRequired => -32001,
+            ErrorKind::LoginTimeout => -32002,
+            ErrorKind::LoginFailed => -32003,
+            ErrorKind::ServerError => -32004,
+            ErrorKind::DiscoveryFailed => -32005,
+            ErrorKind::RegistrationFailed => -32006,
+            ErrorKind::NotFound => -32007,
+            ErrorKind::SecretStore => -32008,
+        }
+    }
+
+    /// The snake_case name used in `data.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ParseError => "parse_error",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::MethodNotFound => "method_not_found",
+            ErrorKind::InvalidParams => "invalid_params",
+            ErrorKind::Internal => "internal",
+            ErrorKind::AuthorizationRequired => "authorization_required",
+            ErrorKind::LoginTimeout => "login_timeout",
+            ErrorKind::LoginFailed => "login_failed",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::DiscoveryFailed => "discovery_failed",
+            ErrorKind::RegistrationFailed => "registration_failed",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::SecretStore => "secret_store",
+        }
+    }
+}
+
+/// A JSON-RPC error object as sent on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<ErrorData>,
+}
+
+/// The `data` member of every error the daemon sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorData {
+    pub kind: ErrorKind,
+    /// For `authorization_required`: the exact CLI command that fixes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The MCP server URL the error is about, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+impl RpcError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RpcError {
+            code: kind.code(),
+            message: message.into(),
+            data: Some(ErrorData {
+                kind,
+                command: None,
+                server: None,
+            }),
+        }
+    }
+
+    /// An `authorization_required` error naming the login command for `server`.
+    pub fn authorization_required(server: &str, scopes: &[String], why: &str) -> Self {
+        let mut command = format!("mcp-auth login {server}");
+        if !scopes.is_empty() {
+            command.push_str(&format!(" --scope '{}'", scopes.join(" ")));
+        }
+        RpcError {
+            code: ErrorKind::AuthorizationRequired.code(),
+            message: format!("{why}; run: {command}"),
+            data: Some(ErrorData {
+                kind: ErrorKind::AuthorizationRequired,
+                command: Some(command),
+                server: Some(server.to_string()),
+            }),
+        }
+    }
+
+    pub fn with_server(mut self, server: &str) -> Self {
+        if let Some(data) = self.data.as_mut() {
+            data.server = Some(server.to_string());
+        }
+        self
+    }
+
+    /// The kind, also for errors from peers that sent only a standard code.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        self.data.as_ref().map(|d| d.kind)
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}

@@ -1,0 +1,115 @@
+//! Line framing with a size cap, so one hostile peer cannot make the daemon buffer without
+//! bound.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest line either side accepts, newline excluded: 1 MiB.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("a line longer than {MAX_FRAME_BYTES} bytes was sent")]
+    TooLarge,
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads newline-terminated frames from a buffered stream.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl<R: AsyncBufRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self::with_limit(inner, MAX_FRAME_BYTES)
+    }
+
+    pub fn with_limit(inner: R, max: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next frame without its line ending, or `None` at a clean end of stream.
+    /// Blank lines are skipped. After `TooLarge` the stream is out of sync: close it.
+    pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        loop {
+            self.buf.clear();
+            loop {
+                let available = self.inner.fill_buf().await?;
+                if available.is_empty() {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    // A last line without a newline still counts.
+                    break;
+                }
+                let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&available[..i], Some(i + 1)),
+                    None => (available, None),
+                };
+                if self.buf.len() + chunk.len() > self.max {
+                    return Err(FrameError::TooLarge);
+                }
+                self.buf.extend_from_slice(chunk);
+                let used = done.unwrap_or(available.len());
+                self.inner.consume(used);
+                if done.is_some() {
+                    break;
+                }
+            }
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some(std::mem::take(&mut self.buf)));
+            }
+        }
+    }
+}
+
+/// Writes one value as a single line and flushes it.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: serde::Serialize>(
+    writer: &mut W,
+    value: &T,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line).await?;
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::BufReader;
+
+    #[tokio::test]
+    async fn splits_lines_and_skips_blank_ones() {
+        let data: &[u8] = b"{\"a\":1}\r\n\n  \n{\"b\":2}\nlast";
+        let mut r = FrameReader::new(BufReader::with_capacity(3, data));
+        assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"b\":2}");
+        assert_eq!(r.next_frame().await.unwrap().unwrap(), b"last");
+        assert!(r.next_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn refuses_an_oversized_line_without_buffering_it() {
+        let data = vec![b'x'; 100];
+        let mut r = FrameReader::with_limit(BufReader::with_capacity(8, &data[..]), 50);
+        assert!(matches!(r.next_frame().await, Err(FrameError::TooLarge)));
+    }
+
+    #[tokio::test]
+    async fn a_line_exactly_at_the_cap_is_accepted() {
+        let mut data = vec![b'x'; 50];
+        data.push(b'\n');
+        let mut r = FrameReader::with_limit(BufReader::new(&data[..]), 50);
+        assert_eq!(r.next_frame().await.unwrap().unwrap().len(), 50);
+    }
+}

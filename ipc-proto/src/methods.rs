@@ -1,0 +1,142 @@
+//! Params and results of every method, and the names of methods and notifications.
+
+use serde::{Deserialize, Serialize};
+
+pub const STATUS: &str = "status";
+pub const TOKEN_GET: &str = "token.get";
+pub const LOGIN: &str = "login";
+pub const GRANTS_LIST: &str = "grants.list";
+pub const GRANTS_GET: &str = "grants.get";
+pub const GRANTS_REVOKE: &str = "grants.revoke";
+/// Notification sent on the connection that called `login`, once the browser URL is known.
+pub const LOGIN_PENDING: &str = "login.pending";
+
+/// Seconds of validity `token.get` guarantees when the caller does not say.
+pub const DEFAULT_MIN_VALID_SECS: u64 = 60;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResult {
+    pub version: String,
+    pub protocol_version: u32,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub socket: String,
+    pub data_dir: String,
+    pub config_file: String,
+    /// Version of the SQLite schema (number of migrations applied).
+    pub database_schema: i64,
+    pub secret_store: SecretStoreStatus,
+    pub grants: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretStoreStatus {
+    /// `keychain` or `file`.
+    pub backend: String,
+    /// Which keychain, or which file.
+    pub detail: String,
+    /// Set when secrets are not in the OS keychain: a user should see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenGetParams {
+    /// The MCP server URL (or a grant id).
+    pub server: String,
+    /// Scopes the caller needs; a grant lacking one answers `authorization_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The token handed out stays valid at least this long (default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_valid_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenGetResult {
+    pub access_token: String,
+    pub token_type: String,
+    /// Unix time, seconds.
+    pub expires_at: i64,
+    pub expires_in: i64,
+    pub scopes: Vec<String>,
+    pub grant: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoginParams {
+    pub server: String,
+    /// Scopes to request instead of the ones discovery chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Open the user's browser (default true); the URL is always sent in `login.pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_browser: Option<bool>,
+    /// How long to wait for the browser (default: the daemon's `login_timeout_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Params of the `login.pending` notification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginPending {
+    pub server: String,
+    pub authorization_url: String,
+    pub timeout_secs: u64,
+    /// Whether the daemon managed to start a browser.
+    pub browser_opened: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GrantRef {
+    /// A grant id or an MCP server URL.
+    pub grant: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeParams {
+    pub grant: String,
+    /// Also revoke at the authorization server (RFC 7009) when it offers it (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeResult {
+    pub grant: GrantInfo,
+    /// `revoked`, `not_supported` (no revocation endpoint), `skipped`, or `failed: …`.
+    pub remote: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantsList {
+    pub grants: Vec<GrantInfo>,
+}
+
+/// Everything about a grant that is not secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantInfo {
+    pub id: String,
+    /// The MCP server URL the user logged in to.
+    pub server: String,
+    /// The protected resource (RFC 9728 `resource`).
+    pub resource: String,
+    pub issuer: String,
+    pub client_id: String,
+    /// `dynamic` (RFC 7591) or `pre-registered`.
+    pub registration: String,
+    pub scopes: Vec<String>,
+    /// `active` or `needs_login`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_login_reason: Option<String>,
+    pub has_refresh_token: bool,
+    /// Unix seconds; absent when no access token is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_expires_at: Option<i64>,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_at: Option<i64>,
+}

@@ -1,0 +1,1617 @@
+//! A real, strict OAuth 2.1 authorization server for end-to-end tests.
+//!
+//! Everything a client can get wrong is checked the way a production server
+//! would check it (PKCE, exact redirect URIs, RFC 8707 `resource` binding,
+//! client authentication per registered method, single-use codes, refresh
+//! token rotation with replay detection), because a lenient test server would
+//! let daemon bugs pass silently. Approval is automatic: a GET on
+//! `/authorize` behaves like a user who clicked "allow".
+//!
+//! State lives in one `Mutex` so the test can inspect it (counts, issued
+//! secrets) and the in-process [`crate::McpServer`] can validate tokens
+//! without an introspection round trip.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use url::{Host, Url};
+
+use crate::net::{ServerHandle, bind_loopback, spawn_server};
+
+/// How long an authorization code may wait before being exchanged.
+const CODE_LIFETIME: Duration = Duration::from_secs(600);
+const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
+
+// ---------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------
+
+/// Knobs that let a test reproduce the variety of real-world servers.
+#[derive(Debug, Clone)]
+pub struct AsOptions {
+    /// Lifetime of access tokens issued from now on (see also
+    /// [`AuthServer::set_access_token_ttl`]).
+    pub access_token_ttl_secs: u64,
+    /// Whether token responses include a refresh token at all.
+    pub issue_refresh_tokens: bool,
+    /// Whether a refresh replaces the refresh token (OAuth 2.1 public-client
+    /// behaviour) or keeps the old one valid and omits it from the response.
+    pub rotate_refresh_tokens: bool,
+    /// Advertised in metadata and enforced at `/authorize`.
+    pub scopes_supported: Vec<String>,
+    /// Serve RFC 7591 dynamic client registration at `{issuer}/register`.
+    pub registration_endpoint: bool,
+    /// Serve RFC 7009 revocation at `{issuer}/revoke`.
+    pub revocation_endpoint: bool,
+    /// `None` honours the client's requested `token_endpoint_auth_method`;
+    /// `Some(m)` overrides it in the DCR response, as some servers do.
+    pub dcr_auth_method: Option<String>,
+    /// Issuer path (`""` or e.g. `"/tenant1"`), for RFC 8414 path-aware
+    /// metadata discovery.
+    pub path: String,
+}
+
+impl Default for AsOptions {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 3600,
+            issue_refresh_tokens: true,
+            rotate_refresh_tokens: true,
+            scopes_supported: ["mcp:read", "mcp:write", "offline_access"]
+                .map(String::from)
+                .to_vec(),
+            registration_endpoint: true,
+            revocation_endpoint: true,
+            dcr_auth_method: None,
+            path: String::new(),
+        }
+    }
+}
+
+/// Snapshot of how often each endpoint did its job (successful operations,
+/// except `refresh_failures`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Successful dynamic client registrations.
+    pub registrations: u32,
+    /// Authorization codes issued by `/authorize`.
+    pub authorizations: u32,
+    /// Successful `authorization_code` grants.
+    pub code_exchanges: u32,
+    /// Successful `refresh_token` grants.
+    pub refreshes: u32,
+    /// Failed `refresh_token` grant requests, for any reason.
+    pub refresh_failures: u32,
+    /// Authenticated, well-formed revocation requests (RFC 7009 answers 200
+    /// even for unknown tokens, so this counts requests, not tokens).
+    pub revocations: u32,
+}
+
+/// Why [`AuthServer::validate_access_token`] refused a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// Never issued by this server.
+    Unknown,
+    /// Past its lifetime.
+    Expired,
+    /// Issued for a different RFC 8707 resource (audience).
+    WrongResource,
+    /// Revoked directly, or its grant was revoked (revocation or replay).
+    Revoked,
+}
+
+/// A client that exists without dynamic registration, for servers that do not
+/// offer DCR.
+#[derive(Debug, Clone)]
+pub struct PreRegisteredClient {
+    pub client_id: String,
+    /// Required unless the method is `"none"`.
+    pub client_secret: Option<String>,
+    /// `"none"`, `"client_secret_basic"` or `"client_secret_post"`.
+    pub token_endpoint_auth_method: String,
+    /// Exact redirect URIs; empty accepts any loopback `http` redirect URI
+    /// (RFC 8252 section 7.3 style).
+    pub redirect_uris: Vec<String>,
+}
+
+/// A running authorization server; shuts down when dropped.
+pub struct AuthServer {
+    issuer: String,
+    shared: Arc<Shared>,
+    _server: ServerHandle,
+}
+
+impl AuthServer {
+    /// Binds an ephemeral loopback port and starts serving.
+    ///
+    /// Panics on nonsensical options: they are test bugs, not runtime input.
+    pub async fn start(opts: AsOptions) -> AuthServer {
+        assert!(
+            opts.path.is_empty() || (opts.path.starts_with('/') && !opts.path.ends_with('/')),
+            "AsOptions::path must be empty or start with '/' and not end with '/'"
+        );
+        if let Some(method) = &opts.dcr_auth_method {
+            assert!(
+                AuthMethod::parse(method).is_some(),
+                "unsupported AsOptions::dcr_auth_method {method:?}"
+            );
+        }
+
+        let (listener, origin) = bind_loopback().await;
+        let issuer = format!("{origin}{}", opts.path);
+        let shared = Arc::new(Shared {
+            issuer: issuer.clone(),
+            inner: Mutex::new(Inner::new(Duration::from_secs(opts.access_token_ttl_secs))),
+            opts,
+        });
+        let server = spawn_server(listener, router(&shared));
+        AuthServer {
+            issuer,
+            shared,
+            _server: server,
+        }
+    }
+
+    /// The issuer identifier, without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.shared.lock().counts.clone()
+    }
+
+    /// Every secret this server issued or received, so a test can assert that
+    /// none of them leaks into logs, command output or plaintext files.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.shared.lock().secrets.clone()
+    }
+
+    /// Refresh tokens that would currently be accepted.
+    pub fn current_refresh_tokens(&self) -> Vec<String> {
+        let inner = self.shared.lock();
+        inner
+            .refresh_tokens
+            .iter()
+            .filter(|(_, rt)| !rt.rotated && !inner.families[rt.family].revoked)
+            .map(|(token, _)| token.clone())
+            .collect()
+    }
+
+    /// Checks an access token for use at `resource`; returns its scopes.
+    pub fn validate_access_token(
+        &self,
+        token: &str,
+        resource: &str,
+    ) -> Result<Vec<String>, TokenProblem> {
+        self.shared.validate_access_token(token, resource)
+    }
+
+    /// Adds a client as if an administrator had configured it.
+    ///
+    /// Panics on an inconsistent client definition (a test bug).
+    pub fn register_client(&self, client: PreRegisteredClient) {
+        let method = AuthMethod::parse(&client.token_endpoint_auth_method).unwrap_or_else(|| {
+            panic!(
+                "unsupported token_endpoint_auth_method {:?}",
+                client.token_endpoint_auth_method
+            )
+        });
+        assert_eq!(
+            method == AuthMethod::None,
+            client.client_secret.is_none(),
+            "a client secret is required exactly when the auth method is not \"none\""
+        );
+        let mut inner = self.shared.lock();
+        if let Some(secret) = &client.client_secret {
+            inner.remember_secret(secret);
+        }
+        inner.clients.insert(
+            client.client_id.clone(),
+            Client {
+                secret: client.client_secret,
+                method,
+                redirect_uris: client.redirect_uris,
+            },
+        );
+    }
+
+    /// Changes the lifetime of access tokens issued from now on; `0` makes
+    /// them expire immediately, to exercise the client's refresh path.
+    pub fn set_access_token_ttl(&self, secs: u64) {
+        self.shared.lock().access_token_ttl = Duration::from_secs(secs);
+    }
+
+    /// Bodies of every DCR request received (invalid JSON is kept as a
+    /// string), for asserting on the client's metadata.
+    pub fn registrations(&self) -> Vec<Value> {
+        self.shared.lock().registrations.clone()
+    }
+
+    /// Query parameters of the most recent `/authorize` request.
+    pub fn last_authorize_params(&self) -> Option<BTreeMap<String, String>> {
+        self.shared.lock().last_authorize.clone()
+    }
+
+    /// Form parameters of the most recent `/token` request, unredacted.
+    pub fn last_token_params(&self) -> Option<BTreeMap<String, String>> {
+        self.shared.lock().last_token.clone()
+    }
+
+    /// The state the MCP server validates tokens against.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------
+
+/// State shared between the HTTP handlers, [`AuthServer`] and the MCP server.
+pub(crate) struct Shared {
+    issuer: String,
+    opts: AsOptions,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    /// Locks the state. A panic in another thread holding the lock (only
+    /// possible from a failing test assertion) must not cascade into
+    /// unrelated requests, so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub(crate) fn validate_access_token(
+        &self,
+        token: &str,
+        resource: &str,
+    ) -> Result<Vec<String>, TokenProblem> {
+        let inner = self.lock();
+        let record = inner
+            .access_tokens
+            .get(token)
+            .ok_or(TokenProblem::Unknown)?;
+        if record.revoked || inner.families[record.family].revoked {
+            return Err(TokenProblem::Revoked);
+        }
+        if Instant::now() >= record.expires_at {
+            return Err(TokenProblem::Expired);
+        }
+        if record.resource != resource {
+            return Err(TokenProblem::WrongResource);
+        }
+        Ok(split_scope(record.scope.as_deref()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    const ALL: [&'static str; 3] = ["none", "client_secret_basic", "client_secret_post"];
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+struct Client {
+    secret: Option<String>,
+    method: AuthMethod,
+    redirect_uris: Vec<String>,
+}
+
+impl Client {
+    /// Exact string match (OAuth 2.1 section 2.3.1), except that a client
+    /// without registered URIs accepts any loopback `http` URI.
+    fn accepts_redirect(&self, uri: &str) -> bool {
+        if self.redirect_uris.is_empty() {
+            Url::parse(uri).is_ok_and(|url| {
+                url.scheme() == "http" && is_loopback(&url) && url.fragment().is_none()
+            })
+        } else {
+            self.redirect_uris
+                .iter()
+                .any(|registered| registered == uri)
+        }
+    }
+}
+
+/// An issued authorization code.
+#[derive(Clone)]
+struct PendingCode {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    scope: Option<String>,
+    resource: String,
+    issued_at: Instant,
+    state: CodeState,
+}
+
+/// Codes are single use: the first redemption attempt consumes the code
+/// whatever its outcome, and a second use revokes whatever the first one
+/// produced (OAuth 2.1 section 4.1.3).
+#[derive(Clone, Copy)]
+enum CodeState {
+    Fresh,
+    Consumed { family: Option<FamilyId> },
+}
+
+/// Index into `Inner::families`: one grant and every token derived from it.
+type FamilyId = usize;
+
+struct Family {
+    client_id: String,
+    scope: Option<String>,
+    resource: String,
+    revoked: bool,
+}
+
+struct RefreshRecord {
+    family: FamilyId,
+    /// Replaced by a newer token; presenting it again is a replay.
+    rotated: bool,
+}
+
+struct AccessRecord {
+    family: FamilyId,
+    scope: Option<String>,
+    resource: String,
+    expires_at: Instant,
+    revoked: bool,
+}
+
+struct Inner {
+    access_token_ttl: Duration,
+    clients: HashMap<String, Client>,
+    codes: HashMap<String, PendingCode>,
+    families: Vec<Family>,
+    refresh_tokens: HashMap<String, RefreshRecord>,
+    access_tokens: HashMap<String, AccessRecord>,
+    counts: Counts,
+    secrets: Vec<String>,
+    registrations: Vec<Value>,
+    last_authorize: Option<BTreeMap<String, String>>,
+    last_token: Option<BTreeMap<String, String>>,
+}
+
+impl Inner {
+    fn new(access_token_ttl: Duration) -> Self {
+        Self {
+            access_token_ttl,
+            clients: HashMap::new(),
+            codes: HashMap::new(),
+            families: Vec::new(),
+            refresh_tokens: HashMap::new(),
+            access_tokens: HashMap::new(),
+            counts: Counts::default(),
+            secrets: Vec::new(),
+            registrations: Vec::new(),
+            last_authorize: None,
+            last_token: None,
+        }
+    }
+
+    fn remember_secret(&mut self, secret: &str) {
+        if !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_owned());
+        }
+    }
+
+    /// Generates a secret value and records it in the leak-check list.
+    fn new_secret(&mut self, prefix: &str) -> String {
+        let value = random_token(prefix);
+        self.remember_secret(&value);
+        value
+    }
+
+    fn new_family(&mut self, client_id: &str, scope: Option<String>, resource: String) -> FamilyId {
+        self.families.push(Family {
+            client_id: client_id.to_owned(),
+            scope,
+            resource,
+            revoked: false,
+        });
+        self.families.len() - 1
+    }
+
+    fn revoke_family(&mut self, family: FamilyId) {
+        if let Some(f) = self.families.get_mut(family) {
+            f.revoked = true;
+        }
+    }
+
+    /// Issues an access token (and a refresh token if asked) for `family`
+    /// and returns the RFC 6749 section 5.1 response body.
+    fn issue(&mut self, family: FamilyId, scope: Option<String>, with_refresh: bool) -> Value {
+        let access_token = self.new_secret("at_");
+        let ttl = self.access_token_ttl;
+        let resource = self.families[family].resource.clone();
+        self.access_tokens.insert(
+            access_token.clone(),
+            AccessRecord {
+                family,
+                scope: scope.clone(),
+                resource,
+                expires_at: Instant::now() + ttl,
+                revoked: false,
+            },
+        );
+        let mut body = json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": ttl.as_secs(),
+        });
+        if let Some(scope) = scope {
+            body["scope"] = json!(scope);
+        }
+        if with_refresh {
+            let refresh_token = self.new_secret("rt_");
+            self.refresh_tokens.insert(
+                refresh_token.clone(),
+                RefreshRecord {
+                    family,
+                    rotated: false,
+                },
+            );
+            body["refresh_token"] = json!(refresh_token);
+        }
+        body
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request parsing and error responses
+// ---------------------------------------------------------------------------
+
+/// `application/x-www-form-urlencoded` parameters (query or body).
+struct Params {
+    map: BTreeMap<String, String>,
+    duplicated: BTreeSet<String>,
+}
+
+impl Params {
+    fn parse(raw: &[u8]) -> Self {
+        let mut map = BTreeMap::new();
+        let mut duplicated = BTreeSet::new();
+        for (key, value) in url::form_urlencoded::parse(raw) {
+            if map.insert(key.to_string(), value.into_owned()).is_some() {
+                duplicated.insert(key.into_owned());
+            }
+        }
+        Self { map, duplicated }
+    }
+
+    /// RFC 6749 section 3.1: parameters without a value are treated as
+    /// omitted.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, key: &str) -> Result<&str, OAuthError> {
+        self.get(key)
+            .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {key}")))
+    }
+
+    /// RFC 6749 section 3.1: parameters must not be repeated.
+    fn reject_duplicates(&self) -> Result<(), OAuthError> {
+        match self.duplicated.first() {
+            Some(key) => Err(OAuthError::invalid_request(format!(
+                "parameter {key} is repeated"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An RFC 6749 section 5.2 error.
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn invalid_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    }
+
+    fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    fn invalid_target(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
+    }
+
+    fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    fn client_metadata(code: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, description)
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.code, "error_description": self.description});
+        let mut response = (self.status, no_store(), axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6749 section 5.2: a 401 must carry a challenge.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mcp-authd-test-as\""),
+            );
+        }
+        response
+    }
+}
+
+/// RFC 6749 section 5.1: token responses must not be cached.
+fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case(expected))
+}
+
+// ---------------------------------------------------------------------------
+// Small pure helpers
+// ---------------------------------------------------------------------------
+
+/// 32 random bytes, base64url, behind a prefix that makes logs readable.
+fn random_token(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+/// RFC 7636 section 4.2 S256 transform.
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// RFC 7636 section 4.1: 43..=128 characters of `[A-Za-z0-9-._~]`.
+fn is_valid_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// An S256 challenge is exactly a base64url-nopad SHA-256 digest.
+fn is_valid_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn split_scope(scope: Option<&str>) -> Vec<String> {
+    scope
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// RFC 8707 section 2: an absolute URI without a fragment.
+fn is_valid_resource(resource: &str) -> bool {
+    Url::parse(resource).is_ok_and(|url| url.fragment().is_none() && url.has_host())
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component, as used for
+/// HTTP Basic client credentials (RFC 6749 section 2.3.1).
+fn form_decode(component: &str) -> Option<String> {
+    let bytes = component.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+// ---------------------------------------------------------------------------
+// HTTP handlers
+// ---------------------------------------------------------------------------
+
+fn router(shared: &Arc<Shared>) -> Router {
+    let path = &shared.opts.path;
+    let mut router = Router::new()
+        .route(
+            &format!("/.well-known/oauth-authorization-server{path}"),
+            get(metadata),
+        )
+        .route(&format!("{path}/authorize"), get(authorize))
+        .route(&format!("{path}/token"), post(token));
+    if shared.opts.registration_endpoint {
+        router = router.route(&format!("{path}/register"), post(register));
+    }
+    if shared.opts.revocation_endpoint {
+        router = router.route(&format!("{path}/revoke"), post(revoke));
+    }
+    router.with_state(Arc::clone(shared))
+}
+
+/// RFC 8414 metadata.
+async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
+    let issuer = &shared.issuer;
+    let mut body = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": GRANT_TYPES,
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": AuthMethod::ALL,
+        "scopes_supported": shared.opts.scopes_supported,
+        "authorization_response_iss_parameter_supported": true,
+    });
+    if shared.opts.registration_endpoint {
+        body["registration_endpoint"] = json!(format!("{issuer}/register"));
+    }
+    if shared.opts.revocation_endpoint {
+        body["revocation_endpoint"] = json!(format!("{issuer}/revoke"));
+        body["revocation_endpoint_auth_methods_supported"] = json!(AuthMethod::ALL);
+    }
+    axum::Json(body).into_response()
+}
+
+/// RFC 7591 dynamic client registration.
+async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = serde_json::from_slice::<Value>(&body);
+    let mut inner = shared.lock();
+    inner.registrations.push(match &parsed {
+        Ok(value) => value.clone(),
+        Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
+    });
+    let result = if !has_content_type(&headers, "application/json") {
+        Err(OAuthError::client_metadata(
+            "invalid_client_metadata",
+            "Content-Type must be application/json",
+        ))
+    } else {
+        match parsed {
+            Ok(Value::Object(request)) => register_client(&shared.opts, &mut inner, &request),
+            _ => Err(OAuthError::client_metadata(
+                "invalid_client_metadata",
+                "body must be a JSON object",
+            )),
+        }
+    };
+    match result {
+        Ok(body) => (StatusCode::CREATED, no_store(), axum::Json(body)).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Validates client metadata, stores the client and builds the RFC 7591
+/// section 3.2.1 response.
+fn register_client(
+    opts: &AsOptions,
+    inner: &mut Inner,
+    request: &serde_json::Map<String, Value>,
+) -> Result<Value, OAuthError> {
+    let metadata_error = |d: &str| OAuthError::client_metadata("invalid_client_metadata", d);
+
+    let redirect_uris = string_array(request, "redirect_uris")
+        .ok_or_else(|| {
+            OAuthError::client_metadata(
+                "invalid_redirect_uri",
+                "redirect_uris must be an array of strings",
+            )
+        })?
+        .unwrap_or_default();
+    if redirect_uris.is_empty() {
+        return Err(OAuthError::client_metadata(
+            "invalid_redirect_uri",
+            "redirect_uris is required",
+        ));
+    }
+    if let Some(bad) = redirect_uris.iter().find(|u| !is_registrable_redirect(u)) {
+        return Err(OAuthError::client_metadata(
+            "invalid_redirect_uri",
+            format!("{bad} is neither https nor an http loopback URI with a port"),
+        ));
+    }
+
+    match request.get("application_type") {
+        None => {}
+        Some(Value::String(t)) if t == "native" || t == "web" => {}
+        Some(_) => {
+            return Err(metadata_error(
+                "application_type must be \"native\" or \"web\"",
+            ));
+        }
+    }
+
+    let requested_method = match request.get("token_endpoint_auth_method") {
+        None => None,
+        Some(Value::String(m)) => Some(
+            AuthMethod::parse(m)
+                .ok_or_else(|| metadata_error("unsupported token_endpoint_auth_method"))?,
+        ),
+        Some(_) => {
+            return Err(metadata_error(
+                "token_endpoint_auth_method must be a string",
+            ));
+        }
+    };
+    // RFC 7591 section 2: the default is client_secret_basic.
+    let method = opts
+        .dcr_auth_method
+        .as_deref()
+        .and_then(AuthMethod::parse)
+        .or(requested_method)
+        .unwrap_or(AuthMethod::ClientSecretBasic);
+
+    let grant_types = string_array(request, "grant_types")
+        .ok_or_else(|| metadata_error("grant_types must be an array of strings"))?
+        // The server may substitute defaults; offering both lets clients
+        // that omit grant_types still refresh.
+        .unwrap_or_else(|| GRANT_TYPES.map(String::from).to_vec());
+    if let Some(bad) = grant_types
+        .iter()
+        .find(|g| !GRANT_TYPES.contains(&g.as_str()))
+    {
+        return Err(metadata_error(&format!("unsupported grant type {bad}")));
+    }
+    let response_types = string_array(request, "response_types")
+        .ok_or_else(|| metadata_error("response_types must be an array of strings"))?
+        .unwrap_or_else(|| vec!["code".to_owned()]);
+    if response_types.iter().any(|r| r != "code") {
+        return Err(metadata_error(
+            "only the \"code\" response type is supported",
+        ));
+    }
+
+    let client_id = format!("client_{}", random_token(""));
+    let secret = (method != AuthMethod::None).then(|| inner.new_secret("cs_"));
+    let issued_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+
+    let mut response = json!({
+        "client_id": client_id,
+        "client_id_issued_at": issued_at,
+        "redirect_uris": redirect_uris,
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "token_endpoint_auth_method": method.as_str(),
+    });
+    if let Some(secret) = &secret {
+        response["client_secret"] = json!(secret);
+        // Required whenever a secret is issued; 0 means "never expires".
+        response["client_secret_expires_at"] = json!(0);
+    }
+    for echoed in [
+        "client_name",
+        "application_type",
+        "scope",
+        "client_uri",
+        "software_id",
+        "software_version",
+    ] {
+        if let Some(value) = request.get(echoed) {
+            response[echoed] = value.clone();
+        }
+    }
+
+    inner.clients.insert(
+        client_id,
+        Client {
+            secret,
+            method,
+            redirect_uris,
+        },
+    );
+    inner.counts.registrations += 1;
+    Ok(response)
+}
+
+/// `Some(None)` if absent, `Some(Some(v))` if an array of strings, `None` if
+/// malformed.
+fn string_array(object: &serde_json::Map<String, Value>, key: &str) -> Option<Option<Vec<String>>> {
+    match object.get(key) {
+        None => Some(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .map(Some),
+        Some(_) => None,
+    }
+}
+
+/// What DCR accepts as a redirect URI: https, or http on a loopback host
+/// with an explicit port (RFC 8252 section 7.3), never with a fragment.
+fn is_registrable_redirect(uri: &str) -> bool {
+    let Ok(url) = Url::parse(uri) else {
+        return false;
+    };
+    if url.fragment().is_some() {
+        return false;
+    }
+    match url.scheme() {
+        "https" => url.has_host(),
+        "http" => is_loopback(&url) && url.port().is_some(),
+        _ => false,
+    }
+}
+
+/// Authorization endpoint with automatic consent.
+async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let mut inner = shared.lock();
+    inner.last_authorize = Some(params.map.clone());
+
+    // Until client and redirect URI are trusted, errors must not redirect
+    // (RFC 6749 section 4.1.2.1): that would be an open redirector.
+    let client_id = match params.get("client_id") {
+        Some(id) if !params.duplicated.contains("client_id") => id,
+        _ => return plain_error("missing or repeated client_id"),
+    };
+    let Some(client) = inner.clients.get(client_id) else {
+        return plain_error("unknown client_id");
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(uri) if !params.duplicated.contains("redirect_uri") => uri,
+        _ => return plain_error("missing or repeated redirect_uri"),
+    };
+    if !client.accepts_redirect(redirect_uri) {
+        return plain_error("redirect_uri is not registered for this client");
+    }
+    // Parsing cannot fail for an accepted URI, but never trust that blindly.
+    let Ok(mut location) = Url::parse(redirect_uri) else {
+        return plain_error("redirect_uri is not an absolute URI");
+    };
+
+    match validate_authorization_request(&shared.opts, &params) {
+        Ok(request) => {
+            let code = inner.new_secret("ac_");
+            inner.codes.insert(
+                code.clone(),
+                PendingCode {
+                    client_id: client_id.to_owned(),
+                    redirect_uri: redirect_uri.to_owned(),
+                    code_challenge: request.code_challenge,
+                    scope: request.scope,
+                    resource: request.resource,
+                    issued_at: Instant::now(),
+                    state: CodeState::Fresh,
+                },
+            );
+            inner.counts.authorizations += 1;
+            location.query_pairs_mut().append_pair("code", &code);
+        }
+        Err(err) => {
+            location
+                .query_pairs_mut()
+                .append_pair("error", err.code)
+                .append_pair("error_description", &err.description);
+        }
+    }
+    let mut pairs = location.query_pairs_mut();
+    if let Some(state) = params.get("state") {
+        pairs.append_pair("state", state);
+    }
+    // RFC 9207 mix-up defence, on success and error alike.
+    pairs.append_pair("iss", &shared.issuer);
+    drop(pairs);
+    redirect(&location)
+}
+
+/// The validated parts of an authorization request that the code remembers.
+struct AuthorizationRequest {
+    code_challenge: String,
+    scope: Option<String>,
+    resource: String,
+}
+
+fn validate_authorization_request(
+    opts: &AsOptions,
+    params: &Params,
+) -> Result<AuthorizationRequest, OAuthError> {
+    params.reject_duplicates()?;
+    match params.require("response_type")? {
+        "code" => {}
+        _ => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ));
+        }
+    }
+    // OAuth 2.1: PKCE is mandatory and a missing method means "plain",
+    // which this server refuses.
+    if params.get("code_challenge_method") != Some("S256") {
+        return Err(OAuthError::invalid_request(
+            "code_challenge_method must be S256",
+        ));
+    }
+    let code_challenge = params.require("code_challenge")?;
+    if !is_valid_s256_challenge(code_challenge) {
+        return Err(OAuthError::invalid_request(
+            "code_challenge is not a base64url SHA-256 digest",
+        ));
+    }
+    let resource = params
+        .get("resource")
+        .ok_or_else(|| OAuthError::invalid_target("resource (RFC 8707) is required"))?;
+    if !is_valid_resource(resource) {
+        return Err(OAuthError::invalid_target(
+            "resource must be an absolute URI without a fragment",
+        ));
+    }
+    let scope = params.get("scope");
+    if let Some(unknown) = split_scope(scope)
+        .into_iter()
+        .find(|s| !opts.scopes_supported.contains(s))
+    {
+        return Err(OAuthError::invalid_scope(format!(
+            "unknown scope {unknown}"
+        )));
+    }
+    Ok(AuthorizationRequest {
+        code_challenge: code_challenge.to_owned(),
+        scope: scope.map(String::from),
+        resource: resource.to_owned(),
+    })
+}
+
+fn plain_error(message: &'static str) -> Response {
+    (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+fn redirect(location: &Url) -> Response {
+    match HeaderValue::from_str(location.as_str()) {
+        Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
+        // A serialized Url is always ASCII, so this is unreachable in practice.
+        Err(_) => plain_error("cannot build the redirect"),
+    }
+}
+
+/// Token endpoint.
+async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::parse(&body);
+    let mut inner = shared.lock();
+    inner.last_token = Some(params.map.clone());
+    if let Some(verifier) = params.get("code_verifier") {
+        inner.remember_secret(verifier);
+    }
+    let is_refresh = params.get("grant_type") == Some("refresh_token");
+    let result = token_grant(&shared.opts, &mut inner, &headers, &params);
+    match result {
+        Ok(body) => (StatusCode::OK, no_store(), axum::Json(body)).into_response(),
+        Err(err) => {
+            if is_refresh {
+                inner.counts.refresh_failures += 1;
+            }
+            err.into_response()
+        }
+    }
+}
+
+fn token_grant(
+    opts: &AsOptions,
+    inner: &mut Inner,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    check_form_request(headers, params)?;
+    let client_id = authenticate_client(inner, headers, params)?;
+    match params.require("grant_type")? {
+        "authorization_code" => exchange_code(opts, inner, &client_id, params),
+        "refresh_token" => refresh(opts, inner, &client_id, params),
+        other => Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            format!("grant_type {other} is not supported"),
+        )),
+    }
+}
+
+fn check_form_request(headers: &HeaderMap, params: &Params) -> Result<(), OAuthError> {
+    if !has_content_type(headers, "application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    params.reject_duplicates()
+}
+
+/// Authenticates the client with exactly the method it registered
+/// (RFC 6749 section 2.3) and returns its client_id.
+fn authenticate_client(
+    inner: &Inner,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<String, OAuthError> {
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        let (id, secret) = parse_basic(authorization)?;
+        if params.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "use only one client authentication method",
+            ));
+        }
+        if params.get("client_id").is_some_and(|form_id| form_id != id) {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the HTTP Basic user",
+            ));
+        }
+        let client = inner
+            .clients
+            .get(&id)
+            .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+        if client.method != AuthMethod::ClientSecretBasic {
+            return Err(OAuthError::invalid_client(format!(
+                "client is registered for {}, not client_secret_basic",
+                client.method.as_str()
+            )));
+        }
+        if client.secret.as_deref() != Some(secret.as_str()) {
+            return Err(OAuthError::invalid_client("wrong client secret"));
+        }
+        return Ok(id);
+    }
+
+    let id = params
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_client("no client authentication"))?;
+    let client = inner
+        .clients
+        .get(id)
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    let form_secret = params.get("client_secret");
+    match client.method {
+        AuthMethod::None if form_secret.is_some() => Err(OAuthError::invalid_client(
+            "public client must not send a client_secret",
+        )),
+        AuthMethod::None => Ok(id.to_owned()),
+        AuthMethod::ClientSecretPost
+            if form_secret.is_some() && form_secret == client.secret.as_deref() =>
+        {
+            Ok(id.to_owned())
+        }
+        AuthMethod::ClientSecretPost => {
+            Err(OAuthError::invalid_client("missing or wrong client_secret"))
+        }
+        AuthMethod::ClientSecretBasic => Err(OAuthError::invalid_client(
+            "client is registered for client_secret_basic: use HTTP Basic",
+        )),
+    }
+}
+
+/// Parses `Authorization: Basic base64(urlencode(id):urlencode(secret))`.
+fn parse_basic(value: &HeaderValue) -> Result<(String, String), OAuthError> {
+    let malformed = || OAuthError::invalid_client("malformed HTTP Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, encoded) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client(
+            "only HTTP Basic client authentication is accepted in Authorization",
+        ));
+    }
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    Ok((
+        form_decode(id).ok_or_else(malformed)?,
+        form_decode(secret).ok_or_else(malformed)?,
+    ))
+}
+
+/// `grant_type=authorization_code` (OAuth 2.1 section 4.1.3).
+fn exchange_code(
+    opts: &AsOptions,
+    inner: &mut Inner,
+    client_id: &str,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    let code = params.require("code")?;
+    let redirect_uri = params.require("redirect_uri")?;
+    let verifier = params.require("code_verifier")?;
+    let resource = params
+        .get("resource")
+        .ok_or_else(|| OAuthError::invalid_target("resource (RFC 8707) is required"))?;
+
+    let pending = inner
+        .codes
+        .get_mut(code)
+        .ok_or_else(|| OAuthError::invalid_grant("unknown authorization code"))?;
+    // Any redemption attempt consumes the code, so a wrong verifier cannot be
+    // retried and a replay can be detected.
+    let previous = std::mem::replace(&mut pending.state, CodeState::Consumed { family: None });
+    if let CodeState::Consumed { family } = previous {
+        if let Some(family) = family {
+            inner.revoke_family(family);
+        }
+        return Err(OAuthError::invalid_grant(
+            "authorization code was already used; tokens issued from it are revoked",
+        ));
+    }
+    let pending = pending.clone();
+
+    if pending.issued_at.elapsed() > CODE_LIFETIME {
+        return Err(OAuthError::invalid_grant("authorization code expired"));
+    }
+    if pending.client_id != client_id {
+        return Err(OAuthError::invalid_grant(
+            "authorization code was issued to another client",
+        ));
+    }
+    if pending.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    if !is_valid_verifier(verifier) || s256(verifier) != pending.code_challenge {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match code_challenge",
+        ));
+    }
+    if pending.resource != resource {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the authorization request",
+        ));
+    }
+
+    let family = inner.new_family(client_id, pending.scope.clone(), pending.resource);
+    if let Some(stored) = inner.codes.get_mut(code) {
+        stored.state = CodeState::Consumed {
+            family: Some(family),
+        };
+    }
+    let body = inner.issue(family, pending.scope, opts.issue_refresh_tokens);
+    inner.counts.code_exchanges += 1;
+    Ok(body)
+}
+
+/// `grant_type=refresh_token` (OAuth 2.1 section 4.3) with rotation and
+/// replay detection (section 4.3.1).
+fn refresh(
+    opts: &AsOptions,
+    inner: &mut Inner,
+    client_id: &str,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    let presented = params.require("refresh_token")?;
+    let record = inner
+        .refresh_tokens
+        .get(presented)
+        .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
+    let (family_id, rotated) = (record.family, record.rotated);
+    let family = &inner.families[family_id];
+    let (granted_scope, granted_resource) = (family.scope.clone(), family.resource.clone());
+    if family.client_id != client_id {
+        return Err(OAuthError::invalid_grant(
+            "refresh token was issued to another client",
+        ));
+    }
+    if family.revoked {
+        return Err(OAuthError::invalid_grant("refresh token was revoked"));
+    }
+    if rotated {
+        inner.revoke_family(family_id);
+        return Err(OAuthError::invalid_grant(
+            "refresh token was already used; the whole grant is revoked",
+        ));
+    }
+
+    let resource = params
+        .get("resource")
+        .ok_or_else(|| OAuthError::invalid_target("resource (RFC 8707) is required"))?;
+    if resource != granted_resource {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the original grant",
+        ));
+    }
+    let scope = match params.get("scope") {
+        None => granted_scope,
+        Some(requested) => {
+            let granted = split_scope(granted_scope.as_deref());
+            if let Some(extra) = split_scope(Some(requested))
+                .into_iter()
+                .find(|s| !granted.contains(s))
+            {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope {extra} exceeds the original grant"
+                )));
+            }
+            Some(requested.to_owned())
+        }
+    };
+
+    if opts.rotate_refresh_tokens
+        && let Some(old) = inner.refresh_tokens.get_mut(presented)
+    {
+        old.rotated = true;
+    }
+    let body = inner.issue(family_id, scope, opts.rotate_refresh_tokens);
+    inner.counts.refreshes += 1;
+    Ok(body)
+}
+
+/// RFC 7009 revocation.
+async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::parse(&body);
+    let mut inner = shared.lock();
+    let result = check_form_request(&headers, &params)
+        .and_then(|()| authenticate_client(&inner, &headers, &params))
+        .and_then(|client_id| {
+            let token = params.require("token")?;
+            Ok((client_id, token))
+        });
+    let (client_id, token) = match result {
+        Ok(ok) => ok,
+        Err(err) => return err.into_response(),
+    };
+
+    let inner = &mut *inner;
+    let owned = |family: FamilyId| inner.families[family].client_id == client_id;
+    // The hint is only an optimisation (RFC 7009 section 2.1): look the token
+    // up in both tables regardless. Revoking a refresh token ends its whole
+    // grant, including access tokens issued from it.
+    if let Some(family) = inner.refresh_tokens.get(token).map(|r| r.family) {
+        if owned(family) {
+            inner.revoke_family(family);
+        }
+    } else if let Some(access) = inner.access_tokens.get_mut(token)
+        && inner.families[access.family].client_id == client_id
+    {
+        access.revoked = true;
+    }
+    // Tokens of other clients are silently left alone: a 200 for
+    // everything avoids revealing which tokens exist.
+    inner.counts.revocations += 1;
+    StatusCode::OK.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::test_support::{
+        REDIRECT_URI, authorize, http, obtain_tokens, pkce, register_public_client, token_request,
+    };
+
+    const RESOURCE: &str = "http://127.0.0.1:1/mcp";
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serves_metadata_under_the_issuer_path() {
+        let auth = AuthServer::start(AsOptions {
+            path: "/tenant1".into(),
+            ..AsOptions::default()
+        })
+        .await;
+        assert!(auth.issuer().ends_with("/tenant1"));
+        let origin = auth.issuer().trim_end_matches("/tenant1");
+        let metadata: Value = http()
+            .get(format!(
+                "{origin}/.well-known/oauth-authorization-server/tenant1"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(metadata["issuer"], auth.issuer());
+        assert_eq!(
+            metadata["token_endpoint"],
+            format!("{}/token", auth.issuer())
+        );
+        assert_eq!(
+            metadata["registration_endpoint"],
+            format!("{}/register", auth.issuer())
+        );
+        assert_eq!(
+            metadata["code_challenge_methods_supported"],
+            json!(["S256"])
+        );
+        assert_eq!(
+            metadata["scopes_supported"],
+            json!(["mcp:read", "mcp:write", "offline_access"])
+        );
+
+        // Path-less discovery must not find a path-ful issuer.
+        let root = http()
+            .get(format!("{origin}/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(root.status(), 404);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dynamic_registration_accepts_loopback_and_rejects_bad_redirects() {
+        let auth = AuthServer::start(AsOptions {
+            dcr_auth_method: Some("client_secret_basic".into()),
+            ..AsOptions::default()
+        })
+        .await;
+        let register = |body: Value| {
+            http()
+                .post(format!("{}/register", auth.issuer()))
+                .json(&body)
+                .send()
+        };
+
+        let ok = register(json!({
+            "redirect_uris": ["http://localhost:4711/cb"],
+            "token_endpoint_auth_method": "none",
+            "application_type": "native",
+        }))
+        .await
+        .unwrap();
+        assert_eq!(ok.status(), 201);
+        let ok: Value = ok.json().await.unwrap();
+        assert_eq!(ok["token_endpoint_auth_method"], "client_secret_basic");
+        let secret = ok["client_secret"].as_str().unwrap();
+        assert!(auth.issued_secrets().iter().any(|s| s == secret));
+
+        for bad in [
+            json!({"redirect_uris": ["http://example.com:80/cb"]}),
+            json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
+            json!({"redirect_uris": []}),
+            json!({}),
+        ] {
+            let response = register(bad.clone()).await.unwrap();
+            assert_eq!(response.status(), 400, "{bad}");
+            let error: Value = response.json().await.unwrap();
+            assert_eq!(error["error"], "invalid_redirect_uri", "{bad}");
+        }
+        let bad_type = register(json!({
+            "redirect_uris": ["http://127.0.0.1:1/cb"],
+            "application_type": "desktop",
+        }))
+        .await
+        .unwrap();
+        let error: Value = bad_type.json().await.unwrap();
+        assert_eq!(error["error"], "invalid_client_metadata");
+
+        assert_eq!(auth.counts().registrations, 1);
+        assert_eq!(auth.registrations().len(), 6);
+        assert_eq!(auth.registrations()[0]["application_type"], "native");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn code_flow_then_rotation_and_replay_revokes_the_family() {
+        let auth = AuthServer::start(AsOptions::default()).await;
+        let (client_id, tokens) = obtain_tokens(&auth, RESOURCE, "mcp:read offline_access").await;
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert_eq!(tokens["expires_in"], 3600);
+        assert_eq!(tokens["scope"], "mcp:read offline_access");
+        let access = tokens["access_token"].as_str().unwrap();
+        let old_refresh = tokens["refresh_token"].as_str().unwrap();
+        assert!(access.starts_with("at_") && old_refresh.starts_with("rt_"));
+        assert_eq!(
+            auth.validate_access_token(access, RESOURCE),
+            Ok(vec!["mcp:read".into(), "offline_access".into()])
+        );
+        assert_eq!(
+            auth.validate_access_token(access, "http://127.0.0.1:2/mcp"),
+            Err(TokenProblem::WrongResource)
+        );
+
+        let refresh = |token: String| {
+            let client_id = client_id.clone();
+            let auth = &auth;
+            async move {
+                token_request(
+                    auth,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &token),
+                        ("client_id", &client_id),
+                        ("resource", RESOURCE),
+                    ],
+                )
+                .await
+            }
+        };
+        let (status, rotated) = refresh(old_refresh.to_owned()).await;
+        assert_eq!(status, 200, "{rotated}");
+        let new_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(new_refresh, old_refresh);
+        assert_eq!(auth.current_refresh_tokens(), vec![new_refresh.clone()]);
+
+        // Replaying the rotated-away token is treated as theft.
+        let (status, error) = refresh(old_refresh.to_owned()).await;
+        assert_eq!(
+            (status, error["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        let (status, error) = refresh(new_refresh).await;
+        assert_eq!(
+            (status, error["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        assert!(auth.current_refresh_tokens().is_empty());
+        assert_eq!(
+            auth.validate_access_token(access, RESOURCE),
+            Err(TokenProblem::Revoked)
+        );
+
+        let counts = auth.counts();
+        assert_eq!(
+            (
+                counts.code_exchanges,
+                counts.refreshes,
+                counts.refresh_failures
+            ),
+            (1, 1, 2)
+        );
+        let last = auth.last_token_params().unwrap();
+        assert_eq!(last["grant_type"], "refresh_token");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn wrong_code_verifier_is_rejected_and_consumes_the_code() {
+        let auth = AuthServer::start(AsOptions::default()).await;
+        let client_id = register_public_client(&auth).await;
+        let (verifier, challenge) = pkce();
+        let code = authorize(&auth, &client_id, &challenge, RESOURCE, "mcp:read").await;
+        let (wrong_verifier, _) = pkce();
+        let exchange = |verifier: String| {
+            let (code, client_id, auth) = (code.clone(), client_id.clone(), &auth);
+            async move {
+                token_request(
+                    auth,
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", &code),
+                        ("redirect_uri", REDIRECT_URI),
+                        ("code_verifier", &verifier),
+                        ("client_id", &client_id),
+                        ("resource", RESOURCE),
+                    ],
+                )
+                .await
+            }
+        };
+        let (status, error) = exchange(wrong_verifier).await;
+        assert_eq!(
+            (status, error["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        let (status, error) = exchange(verifier.clone()).await;
+        assert_eq!(
+            (status, error["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        assert_eq!(auth.counts().code_exchanges, 0);
+        assert!(auth.issued_secrets().contains(&verifier));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn confidential_clients_must_use_their_registered_method() {
+        let auth = AuthServer::start(AsOptions::default()).await;
+        auth.register_client(PreRegisteredClient {
+            client_id: "pre:registered".into(),
+            client_secret: Some("s3cret&more".into()),
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            redirect_uris: vec![],
+        });
+        let revoke = |auth_header: Option<String>, form: Vec<(&'static str, &'static str)>| {
+            let mut request = http().post(format!("{}/revoke", auth.issuer())).form(&form);
+            if let Some(value) = auth_header {
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            request.send()
+        };
+        // RFC 6749 section 2.3.1: id and secret are form-encoded before base64.
+        let good = format!(
+            "Basic {}",
+            STANDARD.encode("pre%3Aregistered:s3cret%26more")
+        );
+        let response = revoke(Some(good), vec![("token", "whatever")])
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+
+        let wrong = format!("Basic {}", STANDARD.encode("pre%3Aregistered:nope"));
+        let response = revoke(Some(wrong), vec![("token", "whatever")])
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(
+            response
+                .headers()
+                .contains_key(reqwest::header::WWW_AUTHENTICATE)
+        );
+
+        let as_post = vec![
+            ("token", "whatever"),
+            ("client_id", "pre:registered"),
+            ("client_secret", "s3cret&more"),
+        ];
+        let response = revoke(None, as_post).await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(auth.counts().revocations, 1);
+    }
+}

@@ -1,0 +1,457 @@
+//! An OAuth-protected MCP server (Streamable HTTP transport, JSON responses
+//! only) for end-to-end tests.
+//!
+//! It implements the resource-server half of the MCP authorization spec:
+//! RFC 9728 protected-resource metadata at the path-based well-known URL, and
+//! RFC 6750 bearer challenges that point clients at that metadata. Tokens are
+//! checked directly against the [`AuthServer`]'s in-process state, with the
+//! advertised `resource` as the required audience, so a client that requests
+//! tokens for the wrong resource is caught.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::auth_server::{AuthServer, Shared};
+use crate::net::{ServerHandle, bind_loopback, spawn_server};
+
+const PRM_PATH: &str = "/.well-known/oauth-protected-resource/mcp";
+/// Protocol version answered when the client does not name one.
+const DEFAULT_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// What the protected resource demands and advertises.
+#[derive(Debug, Clone)]
+pub struct McpOptions {
+    /// Scopes every request's token must carry; otherwise 403.
+    pub required_scopes: Vec<String>,
+    /// `scope=` of the 401 challenge; `None` omits it so the client must fall
+    /// back to the metadata's `scopes_supported`.
+    pub challenge_scope: Option<String>,
+    /// `scopes_supported` in the protected-resource metadata.
+    pub scopes_supported: Vec<String>,
+    /// Advertised `resource`; `None` uses the MCP URL. Setting a different
+    /// value lets tests check that clients reject mismatched metadata.
+    pub resource_override: Option<String>,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            required_scopes: vec!["mcp:read".into()],
+            challenge_scope: Some("mcp:read".into()),
+            scopes_supported: vec!["mcp:read".into(), "mcp:write".into()],
+            resource_override: None,
+        }
+    }
+}
+
+/// A running MCP server; shuts down when dropped.
+pub struct McpServer {
+    url: String,
+    state: Arc<McpState>,
+    _server: ServerHandle,
+}
+
+impl McpServer {
+    /// Binds an ephemeral loopback port and starts serving, trusting `auth`.
+    ///
+    /// Panics if the options cannot be expressed in an HTTP header (a test
+    /// bug).
+    pub async fn start(auth: &AuthServer, opts: McpOptions) -> McpServer {
+        let (listener, origin) = bind_loopback().await;
+        let url = format!("{origin}/mcp");
+        let challenges = Challenges::new(&format!("{origin}{PRM_PATH}"), &opts);
+        let state = Arc::new(McpState {
+            auth: auth.shared(),
+            resource: opts
+                .resource_override
+                .clone()
+                .unwrap_or_else(|| url.clone()),
+            challenges,
+            opts,
+            authorized: AtomicU32::new(0),
+        });
+        let app = Router::new()
+            .route(PRM_PATH, get(protected_resource_metadata))
+            // Explicitly absent: clients must use the path-based URL (RFC 9728
+            // section 3.1) or the one from the challenge.
+            .route(
+                "/.well-known/oauth-protected-resource",
+                get(|| async { StatusCode::NOT_FOUND }),
+            )
+            .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
+            .with_state(Arc::clone(&state));
+        McpServer {
+            url,
+            state,
+            _server: spawn_server(listener, app),
+        }
+    }
+
+    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests that passed authorization (valid token with the required
+    /// scopes).
+    pub fn authorized_requests(&self) -> u32 {
+        self.state.authorized.load(Ordering::SeqCst)
+    }
+}
+
+struct McpState {
+    auth: Arc<Shared>,
+    /// The audience tokens must be bound to: the advertised PRM resource.
+    resource: String,
+    challenges: Challenges,
+    opts: McpOptions,
+    authorized: AtomicU32,
+}
+
+/// The three `WWW-Authenticate` values, built once at startup so request
+/// handling cannot fail on header construction.
+struct Challenges {
+    /// No (usable) credentials: RFC 6750 section 3.1 says no error code.
+    missing: HeaderValue,
+    invalid_token: HeaderValue,
+    insufficient_scope: HeaderValue,
+}
+
+impl Challenges {
+    fn new(metadata_url: &str, opts: &McpOptions) -> Self {
+        let scope = opts
+            .challenge_scope
+            .as_ref()
+            .map(|s| format!(", scope=\"{s}\""))
+            .unwrap_or_default();
+        let header = |value: String| {
+            HeaderValue::from_str(&value)
+                .unwrap_or_else(|_| panic!("invalid WWW-Authenticate value {value:?}"))
+        };
+        Self {
+            missing: header(format!(
+                "Bearer resource_metadata=\"{metadata_url}\"{scope}"
+            )),
+            invalid_token: header(format!(
+                "Bearer error=\"invalid_token\", resource_metadata=\"{metadata_url}\"{scope}"
+            )),
+            insufficient_scope: header(format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{metadata_url}\"",
+                opts.required_scopes.join(" ")
+            )),
+        }
+    }
+}
+
+/// RFC 9728 metadata.
+async fn protected_resource_metadata(State(state): State<Arc<McpState>>) -> Response {
+    axum::Json(json!({
+        "resource": state.resource,
+        "authorization_servers": [state.auth.issuer()],
+        "scopes_supported": state.opts.scopes_supported,
+        "bearer_methods_supported": ["header"],
+    }))
+    .into_response()
+}
+
+/// Why a request was not admitted; each maps to one challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    MissingToken,
+    InvalidToken,
+    InsufficientScope,
+}
+
+/// Admits a request only with a valid bearer token carrying the required
+/// scopes, counting admitted requests.
+fn authorize(state: &McpState, headers: &HeaderMap) -> Result<(), Rejection> {
+    let token = bearer_token(headers).ok_or(Rejection::MissingToken)?;
+    let scopes = state
+        .auth
+        .validate_access_token(token, &state.resource)
+        .map_err(|_| Rejection::InvalidToken)?;
+    if !state
+        .opts
+        .required_scopes
+        .iter()
+        .all(|s| scopes.contains(s))
+    {
+        return Err(Rejection::InsufficientScope);
+    }
+    state.authorized.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The RFC 6750 challenge response for a rejection.
+fn challenge(state: &McpState, rejection: Rejection) -> Response {
+    let (status, value, error) = match rejection {
+        Rejection::MissingToken => (
+            StatusCode::UNAUTHORIZED,
+            &state.challenges.missing,
+            "unauthorized",
+        ),
+        Rejection::InvalidToken => (
+            StatusCode::UNAUTHORIZED,
+            &state.challenges.invalid_token,
+            "invalid_token",
+        ),
+        Rejection::InsufficientScope => (
+            StatusCode::FORBIDDEN,
+            &state.challenges.insufficient_scope,
+            "insufficient_scope",
+        ),
+    };
+    let body = axum::Json(json!({"error": error}));
+    (status, [(header::WWW_AUTHENTICATE, value.clone())], body).into_response()
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme is
+/// case-insensitive per RFC 9110 section 11.1).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The server offers no SSE stream, which the transport allows with a 405.
+async fn mcp_get(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
+    match authorize(&state, &headers) {
+        Ok(()) => method_not_allowed(),
+        Err(rejection) => challenge(&state, rejection),
+    }
+}
+
+/// The server is stateless, so there is no session to terminate.
+async fn mcp_delete(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
+    match authorize(&state, &headers) {
+        Ok(()) => method_not_allowed(),
+        Err(rejection) => challenge(&state, rejection),
+    }
+}
+
+fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, HeaderValue::from_static("POST"))],
+    )
+        .into_response()
+}
+
+async fn mcp_post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(rejection) = authorize(&state, &headers) {
+        return challenge(&state, rejection);
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(message) => handle_message(&message),
+        Err(_) => rpc_error(StatusCode::BAD_REQUEST, Value::Null, -32700, "parse error"),
+    }
+}
+
+/// Answers one JSON-RPC message: requests get a response, notifications and
+/// client responses are acknowledged with 202 as the transport requires.
+fn handle_message(message: &Value) -> Response {
+    let invalid = || {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32600,
+            "invalid request",
+        )
+    };
+    let Some(object) = message.as_object() else {
+        return invalid();
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return invalid();
+    }
+    let id = object.get("id").filter(|id| !id.is_null());
+    let method = object.get("method").and_then(Value::as_str);
+    match (method, id) {
+        (Some(method), Some(id)) => {
+            let params = object.get("params").unwrap_or(&Value::Null);
+            match dispatch(method, params) {
+                Some(result) => axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+                    .into_response(),
+                None => rpc_error(StatusCode::OK, id.clone(), -32601, "method not found"),
+            }
+        }
+        (Some(_), None) => StatusCode::ACCEPTED.into_response(),
+        (None, Some(_)) if object.contains_key("result") || object.contains_key("error") => {
+            StatusCode::ACCEPTED.into_response()
+        }
+        (None, _) => invalid(),
+    }
+}
+
+/// Results of the few methods this server implements.
+fn dispatch(method: &str, params: &Value) -> Option<Value> {
+    match method {
+        "initialize" => {
+            let version = params
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(DEFAULT_PROTOCOL_VERSION);
+            Some(json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "test-mcp", "version": "0"},
+            }))
+        }
+        "ping" => Some(json!({})),
+        "tools/list" => Some(json!({
+            "tools": [{
+                "name": "whoami",
+                "description": "Answers \"ok\" to prove the call was authorized",
+                "inputSchema": {"type": "object"},
+            }],
+        })),
+        "tools/call" => Some(json!({"content": [{"type": "text", "text": "ok"}]})),
+        _ => None,
+    }
+}
+
+fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::AsOptions;
+    use crate::test_support::{http, obtain_tokens};
+
+    async fn post(server: &McpServer, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = http()
+            .post(server.url())
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, text/event-stream",
+            )
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    fn www_authenticate(response: &reqwest::Response) -> &str {
+        response.headers()[reqwest::header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn challenges_without_token_and_serves_with_one() {
+        let auth = AuthServer::start(AsOptions::default()).await;
+        let mcp = McpServer::start(&auth, McpOptions::default()).await;
+        let origin = mcp.url().trim_end_matches("/mcp").to_owned();
+        let initialize = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}},
+        });
+
+        let response = post(&mcp, None, initialize.clone()).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            www_authenticate(&response),
+            format!(
+                "Bearer resource_metadata=\"{origin}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read\""
+            )
+        );
+
+        let metadata: Value = http()
+            .get(format!("{origin}{PRM_PATH}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(metadata["resource"], mcp.url());
+        assert_eq!(metadata["authorization_servers"], json!([auth.issuer()]));
+        let root = http()
+            .get(format!("{origin}/.well-known/oauth-protected-resource"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(root.status(), 404);
+
+        let (_, tokens) = obtain_tokens(&auth, mcp.url(), "mcp:read").await;
+        let token = tokens["access_token"].as_str().unwrap();
+        let response = post(&mcp, Some(token), initialize).await;
+        assert_eq!(response.status(), 200);
+        let result: Value = response.json().await.unwrap();
+        assert_eq!(result["id"], 1);
+        assert_eq!(result["result"]["protocolVersion"], "2025-06-18");
+
+        let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert_eq!(post(&mcp, Some(token), notification).await.status(), 202);
+        let call = json!({"jsonrpc": "2.0", "id": "c", "method": "tools/call",
+                          "params": {"name": "whoami", "arguments": {}}});
+        let result: Value = post(&mcp, Some(token), call).await.json().await.unwrap();
+        assert_eq!(result["result"]["content"][0]["text"], "ok");
+        let unknown = json!({"jsonrpc": "2.0", "id": 2, "method": "nope"});
+        let result: Value = post(&mcp, Some(token), unknown).await.json().await.unwrap();
+        assert_eq!(result["error"]["code"], -32601);
+        assert_eq!(mcp.authorized_requests(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn rejects_foreign_revoked_and_underscoped_tokens() {
+        let auth = AuthServer::start(AsOptions::default()).await;
+        let mcp = McpServer::start(
+            &auth,
+            McpOptions {
+                required_scopes: vec!["mcp:read".into(), "mcp:write".into()],
+                challenge_scope: None,
+                ..McpOptions::default()
+            },
+        )
+        .await;
+        let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+
+        // Token for another resource.
+        let (_, tokens) = obtain_tokens(&auth, "http://127.0.0.1:1/mcp", "mcp:read").await;
+        let response = post(&mcp, tokens["access_token"].as_str(), ping.clone()).await;
+        assert_eq!(response.status(), 401);
+        assert!(
+            www_authenticate(&response)
+                .starts_with("Bearer error=\"invalid_token\", resource_metadata=\"")
+        );
+        assert!(!www_authenticate(&response).contains("scope="));
+
+        // Right resource, too few scopes.
+        let (client_id, tokens) = obtain_tokens(&auth, mcp.url(), "mcp:read").await;
+        let token = tokens["access_token"].as_str().unwrap();
+        let response = post(&mcp, Some(token), ping.clone()).await;
+        assert_eq!(response.status(), 403);
+        assert!(www_authenticate(&response).starts_with(
+            "Bearer error=\"insufficient_scope\", scope=\"mcp:read mcp:write\", resource_metadata=\""
+        ));
+
+        // Revoked through RFC 7009.
+        let revoked = http()
+            .post(format!("{}/revoke", auth.issuer()))
+            .form(&[("token", token), ("client_id", &client_id)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200);
+        let response = post(&mcp, Some(token), ping).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(mcp.authorized_requests(), 0);
+    }
+}
