@@ -1,1 +1,88 @@
-fn main() {}
+//! mcp-auth: the command-line client of mcp-authd.
+
+mod grants;
+mod login;
+mod output;
+mod status;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind};
+
+/// Log in to MCP servers once and hand their tokens to every local client, through mcp-authd.
+#[derive(Parser)]
+#[command(name = "mcp-auth", version, after_help = output::EXIT_CODES_HELP)]
+struct Cli {
+    /// mcp-authd's socket [default: $MCP_AUTHD_SOCKET, else $XDG_RUNTIME_DIR/mcp-authd/mcp-authd.sock]
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Log in to an MCP server in the browser and keep the grant
+    Login(login::Args),
+    /// Print an access token for an MCP server (only the token, for scripts)
+    Token(token::Args),
+    /// List the grants
+    List,
+    /// Show one grant (never its secrets)
+    Inspect { grant: String },
+    /// Revoke a grant at the authorization server and forget it here
+    Revoke { grant: String },
+    /// Forget a grant here without telling the authorization server
+    Logout { grant: String },
+    /// Show the daemon's state and where it keeps secrets
+    Status,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = mcp_authd_ipc::socket::resolve(cli.socket);
+    let result = async {
+        let mut client = Client::connect(&path).await?;
+        match cli.command {
+            Command::Login(args) => login::run(&mut client, args, cli.json).await,
+            Command::Token(args) => token::run(&mut client, args, cli.json).await,
+            Command::List => grants::list(&mut client, cli.json).await,
+            Command::Inspect { grant } => grants::inspect(&mut client, &grant, cli.json).await,
+            Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
+            Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
+            Command::Status => status::run(&mut client, cli.json).await,
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-auth: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Documented in `mcp-auth --help` and the README.
+fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::NotRunning { .. } => 3,
+        ClientError::Rpc(rpc) => match rpc.kind() {
+            Some(ErrorKind::AuthorizationRequired) => 4,
+            Some(ErrorKind::LoginTimeout | ErrorKind::LoginFailed) => 5,
+            Some(ErrorKind::NotFound) => 6,
+            Some(
+                ErrorKind::ServerError | ErrorKind::DiscoveryFailed | ErrorKind::RegistrationFailed,
+            ) => 7,
+            _ => 1,
+        },
+        _ => 1,
+    }
+}

@@ -2,7 +2,7 @@
 //! per grant, logins in progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -49,9 +49,6 @@ pub enum LoginProgress {
 /// whoever holds it refreshes, everyone else waits and takes the result.
 #[derive(Default)]
 struct GrantSlot {
-    /// Bumped after every refresh or login, so a waiter can tell that the token it finds
-    /// is new since it started waiting.
-    generation: AtomicU64,
     access: tokio::sync::Mutex<Option<AccessToken>>,
     last_touch: AtomicI64,
 }
@@ -61,7 +58,13 @@ struct GrantSlot {
 pub struct AccessToken {
     pub token: Secret,
     pub expires_at: i64,
+    pub obtained: Instant,
 }
+
+/// A token the authorization server issued this recently is the best it will give: it is
+/// handed out even when shorter-lived than asked, instead of refreshing again. This is what
+/// makes every caller that queued behind a refresh share its result.
+const JUST_ISSUED: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Broker {
     pub fn new(
@@ -101,7 +104,6 @@ impl Broker {
     pub async fn cache_access_token(&self, grant_id: &str, token: AccessToken) {
         let slot = self.slot(grant_id);
         *slot.access.lock().await = Some(token);
-        slot.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The cached access token of a grant, if any (for display and revocation).
@@ -164,23 +166,14 @@ impl Broker {
         }
 
         let slot = self.slot(&grant.id);
-        let generation_seen = slot.generation.load(Ordering::SeqCst);
         let mut access = slot.access.lock().await;
         let now = now();
         let token = match access.as_ref() {
             Some(t) if t.expires_at - now >= min_valid => t.clone(),
-            // Someone refreshed while we waited for the lock: that is the freshest token the
-            // authorization server will give, so take it rather than refresh again.
-            Some(t)
-                if slot.generation.load(Ordering::SeqCst) != generation_seen
-                    && t.expires_at > now =>
-            {
-                t.clone()
-            }
+            Some(t) if t.expires_at > now && t.obtained.elapsed() < JUST_ISSUED => t.clone(),
             _ => {
                 let fresh = self.refresh(&grant).await?;
                 *access = Some(fresh.clone());
-                slot.generation.fetch_add(1, Ordering::SeqCst);
                 fresh
             }
         };
@@ -266,6 +259,7 @@ impl Broker {
         Ok(AccessToken {
             token: tokens.access_token,
             expires_at: tokens.expires_at,
+            obtained: Instant::now(),
         })
     }
 

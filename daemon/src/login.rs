@@ -207,6 +207,7 @@ async fn run(
             AccessToken {
                 token: tokens.access_token,
                 expires_at: tokens.expires_at,
+                obtained: std::time::Instant::now(),
             },
         )
         .await;

@@ -17,6 +17,7 @@
 //! in a browser.
 
 mod auth_server;
+pub mod daemon;
 mod mcp_server;
 
 pub use auth_server::{AsOptions, AuthServer, Counts, PreRegisteredClient, TokenProblem};

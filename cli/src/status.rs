@@ -1,0 +1,34 @@
+//! `mcp-auth status`.
+
+use mcp_authd_ipc::methods::{STATUS, StatusResult};
+use mcp_authd_ipc::{Client, ClientError};
+
+pub async fn run(client: &mut Client, json: bool) -> Result<(), ClientError> {
+    let s: StatusResult = client.call(STATUS, &serde_json::json!({})).await?;
+    if json {
+        crate::output::print_json(&s);
+        return Ok(());
+    }
+    println!(
+        "mcp-authd {} (pid {}, up {}, protocol {})",
+        s.version,
+        s.pid,
+        crate::output::duration(s.uptime_secs as i64),
+        s.protocol_version
+    );
+    println!("  socket:       {}", s.socket);
+    println!(
+        "  data:         {} (schema {})",
+        s.data_dir, s.database_schema
+    );
+    println!("  config:       {}", s.config_file);
+    println!(
+        "  secret store: {} ({})",
+        s.secret_store.backend, s.secret_store.detail
+    );
+    println!("  grants:       {}", s.grants);
+    if let Some(w) = &s.secret_store.warning {
+        println!("\nWARNING: {w}");
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `mcp-auth token`: one access token on stdout, for
+//! `curl -H "Authorization: Bearer $(mcp-auth token URL)"`.
+
+use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::{Client, ClientError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The MCP server URL (or a grant id)
+    pub server: String,
+    /// A scope the token must carry (repeat)
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Seconds the token must stay valid [default: 60]
+    #[arg(long)]
+    pub min_valid: Option<u64>,
+}
+
+pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
+    let scopes: Vec<String> = args
+        .scopes
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_string)
+        .collect();
+    let params = TokenGetParams {
+        server: args.server,
+        scopes: (!scopes.is_empty()).then_some(scopes),
+        min_valid_secs: args.min_valid,
+    };
+    let token: TokenGetResult = client.call(TOKEN_GET, &params).await?;
+    if json {
+        crate::output::print_json(&token);
+    } else {
+        println!("{}", token.access_token);
+    }
+    Ok(())
+}
