@@ -42,7 +42,7 @@ pub struct Broker {
 pub enum LoginProgress {
     Starting,
     Pending(LoginPending),
-    Done(Result<GrantInfo, RpcError>),
+    Done(Box<Result<GrantInfo, RpcError>>),
 }
 
 /// In-memory state of one grant. The async mutex is what makes refreshes single-flight:
@@ -179,10 +179,10 @@ impl Broker {
         };
         drop(access);
 
-        if now - slot.last_touch.swap(now, Ordering::Relaxed) >= TOUCH_INTERVAL_SECS {
-            if let Err(e) = self.db.touch(&grant.id, now).await {
-                tracing::warn!("cannot record the use of grant {}: {e}", grant.id);
-            }
+        if now - slot.last_touch.swap(now, Ordering::Relaxed) >= TOUCH_INTERVAL_SECS
+            && let Err(e) = self.db.touch(&grant.id, now).await
+        {
+            tracing::warn!("cannot record the use of grant {}: {e}", grant.id);
         }
         Ok(TokenGetResult {
             access_token: token.token.expose().to_string(),

@@ -46,7 +46,7 @@ pub async fn login(
                     if let Err(e) = &result {
                         tracing::warn!(server = %server_url, "login failed: {}", e.message);
                     }
-                    let _ = tx.send(LoginProgress::Done(result));
+                    let _ = tx.send(LoginProgress::Done(Box::new(result)));
                     broker
                         .logins
                         .lock()
@@ -61,13 +61,13 @@ pub async fn login(
         let current = progress.borrow_and_update().clone();
         match current {
             LoginProgress::Pending(pending) => on_pending(&pending),
-            LoginProgress::Done(result) => return result,
+            LoginProgress::Done(result) => return *result,
             LoginProgress::Starting => {}
         }
         if progress.changed().await.is_err() {
             let last = progress.borrow().clone();
             return match last {
-                LoginProgress::Done(result) => result,
+                LoginProgress::Done(result) => *result,
                 _ => Err(RpcError::new(
                     ErrorKind::Internal,
                     "the login task ended without a result",

@@ -21,13 +21,13 @@ const MAX_CONNECTIONS: usize = 512;
 pub async fn bind(path: &Path) -> anyhow::Result<Listener> {
     prepare_dir(path)?;
     if path.exists() {
-        if let Ok(name) = socket::to_name(path) {
-            if Stream::connect(name).await.is_ok() {
-                anyhow::bail!(
-                    "another mcp-authd is already running at {}; stop it first (or use another --socket)",
-                    path.display()
-                );
-            }
+        if let Ok(name) = socket::to_name(path)
+            && Stream::connect(name).await.is_ok()
+        {
+            anyhow::bail!(
+                "another mcp-authd is already running at {}; stop it first (or use another --socket)",
+                path.display()
+            );
         }
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;

@@ -100,7 +100,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_an_oversized_line_without_buffering_it() {
-        let data = vec![b'x'; 100];
+        let data = [b'x'; 100];
         let mut r = FrameReader::with_limit(BufReader::with_capacity(8, &data[..]), 50);
         assert!(matches!(r.next_frame().await, Err(FrameError::TooLarge)));
     }

@@ -30,7 +30,11 @@ async fn bad_lines_get_errors_and_never_disturb_other_connections() {
     assert_eq!(r["error"]["data"]["kind"], "parse_error");
     assert!(r["id"].is_null());
 
-    let r = roundtrip(&mut bad, br#"{"jsonrpc":"2.0","id":5,"method":"no.such"}"#).await;
+    let r = roundtrip(
+        &mut bad,
+        b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"no.such\"}\n",
+    )
+    .await;
     assert_eq!(
         (r["id"].as_i64(), r["error"]["data"]["kind"].as_str()),
         (Some(5), Some("method_not_found"))

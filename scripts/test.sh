@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: unit tests, and the end-to-end tests against the real
+# binaries, once with the file secret store and once against a real Secret Service
+# (gnome-keyring, unlocked, in a private D-Bus session).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh --tests
+cargo build --workspace --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo fmt --all -- --check
+
+runner=(cargo test --workspace --locked)
+if cargo nextest --version >/dev/null 2>&1; then
+  runner=(cargo nextest run --workspace --locked --no-fail-fast)
+fi
+
+keyring_home="$(mktemp -d)"
+trap 'rm -rf "$keyring_home"' EXIT
+# The keyring file goes to $XDG_DATA_HOME/keyrings: a fresh one per run.
+XDG_DATA_HOME="$keyring_home" MCP_AUTHD_TEST_KEYCHAIN=required \
+  dbus-run-session -- keyctl session - bash -euo pipefail -c '
+    echo -n ci-throwaway-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+    exec "$@"' bash "${runner[@]}"
