@@ -78,22 +78,35 @@ impl DaemonHome {
 
     /// Starts the daemon and waits until it answers `status`.
     pub fn start(&self, browser: Option<&str>) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("log file");
+        self.start_with_env(browser, &[])
+    }
+
+    /// The daemon command with this home's socket, config, browser stand-in and TRACE log.
+    pub fn command(&self, browser: Option<&str>, env: &[(&str, &str)]) -> Command {
         let browser = browser
             .map(str::to_string)
             .unwrap_or_else(|| bin("mcp-authd-test-browser").display().to_string());
-        let child = Command::new(bin("mcp-authd"))
-            .arg("--socket")
+        let mut cmd = Command::new(bin("mcp-authd"));
+        cmd.arg("--socket")
             .arg(self.socket())
             .env("MCP_AUTHD_HOME", self.path())
             .env_remove("MCP_AUTHD_CONFIG")
             .env("MCP_AUTHD_BROWSER", browser)
             .env("MCP_AUTHD_LOG", "trace")
-            .stdin(Stdio::null())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts the daemon with extra environment variables and waits until it answers.
+    pub fn start_with_env(&self, browser: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .expect("log file");
+        let child = self
+            .command(browser, env)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

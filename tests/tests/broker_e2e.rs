@@ -436,3 +436,85 @@ fn the_cli_says_when_the_daemon_is_not_running() {
         "{stderr}"
     );
 }
+
+/// No session bus, so no keychain: `auto` falls back to the 0600 file and says so loudly,
+/// in the log and in `status`; `keychain` refuses to start, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_keychain_auto_falls_back_loudly_and_keychain_refuses() {
+    let no_bus = [(
+        "DBUS_SESSION_BUS_ADDRESS",
+        "unix:path=/nonexistent/mcp-authd-test-bus",
+    )];
+    let home = DaemonHome::new("auto", "");
+    let d = home.start_with_env(None, &no_bus);
+    let status: StatusResult = json(&d.cli_ok(&["status", "--json"]));
+    assert_eq!(status.secret_store.backend, "file");
+    assert!(
+        status
+            .secret_store
+            .warning
+            .as_deref()
+            .unwrap_or("")
+            .contains("no OS keychain could be used")
+    );
+    assert!(d.cli_ok(&["status"]).contains("WARNING"));
+    d.stop();
+    assert!(
+        home.log_text().contains("WARN"),
+        "the fallback is logged as a warning"
+    );
+
+    let strict = DaemonHome::new("keychain", "");
+    let out = strict.command(None, &no_bus).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "must refuse to run without the keychain"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("secret_store = \"keychain\""), "{stderr}");
+    assert!(!strict.path().join("secrets.json").exists());
+}
+
+/// Two logins for one server at once: the second joins the first (one registration, one
+/// loopback listener), and both get its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_for_one_server_share_one_attempt() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    // A browser that never approves: both callers wait on the same pending login.
+    let d = home.start(Some("/bin/true"));
+    let login = |socket: std::path::PathBuf, url: String| async move {
+        let mut client = Client::connect(&socket).await.unwrap();
+        let params = mcp_authd_ipc::methods::LoginParams {
+            server: url,
+            timeout_secs: Some(2),
+            ..Default::default()
+        };
+        let mut urls = Vec::new();
+        let r: Result<serde_json::Value, ClientError> = client
+            .call_with_notifications(mcp_authd_ipc::methods::LOGIN, &params, |n| {
+                urls.push(
+                    n.params["authorization_url"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .await;
+        (r, urls)
+    };
+    let a = tokio::spawn(login(d.socket().to_path_buf(), url.clone()));
+    let b = tokio::spawn(login(d.socket().to_path_buf(), url.clone()));
+    let ((ra, ua), (rb, ub)) = (a.await.unwrap(), b.await.unwrap());
+    for r in [ra, rb] {
+        match r {
+            Err(ClientError::Rpc(e)) => assert_eq!(e.kind(), Some(ErrorKind::LoginTimeout)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ua.len(), 1);
+    assert_eq!(ua, ub, "both callers were shown the same authorization URL");
+    assert_eq!(auth.counts().registrations, 1, "one login ran");
+}
