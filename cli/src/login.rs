@@ -22,15 +22,9 @@ pub struct Args {
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
-    let scopes: Vec<String> = args
-        .scopes
-        .iter()
-        .flat_map(|s| s.split_whitespace())
-        .map(str::to_string)
-        .collect();
     let params = LoginParams {
         server: args.server.clone(),
-        scopes: (!scopes.is_empty()).then_some(scopes),
+        scopes: crate::scope_args(&args.scopes),
         open_browser: Some(!args.no_browser),
         timeout_secs: args.timeout,
     };

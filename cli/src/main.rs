@@ -70,6 +70,17 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `--scope` values, each of which may hold several space-separated scopes; `None` when
+/// none were given, so the daemon chooses.
+pub fn scope_args(values: &[String]) -> Option<Vec<String>> {
+    let scopes: Vec<String> = values
+        .iter()
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_string)
+        .collect();
+    (!scopes.is_empty()).then_some(scopes)
+}
+
 /// Documented in `mcp-auth --help` and the README.
 fn exit_code(e: &ClientError) -> u8 {
     match e {

@@ -17,15 +17,9 @@ pub struct Args {
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
-    let scopes: Vec<String> = args
-        .scopes
-        .iter()
-        .flat_map(|s| s.split_whitespace())
-        .map(str::to_string)
-        .collect();
     let params = TokenGetParams {
         server: args.server,
-        scopes: (!scopes.is_empty()).then_some(scopes),
+        scopes: crate::scope_args(&args.scopes),
         min_valid_secs: args.min_valid,
     };
     let token: TokenGetResult = client.call(TOKEN_GET, &params).await?;

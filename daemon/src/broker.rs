@@ -253,7 +253,7 @@ impl Broker {
             .unwrap_or_else(|| grant.scopes.clone());
         let now = now();
         self.db
-            .record_refresh(&grant.id, tokens.expires_at, &scopes, true, now)
+            .record_refresh(&grant.id, tokens.expires_at, &scopes, now)
             .await?;
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
         Ok(AccessToken {

@@ -268,22 +268,21 @@ impl Db {
         Ok(())
     }
 
+    /// A refresh succeeded: the grant holds a (possibly rotated) refresh token again.
     pub async fn record_refresh(
         &self,
         id: &str,
         expires_at: i64,
         scopes: &str,
-        has_refresh_token: bool,
         now: i64,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = ?, last_refresh_at = ?, updated_at = ?,
+            "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = 1, last_refresh_at = ?, updated_at = ?,
                                state = 'active', needs_login_reason = NULL
              WHERE id = ?",
         )
         .bind(expires_at)
         .bind(scopes)
-        .bind(has_refresh_token)
         .bind(now)
         .bind(now)
         .bind(id)
@@ -405,7 +404,7 @@ mod tests {
             .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(g.state, STATE_NEEDS_LOGIN);
-        db.record_refresh("g_1", 200, "a", true, 6).await.unwrap();
+        db.record_refresh("g_1", 200, "a", 6).await.unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(
             (g.state.as_str(), g.access_expires_at, g.scopes.as_str()),
