@@ -3,6 +3,7 @@
 mod grants;
 mod login;
 mod output;
+mod proxy;
 mod status;
 mod token;
 
@@ -32,6 +33,10 @@ enum Command {
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),
+    /// Print {"Authorization": "Bearer …"} for an MCP server (Claude Code's headersHelper)
+    Headers(token::Args),
+    /// Bridge stdio to an MCP server over Streamable HTTP, with tokens from mcp-authd
+    Proxy(proxy::Args),
     /// List the grants
     List,
     /// Show one grant (never its secrets)
@@ -48,11 +53,22 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = mcp_authd_ipc::socket::resolve(cli.socket);
+    if let Command::Proxy(args) = cli.command {
+        return match proxy::run(path, args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcp-auth proxy: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let result = async {
         let mut client = Client::connect(&path).await?;
         match cli.command {
             Command::Login(args) => login::run(&mut client, args, cli.json).await,
             Command::Token(args) => token::run(&mut client, args, cli.json).await,
+            Command::Headers(args) => token::headers(&mut client, args).await,
+            Command::Proxy(_) => unreachable!("handled before connecting"),
             Command::List => grants::list(&mut client, cli.json).await,
             Command::Inspect { grant } => grants::inspect(&mut client, &grant, cli.json).await,
             Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
@@ -86,7 +102,7 @@ fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::NotRunning { .. } => 3,
         ClientError::Rpc(rpc) => match rpc.kind() {
-            Some(ErrorKind::AuthorizationRequired) => 4,
+            Some(ErrorKind::AuthorizationRequired | ErrorKind::InsufficientScope) => 4,
             Some(ErrorKind::LoginTimeout | ErrorKind::LoginFailed) => 5,
             Some(ErrorKind::NotFound) => 6,
             Some(

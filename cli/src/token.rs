@@ -17,16 +17,31 @@ pub struct Args {
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
-    let params = TokenGetParams {
-        server: args.server,
-        scopes: crate::scope_args(&args.scopes),
-        min_valid_secs: args.min_valid,
-    };
-    let token: TokenGetResult = client.call(TOKEN_GET, &params).await?;
+    let token = get(client, args).await?;
     if json {
         crate::output::print_json(&token);
     } else {
         println!("{}", token.access_token);
     }
     Ok(())
+}
+
+/// `mcp-auth headers`: `{"Authorization": "Bearer …"}`, the shape Claude Code's
+/// `headersHelper` (and any tool that merges JSON headers) expects.
+pub async fn headers(client: &mut Client, args: Args) -> Result<(), ClientError> {
+    let token = get(client, args).await?;
+    let headers = serde_json::json!({
+        "Authorization": format!("{} {}", token.token_type, token.access_token)
+    });
+    println!("{headers}");
+    Ok(())
+}
+
+async fn get(client: &mut Client, args: Args) -> Result<TokenGetResult, ClientError> {
+    let params = TokenGetParams {
+        server: args.server,
+        scopes: crate::scope_args(&args.scopes),
+        min_valid_secs: args.min_valid,
+    };
+    client.call(TOKEN_GET, &params).await
 }

@@ -12,6 +12,7 @@ use mcp_authd_ipc::methods::{
 use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
 use tokio::sync::watch;
 
+use crate::challenge::StepUpLimiter;
 use crate::config::{Config, Paths, ServerConfig};
 use crate::oauth::OAuthError;
 use crate::oauth::discovery::normalize_server_url;
@@ -35,6 +36,7 @@ pub struct Broker {
     started: Instant,
     slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
     pub(crate) logins: Mutex<HashMap<String, watch::Receiver<LoginProgress>>>,
+    pub(crate) step_ups: StepUpLimiter,
 }
 
 /// A login as seen by the callers waiting on it.
@@ -85,6 +87,7 @@ impl Broker {
             started: Instant::now(),
             slots: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
+            step_ups: StepUpLimiter::default(),
         }
     }
 
@@ -132,8 +135,8 @@ impl Broker {
                 "not logged in to this server",
             ));
         };
-        let granted = grant.scope_list();
         if let Some(wanted) = &p.scopes {
+            let granted = grant.scope_list();
             let missing: Vec<&String> = wanted.iter().filter(|s| !granted.contains(s)).collect();
             if !missing.is_empty() {
                 let mut union = granted.clone();
@@ -178,7 +181,42 @@ impl Broker {
             }
         };
         drop(access);
+        self.hand_out(&slot, grant, token, now).await
+    }
 
+    /// After a server refused `rejected` with a 401: the grant's current token when another
+    /// caller has already replaced the rejected one, else a refresh (single-flight, like
+    /// `token.get`).
+    pub async fn renew_rejected(
+        &self,
+        grant: GrantRow,
+        rejected: Option<&str>,
+    ) -> Result<TokenGetResult, RpcError> {
+        let slot = self.slot(&grant.id);
+        let mut access = slot.access.lock().await;
+        let now = now();
+        let token = match access.as_ref() {
+            Some(t) if t.expires_at > now && rejected.is_some_and(|r| r != t.token.expose()) => {
+                t.clone()
+            }
+            _ => {
+                *access = None;
+                let fresh = self.refresh(&grant).await?;
+                *access = Some(fresh.clone());
+                fresh
+            }
+        };
+        drop(access);
+        self.hand_out(&slot, grant, token, now).await
+    }
+
+    async fn hand_out(
+        &self,
+        slot: &GrantSlot,
+        grant: GrantRow,
+        token: AccessToken,
+        now: i64,
+    ) -> Result<TokenGetResult, RpcError> {
         if now - slot.last_touch.swap(now, Ordering::Relaxed) >= TOUCH_INTERVAL_SECS
             && let Err(e) = self.db.touch(&grant.id, now).await
         {
@@ -189,7 +227,7 @@ impl Broker {
             token_type: "Bearer".into(),
             expires_at: token.expires_at,
             expires_in: token.expires_at - now,
-            scopes: granted,
+            scopes: grant.scope_list(),
             grant: grant.id,
         })
     }

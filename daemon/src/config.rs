@@ -73,6 +73,12 @@ pub struct Config {
     /// How long a browser login may take.
     #[serde(default = "default_login_timeout")]
     pub login_timeout_secs: u64,
+    /// The https URL where this installation's Client ID Metadata Document is published
+    /// (draft-ietf-oauth-client-id-metadata-document). Used as the `client_id` at every
+    /// authorization server that advertises `client_id_metadata_document_supported`,
+    /// instead of registering dynamically. Unset: never used.
+    #[serde(default)]
+    pub client_metadata_url: Option<String>,
     /// Per-server settings, keyed by MCP server URL or by authorization server issuer.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -87,6 +93,7 @@ impl Default for Config {
         Config {
             secret_store: SecretStoreChoice::Auto,
             login_timeout_secs: default_login_timeout(),
+            client_metadata_url: None,
             servers: BTreeMap::new(),
         }
     }
@@ -117,8 +124,26 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => anyhow::bail!("cannot read the config file {}: {e}", path.display()),
         };
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        config
+            .check()
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// What TOML types cannot say.
+    fn check(&self) -> Result<(), String> {
+        if let Some(raw) = &self.client_metadata_url {
+            let url = url::Url::parse(raw)
+                .map_err(|e| format!("client_metadata_url `{raw}` is not a URL: {e}"))?;
+            if url.scheme() != "https" || url.path() == "/" || url.fragment().is_some() {
+                return Err(format!(
+                    "client_metadata_url `{raw}` must be an https URL with a path and no fragment"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The settings for a server: by its URL first, else by its authorization server.
@@ -169,6 +194,19 @@ mod tests {
             Some(&["a".to_string(), "b".to_string()][..])
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn client_metadata_url_must_be_https_with_a_path() {
+        let parse = |v: &str| {
+            toml::from_str::<Config>(&format!("client_metadata_url = \"{v}\"\n"))
+                .unwrap()
+                .check()
+        };
+        assert!(parse("https://app.example/client.json").is_ok());
+        assert!(parse("https://app.example/").is_err());
+        assert!(parse("http://app.example/client.json").is_err());
+        assert!(parse("not a url").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_er
 use crate::config::ServerConfig;
 use crate::loopback::{LoopbackError, LoopbackRedirect};
 use crate::oauth::OAuthError;
+use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
@@ -23,12 +24,16 @@ use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
 
 const CALLBACK_PATH: &str = "/callback";
+const KIND_METADATA_DOCUMENT: &str = "metadata-document";
 
 /// Runs (or joins) the login for `p.server`; `on_pending` gets the authorization URL as
 /// soon as it is known.
+/// `challenge` is the 401/403 challenge that made a client ask for the login, if any: its
+/// `resource_metadata` and `scope` steer discovery instead of a new probe.
 pub async fn login(
     broker: &Arc<Broker>,
     p: LoginParams,
+    challenge: Option<BearerChallenge>,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<GrantInfo, RpcError> {
     let server_url = normalize_server_url(&p.server)
@@ -42,7 +47,7 @@ pub async fn login(
                 logins.insert(server_url.clone(), rx.clone());
                 let (broker, server_url) = (broker.clone(), server_url.clone());
                 tokio::spawn(async move {
-                    let result = run(&broker, &server_url, p, &tx).await;
+                    let result = run(&broker, &server_url, p, challenge, &tx).await;
                     if let Err(e) = &result {
                         tracing::warn!(server = %server_url, "login failed: {}", e.message);
                     }
@@ -81,11 +86,15 @@ async fn run(
     broker: &Arc<Broker>,
     server_url: &str,
     p: LoginParams,
+    challenge: Option<BearerChallenge>,
     progress: &watch::Sender<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
-    let discovery = discover(&broker.http, server_url, None)
+    let discovery = discover(&broker.http, server_url, challenge)
         .await
         .map_err(|e| discovery_error(server_url, e))?;
+    if discovery.legacy {
+        tracing::info!(server = %server_url, issuer = %discovery.metadata.issuer, "no protected resource metadata: 2025-03-26 discovery");
+    }
     let metadata = &discovery.metadata;
     broker.db.save_as_metadata(metadata, now()).await?;
     let server_cfg = broker
@@ -201,6 +210,12 @@ async fn run(
     row.access_expires_at = Some(tokens.expires_at);
     row.updated_at = now();
     broker.db.upsert_grant(&row).await?;
+    for old in broker.db.grants_of_server(server_url).await? {
+        if old.id != grant_id {
+            tracing::info!(server = %server_url, grant = %old.id, issuer = %old.issuer, "the server moved to {}; forgetting the grant of its former authorization server", metadata.issuer);
+            broker.forget_grant(&old).await?;
+        }
+    }
     broker
         .cache_access_token(
             &grant_id,
@@ -243,9 +258,10 @@ fn choose_scopes(
     scopes
 }
 
-/// The client to log in with and a listener on its redirect URI: a pre-registered client
-/// from the config, else the registration stored for this issuer (if its port is free),
-/// else a new dynamic registration.
+/// The client to log in with and a listener on its redirect URI, in the order the MCP spec
+/// gives: a pre-registered client from the config; else our Client ID Metadata Document
+/// URL when one is configured and the AS supports them; else the dynamic registration
+/// stored for this issuer (if its port is free); else a new dynamic registration.
 async fn client_for(
     broker: &Broker,
     d: &Discovery,
@@ -290,6 +306,37 @@ async fn client_for(
             }
         };
         let credentials = broker.credentials(&reg, Some(cfg)).await?;
+        return Ok((reg, credentials, redirect));
+    }
+
+    if let Some(url) = &broker.config.client_metadata_url
+        && d.metadata.client_id_metadata_document_supported == Some(true)
+    {
+        let redirect = LoopbackRedirect::bind(0, CALLBACK_PATH, state)
+            .await
+            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let reg = match broker
+            .db
+            .find_registration(issuer, KIND_METADATA_DOCUMENT, Some(url))
+            .await?
+        {
+            Some(r) => r,
+            None => {
+                let r = RegistrationRow {
+                    id: new_id("r"),
+                    issuer: issuer.clone(),
+                    kind: KIND_METADATA_DOCUMENT.into(),
+                    client_id: url.clone(),
+                    redirect_uri: None,
+                    token_endpoint_auth_method: AuthMethod::None.as_str().into(),
+                    has_client_secret: false,
+                    created_at: now(),
+                };
+                broker.db.insert_registration(&r).await?;
+                r
+            }
+        };
+        let credentials = broker.credentials(&reg, None).await?;
         return Ok((reg, credentials, redirect));
     }
 

@@ -2,6 +2,7 @@
 
 mod broker;
 mod browser;
+mod challenge;
 mod config;
 mod connection;
 mod login;

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     NotFound,
     /// The secret store (OS keychain or fallback file) could not be used.
     SecretStore,
+    /// The server keeps refusing for lack of scope after step-up authorizations: the
+    /// daemon stopped asking (retry cap) instead of looping through logins.
+    InsufficientScope,
 }
 
 impl ErrorKind {
@@ -52,6 +55,7 @@ impl ErrorKind {
             ErrorKind::RegistrationFailed => -32006,
             ErrorKind::NotFound => -32007,
             ErrorKind::SecretStore => -32008,
+            ErrorKind::InsufficientScope => -32009,
         }
     }
 
@@ -71,6 +75,7 @@ impl ErrorKind {
             ErrorKind::RegistrationFailed => "registration_failed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::SecretStore => "secret_store",
+            ErrorKind::InsufficientScope => "insufficient_scope",
         }
     }
 }

@@ -8,6 +8,7 @@ pub const LOGIN: &str = "login";
 pub const GRANTS_LIST: &str = "grants.list";
 pub const GRANTS_GET: &str = "grants.get";
 pub const GRANTS_REVOKE: &str = "grants.revoke";
+pub const TOKEN_CHALLENGE: &str = "token.challenge";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
 
@@ -61,6 +62,33 @@ pub struct TokenGetResult {
     pub expires_in: i64,
     pub scopes: Vec<String>,
     pub grant: String,
+}
+
+/// Params of `token.challenge`: a client reports the 401 or 403 an MCP server answered,
+/// and gets back a token to retry with (or an error saying why there is none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChallengeParams {
+    /// The MCP server URL the request went to.
+    pub server: String,
+    /// The HTTP status: 401 (token missing, expired or revoked) or 403 (insufficient scope).
+    pub status: u16,
+    /// The `WWW-Authenticate` header value(s) of the response, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub www_authenticate: Option<String>,
+    /// The access token the server refused, if one was sent: a token another caller has
+    /// already replaced is not refreshed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_token: Option<String>,
+    /// Run a browser login when one is needed (default false: answer
+    /// `authorization_required`). Concurrent callers share one login per server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
+    /// As in `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_browser: Option<bool>,
+    /// As in `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -123,7 +151,8 @@ pub struct GrantInfo {
     pub resource: String,
     pub issuer: String,
     pub client_id: String,
-    /// `dynamic` (RFC 7591) or `pre-registered`.
+    /// `dynamic` (RFC 7591), `pre-registered` or `metadata-document` (a Client ID
+    /// Metadata Document URL).
     pub registration: String,
     pub scopes: Vec<String>,
     /// `active` or `needs_login`.

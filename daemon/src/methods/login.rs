@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mcp_authd_ipc::methods::{LOGIN_PENDING, LoginParams};
+use mcp_authd_ipc::methods::{LOGIN_PENDING, LoginParams, LoginPending};
 use mcp_authd_ipc::{Notification, RpcError};
 use serde_json::Value;
 
@@ -15,14 +15,19 @@ pub async fn apply(
     params: LoginParams,
     notifier: Notifier,
 ) -> Result<Value, RpcError> {
-    let grant = crate::login::login(broker, params, |pending| {
-        if let Ok(params) = serde_json::to_value(pending) {
-            let _ = notifier.try_send(Outgoing::Notification(Notification::new(
-                LOGIN_PENDING,
-                params,
-            )));
-        }
+    let grant = crate::login::login(broker, params, None, |pending| {
+        send_pending(&notifier, pending)
     })
     .await?;
     super::to_value(grant)
+}
+
+/// Tells the caller where the browser login is waiting.
+pub fn send_pending(notifier: &Notifier, pending: &LoginPending) {
+    if let Ok(params) = serde_json::to_value(pending) {
+        let _ = notifier.try_send(Outgoing::Notification(Notification::new(
+            LOGIN_PENDING,
+            params,
+        )));
+    }
 }

@@ -3,6 +3,7 @@
 mod grants;
 mod login;
 mod status;
+mod token_challenge;
 mod token_get;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub async fn dispatch(
     match request.method.as_str() {
         m::STATUS => status::apply(broker).await,
         m::TOKEN_GET => token_get::apply(broker, parse(params)?).await,
+        m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,

@@ -38,6 +38,8 @@ pub struct AsMetadata {
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id_metadata_document_supported: Option<bool>,
 }
 
 impl AsMetadata {
@@ -57,6 +59,9 @@ pub struct Discovery {
     pub resource_metadata: ResourceMetadata,
     pub challenge: Option<BearerChallenge>,
     pub metadata: AsMetadata,
+    /// The server publishes no protected resource metadata: the 2025-03-26 scheme, where
+    /// the authorization server is the MCP server's origin.
+    pub legacy: bool,
 }
 
 /// Canonical form of a server URL: parsed, fragment dropped, host lowercased, default port
@@ -76,6 +81,7 @@ pub fn normalize_server_url(raw: &str) -> Result<String, OAuthError> {
 }
 
 /// Runs discovery: probe (unless the caller already has the challenge), PRM, AS metadata.
+/// A server without PRM is treated as a 2025-03-26 server (see [`legacy_discovery`]).
 pub async fn discover(
     http: &Http,
     server_url: &str,
@@ -85,7 +91,11 @@ pub async fn discover(
         Some(c) => Some(c),
         None => probe(http, server_url).await?,
     };
-    let resource_metadata = fetch_resource_metadata(http, server_url, challenge.as_ref()).await?;
+    let Some(resource_metadata) =
+        fetch_resource_metadata(http, server_url, challenge.as_ref()).await?
+    else {
+        return legacy_discovery(http, server_url, challenge).await;
+    };
     check_resource(server_url, &resource_metadata.resource)?;
     let issuer = resource_metadata.authorization_servers.first().cloned().ok_or_else(|| {
         OAuthError::Untrusted(format!(
@@ -99,6 +109,55 @@ pub async fn discover(
         resource_metadata,
         challenge,
         metadata,
+        legacy: false,
+    })
+}
+
+/// The 2025-03-26 scheme, for servers without PRM: the authorization server is the MCP
+/// server's origin; its RFC 8414 metadata is used when it has some, else the default
+/// endpoints `/authorize`, `/token` and `/register` at that origin.
+async fn legacy_discovery(
+    http: &Http,
+    server_url: &str,
+    challenge: Option<BearerChallenge>,
+) -> Result<Discovery, OAuthError> {
+    let url =
+        Url::parse(server_url).map_err(|e| OAuthError::Untrusted(format!("{server_url}: {e}")))?;
+    let issuer = url.origin().ascii_serialization();
+    let metadata = match find_as_metadata(http, &issuer).await? {
+        Found::Metadata(m) => m,
+        Found::Nothing(tried) => {
+            tracing::info!(
+                "{server_url} has neither resource nor authorization server metadata (tried {}); using the default endpoints at {issuer}",
+                tried.join(", ")
+            );
+            let metadata = AsMetadata {
+                issuer: issuer.clone(),
+                authorization_endpoint: format!("{issuer}/authorize"),
+                token_endpoint: format!("{issuer}/token"),
+                registration_endpoint: Some(format!("{issuer}/register")),
+                revocation_endpoint: None,
+                scopes_supported: None,
+                code_challenge_methods_supported: Some(vec!["S256".into()]),
+                token_endpoint_auth_methods_supported: None,
+                authorization_response_iss_parameter_supported: None,
+                client_id_metadata_document_supported: None,
+            };
+            check_as_metadata(&issuer, &metadata)?;
+            metadata
+        }
+    };
+    Ok(Discovery {
+        server_url: server_url.to_string(),
+        resource: server_url.to_string(),
+        resource_metadata: ResourceMetadata {
+            resource: server_url.to_string(),
+            authorization_servers: vec![issuer],
+            scopes_supported: None,
+        },
+        challenge,
+        metadata,
+        legacy: true,
     })
 }
 
@@ -152,26 +211,47 @@ pub fn resource_metadata_urls(
     Ok(urls)
 }
 
+/// The authorization servers the resource metadata lists now (`None`: no PRM).
+pub async fn authorization_servers_of(
+    http: &Http,
+    server_url: &str,
+    challenge: Option<&BearerChallenge>,
+) -> Result<Option<Vec<String>>, OAuthError> {
+    Ok(fetch_resource_metadata(http, server_url, challenge)
+        .await?
+        .map(|m| m.authorization_servers))
+}
+
+/// The PRM, or `None` when the server has none at the well-known URLs (a 2025-03-26
+/// server). A `resource_metadata` URL the challenge names must answer.
 async fn fetch_resource_metadata(
     http: &Http,
     server_url: &str,
     challenge: Option<&BearerChallenge>,
-) -> Result<ResourceMetadata, OAuthError> {
+) -> Result<Option<ResourceMetadata>, OAuthError> {
+    let named = challenge.and_then(|c| c.resource_metadata.as_ref());
     let mut tried = Vec::new();
     for url in resource_metadata_urls(server_url, challenge)? {
         let body = http.get(&url).await?;
         if body.status.is_success() {
-            return body.json();
+            return body.json().map(Some);
         }
         tried.push(format!("{url} (HTTP {})", body.status.as_u16()));
     }
-    Err(OAuthError::BadResponse {
-        url: server_url.to_string(),
-        detail: format!(
-            "no protected resource metadata (tried {}); the server may not support MCP authorization",
-            tried.join(", ")
-        ),
-    })
+    if named.is_some() {
+        return Err(OAuthError::BadResponse {
+            url: server_url.to_string(),
+            detail: format!(
+                "the protected resource metadata its challenge names is not there ({})",
+                tried.join(", ")
+            ),
+        });
+    }
+    tracing::debug!(
+        "no protected resource metadata for {server_url} (tried {})",
+        tried.join(", ")
+    );
+    Ok(None)
 }
 
 /// The PRM `resource` must identify this server: same origin, and its path a prefix of the
@@ -225,6 +305,25 @@ pub fn as_metadata_urls(issuer: &str) -> Result<Vec<String>, OAuthError> {
 
 /// Fetches and checks the metadata of `issuer`.
 pub async fn fetch_as_metadata(http: &Http, issuer: &str) -> Result<AsMetadata, OAuthError> {
+    match find_as_metadata(http, issuer).await? {
+        Found::Metadata(m) => Ok(m),
+        Found::Nothing(tried) => Err(OAuthError::BadResponse {
+            url: issuer.to_string(),
+            detail: format!(
+                "no authorization server metadata (tried {})",
+                tried.join(", ")
+            ),
+        }),
+    }
+}
+
+enum Found {
+    Metadata(AsMetadata),
+    /// Every well-known URL answered an error status; what was tried.
+    Nothing(Vec<String>),
+}
+
+async fn find_as_metadata(http: &Http, issuer: &str) -> Result<Found, OAuthError> {
     let mut tried = Vec::new();
     for url in as_metadata_urls(issuer)? {
         let body = http.get(&url).await?;
@@ -234,15 +333,9 @@ pub async fn fetch_as_metadata(http: &Http, issuer: &str) -> Result<AsMetadata, 
         }
         let metadata: AsMetadata = body.json()?;
         check_as_metadata(issuer, &metadata)?;
-        return Ok(metadata);
+        return Ok(Found::Metadata(metadata));
     }
-    Err(OAuthError::BadResponse {
-        url: issuer.to_string(),
-        detail: format!(
-            "no authorization server metadata (tried {})",
-            tried.join(", ")
-        ),
-    })
+    Ok(Found::Nothing(tried))
 }
 
 /// Issuer identical to the one the URL was built from (RFC 8414 §3.3, no normalization),
@@ -338,6 +431,7 @@ mod tests {
             code_challenge_methods_supported: Some(vec!["S256".into()]),
             token_endpoint_auth_methods_supported: None,
             authorization_response_iss_parameter_supported: None,
+            client_id_metadata_document_supported: None,
         }
     }
 

@@ -62,6 +62,22 @@ struct RegistrationResponse {
     token_endpoint_auth_method: Option<String>,
 }
 
+/// A public client (`none`) where the AS allows it: a secret on a laptop protects little.
+/// Otherwise the first secret-based method the AS lists (RFC 8414 default: basic).
+pub fn preferred_auth_method(metadata: &AsMetadata) -> AuthMethod {
+    let Some(supported) = &metadata.token_endpoint_auth_methods_supported else {
+        return AuthMethod::None;
+    };
+    [
+        AuthMethod::None,
+        AuthMethod::ClientSecretBasic,
+        AuthMethod::ClientSecretPost,
+    ]
+    .into_iter()
+    .find(|m| supported.iter().any(|s| s == m.as_str()))
+    .unwrap_or(AuthMethod::ClientSecretBasic)
+}
+
 /// Registers mcp-authd at the AS as a native public client for `redirect_uri`.
 pub async fn register(
     http: &Http,
@@ -83,7 +99,7 @@ pub async fn register(
         "redirect_uris": [redirect_uri],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
+        "token_endpoint_auth_method": preferred_auth_method(metadata).as_str(),
     });
     let response = http
         .send(http.client().post(endpoint.clone()).json(&body))

@@ -222,6 +222,15 @@ impl Db {
             .map_err(self.err())
     }
 
+    /// Every grant logged in through `server_url` (one per authorization server it used).
+    pub async fn grants_of_server(&self, server_url: &str) -> Result<Vec<GrantRow>, DbError> {
+        sqlx::query_as("SELECT * FROM grants WHERE server_url = ? ORDER BY updated_at DESC")
+            .bind(server_url)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
     pub async fn list_grants(&self) -> Result<Vec<GrantRow>, DbError> {
         sqlx::query_as("SELECT * FROM grants ORDER BY server_url, created_at")
             .fetch_all(&self.pool)
@@ -371,7 +380,10 @@ mod tests {
     async fn grants_round_trip_through_a_real_file() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("state.db")).await.unwrap();
-        assert_eq!(db.schema_version().await.unwrap(), 1);
+        assert_eq!(
+            db.schema_version().await.unwrap(),
+            MIGRATOR.migrations.len() as i64
+        );
         db.insert_registration(&RegistrationRow {
             id: "r_1".into(),
             issuer: "https://as.example".into(),
@@ -416,5 +428,71 @@ mod tests {
         assert_eq!(db.count_grants().await.unwrap(), 1);
         db.delete_grant("g_1").await.unwrap();
         assert!(db.find_grant("g_1").await.unwrap().is_none());
+    }
+
+    fn registration(id: &str, kind: &str) -> RegistrationRow {
+        RegistrationRow {
+            id: id.into(),
+            issuer: "https://as.example".into(),
+            kind: kind.into(),
+            client_id: "https://app.example/client.json".into(),
+            redirect_uri: None,
+            token_endpoint_auth_method: "none".into(),
+            has_client_secret: false,
+            created_at: 1,
+        }
+    }
+
+    /// A database made by the first release, with a grant in it, upgraded in place: the
+    /// rebuilt registrations table keeps the grant and accepts the new kind.
+    #[tokio::test]
+    async fn upgrading_a_first_release_database_keeps_its_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                .unwrap()
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            let mut first = sqlx::migrate!("./migrations");
+            first.migrations = first.migrations[..1].to_vec().into();
+            first.run(&pool).await.unwrap();
+            let old = Db {
+                pool: pool.clone(),
+                path: path.display().to_string(),
+            };
+            old.insert_registration(&registration("r_1", "dynamic"))
+                .await
+                .unwrap();
+            old.upsert_grant(&grant("g_1", "https://h.example/mcp"))
+                .await
+                .unwrap();
+            assert!(
+                old.insert_registration(&registration("r_2", "metadata-document"))
+                    .await
+                    .is_err(),
+                "the first schema must refuse the new kind, or this test proves nothing"
+            );
+            pool.close().await;
+        }
+        let db = Db::open(&path).await.unwrap();
+        assert_eq!(db.schema_version().await.unwrap(), 2);
+        let g = db.find_grant("g_1").await.unwrap().unwrap();
+        assert_eq!(
+            (g.registration_id.as_str(), g.scopes.as_str()),
+            ("r_1", "a b")
+        );
+        assert_eq!(
+            db.registration("r_1").await.unwrap().unwrap().kind,
+            "dynamic"
+        );
+        db.insert_registration(&registration("r_2", "metadata-document"))
+            .await
+            .unwrap();
+        // Foreign keys are enforced again after the rebuild.
+        let mut orphan = grant("g_2", "https://other.example/mcp");
+        orphan.registration_id = "r_missing".into();
+        assert!(db.upsert_grant(&orphan).await.is_err());
     }
 }

@@ -1,0 +1,518 @@
+//! `mcp-auth proxy <url>`: a stdio ↔ Streamable HTTP bridge for MCP clients that only speak
+//! stdio. One JSON-RPC message per line on stdin is POSTed to the server with a token from
+//! mcp-authd; JSON and SSE answers go to stdout, one message per line. A 401 or 403 is
+//! reported to the daemon (`token.challenge`), which refreshes, steps up or logs in; the
+//! request is then retried with the new token. stdout carries protocol messages only.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcp_authd_ipc::methods::{
+    ChallengeParams, LOGIN_PENDING, LoginPending, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams,
+    TokenGetResult,
+};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind};
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// Where a stateless (2026-07-28) request names its protocol version.
+const META_VERSION: &str = "/params/_meta/io.modelcontextprotocol~1protocolVersion";
+/// JSON-RPC error code for a request the proxy could not deliver (implementation range).
+const DELIVERY_FAILED: i64 = -32000;
+/// JSON-RPC error code when the server needs an authorization the proxy could not get.
+const UNAUTHORIZED: i64 = -32001;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The MCP server URL (Streamable HTTP), e.g. https://mcp.example.com/mcp
+    pub server: String,
+    /// Never start a browser login: answer requests that need one with an error instead
+    #[arg(long)]
+    pub no_login: bool,
+    /// Do not open a browser for a login; the URL is printed on stderr
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Seconds to wait for a browser login [default: the daemon's login_timeout_secs]
+    #[arg(long)]
+    pub login_timeout: Option<u64>,
+}
+
+/// State shared by the tasks of one proxy run.
+struct Proxy {
+    http: reqwest::Client,
+    server: String,
+    socket: PathBuf,
+    args: Args,
+    /// The connection `token.get` goes through (challenges open their own: they may wait
+    /// minutes for a browser login).
+    daemon: tokio::sync::Mutex<Option<Client>>,
+    session: Mutex<Option<String>>,
+    protocol_version: Mutex<Option<String>>,
+    out: mpsc::UnboundedSender<String>,
+}
+
+pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let (out, mut lines) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = lines.recv().await {
+            if stdout.write_all(line.as_bytes()).await.is_err()
+                || stdout.write_all(b"\n").await.is_err()
+                || stdout.flush().await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    let proxy = Arc::new(Proxy {
+        http,
+        server: args.server.clone(),
+        socket,
+        args,
+        daemon: tokio::sync::Mutex::new(None),
+        session: Mutex::new(None),
+        protocol_version: Mutex::new(None),
+        out,
+    });
+
+    let mut in_flight = JoinSet::new();
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = stdin.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                log(&format!("ignoring a line of stdin that is not JSON: {e}"));
+                proxy.emit(&error_response(
+                    &Value::Null,
+                    -32700,
+                    "parse error: not JSON",
+                ));
+                continue;
+            }
+        };
+        let p = proxy.clone();
+        in_flight.spawn(async move { p.forward(message).await });
+        while let Some(done) = in_flight.try_join_next() {
+            done?;
+        }
+        if listener.is_none() && proxy.session().is_some() {
+            let p = proxy.clone();
+            listener = Some(tokio::spawn(async move { p.listen().await }));
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done?;
+    }
+    if let Some(l) = listener {
+        l.abort();
+    }
+    proxy.end_session().await;
+    drop(proxy);
+    let _ = writer.await;
+    Ok(())
+}
+
+impl Proxy {
+    fn session(&self) -> Option<String> {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn emit(&self, message: &Value) {
+        let _ = self.out.send(message.to_string());
+    }
+
+    /// Sends one message and delivers what the server answers; a request that fails gets
+    /// a JSON-RPC error, so the client is never left waiting.
+    async fn forward(&self, message: Value) {
+        let id = message
+            .get("method")
+            .and(message.get("id"))
+            .cloned()
+            .filter(|id| !id.is_null());
+        let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
+        if is_initialize {
+            // A new initialize starts a new session.
+            *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        let version = message
+            .pointer(META_VERSION)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let body = message.to_string();
+        let fail = |code: i64, why: String| {
+            log(&why);
+            if let Some(id) = &id {
+                self.emit(&error_response(id, code, &why));
+            }
+        };
+
+        let mut token = self.token().await;
+        let mut challenged: Option<StatusCode> = None;
+        let response = loop {
+            let response = match self.post(&body, token.as_deref(), version.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return fail(
+                        DELIVERY_FAILED,
+                        format!("cannot reach {}: {e}", self.server),
+                    );
+                }
+            };
+            let status = response.status();
+            if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+                break response;
+            }
+            // One retry per kind of challenge: a 401 then a 403 is a login then a step-up;
+            // the same challenge twice means the new token did not help.
+            if challenged == Some(status) {
+                break response;
+            }
+            challenged = Some(status);
+            let www_authenticate = joined(response.headers(), header::WWW_AUTHENTICATE);
+            match self.challenge(status, www_authenticate, token.take()).await {
+                Ok(t) => token = Some(t),
+                Err(e) => return fail(UNAUTHORIZED, e.to_string()),
+            }
+        };
+        self.deliver(response, id, is_initialize).await;
+    }
+
+    async fn post(
+        &self,
+        body: &str,
+        token: Option<&str>,
+        version: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .post(&self.server)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(body.to_string());
+        request = self.common_headers(request, token, version);
+        request.send().await
+    }
+
+    fn common_headers(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        token: Option<&str>,
+        version: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(session) = self.session() {
+            request = request.header(SESSION_HEADER, session);
+        }
+        let negotiated = self
+            .protocol_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(v) = version.map(str::to_string).or(negotiated) {
+            request = request.header(VERSION_HEADER, v);
+        }
+        request
+    }
+
+    /// Writes the server's answer to stdout: nothing for 202, the JSON body, or every
+    /// event of an SSE stream as it arrives.
+    async fn deliver(
+        &self,
+        mut response: reqwest::Response,
+        id: Option<Value>,
+        is_initialize: bool,
+    ) {
+        let status = response.status();
+        if let Some(session) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.to_string());
+        }
+        if status == StatusCode::ACCEPTED {
+            return;
+        }
+        let is_sse = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if is_sse && status.is_success() {
+            let mut events = SseParser::default();
+            loop {
+                match response.chunk().await {
+                    Ok(Some(bytes)) => {
+                        for data in events.push(&bytes) {
+                            self.deliver_json(&data, is_initialize);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let why = format!("the event stream from {} broke: {e}", self.server);
+                        log(&why);
+                        if let Some(id) = &id {
+                            self.emit(&error_response(id, DELIVERY_FAILED, &why));
+                        }
+                        return;
+                    }
+                }
+            }
+            return;
+        }
+        let text = response.text().await.unwrap_or_default();
+        let delivered = self.deliver_json(&text, is_initialize);
+        if !status.is_success() && !delivered {
+            let why = format!(
+                "{} answered HTTP {}: {}",
+                self.server,
+                status.as_u16(),
+                excerpt(&text)
+            );
+            log(&why);
+            if let Some(id) = &id {
+                self.emit(&error_response(id, DELIVERY_FAILED, &why));
+            }
+        }
+    }
+
+    /// Forwards JSON-RPC message(s) in `text`; false when it holds none.
+    fn deliver_json(&self, text: &str, is_initialize: bool) -> bool {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return false;
+        };
+        let messages = match value {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        let mut any = false;
+        for m in messages.iter().filter(|m| m.get("jsonrpc").is_some()) {
+            if is_initialize
+                && let Some(v) = m.pointer("/result/protocolVersion").and_then(Value::as_str)
+            {
+                *self
+                    .protocol_version
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
+            }
+            self.emit(m);
+            any = true;
+        }
+        any
+    }
+
+    /// The server-initiated stream (GET), while the session lasts and the server offers it.
+    async fn listen(&self) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let token = self.token().await;
+            let request = self
+                .http
+                .get(&self.server)
+                .header(header::ACCEPT, "text/event-stream");
+            let request = self.common_headers(request, token.as_deref(), None);
+            match request.send().await {
+                Ok(mut response) if response.status().is_success() => {
+                    backoff = Duration::from_secs(1);
+                    let mut events = SseParser::default();
+                    while let Ok(Some(bytes)) = response.chunk().await {
+                        for data in events.push(&bytes) {
+                            self.deliver_json(&data, false);
+                        }
+                    }
+                }
+                // 405: the server offers no stream; other refusals will not change.
+                Ok(response) if response.status().is_client_error() => return,
+                Ok(_) | Err(_) => {}
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Ends the session at the server (DELETE), as the transport asks of a client leaving.
+    async fn end_session(&self) {
+        if self.session().is_none() {
+            return;
+        }
+        let token = self.token().await;
+        let request = self.common_headers(self.http.delete(&self.server), token.as_deref(), None);
+        if let Err(e) = request.timeout(Duration::from_secs(5)).send().await {
+            log(&format!("could not end the session: {e}"));
+        }
+    }
+
+    /// A token from the daemon, or none (not logged in yet, or the daemon is away: the
+    /// request goes without one, and a challenge will say what the server needs).
+    async fn token(&self) -> Option<String> {
+        let mut daemon = self.daemon.lock().await;
+        if daemon.is_none() {
+            *daemon = Client::connect(&self.socket).await.ok();
+        }
+        let client = daemon.as_mut()?;
+        let params = TokenGetParams {
+            server: self.server.clone(),
+            ..Default::default()
+        };
+        match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
+            Ok(t) => Some(t.access_token),
+            Err(ClientError::Rpc(e)) => {
+                if e.kind() != Some(ErrorKind::AuthorizationRequired) {
+                    log(&e.message);
+                }
+                None
+            }
+            Err(e) => {
+                log(&e.to_string());
+                *daemon = None;
+                None
+            }
+        }
+    }
+
+    async fn challenge(
+        &self,
+        status: StatusCode,
+        www_authenticate: Option<String>,
+        rejected_token: Option<String>,
+    ) -> Result<String, ClientError> {
+        let mut client = Client::connect(&self.socket).await?;
+        let params = ChallengeParams {
+            server: self.server.clone(),
+            status: status.as_u16(),
+            www_authenticate,
+            rejected_token,
+            interactive: Some(!self.args.no_login),
+            open_browser: Some(!self.args.no_browser),
+            timeout_secs: self.args.login_timeout,
+        };
+        let token: TokenGetResult = client
+            .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {
+                if n.method != LOGIN_PENDING {
+                    return;
+                }
+                if let Ok(p) = serde_json::from_value::<LoginPending>(n.params) {
+                    log(&format!(
+                        "{} needs a login; waiting up to {} s. Open this URL if no browser opened:\n  {}",
+                        p.server, p.timeout_secs, p.authorization_url
+                    ));
+                }
+            })
+            .await?;
+        Ok(token.access_token)
+    }
+}
+
+/// Splits an SSE byte stream into the `data` of its events (event type `message` or none).
+#[derive(Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    data: Vec<String>,
+    event: Option<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buffer.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                let data = std::mem::take(&mut self.data);
+                let event = self.event.take();
+                if !data.is_empty() && event.as_deref().is_none_or(|e| e == "message") {
+                    out.push(data.join("\n"));
+                }
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "data" => self.data.push(value.to_string()),
+                "event" => self.event = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn joined(headers: &header::HeaderMap, name: header::HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn error_response(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+fn excerpt(text: &str) -> String {
+    let t: String = text.trim().chars().take(300).collect();
+    if t.is_empty() {
+        "(empty body)".into()
+    } else {
+        t
+    }
+}
+
+fn log(message: &str) {
+    eprintln!("mcp-auth proxy: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: message\r\ndata: {\"a\"").is_empty());
+        assert_eq!(
+            p.push(b":1}\r\n\r\nid: 7\ndata: x\n"),
+            vec!["{\"a\":1}".to_string()]
+        );
+        assert_eq!(
+            p.push(b"data: y\n\n: comment\n\n"),
+            vec!["x\ny".to_string()]
+        );
+        let mut p = SseParser::default();
+        assert_eq!(
+            p.push(b"data: {\"a\":1}\n\nevent: ping\ndata: z\n\n"),
+            vec!["{\"a\":1}".to_string()]
+        );
+    }
+
+    #[test]
+    fn parse_errors_answer_with_a_null_id() {
+        let e = error_response(&Value::Null, -32700, "parse error");
+        assert_eq!(e["id"], Value::Null);
+        assert_eq!(e["error"]["code"], -32700);
+    }
+}

