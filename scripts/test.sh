@@ -22,3 +22,6 @@ XDG_DATA_HOME="$keyring_home" MCP_AUTHD_TEST_KEYCHAIN=required \
   dbus-run-session -- keyctl session - bash -euo pipefail -c '
     echo -n ci-throwaway-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null
     exec "$@"' bash "${runner[@]}"
+
+# The official MCP conformance suite, every client auth/* scenario, through mcp-auth proxy.
+bash scripts/conformance.sh

@@ -184,9 +184,9 @@ impl Broker {
         self.hand_out(&slot, grant, token, now).await
     }
 
-    /// After a server refused `rejected` with a 401: the grant's current token when another
-    /// caller has already replaced the rejected one, else a refresh (single-flight, like
-    /// `token.get`).
+    /// After a server answered 401 to a request carrying `rejected` (or no token): the
+    /// grant's current token when it is not the rejected one, else a refresh
+    /// (single-flight, like `token.get`).
     pub async fn renew_rejected(
         &self,
         grant: GrantRow,
@@ -196,9 +196,8 @@ impl Broker {
         let mut access = slot.access.lock().await;
         let now = now();
         let token = match access.as_ref() {
-            Some(t) if t.expires_at > now && rejected.is_some_and(|r| r != t.token.expose()) => {
-                t.clone()
-            }
+            // The caller sent no token, or one already replaced: the current one will do.
+            Some(t) if t.expires_at > now && rejected != Some(t.token.expose()) => t.clone(),
             _ => {
                 *access = None;
                 let fresh = self.refresh(&grant).await?;

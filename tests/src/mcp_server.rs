@@ -39,6 +39,13 @@ pub struct McpOptions {
     /// Advertised `resource`; `None` uses the MCP URL. Setting a different
     /// value lets tests check that clients reject mismatched metadata.
     pub resource_override: Option<String>,
+    /// Answer every token with 403 `insufficient_scope`, whatever it carries: a server
+    /// no login can satisfy, for testing that clients do not loop through logins.
+    pub always_insufficient: bool,
+    /// Full Streamable HTTP: a session id from `initialize` that later requests must
+    /// carry with the negotiated `MCP-Protocol-Version`, answers as SSE, a server stream
+    /// on GET with one notification, and DELETE ending the session.
+    pub streaming: bool,
 }
 
 impl Default for McpOptions {
@@ -48,6 +55,8 @@ impl Default for McpOptions {
             challenge_scope: Some("mcp:read".into()),
             scopes_supported: vec!["mcp:read".into(), "mcp:write".into()],
             resource_override: None,
+            always_insufficient: false,
+            streaming: false,
         }
     }
 }
@@ -77,6 +86,8 @@ impl McpServer {
             challenges,
             opts,
             authorized: AtomicU32::new(0),
+            streams: AtomicU32::new(0),
+            deleted: AtomicU32::new(0),
         });
         let app = Router::new()
             .route(PRM_PATH, get(protected_resource_metadata))
@@ -105,6 +116,16 @@ impl McpServer {
     pub fn authorized_requests(&self) -> u32 {
         self.state.authorized.load(Ordering::SeqCst)
     }
+
+    /// Server streams (GET) opened, with `streaming`.
+    pub fn streams_opened(&self) -> u32 {
+        self.state.streams.load(Ordering::SeqCst)
+    }
+
+    /// Sessions ended by DELETE, with `streaming`.
+    pub fn sessions_deleted(&self) -> u32 {
+        self.state.deleted.load(Ordering::SeqCst)
+    }
 }
 
 struct McpState {
@@ -114,6 +135,33 @@ struct McpState {
     challenges: Challenges,
     opts: McpOptions,
     authorized: AtomicU32,
+    streams: AtomicU32,
+    deleted: AtomicU32,
+}
+
+const SESSION_ID: &str = "session-1";
+
+/// With `streaming`, a request after `initialize` must carry the session and the version.
+fn session_problem(state: &McpState, headers: &HeaderMap) -> Option<&'static str> {
+    if !state.opts.streaming {
+        return None;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("mcp-session-id") != Some(SESSION_ID) {
+        return Some("missing or unknown Mcp-Session-Id");
+    }
+    if header("mcp-protocol-version") != Some(DEFAULT_PROTOCOL_VERSION) {
+        return Some("missing or wrong MCP-Protocol-Version");
+    }
+    None
+}
+
+fn sse(message: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        format!("event: message\nid: 1\ndata: {message}\n\n"),
+    )
+        .into_response()
 }
 
 /// The three `WWW-Authenticate` values, built once at startup so request
@@ -178,11 +226,12 @@ fn authorize(state: &McpState, headers: &HeaderMap) -> Result<(), Rejection> {
         .auth
         .validate_access_token(token, &state.resource)
         .map_err(|_| Rejection::InvalidToken)?;
-    if !state
-        .opts
-        .required_scopes
-        .iter()
-        .all(|s| scopes.contains(s))
+    if state.opts.always_insufficient
+        || !state
+            .opts
+            .required_scopes
+            .iter()
+            .all(|s| scopes.contains(s))
     {
         return Err(Rejection::InsufficientScope);
     }
@@ -224,18 +273,32 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The server offers no SSE stream, which the transport allows with a 405.
 async fn mcp_get(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
-    match authorize(&state, &headers) {
-        Ok(()) => method_not_allowed(),
-        Err(rejection) => challenge(&state, rejection),
+    if let Err(rejection) = authorize(&state, &headers) {
+        return challenge(&state, rejection);
     }
+    if !state.opts.streaming {
+        return method_not_allowed();
+    }
+    if let Some(problem) = session_problem(&state, &headers) {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, -32600, problem);
+    }
+    state.streams.fetch_add(1, Ordering::SeqCst);
+    sse(&json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": "from the server stream"}}))
 }
 
-/// The server is stateless, so there is no session to terminate.
 async fn mcp_delete(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
-    match authorize(&state, &headers) {
-        Ok(()) => method_not_allowed(),
-        Err(rejection) => challenge(&state, rejection),
+    if let Err(rejection) = authorize(&state, &headers) {
+        return challenge(&state, rejection);
     }
+    if !state.opts.streaming {
+        return method_not_allowed();
+    }
+    if let Some(problem) = session_problem(&state, &headers) {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, -32600, problem);
+    }
+    state.deleted.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn method_not_allowed() -> Response {
@@ -250,10 +313,32 @@ async fn mcp_post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: 
     if let Err(rejection) = authorize(&state, &headers) {
         return challenge(&state, rejection);
     }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(message) => handle_message(&message),
-        Err(_) => rpc_error(StatusCode::BAD_REQUEST, Value::Null, -32700, "parse error"),
+    let message = match serde_json::from_slice::<Value>(&body) {
+        Ok(message) => message,
+        Err(_) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, -32700, "parse error"),
+    };
+    if !state.opts.streaming {
+        return handle_message(&message);
     }
+    let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
+    if !is_initialize && let Some(problem) = session_problem(&state, &headers) {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, -32600, problem);
+    }
+    let id = message.get("id").filter(|id| !id.is_null());
+    let method = message.get("method").and_then(Value::as_str);
+    let mut response = match (method, id) {
+        (Some(method), Some(id)) => match dispatch(method, &message["params"]) {
+            Some(result) => sse(&json!({"jsonrpc": "2.0", "id": id, "result": result})),
+            None => rpc_error(StatusCode::OK, id.clone(), -32601, "method not found"),
+        },
+        _ => handle_message(&message),
+    };
+    if is_initialize {
+        response
+            .headers_mut()
+            .insert("mcp-session-id", HeaderValue::from_static(SESSION_ID));
+    }
+    response
 }
 
 /// Answers one JSON-RPC message: requests get a response, notifications and
