@@ -37,6 +37,8 @@ pub struct Broker {
     slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
     pub(crate) logins: Mutex<HashMap<String, watch::Receiver<LoginProgress>>>,
     pub(crate) step_ups: StepUpLimiter,
+    /// Wakes the background refresh when a grant gets a new token (a login).
+    pub(crate) schedule_changed: tokio::sync::Notify,
 }
 
 /// A login as seen by the callers waiting on it.
@@ -47,12 +49,27 @@ pub enum LoginProgress {
     Done(Box<Result<GrantInfo, RpcError>>),
 }
 
-/// In-memory state of one grant. The async mutex is what makes refreshes single-flight:
-/// whoever holds it refreshes, everyone else waits and takes the result.
+/// In-memory state of one grant. Readers take the current token under a short lock and
+/// never wait for a refresh while it is still good; `refreshing` makes refreshes
+/// single-flight: whoever holds it refreshes, the others wait and take the result.
 #[derive(Default)]
-struct GrantSlot {
-    access: tokio::sync::Mutex<Option<AccessToken>>,
+pub(crate) struct GrantSlot {
+    access: Mutex<Option<AccessToken>>,
+    refreshing: tokio::sync::Mutex<()>,
     last_touch: AtomicI64,
+}
+
+impl GrantSlot {
+    fn current(&self) -> Option<AccessToken> {
+        self.access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, token: Option<AccessToken>) {
+        *self.access.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
 }
 
 /// An access token, held in memory only.
@@ -60,7 +77,35 @@ struct GrantSlot {
 pub struct AccessToken {
     pub token: Secret,
     pub expires_at: i64,
+    /// Unix seconds when the authorization server issued it.
+    pub issued_at: i64,
     pub obtained: Instant,
+}
+
+impl AccessToken {
+    pub fn new(token: Secret, expires_at: i64) -> AccessToken {
+        AccessToken {
+            token,
+            expires_at,
+            issued_at: now(),
+            obtained: Instant::now(),
+        }
+    }
+
+    /// When the background refresh should replace it: at 75 % of its lifetime or 5 minutes
+    /// before expiry, whichever is sooner — but not before half its lifetime, so a token
+    /// shorter-lived than 10 minutes is not refreshed again as soon as it arrives.
+    pub fn refresh_due_at(&self) -> i64 {
+        let lifetime = (self.expires_at - self.issued_at).max(0);
+        let due = (self.issued_at + lifetime * 3 / 4).min(self.expires_at - 300);
+        due.max(self.issued_at + lifetime / 2)
+    }
+
+    /// Good for a caller that needs `min_valid` more seconds.
+    fn serves(&self, min_valid: i64, now: i64) -> bool {
+        self.expires_at - now >= min_valid
+            || (self.expires_at > now && self.obtained.elapsed() < JUST_ISSUED)
+    }
 }
 
 /// A token the authorization server issued this recently is the best it will give: it is
@@ -88,6 +133,7 @@ impl Broker {
             slots: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
             step_ups: StepUpLimiter::default(),
+            schedule_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -104,21 +150,20 @@ impl Broker {
     }
 
     /// Puts a fresh access token in memory (after a login).
-    pub async fn cache_access_token(&self, grant_id: &str, token: AccessToken) {
-        let slot = self.slot(grant_id);
-        *slot.access.lock().await = Some(token);
+    pub fn cache_access_token(&self, grant_id: &str, token: AccessToken) {
+        self.slot(grant_id).set(Some(token));
+        self.schedule_changed.notify_one();
     }
 
     /// The cached access token of a grant, if any (for display and revocation).
-    pub async fn cached_access_token(&self, grant_id: &str) -> Option<AccessToken> {
+    pub fn cached_access_token(&self, grant_id: &str) -> Option<AccessToken> {
         let slot = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(grant_id)
             .cloned()?;
-        let access = slot.access.lock().await;
-        access.clone()
+        slot.current()
     }
 
     /// `token.get`: a cached token valid long enough, else one refresh shared by every
@@ -169,19 +214,20 @@ impl Broker {
         }
 
         let slot = self.slot(&grant.id);
-        let mut access = slot.access.lock().await;
-        let now = now();
-        let token = match access.as_ref() {
-            Some(t) if t.expires_at - now >= min_valid => t.clone(),
-            Some(t) if t.expires_at > now && t.obtained.elapsed() < JUST_ISSUED => t.clone(),
-            _ => {
+        if let Some(t) = slot.current().filter(|t| t.serves(min_valid, now())) {
+            return self.hand_out(&slot, grant, t, now()).await;
+        }
+        let refreshing = slot.refreshing.lock().await;
+        let token = match slot.current().filter(|t| t.serves(min_valid, now())) {
+            Some(t) => t,
+            None => {
                 let fresh = self.refresh(&grant).await?;
-                *access = Some(fresh.clone());
+                slot.set(Some(fresh.clone()));
                 fresh
             }
         };
-        drop(access);
-        self.hand_out(&slot, grant, token, now).await
+        drop(refreshing);
+        self.hand_out(&slot, grant, token, now()).await
     }
 
     /// After a server answered 401 to a request carrying `rejected` (or no token): the
@@ -193,20 +239,43 @@ impl Broker {
         rejected: Option<&str>,
     ) -> Result<TokenGetResult, RpcError> {
         let slot = self.slot(&grant.id);
-        let mut access = slot.access.lock().await;
+        let refreshing = slot.refreshing.lock().await;
         let now = now();
-        let token = match access.as_ref() {
+        let token = match slot.current() {
             // The caller sent no token, or one already replaced: the current one will do.
-            Some(t) if t.expires_at > now && rejected != Some(t.token.expose()) => t.clone(),
+            Some(t) if t.expires_at > now && rejected != Some(t.token.expose()) => t,
             _ => {
-                *access = None;
+                slot.set(None);
                 let fresh = self.refresh(&grant).await?;
-                *access = Some(fresh.clone());
+                slot.set(Some(fresh.clone()));
                 fresh
             }
         };
-        drop(access);
+        drop(refreshing);
         self.hand_out(&slot, grant, token, now).await
+    }
+
+    /// When the background refresh should next renew this grant: now when no token is in
+    /// memory (after a restart), else its token's due time.
+    pub fn refresh_due_at(&self, grant_id: &str) -> i64 {
+        self.cached_access_token(grant_id)
+            .map(|t| t.refresh_due_at())
+            .unwrap_or_else(now)
+    }
+
+    /// The background refresh of one grant: skipped (`Ok(false)`) when a refresh is
+    /// already running or the token is no longer due.
+    pub async fn refresh_ahead(&self, grant: &GrantRow) -> Result<bool, RpcError> {
+        let slot = self.slot(&grant.id);
+        let Ok(_refreshing) = slot.refreshing.try_lock() else {
+            return Ok(false);
+        };
+        if slot.current().is_some_and(|t| t.refresh_due_at() > now()) {
+            return Ok(false);
+        }
+        let fresh = self.refresh(grant).await?;
+        slot.set(Some(fresh));
+        Ok(true)
     }
 
     async fn hand_out(
@@ -293,11 +362,7 @@ impl Broker {
             .record_refresh(&grant.id, tokens.expires_at, &scopes, now)
             .await?;
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
-        Ok(AccessToken {
-            token: tokens.access_token,
-            expires_at: tokens.expires_at,
-            obtained: Instant::now(),
-        })
+        Ok(AccessToken::new(tokens.access_token, tokens.expires_at))
     }
 
     /// The stored AS metadata and client credentials a grant was issued with.
@@ -370,7 +435,7 @@ impl Broker {
 
     pub async fn grant_info(&self, g: &GrantRow) -> Result<GrantInfo, RpcError> {
         let reg = self.db.registration(&g.registration_id).await?;
-        let access = self.cached_access_token(&g.id).await;
+        let access = self.cached_access_token(&g.id);
         Ok(GrantInfo {
             id: g.id.clone(),
             server: g.server_url.clone(),

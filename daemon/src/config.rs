@@ -73,6 +73,10 @@ pub struct Config {
     /// How long a browser login may take.
     #[serde(default = "default_login_timeout")]
     pub login_timeout_secs: u64,
+    /// Grants used within this many days are refreshed in the background before their
+    /// access token expires, so no client waits for a refresh; 0 turns it off.
+    #[serde(default = "default_background_refresh_days")]
+    pub background_refresh_days: u64,
     /// The https URL where this installation's Client ID Metadata Document is published
     /// (draft-ietf-oauth-client-id-metadata-document). Used as the `client_id` at every
     /// authorization server that advertises `client_id_metadata_document_supported`,
@@ -88,11 +92,16 @@ fn default_login_timeout() -> u64 {
     300
 }
 
+fn default_background_refresh_days() -> u64 {
+    7
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             secret_store: SecretStoreChoice::Auto,
             login_timeout_secs: default_login_timeout(),
+            background_refresh_days: default_background_refresh_days(),
             client_metadata_url: None,
             servers: BTreeMap::new(),
         }

@@ -216,16 +216,10 @@ async fn run(
             broker.forget_grant(&old).await?;
         }
     }
-    broker
-        .cache_access_token(
-            &grant_id,
-            AccessToken {
-                token: tokens.access_token,
-                expires_at: tokens.expires_at,
-                obtained: std::time::Instant::now(),
-            },
-        )
-        .await;
+    broker.cache_access_token(
+        &grant_id,
+        AccessToken::new(tokens.access_token, tokens.expires_at),
+    );
     tracing::info!(server = %server_url, grant = %grant_id, "logged in");
     broker.grant_info(&row).await
 }

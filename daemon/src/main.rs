@@ -9,6 +9,7 @@ mod login;
 mod loopback;
 mod methods;
 mod oauth;
+mod scheduler;
 mod secret;
 mod server;
 mod store;
@@ -82,11 +83,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let refresher =
+        tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));
     let server = tokio::spawn(server::run(listener, broker, stopped));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = server.await;
+    let _ = refresher.await;
     db.close().await;
     Ok(())
 }

@@ -13,6 +13,10 @@ use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer, PreRegistere
 /// run against the real Secret Service and may not fall back.
 const KEYCHAIN_ENV: &str = "MCP_AUTHD_TEST_KEYCHAIN";
 
+/// Config for tests of the refresh a caller triggers: the background refresh would add
+/// refreshes of its own to the counts.
+const ON_DEMAND_ONLY: &str = "background_refresh_days = 0\n";
+
 /// Access-token lifetime of the test AS: short, so tests see real expiry.
 const TTL: u64 = 2;
 
@@ -72,7 +76,7 @@ async fn full_cycle(secret_store: &str) {
     let auth = AuthServer::start(short_lived()).await;
     let mcp = McpServer::start(&auth, McpOptions::default()).await;
     let url = mcp.url().to_string();
-    let home = DaemonHome::new(secret_store, "");
+    let home = DaemonHome::new(secret_store, ON_DEMAND_ONLY);
     let d = home.start(None);
 
     let status: StatusResult = json(&d.cli_ok(&["status", "--json"]));
@@ -267,7 +271,7 @@ async fn invalid_grant_marks_the_grant_as_needing_login() {
     let auth = AuthServer::start(short_lived()).await;
     let mcp = McpServer::start(&auth, McpOptions::default()).await;
     let url = mcp.url().to_string();
-    let home = DaemonHome::new("file", "");
+    let home = DaemonHome::new("file", ON_DEMAND_ONLY);
     let d = home.start(None);
     d.cli_ok(&["login", &url]);
 
@@ -356,7 +360,7 @@ async fn pre_registered_client_from_the_config_file() {
     let home = DaemonHome::new(
         "file",
         &format!(
-            "[servers.\"{url}\"]\nclient_id = \"desktop-app\"\nclient_secret = \"{secret}\"\ntoken_endpoint_auth_method = \"client_secret_post\"\nscopes = [\"mcp:read\", \"mcp:write\"]\n"
+            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\nclient_id = \"desktop-app\"\nclient_secret = \"{secret}\"\ntoken_endpoint_auth_method = \"client_secret_post\"\nscopes = [\"mcp:read\", \"mcp:write\"]\n"
         ),
     );
     let d = home.start(None);

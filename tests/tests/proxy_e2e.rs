@@ -260,7 +260,8 @@ async fn a_401_refreshes_once_and_only_for_the_current_token() {
     let auth = AuthServer::start(AsOptions::default()).await;
     let mcp = McpServer::start(&auth, McpOptions::default()).await;
     let url = mcp.url().to_string();
-    let home = DaemonHome::new("file", "");
+    // Only the refreshes the challenges cause are counted.
+    let home = DaemonHome::new("file", "background_refresh_days = 0\n");
     let d = home.start(None);
 
     // Nobody logged in, not interactive: the caller is told the command.

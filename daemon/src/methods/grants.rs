@@ -62,7 +62,7 @@ async fn revoke_remotely(broker: &Broker, row: &crate::store::GrantRow) -> Resul
             .await
             .map_err(|e| e.to_string())?;
     }
-    if let Some(at) = broker.cached_access_token(&row.id).await {
+    if let Some(at) = broker.cached_access_token(&row.id) {
         revoke_at_as(
             &broker.http,
             endpoint,

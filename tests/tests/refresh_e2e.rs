@@ -1,0 +1,154 @@
+//! The background `RefreshScheduler`, end to end: tokens renewed before they expire so no
+//! client waits, a dead refresh token noticed without any client asking, and a restart
+//! that serves every grant again without a browser login.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mcp_authd_ipc::methods::{GrantsList, TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::{Client, ClientError};
+use mcp_authd_tests::daemon::{Daemon, DaemonHome};
+use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
+
+const TTL: u64 = 4;
+
+fn short_lived() -> AsOptions {
+    AsOptions {
+        access_token_ttl_secs: TTL,
+        ..Default::default()
+    }
+}
+
+async fn token(d: &Daemon, server: &str) -> Result<TokenGetResult, ClientError> {
+    let mut client = Client::connect(d.socket()).await?;
+    let params = TokenGetParams {
+        server: server.into(),
+        scopes: None,
+        min_valid_secs: Some(1),
+    };
+    client.call(TOKEN_GET, &params).await
+}
+
+fn grants(d: &Daemon) -> GrantsList {
+    serde_json::from_str(&d.cli_ok(&["list", "--json"])).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_are_renewed_before_they_expire_and_callers_never_wait() {
+    let auth = AuthServer::start(short_lived()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    let first = token(&d, &url).await.unwrap();
+
+    // Two and a half lifetimes later: the scheduler renewed it (at half its life, as it
+    // is shorter than 10 minutes) again and again, rotating the refresh token each time.
+    tokio::time::sleep(Duration::from_millis(TTL * 2500)).await;
+    let renewed = auth.counts().refreshes;
+    assert!(renewed >= 3, "only {renewed} background refreshes");
+    assert_eq!(auth.counts().refresh_failures, 0);
+
+    // A caller gets a live token from memory: its request causes no refresh.
+    let before = auth.counts().refreshes;
+    let t = token(&d, &url).await.unwrap();
+    assert_eq!(
+        auth.counts().refreshes,
+        before,
+        "the caller did not wait for a refresh"
+    );
+    assert_ne!(t.access_token, first.access_token);
+    assert!(t.expires_in >= 1, "{t:?}");
+    assert!(auth.validate_access_token(&t.access_token, &url).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_refresh_token_is_noticed_without_a_caller_and_not_retried() {
+    let auth = AuthServer::start(short_lived()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+
+    // Someone else redeems our refresh token: the AS rotates it away from us.
+    let stolen = auth
+        .current_refresh_tokens()
+        .pop()
+        .expect("a refresh token");
+    let authz = auth.last_authorize_params().unwrap();
+    let form: BTreeMap<&str, &str> = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", stolen.as_str()),
+        ("client_id", authz["client_id"].as_str()),
+        ("resource", url.as_str()),
+    ]
+    .into();
+    let r = reqwest::Client::new()
+        .post(format!("{}/token", auth.issuer()))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    // Within a lifetime the scheduler tries, gets invalid_grant, and marks the grant.
+    let deadline = std::time::Instant::now() + Duration::from_secs(TTL * 3);
+    loop {
+        let list = grants(&d);
+        if list.grants[0].state == "needs_login" {
+            let reason = list.grants[0]
+                .needs_login_reason
+                .clone()
+                .unwrap_or_default();
+            assert!(reason.contains("invalid_grant"), "{reason}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failures = auth.counts().refresh_failures;
+    assert_eq!(failures, 1);
+    tokio::time::sleep(Duration::from_secs(TTL)).await;
+    assert_eq!(
+        auth.counts().refresh_failures,
+        failures,
+        "no retry of a dead grant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_restart_grants_are_renewed_at_once_without_a_login() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    assert_eq!(
+        auth.counts().refreshes,
+        0,
+        "a fresh hour-long token is not due"
+    );
+    d.stop();
+
+    // The restarted daemon holds no access token: it refreshes the grant in use at once,
+    // before anyone asks, and the caller gets that token.
+    let d = home.start(None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while auth.counts().refreshes == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = token(&d, &url).await.unwrap();
+    assert!(auth.validate_access_token(&t.access_token, &url).is_ok());
+    assert_eq!(auth.counts().refreshes, 1, "one refresh, shared");
+    assert_eq!(auth.counts().authorizations, 1, "no second browser login");
+}
