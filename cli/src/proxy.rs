@@ -165,7 +165,7 @@ impl Proxy {
 
         let mut token = self.token().await;
         let mut challenged: Option<StatusCode> = None;
-        let response = loop {
+        loop {
             let response = match self.post(&body, token.as_deref(), version.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -176,22 +176,32 @@ impl Proxy {
                 }
             };
             let status = response.status();
-            if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
-                break response;
-            }
+            let may_challenge = matches!(status.as_u16(), 400 | 401 | 403);
             // One retry per kind of challenge: a 401 then a 403 is a login then a step-up;
             // the same challenge twice means the new token did not help.
-            if challenged == Some(status) {
-                break response;
+            if !may_challenge || challenged == Some(status) {
+                return self.deliver(response, id, is_initialize).await;
+            }
+            let www_authenticate = joined(response.headers(), header::WWW_AUTHENTICATE);
+            let text = if status == StatusCode::UNAUTHORIZED {
+                String::new()
+            } else {
+                bounded_text(response).await
+            };
+            // A 400 is a challenge only for servers that say `invalid_token` with it.
+            if status == StatusCode::BAD_REQUEST && !text.contains("invalid_token") {
+                return self.deliver_text(status, &text, id, is_initialize);
             }
             challenged = Some(status);
-            let www_authenticate = joined(response.headers(), header::WWW_AUTHENTICATE);
-            match self.challenge(status, www_authenticate, token.take()).await {
+            let excerpt = (!text.is_empty()).then(|| text.chars().take(2048).collect());
+            match self
+                .challenge(status, www_authenticate, excerpt, token.take())
+                .await
+            {
                 Ok(t) => token = Some(t),
                 Err(e) => return fail(UNAUTHORIZED, e.to_string()),
             }
-        };
-        self.deliver(response, id, is_initialize).await;
+        }
     }
 
     async fn post(
@@ -279,14 +289,20 @@ impl Proxy {
             }
             return;
         }
-        let text = response.text().await.unwrap_or_default();
-        let delivered = self.deliver_json(&text, is_initialize);
+        let text = bounded_text(response).await;
+        self.deliver_text(status, &text, id, is_initialize);
+    }
+
+    /// Forwards the JSON-RPC message(s) of a plain answer; a request whose answer holds
+    /// none (an HTTP error page) gets a JSON-RPC error instead.
+    fn deliver_text(&self, status: StatusCode, text: &str, id: Option<Value>, is_initialize: bool) {
+        let delivered = self.deliver_json(text, is_initialize);
         if !status.is_success() && !delivered {
             let why = format!(
                 "{} answered HTTP {}: {}",
                 self.server,
                 status.as_u16(),
-                excerpt(&text)
+                excerpt(text)
             );
             log(&why);
             if let Some(id) = &id {
@@ -393,6 +409,7 @@ impl Proxy {
         &self,
         status: StatusCode,
         www_authenticate: Option<String>,
+        body: Option<String>,
         rejected_token: Option<String>,
     ) -> Result<String, ClientError> {
         let mut client = Client::connect(&self.socket).await?;
@@ -400,6 +417,7 @@ impl Proxy {
             server: self.server.clone(),
             status: status.as_u16(),
             www_authenticate,
+            body,
             rejected_token,
             interactive: Some(!self.args.no_login),
             open_browser: Some(!self.args.no_browser),
@@ -467,6 +485,21 @@ fn joined(headers: &header::HeaderMap, name: header::HeaderName) -> Option<Strin
         .filter_map(|v| v.to_str().ok())
         .collect();
     (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// The body of a non-streamed answer; JSON-RPC answers are small, and a hostile server
+/// must not make the proxy buffer without end.
+async fn bounded_text(mut response: reqwest::Response) -> String {
+    const MAX: usize = 16 * 1024 * 1024;
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if bytes.len() + chunk.len() > MAX {
+            log(&format!("an answer over {MAX} bytes was cut"));
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn error_response(id: &Value, code: i64, message: &str) -> Value {

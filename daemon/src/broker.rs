@@ -312,11 +312,17 @@ impl Broker {
             ));
         };
         let (metadata, credentials) = self.client_of(grant).await?;
-        let form = vec![
+        let quirks = self.quirks(grant);
+        let mut form = vec![
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh_token.expose().to_string()),
-            ("resource", grant.resource.clone()),
         ];
+        if !quirks.omit_resource {
+            form.push(("resource", grant.resource.clone()));
+        }
+        if quirks.refresh_scope && !grant.scopes.is_empty() {
+            form.push(("scope", grant.scopes.clone()));
+        }
         tracing::debug!(grant = %grant.id, "refreshing the access token");
         let tokens = match request_tokens(&self.http, &metadata.token_endpoint, &credentials, form)
             .await
@@ -363,6 +369,14 @@ impl Broker {
             .await?;
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
         Ok(AccessToken::new(tokens.access_token, tokens.expires_at))
+    }
+
+    /// The identity-provider quirks configured for a grant's server or issuer.
+    pub fn quirks(&self, grant: &GrantRow) -> crate::config::Quirks {
+        self.config
+            .server(&grant.server_url, Some(&grant.issuer))
+            .map(|c| c.quirks.clone())
+            .unwrap_or_default()
     }
 
     /// The stored AS metadata and client credentials a grant was issued with.

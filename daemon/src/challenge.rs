@@ -83,12 +83,42 @@ pub async fn handle(
         .await?
         .into_iter()
         .next();
-    match p.status {
+    let says_invalid_token = challenge
+        .as_ref()
+        .is_some_and(|c| c.error.as_deref() == Some("invalid_token"))
+        || p.body
+            .as_deref()
+            .is_some_and(|b| b.contains("invalid_token"));
+    let status = match p.status {
+        400 | 403 if says_invalid_token => {
+            let quirks = match &grant {
+                Some(g) => broker.quirks(g),
+                None => broker
+                    .config
+                    .server(&server, None)
+                    .map(|c| c.quirks.clone())
+                    .unwrap_or_default(),
+            };
+            if !quirks.invalid_token_as_401 {
+                return Err(RpcError::new(
+                    ErrorKind::ServerError,
+                    format!(
+                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{server}\"] in the config file",
+                        p.status
+                    ),
+                )
+                .with_server(&server));
+            }
+            401
+        }
+        other => other,
+    };
+    match status {
         401 => on_unauthorized(broker, &server, grant, challenge, &p, on_pending).await,
         403 => on_forbidden(broker, &server, grant, challenge, &p, on_pending).await,
         other => Err(RpcError::new(
             ErrorKind::InvalidParams,
-            format!("`status` must be 401 or 403, not {other}"),
+            format!("`status` must be 401, 403, or 400 with `invalid_token`, not {other}"),
         )),
     }
 }

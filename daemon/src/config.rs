@@ -123,7 +123,44 @@ pub struct ServerConfig {
     pub redirect_uri: Option<String>,
     /// Scopes to request instead of the discovered ones.
     pub scopes: Option<Vec<String>>,
+    /// Identity-provider quirks; each is off by default.
+    #[serde(flatten)]
+    pub quirks: Quirks,
 }
+
+/// Ways real identity providers depart from the MCP authorization spec, per server.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Quirks {
+    /// Send the granted `scope` on refresh requests. Microsoft Entra ID needs it: without
+    /// a scope it answers with a token for another resource.
+    #[serde(default)]
+    pub refresh_scope: bool,
+    /// Leave out the RFC 8707 `resource` parameter. Microsoft Entra ID (v2 endpoints)
+    /// rejects it (AADSTS9010010) when scopes name the resource already.
+    #[serde(default)]
+    pub omit_resource: bool,
+    /// Extra parameters for the authorization request. Google only issues a refresh token
+    /// with `access_type = "offline"` (and again only with `prompt = "consent"`).
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
+    /// Read a 400 or 403 whose body or challenge says `invalid_token` as a 401 (renew the
+    /// token instead of failing). For servers that answer expired tokens that way, such
+    /// as some API gateways in front of MCP servers.
+    #[serde(default)]
+    pub invalid_token_as_401: bool,
+}
+
+/// Authorization request parameters the daemon sets itself; the config cannot replace them.
+const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "resource",
+    "scope",
+];
 
 impl Config {
     /// Reads the file; a missing file is the default config.
@@ -143,6 +180,18 @@ impl Config {
 
     /// What TOML types cannot say.
     fn check(&self) -> Result<(), String> {
+        for (server, cfg) in &self.servers {
+            if let Some(name) = cfg
+                .quirks
+                .authorization_params
+                .keys()
+                .find(|k| RESERVED_AUTHORIZATION_PARAMS.contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "[servers.\"{server}\"] authorization_params may not set `{name}`: mcp-authd sets it itself (use `scopes` for scopes)"
+                ));
+            }
+        }
         if let Some(raw) = &self.client_metadata_url {
             let url = url::Url::parse(raw)
                 .map_err(|e| format!("client_metadata_url `{raw}` is not a URL: {e}"))?;
@@ -203,6 +252,39 @@ mod tests {
             Some(&["a".to_string(), "b".to_string()][..])
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn quirks_are_per_server_and_reserved_params_refused() {
+        let c: Config = toml::from_str(
+            r#"
+            [servers."https://login.microsoftonline.com/tenant/v2.0"]
+            refresh_scope = true
+            omit_resource = true
+            [servers."https://accounts.google.com"]
+            authorization_params = { access_type = "offline", prompt = "consent" }
+            "#,
+        )
+        .unwrap();
+        c.check().unwrap();
+        let entra = c
+            .server(
+                "https://x/mcp",
+                Some("https://login.microsoftonline.com/tenant/v2.0"),
+            )
+            .unwrap();
+        assert!(entra.quirks.refresh_scope && entra.quirks.omit_resource);
+        let google = c.server("https://accounts.google.com", None).unwrap();
+        assert_eq!(google.quirks.authorization_params["access_type"], "offline");
+        assert!(!google.quirks.invalid_token_as_401);
+
+        let bad: Config = toml::from_str(
+            "[servers.\"https://a\"]\nauthorization_params = { client_id = \"x\" }\n",
+        )
+        .unwrap();
+        assert!(bad.check().unwrap_err().contains("client_id"), "named");
+        let typo = toml::from_str::<Config>("[servers.\"https://a\"]\nrefresh_scopes = true\n");
+        assert!(typo.is_err(), "a misspelt quirk is an error, not ignored");
     }
 
     #[test]

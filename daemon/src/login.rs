@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
-use crate::config::ServerConfig;
+use crate::config::{Quirks, ServerConfig};
 use crate::loopback::{LoopbackError, LoopbackRedirect};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
@@ -107,6 +107,10 @@ async fn run(
     let (registration, credentials, redirect) =
         client_for(broker, &discovery, server_cfg.as_ref(), &state).await?;
     let pkce = Pkce::new();
+    let quirks = server_cfg
+        .as_ref()
+        .map(|c| c.quirks.clone())
+        .unwrap_or_default();
     let authorization_url = authorization_url(
         &discovery,
         &credentials.client_id,
@@ -114,6 +118,7 @@ async fn run(
         &state,
         &pkce,
         &scopes,
+        &quirks,
     )?;
 
     let timeout = p
@@ -165,13 +170,15 @@ async fn run(
         .code
         .ok_or_else(|| login_failed(server_url, "the authorization response carried no code"))?;
 
-    let form = vec![
+    let mut form = vec![
         ("grant_type", "authorization_code".to_string()),
         ("code", code.expose().to_string()),
         ("redirect_uri", redirect_uri),
         ("code_verifier", pkce.verifier.expose().to_string()),
-        ("resource", discovery.resource.clone()),
     ];
+    if !quirks.omit_resource {
+        form.push(("resource", discovery.resource.clone()));
+    }
     let tokens = request_tokens(&broker.http, &metadata.token_endpoint, &credentials, form)
         .await
         .map_err(|e| match e {
@@ -404,6 +411,7 @@ fn authorization_url(
     state: &Secret,
     pkce: &Pkce,
     scopes: &[String],
+    quirks: &Quirks,
 ) -> Result<String, RpcError> {
     let mut url = crate::oauth::http::require_secure(
         "authorization endpoint",
@@ -417,10 +425,15 @@ fn authorization_url(
             .append_pair("redirect_uri", redirect_uri)
             .append_pair("state", state.expose())
             .append_pair("code_challenge", &pkce.challenge)
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("resource", &d.resource);
+            .append_pair("code_challenge_method", "S256");
+        if !quirks.omit_resource {
+            q.append_pair("resource", &d.resource);
+        }
         if !scopes.is_empty() {
             q.append_pair("scope", &scopes.join(" "));
+        }
+        for (name, value) in &quirks.authorization_params {
+            q.append_pair(name, value);
         }
     }
     Ok(url.to_string())

@@ -70,11 +70,16 @@ pub struct TokenGetResult {
 pub struct ChallengeParams {
     /// The MCP server URL the request went to.
     pub server: String,
-    /// The HTTP status: 401 (token missing, expired or revoked) or 403 (insufficient scope).
+    /// The HTTP status: 401 (token missing, expired or revoked), 403 (insufficient
+    /// scope), or 400 when its body says `invalid_token` (some servers' way of saying 401).
     pub status: u16,
     /// The `WWW-Authenticate` header value(s) of the response, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub www_authenticate: Option<String>,
+    /// The start of the response body (a few KiB at most), for servers that explain
+    /// themselves only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
     /// The access token the server refused, if one was sent: a token another caller has
     /// already replaced is not refreshed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

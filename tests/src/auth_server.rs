@@ -60,7 +60,13 @@ pub struct AsOptions {
     /// Issuer path (`""` or e.g. `"/tenant1"`), for RFC 8414 path-aware
     /// metadata discovery.
     pub path: String,
+    /// Like Microsoft Entra ID v2: the RFC 8707 `resource` parameter is an error, and
+    /// tokens are for [`IMPLIED_RESOURCE`].
+    pub rejects_resource: bool,
 }
+
+/// The resource of tokens from an AS with `rejects_resource`.
+pub const IMPLIED_RESOURCE: &str = "https://resource.invalid/implied-by-scopes";
 
 impl Default for AsOptions {
     fn default() -> Self {
@@ -75,6 +81,7 @@ impl Default for AsOptions {
             revocation_endpoint: true,
             dcr_auth_method: None,
             path: String::new(),
+            rejects_resource: false,
         }
     }
 }
@@ -229,6 +236,12 @@ impl AuthServer {
 
     /// Changes the lifetime of access tokens issued from now on; `0` makes
     /// them expire immediately, to exercise the client's refresh path.
+    /// Forgets every access token issued so far (as a password change or an admin
+    /// revoking sessions would); refresh tokens stay valid.
+    pub fn invalidate_access_tokens(&self) {
+        self.shared.lock().access_tokens.clear();
+    }
+
     pub fn set_access_token_ttl(&self, secs: u64) {
         self.shared.lock().access_token_ttl = Duration::from_secs(secs);
     }
@@ -1018,9 +1031,8 @@ fn validate_authorization_request(
             "code_challenge is not a base64url SHA-256 digest",
         ));
     }
-    let resource = params
-        .get("resource")
-        .ok_or_else(|| OAuthError::invalid_target("resource (RFC 8707) is required"))?;
+    let resource = requested_resource(opts, params)?;
+    let resource = resource.as_str();
     if !is_valid_resource(resource) {
         return Err(OAuthError::invalid_target(
             "resource must be an absolute URI without a fragment",
@@ -1040,6 +1052,20 @@ fn validate_authorization_request(
         scope: scope.map(String::from),
         resource: resource.to_owned(),
     })
+}
+
+/// The `resource` a request is for, as this AS reads it (see `rejects_resource`).
+fn requested_resource(opts: &AsOptions, params: &Params) -> Result<String, OAuthError> {
+    match (params.get("resource"), opts.rejects_resource) {
+        (Some(_), true) => Err(OAuthError::invalid_target(
+            "the resource parameter is not supported; scopes name the resource",
+        )),
+        (None, true) => Ok(IMPLIED_RESOURCE.to_string()),
+        (Some(r), false) => Ok(r.to_string()),
+        (None, false) => Err(OAuthError::invalid_target(
+            "resource (RFC 8707) is required",
+        )),
+    }
 }
 
 fn plain_error(message: &'static str) -> Response {
@@ -1194,9 +1220,8 @@ fn exchange_code(
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
     let verifier = params.require("code_verifier")?;
-    let resource = params
-        .get("resource")
-        .ok_or_else(|| OAuthError::invalid_target("resource (RFC 8707) is required"))?;
+    let resource = requested_resource(opts, params)?;
+    let resource = resource.as_str();
 
     let pending = inner
         .codes
@@ -1281,9 +1306,8 @@ fn refresh(
         ));
     }
 
-    let resource = params
-        .get("resource")
-        .ok_or_else(|| OAuthError::invalid_target("resource (RFC 8707) is required"))?;
+    let resource = requested_resource(opts, params)?;
+    let resource = resource.as_str();
     if resource != granted_resource {
         return Err(OAuthError::invalid_target(
             "resource differs from the original grant",

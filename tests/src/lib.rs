@@ -20,7 +20,9 @@ mod auth_server;
 pub mod daemon;
 mod mcp_server;
 
-pub use auth_server::{AsOptions, AuthServer, Counts, PreRegisteredClient, TokenProblem};
+pub use auth_server::{
+    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, PreRegisteredClient, TokenProblem,
+};
 pub use mcp_server::{McpOptions, McpServer};
 
 /// Serving an axum app on a loopback ephemeral port for the lifetime of a

@@ -46,6 +46,9 @@ pub struct McpOptions {
     /// carry with the negotiated `MCP-Protocol-Version`, answers as SSE, a server stream
     /// on GET with one notification, and DELETE ending the session.
     pub streaming: bool,
+    /// Answer an invalid or expired token with this status and a JSON body saying
+    /// `invalid_token`, without `WWW-Authenticate` (as some gateways do), instead of 401.
+    pub invalid_token_status: Option<u16>,
 }
 
 impl Default for McpOptions {
@@ -57,6 +60,7 @@ impl Default for McpOptions {
             resource_override: None,
             always_insufficient: false,
             streaming: false,
+            invalid_token_status: None,
         }
     }
 }
@@ -241,6 +245,10 @@ fn authorize(state: &McpState, headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// The RFC 6750 challenge response for a rejection.
 fn challenge(state: &McpState, rejection: Rejection) -> Response {
+    if let (Rejection::InvalidToken, Some(status)) = (rejection, state.opts.invalid_token_status) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        return (status, axum::Json(json!({"error": "invalid_token"}))).into_response();
+    }
     let (status, value, error) = match rejection {
         Rejection::MissingToken => (
             StatusCode::UNAUTHORIZED,
