@@ -324,12 +324,20 @@ impl Broker {
             form.push(("scope", grant.scopes.clone()));
         }
         tracing::debug!(grant = %grant.id, "refreshing the access token");
+        crate::crash::point("refresh:before_request");
+        let interrupted = self.db.begin_refresh(&grant.id, now()).await?;
         let tokens = match request_tokens(&self.http, &metadata.token_endpoint, &credentials, form)
             .await
         {
             Ok(t) => t,
             Err(e) if e.is_invalid_grant() => {
-                let reason = format!("the authorization server rejected the refresh token ({e})");
+                let mut reason =
+                    format!("the authorization server rejected the refresh token ({e})");
+                if let Some(at) = interrupted {
+                    reason.push_str(&format!(
+                        "; an earlier refresh (unix time {at}) was interrupted — the daemon stopped or the network failed — after the server may have rotated the token"
+                    ));
+                }
                 tracing::warn!(grant = %grant.id, "{reason}; the grant needs a new login");
                 self.db.mark_needs_login(&grant.id, &reason, now()).await?;
                 return Err(RpcError::authorization_required(
@@ -346,6 +354,7 @@ impl Broker {
                 ));
             }
         };
+        crate::crash::point("refresh:after_response");
         self.commit_refresh(grant, tokens).await
     }
 
@@ -359,6 +368,7 @@ impl Broker {
                 .set(&keys::refresh_token(&grant.id), rotated)
                 .await?;
         }
+        crate::crash::point("refresh:after_secret_store");
         let scopes = tokens
             .scopes
             .map(|s| s.join(" "))
@@ -367,6 +377,7 @@ impl Broker {
         self.db
             .record_refresh(&grant.id, tokens.expires_at, &scopes, now)
             .await?;
+        crate::crash::point("refresh:after_database");
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
         Ok(AccessToken::new(tokens.access_token, tokens.expires_at))
     }

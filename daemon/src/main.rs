@@ -5,6 +5,7 @@ mod browser;
 mod challenge;
 mod config;
 mod connection;
+mod crash;
 mod login;
 mod loopback;
 mod methods;

@@ -184,6 +184,13 @@ impl Daemon {
         self.terminate();
     }
 
+    /// Whether the process has ended (on its own, e.g. at a crash point).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// Crash: SIGKILL, no chance to clean up.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {

@@ -277,6 +277,24 @@ impl Db {
         Ok(())
     }
 
+    /// Records that a refresh request is about to go out; returns the mark an earlier,
+    /// interrupted refresh left, if any.
+    pub async fn begin_refresh(&self, id: &str, now: i64) -> Result<Option<i64>, DbError> {
+        let earlier: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT refresh_started_at FROM grants WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        sqlx::query("UPDATE grants SET refresh_started_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(earlier.flatten())
+    }
+
     /// A refresh succeeded: the grant holds a (possibly rotated) refresh token again.
     pub async fn record_refresh(
         &self,
@@ -287,7 +305,7 @@ impl Db {
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = 1, last_refresh_at = ?, updated_at = ?,
-                               state = 'active', needs_login_reason = NULL
+                               state = 'active', needs_login_reason = NULL, refresh_started_at = NULL
              WHERE id = ?",
         )
         .bind(expires_at)
@@ -302,7 +320,7 @@ impl Db {
     }
 
     pub async fn mark_needs_login(&self, id: &str, reason: &str, now: i64) -> Result<(), DbError> {
-        sqlx::query("UPDATE grants SET state = 'needs_login', needs_login_reason = ?, access_expires_at = NULL, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE grants SET state = 'needs_login', needs_login_reason = ?, access_expires_at = NULL, refresh_started_at = NULL, updated_at = ? WHERE id = ?")
             .bind(reason)
             .bind(now)
             .bind(id)
@@ -477,7 +495,10 @@ mod tests {
             pool.close().await;
         }
         let db = Db::open(&path).await.unwrap();
-        assert_eq!(db.schema_version().await.unwrap(), 2);
+        assert_eq!(
+            db.schema_version().await.unwrap(),
+            MIGRATOR.migrations.last().unwrap().version
+        );
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(
             (g.registration_id.as_str(), g.scopes.as_str()),
