@@ -18,9 +18,11 @@ fi
 keyring_home="$(mktemp -d)"
 trap 'rm -rf "$keyring_home"' EXIT
 # The keyring file goes to $XDG_DATA_HOME/keyrings: a fresh one per run.
+# The keychain-restart test restarts gnome-keyring with the same password.
+export MCP_AUTHD_TEST_KEYRING_PASSWORD=ci-throwaway-password
 XDG_DATA_HOME="$keyring_home" MCP_AUTHD_TEST_KEYCHAIN=required \
   dbus-run-session -- keyctl session - bash -euo pipefail -c '
-    echo -n ci-throwaway-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+    echo -n "$MCP_AUTHD_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
     exec "$@"' bash "${runner[@]}"
 
 # The official MCP conformance suite, every client auth/* scenario, through mcp-auth proxy.

@@ -119,10 +119,12 @@ impl SecretStore {
         match &self.backend {
             Backend::Keychain { .. } => {
                 let key = key.to_string();
-                blocking(move || match entry(&key)?.get_password() {
-                    Ok(v) => Ok(Some(Secret::new(v))),
-                    Err(keyring_core::Error::NoEntry) => Ok(None),
-                    Err(e) => Err(describe(&e)),
+                blocking(move || {
+                    reconnecting(|| match entry(&key)?.get_password() {
+                        Ok(v) => Ok(Some(Secret::new(v))),
+                        Err(keyring_core::Error::NoEntry) => Ok(None),
+                        Err(e) => Err(e),
+                    })
                 })
                 .await
             }
@@ -137,12 +139,7 @@ impl SecretStore {
         match &self.backend {
             Backend::Keychain { .. } => {
                 let (key, value) = (key.to_string(), value.clone());
-                blocking(move || {
-                    entry(&key)?
-                        .set_password(value.expose())
-                        .map_err(|e| describe(&e))
-                })
-                .await
+                blocking(move || reconnecting(|| entry(&key)?.set_password(value.expose()))).await
             }
             Backend::File { path, lock } => {
                 let _guard = lock.lock().await;
@@ -157,9 +154,11 @@ impl SecretStore {
         match &self.backend {
             Backend::Keychain { .. } => {
                 let key = key.to_string();
-                blocking(move || match entry(&key)?.delete_credential() {
-                    Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
-                    Err(e) => Err(describe(&e)),
+                blocking(move || {
+                    reconnecting(|| match entry(&key)?.delete_credential() {
+                        Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
+                        Err(e) => Err(e),
+                    })
                 })
                 .await
             }
@@ -184,7 +183,7 @@ async fn keychain() -> Result<Backend, SecretStoreError> {
     let probe = Secret::new(super::new_id("v"));
     let (k, v) = (probe_key.clone(), probe.clone());
     blocking(move || {
-        let e = entry(&k)?;
+        let e = entry(&k).map_err(|e| describe(&e))?;
         e.set_password(v.expose()).map_err(|e| describe(&e))?;
         let read = e.get_password().map_err(|e| describe(&e))?;
         let _ = e.delete_credential();
@@ -227,8 +226,29 @@ fn install_platform_store() -> Result<&'static str, SecretStoreError> {
     ))
 }
 
-fn entry(key: &str) -> Result<keyring_core::Entry, SecretStoreError> {
-    keyring_core::Entry::new(SERVICE, key).map_err(|e| describe(&e))
+fn entry(key: &str) -> keyring_core::Result<keyring_core::Entry> {
+    keyring_core::Entry::new(SERVICE, key)
+}
+
+/// Runs a keychain operation; when the keychain fails as a restarted one does (gnome-keyring
+/// replaced, the D-Bus session gone), connects to it afresh and tries once more.
+fn reconnecting<T>(op: impl Fn() -> keyring_core::Result<T>) -> Result<T, SecretStoreError> {
+    match op() {
+        Err(
+            e @ (keyring_core::Error::PlatformFailure(_) | keyring_core::Error::NoStorageAccess(_)),
+        ) => {
+            tracing::info!(
+                "the keychain failed ({}); connecting to it again",
+                match describe(&e) {
+                    SecretStoreError::Keychain(text) => text,
+                    other => other.to_string(),
+                }
+            );
+            install_platform_store()?;
+            op().map_err(|e| describe(&e))
+        }
+        other => other.map_err(|e| describe(&e)),
+    }
 }
 
 /// Describes a keyring error without its payload: some variants carry the secret's bytes.
