@@ -1,7 +1,10 @@
 //! SQLite through sqlx: servers' metadata, registrations, grants. Never a secret.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -27,6 +30,42 @@ pub enum DbError {
 pub struct Db {
     pool: SqlitePool,
     path: String,
+    lookups: Arc<GrantLookups>,
+}
+
+/// Answers of `find_grant` kept in memory: it runs on every `token.get`, and grants change
+/// rarely. Every write to the grants table goes through this type's methods, which bump
+/// the generation; a lookup made under an older generation is thrown away.
+#[derive(Default)]
+struct GrantLookups {
+    generation: AtomicU64,
+    answers: Mutex<(u64, HashMap<String, Option<GrantRow>>)>,
+}
+
+impl GrantLookups {
+    fn get(&self, key: &str) -> Option<Option<GrantRow>> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        if answers.0 != self.generation.load(Ordering::Acquire) {
+            return None;
+        }
+        answers.1.get(key).cloned()
+    }
+
+    /// Remembers an answer read under `generation` (unless grants changed since).
+    fn put(&self, generation: u64, key: &str, answer: Option<GrantRow>) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        if answers.0 != generation {
+            if generation != self.generation.load(Ordering::Acquire) {
+                return;
+            }
+            *answers = (generation, HashMap::new());
+        }
+        answers.1.insert(key.to_string(), answer);
+    }
+
+    fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -104,6 +143,7 @@ impl Db {
         Ok(Db {
             pool,
             path: display,
+            lookups: Arc::default(),
         })
     }
 
@@ -199,14 +239,20 @@ impl Db {
 
     /// A grant by id, else the newest grant for a server URL or resource.
     pub async fn find_grant(&self, server_or_id: &str) -> Result<Option<GrantRow>, DbError> {
-        sqlx::query_as(
+        if let Some(answer) = self.lookups.get(server_or_id) {
+            return Ok(answer);
+        }
+        let generation = self.lookups.generation.load(Ordering::Acquire);
+        let answer: Option<GrantRow> = sqlx::query_as(
             "SELECT * FROM grants WHERE id = ?1 OR server_url = ?1 OR resource = ?1
              ORDER BY (id = ?1) DESC, (server_url = ?1) DESC, updated_at DESC LIMIT 1",
         )
         .bind(server_or_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(self.err())
+        .map_err(self.err())?;
+        self.lookups.put(generation, server_or_id, answer.clone());
+        Ok(answer)
     }
 
     pub async fn grant_by_key(
@@ -274,6 +320,7 @@ impl Db {
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
+        self.lookups.invalidate();
         Ok(())
     }
 
@@ -316,6 +363,7 @@ impl Db {
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
+        self.lookups.invalidate();
         Ok(())
     }
 
@@ -327,6 +375,7 @@ impl Db {
             .execute(&self.pool)
             .await
             .map_err(self.err())?;
+        self.lookups.invalidate();
         Ok(())
     }
 
@@ -337,6 +386,7 @@ impl Db {
             .execute(&self.pool)
             .await
             .map_err(self.err())?;
+        self.lookups.invalidate();
         Ok(())
     }
 
@@ -346,6 +396,7 @@ impl Db {
             .execute(&self.pool)
             .await
             .map_err(self.err())?;
+        self.lookups.invalidate();
         Ok(())
     }
 
@@ -479,6 +530,7 @@ mod tests {
             let old = Db {
                 pool: pool.clone(),
                 path: path.display().to_string(),
+                lookups: Arc::default(),
             };
             old.insert_registration(&registration("r_1", "dynamic"))
                 .await
@@ -515,5 +567,34 @@ mod tests {
         let mut orphan = grant("g_2", "https://other.example/mcp");
         orphan.registration_id = "r_missing".into();
         assert!(db.upsert_grant(&orphan).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn remembered_lookups_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        let key = "https://h.example/mcp";
+        assert!(db.find_grant(key).await.unwrap().is_none());
+        db.insert_registration(&registration("r_1", "dynamic"))
+            .await
+            .unwrap();
+        db.upsert_grant(&grant("g_1", key)).await.unwrap();
+        assert_eq!(
+            db.find_grant(key).await.unwrap().unwrap().id,
+            "g_1",
+            "not the remembered None"
+        );
+        db.mark_needs_login("g_1", "why", 2).await.unwrap();
+        assert_eq!(
+            db.find_grant(key).await.unwrap().unwrap().state,
+            STATE_NEEDS_LOGIN
+        );
+        db.record_refresh("g_1", 9, "a", 3).await.unwrap();
+        assert_eq!(
+            db.find_grant(key).await.unwrap().unwrap().access_expires_at,
+            Some(9)
+        );
+        db.delete_grant("g_1").await.unwrap();
+        assert!(db.find_grant(key).await.unwrap().is_none());
     }
 }
