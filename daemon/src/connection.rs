@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::broker::Broker;
 use crate::methods;
 
-/// Requests one connection may have in flight; more wait (the peer is not read meanwhile).
+/// Requests one connection may have in flight; more are answered `limit_exceeded` at once.
 const MAX_IN_FLIGHT: usize = 32;
 
 /// A line the daemon sends.
@@ -73,8 +73,21 @@ pub async fn serve(stream: Stream, broker: Arc<Broker>, mut shutdown: watch::Rec
                 }
             }
             Incoming::Request(request) => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    let error = RpcError::new(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "{MAX_IN_FLIGHT} requests already in flight on this connection; wait for their replies (or open another connection), then retry"
+                        ),
+                    );
+                    if out
+                        .send(Outgoing::Response(Response::err(Some(request.id), error)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
                 };
                 let (broker, out) = (broker.clone(), out.clone());
                 tokio::spawn(async move {

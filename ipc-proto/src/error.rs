@@ -32,6 +32,11 @@ pub enum ErrorKind {
     NotFound,
     /// The secret store (OS keychain or fallback file) could not be used.
     SecretStore,
+    /// A limit of the socket was hit (connections open, requests in flight on one
+    /// connection): wait for replies or close idle connections, then retry.
+    LimitExceeded,
+    /// The peer is not the daemon's user; the connection is closed.
+    PermissionDenied,
 }
 
 impl ErrorKind {
@@ -52,6 +57,8 @@ impl ErrorKind {
             ErrorKind::RegistrationFailed => -32006,
             ErrorKind::NotFound => -32007,
             ErrorKind::SecretStore => -32008,
+            ErrorKind::LimitExceeded => -32009,
+            ErrorKind::PermissionDenied => -32010,
         }
     }
 
@@ -71,6 +78,8 @@ impl ErrorKind {
             ErrorKind::RegistrationFailed => "registration_failed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::SecretStore => "secret_store",
+            ErrorKind::LimitExceeded => "limit_exceeded",
+            ErrorKind::PermissionDenied => "permission_denied",
         }
     }
 }
