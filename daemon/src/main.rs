@@ -8,6 +8,8 @@ mod connection;
 mod login;
 mod loopback;
 mod methods;
+#[cfg(test)]
+mod no_secret_in_debug;
 mod oauth;
 mod secret;
 mod server;
