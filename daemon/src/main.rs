@@ -11,6 +11,7 @@ mod methods;
 #[cfg(test)]
 mod no_secret_in_debug;
 mod oauth;
+mod peer;
 mod secret;
 mod server;
 mod store;

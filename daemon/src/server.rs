@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::peer::Peer;
 
 /// Connections served at once; more are refused so one runaway client cannot exhaust
 /// the daemon's file descriptors.
@@ -133,8 +134,9 @@ pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::R
             continue;
         };
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        let peer = Peer::of(&stream);
         tokio::spawn(async move {
-            connection::serve(stream, broker, shutdown).await;
+            connection::serve(stream, broker, shutdown, peer).await;
             drop(permit);
         });
     }
@@ -155,12 +157,29 @@ pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::R
     }
 }
 
-/// Tells a refused peer why in one error line (best effort, bounded), then closes.
+/// Tells a refused peer why in one error line, then closes. What the peer sends meanwhile
+/// is read and dropped for a moment, so that its first request does not fail with a broken
+/// pipe before it reads the reason. Bounded in time and bytes.
 fn refuse(mut stream: Stream, kind: ErrorKind, why: String) {
+    use tokio::io::AsyncReadExt;
     tokio::spawn(async move {
         let reply = Response::err(None, RpcError::new(kind, why));
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), write_frame(&mut stream, &reply)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            write_frame(&mut stream, &reply).await?;
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                let n = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink))
+                    .await
+                    .unwrap_or(Ok(0))?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
     });
 }
 

@@ -8,7 +8,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use mcp_authd_ipc::audit::HandOut;
+
 use crate::oauth::discovery::AsMetadata;
+use crate::peer::Peer;
+
+/// `at, server_url, peer_pid, peer_uid, peer_exe` of `token_hand_outs`.
+type HandOutRow = (i64, String, Option<i64>, Option<i64>, Option<String>);
+
+/// Rows of the token hand-out log kept (older ones are pruned every 100 hand-outs).
+const MAX_HAND_OUTS: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -322,6 +331,62 @@ impl Db {
         Ok(())
     }
 
+    /// Records one access token handed out (never the token) and keeps the log bounded.
+    pub async fn record_hand_out(
+        &self,
+        grant_id: &str,
+        server: &str,
+        peer: &Peer,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        let id = sqlx::query(
+            "INSERT INTO token_hand_outs (at, grant_id, server_url, peer_pid, peer_uid, peer_exe)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now)
+        .bind(grant_id)
+        .bind(server)
+        .bind(peer.pid.map(i64::from))
+        .bind(peer.uid.map(i64::from))
+        .bind(&peer.exe)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?
+        .last_insert_rowid();
+        if id % 100 == 0 {
+            sqlx::query("DELETE FROM token_hand_outs WHERE id <= ?")
+                .bind(id - MAX_HAND_OUTS)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err())?;
+        }
+        tx.commit().await.map_err(self.err())
+    }
+
+    /// The newest hand-outs of a grant, newest first.
+    pub async fn hand_outs(&self, grant_id: &str, limit: u32) -> Result<Vec<HandOut>, DbError> {
+        let rows: Vec<HandOutRow> = sqlx::query_as(
+            "SELECT at, server_url, peer_pid, peer_uid, peer_exe FROM token_hand_outs
+             WHERE grant_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(grant_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|(at, server, pid, uid, exe)| HandOut {
+                at,
+                server,
+                peer_pid: pid.and_then(|p| u32::try_from(p).ok()),
+                peer_uid: uid.and_then(|u| u32::try_from(u).ok()),
+                peer_exe: exe,
+            })
+            .collect())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -371,7 +436,8 @@ mod tests {
     async fn grants_round_trip_through_a_real_file() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("state.db")).await.unwrap();
-        assert_eq!(db.schema_version().await.unwrap(), 1);
+        let newest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
+        assert_eq!(db.schema_version().await.unwrap(), newest);
         db.insert_registration(&RegistrationRow {
             id: "r_1".into(),
             issuer: "https://as.example".into(),
@@ -416,5 +482,43 @@ mod tests {
         assert_eq!(db.count_grants().await.unwrap(), 1);
         db.delete_grant("g_1").await.unwrap();
         assert!(db.find_grant("g_1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn hand_outs_are_logged_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        let peer = Peer {
+            pid: Some(42),
+            uid: Some(1000),
+            exe: Some("/usr/bin/client".into()),
+        };
+        // An old log, written in one statement, then one more hand-out prunes it.
+        let total = MAX_HAND_OUTS + 200;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+             INSERT INTO token_hand_outs (at, grant_id, server_url) SELECT i, 'g_1', 'x' FROM n",
+        )
+        .bind(total - 1)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        db.record_hand_out("g_1", "https://h.example/mcp", &peer, total)
+            .await
+            .unwrap();
+        let newest = db.hand_outs("g_1", 2).await.unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[0].at, total);
+        assert_eq!(newest[1].peer_exe, None);
+        assert_eq!(newest[0].peer_exe.as_deref(), Some("/usr/bin/client"));
+        assert_eq!(
+            (newest[0].peer_pid, newest[0].peer_uid),
+            (Some(42), Some(1000))
+        );
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM token_hand_outs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, MAX_HAND_OUTS);
     }
 }
