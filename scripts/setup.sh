@@ -11,6 +11,8 @@ command -v dbus-run-session >/dev/null || need+=(dbus)
 [ "${1:-}" = "--tests" ] && {
   command -v gnome-keyring-daemon >/dev/null || need+=(gnome-keyring)
   command -v keyctl >/dev/null || need+=(keyutils)
+  # systemd-analyze verifies the user units; systemd-socket-activate tests activation.
+  command -v systemd-analyze >/dev/null || need+=(systemd)
 }
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

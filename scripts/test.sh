@@ -10,6 +10,23 @@ cargo build --workspace --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo fmt --all -- --check
 
+# The shipped user units, as a user would copy them (%h/.local/bin/mcp-authd must exist).
+# Unknown keys are only warnings there, so any output counts as a failure.
+if command -v systemd-analyze >/dev/null; then
+  units_home="$(mktemp -d)"
+  mkdir -p "$units_home/.local/bin" "$units_home/run"
+  chmod 700 "$units_home/run"
+  cp target/debug/mcp-authd "$units_home/.local/bin/"
+  said="$(HOME="$units_home" XDG_RUNTIME_DIR="$units_home/run" \
+    systemd-analyze --user verify systemd/mcp-authd.socket systemd/mcp-authd.service 2>&1)" || {
+    echo "systemd-analyze verify failed: $said" >&2; exit 1; }
+  [ -z "$said" ] || { echo "systemd-analyze verify: $said" >&2; exit 1; }
+  rm -rf "$units_home"
+  echo "systemd units verified"
+else
+  echo "NOTICE: systemd-analyze cannot run here; the user units were not verified" >&2
+fi
+
 runner=(cargo test --workspace --locked)
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --workspace --locked --no-fail-fast)

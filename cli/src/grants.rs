@@ -1,5 +1,6 @@
 //! `mcp-auth list | inspect | revoke | logout`.
 
+use mcp_authd_ipc::audit::{AuditParams, AuditResult, GRANTS_AUDIT, HandOut};
 use mcp_authd_ipc::methods::{
     GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, RevokeParams,
     RevokeResult,
@@ -83,8 +84,20 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
             },
         )
         .await?;
+    let audit: AuditResult = client
+        .call(
+            GRANTS_AUDIT,
+            &AuditParams {
+                grant: g.id.clone(),
+                limit: Some(10),
+            },
+        )
+        .await?;
     if json {
-        print_json(&g);
+        print_json(&Inspected {
+            grant: &g,
+            hand_outs: &audit.hand_outs,
+        });
         return Ok(());
     }
     let fields = [
@@ -121,7 +134,31 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
     for (k, v) in fields {
         println!("{k:>14}: {v}");
     }
+    if audit.hand_outs.is_empty() {
+        println!("\nNo access token handed out yet.");
+    } else {
+        println!("\nLast access tokens handed out (newest first):");
+        for h in &audit.hand_outs {
+            let pid = h
+                .peer_pid
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "pid ?".into());
+            println!(
+                "  {:>10}  {pid:<10}  {}",
+                ago(Some(h.at)),
+                h.peer_exe.as_deref().unwrap_or("(executable unknown)")
+            );
+        }
+    }
     Ok(())
+}
+
+/// `inspect --json`: the grant's fields plus its recent hand-outs.
+#[derive(serde::Serialize)]
+struct Inspected<'a> {
+    #[serde(flatten)]
+    grant: &'a GrantInfo,
+    hand_outs: &'a [HandOut],
 }
 
 pub async fn revoke(

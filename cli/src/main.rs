@@ -4,6 +4,7 @@ mod grants;
 mod login;
 mod output;
 mod proxy;
+mod service;
 mod status;
 mod token;
 
@@ -47,11 +48,18 @@ enum Command {
     Logout { grant: String },
     /// Show the daemon's state and where it keeps secrets
     Status,
+    /// Install, remove or check the per-user service (systemd units, LaunchAgent)
+    #[command(subcommand)]
+    Service(service::Action),
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Service(action) => return service::main(action, cli.socket, cli.json),
+        command => Cli { command, ..cli },
+    };
     let path = mcp_authd_ipc::socket::resolve(cli.socket);
     if let Command::Proxy(args) = cli.command {
         return match proxy::run(path, args).await {
@@ -74,6 +82,7 @@ async fn main() -> ExitCode {
             Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
             Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
+            Command::Service(_) => unreachable!("handled without a connection"),
         }
     }
     .await;

@@ -28,6 +28,7 @@ const TOUCH_INTERVAL_SECS: i64 = 60;
 
 pub struct Broker {
     pub db: Db,
+    pub audit: crate::audit::AuditLog,
     pub secrets: Arc<SecretStore>,
     pub http: Http,
     pub config: Config,
@@ -116,6 +117,7 @@ const JUST_ISSUED: std::time::Duration = std::time::Duration::from_secs(5);
 impl Broker {
     pub fn new(
         db: Db,
+        audit: crate::audit::AuditLog,
         secrets: Arc<SecretStore>,
         http: Http,
         config: Config,
@@ -124,6 +126,7 @@ impl Broker {
     ) -> Broker {
         Broker {
             db,
+            audit,
             secrets,
             http,
             config,

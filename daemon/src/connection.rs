@@ -14,8 +14,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::broker::Broker;
 use crate::methods;
+use crate::peer::Peer;
 
-/// Requests one connection may have in flight; more wait (the peer is not read meanwhile).
+/// Requests one connection may have in flight; more are answered `limit_exceeded` at once.
 const MAX_IN_FLIGHT: usize = 32;
 
 /// A line the daemon sends.
@@ -26,7 +27,13 @@ pub enum Outgoing {
     Notification(Notification),
 }
 
-pub async fn serve(stream: Stream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    stream: Stream,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    peer: Peer,
+) {
+    let peer = Arc::new(peer);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FrameReader::new(BufReader::new(read));
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(64);
@@ -73,14 +80,28 @@ pub async fn serve(stream: Stream, broker: Arc<Broker>, mut shutdown: watch::Rec
                 }
             }
             Incoming::Request(request) => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    let error = RpcError::new(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "{MAX_IN_FLIGHT} requests already in flight on this connection; wait for their replies (or open another connection), then retry"
+                        ),
+                    );
+                    if out
+                        .send(Outgoing::Response(Response::err(Some(request.id), error)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
                 };
-                let (broker, out) = (broker.clone(), out.clone());
+                let (broker, out, peer) = (broker.clone(), out.clone(), peer.clone());
                 tokio::spawn(async move {
                     let id = request.id.clone();
                     let method = request.method.clone();
-                    let reply = match methods::dispatch(&broker, request, out.clone()).await {
+                    let reply = match methods::dispatch(&broker, request, out.clone(), &peer).await
+                    {
                         Ok(result) => Response::ok(id, result),
                         Err(error) => {
                             tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);

@@ -1,5 +1,7 @@
 //! mcp-authd: the per-user OAuth credential broker for MCP servers.
 
+mod activation;
+mod audit;
 mod broker;
 mod browser;
 mod challenge;
@@ -9,7 +11,10 @@ mod crash;
 mod login;
 mod loopback;
 mod methods;
+#[cfg(test)]
+mod no_secret_in_debug;
 mod oauth;
+mod peer;
 mod scheduler;
 mod secret;
 mod server;
@@ -39,6 +44,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Before any thread exists: it edits the environment.
+    let inherited = activation::inherited();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_AUTHD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -48,24 +55,33 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(run(args));
+    let result = runtime.block_on(run(args, inherited?));
     // A keychain call stuck in a blocking thread must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Result<()> {
     let paths = config::Paths::resolve(args.home, args.config)?;
     create_private_dir(&paths.data_dir)?;
     let config = config::Config::load(&paths.config_file)?;
-    let socket_path = mcp_authd_ipc::socket::resolve(args.socket);
+    let socket_path = match inherited.as_ref().and_then(|i| i.path.clone()) {
+        Some(path) => path,
+        None => mcp_authd_ipc::socket::resolve(args.socket),
+    };
 
     let db = store::Db::open(&paths.data_dir.join("state.db")).await?;
     let secrets = store::SecretStore::open(config.secret_store, &paths.data_dir)
         .await
         .context("the config requires the OS keychain (secret_store = \"keychain\") and it cannot be used")?;
     let http = oauth::http::Http::new().context("cannot set up the HTTP client")?;
-    let listener = server::bind(&socket_path).await?;
+    let listener = match inherited {
+        Some(inherited) => {
+            tracing::info!("using the listening socket passed by the service manager");
+            inherited.into_listener()?
+        }
+        None => server::bind(&socket_path).await?,
+    };
     let status = secrets.status();
     tracing::info!(
         socket = %socket_path.display(),
@@ -74,8 +90,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "mcp-authd {} listening",
         env!("CARGO_PKG_VERSION")
     );
+    let (audit, _audit_writer) = audit::AuditLog::start(db.clone());
     let broker = Arc::new(broker::Broker::new(
         db.clone(),
+        audit,
         secrets,
         http,
         config,
@@ -83,6 +101,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         socket_path.display().to_string(),
     ));
 
+    let audit = broker.audit.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresher =
         tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));
@@ -92,6 +111,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = server.await;
     let _ = refresher.await;
+    // Every hand-out answered is in the audit log before the database closes.
+    audit.flush().await;
+    drop(audit);
     db.close().await;
     Ok(())
 }

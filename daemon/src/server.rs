@@ -3,15 +3,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use interprocess::local_socket::ListenerOptions;
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
-use mcp_authd_ipc::socket;
+use mcp_authd_ipc::{ErrorKind, Response, RpcError, socket, write_frame};
 use tokio::sync::{Semaphore, watch};
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::peer::Peer;
 
 /// Connections served at once; more are refused so one runaway client cannot exhaust
 /// the daemon's file descriptors.
@@ -95,7 +97,13 @@ fn current_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// How long a stopping daemon lets in-flight requests finish before it exits anyway (a
+/// browser login may wait for minutes; a refresh takes well under this).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Accepts connections until `shutdown` turns true, then stops listening (a socket the
+/// daemon bound itself is removed) and waits up to [`SHUTDOWN_GRACE`] for the requests in
+/// flight: every connection stops reading, finishes its requests and writes their replies.
 pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -104,50 +112,103 @@ pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::R
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
-        if !peer_allowed(&stream) {
+        if let Err(why) = peer_allowed(&stream) {
+            refuse(stream, ErrorKind::PermissionDenied, why);
             continue;
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!("connection refused: {MAX_CONNECTIONS} connections already open");
+            refuse(
+                stream,
+                ErrorKind::LimitExceeded,
+                format!(
+                    "mcp-authd already serves {MAX_CONNECTIONS} connections; close idle ones and retry"
+                ),
+            );
             continue;
         };
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        let peer = Peer::of(&stream);
         tokio::spawn(async move {
-            connection::serve(stream, broker, shutdown).await;
+            connection::serve(stream, broker, shutdown, peer).await;
             drop(permit);
         });
     }
+    drop(listener);
+    let busy = MAX_CONNECTIONS - slots.available_permits();
+    if busy > 0 {
+        tracing::info!("waiting for {busy} connection(s) to finish their requests");
+    }
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still in flight after {} s are abandoned",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+}
+
+/// Tells a refused peer why in one error line, then closes. What the peer sends meanwhile
+/// is read and dropped for a moment, so that its first request does not fail with a broken
+/// pipe before it reads the reason. Bounded in time and bytes.
+fn refuse(mut stream: Stream, kind: ErrorKind, why: String) {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
+        let reply = Response::err(None, RpcError::new(kind, why));
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            write_frame(&mut stream, &reply).await?;
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                let n = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink))
+                    .await
+                    .unwrap_or(Ok(0))?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
 }
 
 /// Only processes of our own user may talk to us (the socket mode says so too; this
 /// holds even if a parent directory is more open than it should be).
-fn peer_allowed(stream: &Stream) -> bool {
+fn peer_allowed(stream: &Stream) -> Result<(), String> {
     #[cfg(unix)]
     {
         match stream.peer_creds().map(|c| c.euid()) {
-            Ok(Some(uid)) if uid == current_uid() => true,
+            Ok(Some(uid)) if uid == current_uid() => Ok(()),
             Ok(uid) => {
                 tracing::warn!(
                     "connection from uid {uid:?} refused: only uid {} may use this daemon",
                     current_uid()
                 );
-                false
+                Err(format!(
+                    "permission denied: this mcp-authd serves only uid {}; run your own (mcp-auth service install)",
+                    current_uid()
+                ))
             }
             Err(e) => {
                 tracing::warn!("connection refused: cannot read the peer's credentials: {e}");
-                false
+                Err("permission denied: the peer's credentials cannot be read".into())
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = stream;
-        true
+        Ok(())
     }
 }

@@ -35,6 +35,11 @@ pub enum ErrorKind {
     /// The server keeps refusing for lack of scope after step-up authorizations: the
     /// daemon stopped asking (retry cap) instead of looping through logins.
     InsufficientScope,
+    /// A limit of the socket was hit (connections open, requests in flight on one
+    /// connection): wait for replies or close idle connections, then retry.
+    LimitExceeded,
+    /// The peer is not the daemon's user; the connection is closed.
+    PermissionDenied,
 }
 
 impl ErrorKind {
@@ -56,6 +61,8 @@ impl ErrorKind {
             ErrorKind::NotFound => -32007,
             ErrorKind::SecretStore => -32008,
             ErrorKind::InsufficientScope => -32009,
+            ErrorKind::LimitExceeded => -32010,
+            ErrorKind::PermissionDenied => -32011,
         }
     }
 
@@ -76,6 +83,8 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::SecretStore => "secret_store",
             ErrorKind::InsufficientScope => "insufficient_scope",
+            ErrorKind::LimitExceeded => "limit_exceeded",
+            ErrorKind::PermissionDenied => "permission_denied",
         }
     }
 }

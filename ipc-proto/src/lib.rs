@@ -4,6 +4,7 @@
 //! pipe on Windows). `PROTOCOL.md` beside this crate is the normative description; this
 //! crate is its Rust rendering plus a small async client.
 
+pub mod audit;
 mod client;
 mod error;
 mod framing;

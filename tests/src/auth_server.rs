@@ -161,6 +161,7 @@ impl AuthServer {
             issuer: issuer.clone(),
             inner: Mutex::new(Inner::new(Duration::from_secs(opts.access_token_ttl_secs))),
             opts,
+            token_delay_ms: Default::default(),
         });
         let server = spawn_server(listener, router(&shared));
         AuthServer {
@@ -246,6 +247,15 @@ impl AuthServer {
         self.shared.lock().access_token_ttl = Duration::from_secs(secs);
     }
 
+    /// Makes `/token` answer only after `delay` from now on (a slow server, or a
+    /// request still in flight when the client is told to stop).
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.shared.token_delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Bodies of every DCR request received (invalid JSON is kept as a
     /// string), for asserting on the client's metadata.
     pub fn registrations(&self) -> Vec<Value> {
@@ -277,6 +287,8 @@ pub(crate) struct Shared {
     issuer: String,
     opts: AsOptions,
     inner: Mutex<Inner>,
+    /// Milliseconds `/token` waits before answering (a slow server).
+    token_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -1082,6 +1094,12 @@ fn redirect(location: &Url) -> Response {
 
 /// Token endpoint.
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = shared
+        .token_delay_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let params = Params::parse(&body);
     let mut inner = shared.lock();
     inner.last_token = Some(params.map.clone());

@@ -179,6 +179,25 @@ impl Daemon {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// The daemon's process id (for sending it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("daemon running")
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (after a signal the test
+    /// sent); `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Graceful stop: SIGTERM, then wait.
     pub fn stop(mut self) {
         self.terminate();

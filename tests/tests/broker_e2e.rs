@@ -186,11 +186,16 @@ async fn full_cycle(secret_store: &str) {
     );
     let after = d.cli(&["token", &url]);
     assert_eq!(after.status.code(), Some(4), "authorization required");
-    let stderr = String::from_utf8_lossy(&after.stderr);
+    let stderr = String::from_utf8_lossy(&after.stderr).to_string();
     assert!(
         stderr.contains(&format!("mcp-auth login {url}")),
         "{stderr}"
     );
+    // The error the daemon sends over the socket itself, as a program sees it.
+    let socket_error = match token_via_socket(&d, &url, 60).await {
+        Err(ClientError::Rpc(e)) => format!("{e:?}"),
+        other => panic!("expected an error over the socket, got {other:?}"),
+    };
     let list: GrantsList = json(&d.cli_ok(&["list", "--json"]));
     assert!(list.grants.is_empty());
     let status_text = d.cli_ok(&["status"]);
@@ -216,10 +221,17 @@ async fn full_cycle(secret_store: &str) {
             !contains(&db, secret.as_bytes()),
             "a secret leaked into SQLite"
         );
-        for text in [&human_list, &inspect, &inspect_json, &status_text] {
+        for text in [
+            &human_list,
+            &inspect,
+            &inspect_json,
+            &status_text,
+            &stderr,
+            &socket_error,
+        ] {
             assert!(
                 !text.contains(secret.as_str()),
-                "a secret leaked into CLI output"
+                "a secret leaked into CLI output or a socket error"
             );
         }
     }

@@ -1,5 +1,6 @@
 //! One module per protocol method; this file routes a request to it.
 
+mod audit;
 mod grants;
 mod login;
 mod status;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::connection::Outgoing;
+use crate::peer::Peer;
 
 /// Where a method sends notifications for its caller's connection.
 pub type Notifier = mpsc::Sender<Outgoing>;
@@ -24,16 +26,18 @@ pub async fn dispatch(
     broker: &Arc<Broker>,
     request: Request,
     notifier: Notifier,
+    peer: &Arc<Peer>,
 ) -> Result<Value, RpcError> {
     let params = request.params;
     match request.method.as_str() {
         m::STATUS => status::apply(broker).await,
-        m::TOKEN_GET => token_get::apply(broker, parse(params)?).await,
+        m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer).await,
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,
         m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
+        mcp_authd_ipc::audit::GRANTS_AUDIT => audit::list(broker, parse(params)?).await,
         other => Err(RpcError::new(
             ErrorKind::MethodNotFound,
             format!(

@@ -11,7 +11,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use mcp_authd_ipc::audit::HandOut;
+
 use crate::oauth::discovery::AsMetadata;
+use crate::peer::Peer;
+
+/// `at, server_url, peer_pid, peer_uid, peer_exe` of `token_hand_outs`.
+type HandOutRow = (i64, String, Option<i64>, Option<i64>, Option<String>);
+
+/// Rows of the token hand-out log kept (older ones are pruned every 100 hand-outs).
+const MAX_HAND_OUTS: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -31,6 +40,14 @@ pub struct Db {
     pool: SqlitePool,
     path: String,
     lookups: Arc<GrantLookups>,
+}
+
+/// One token hand-out, as the audit log keeps it.
+pub struct HandOutRecord {
+    pub at: i64,
+    pub grant_id: String,
+    pub server: String,
+    pub peer: Arc<Peer>,
 }
 
 /// Answers of `find_grant` kept in memory: it runs on every `token.get`, and grants change
@@ -400,6 +417,58 @@ impl Db {
         Ok(())
     }
 
+    /// Records access tokens handed out (never a token), in one transaction, and keeps
+    /// the log bounded.
+    pub async fn record_hand_outs(&self, batch: &[HandOutRecord]) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        let mut last = 0;
+        for h in batch {
+            last = sqlx::query(
+                "INSERT INTO token_hand_outs (at, grant_id, server_url, peer_pid, peer_uid, peer_exe)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(h.at)
+            .bind(&h.grant_id)
+            .bind(&h.server)
+            .bind(h.peer.pid.map(i64::from))
+            .bind(h.peer.uid.map(i64::from))
+            .bind(&h.peer.exe)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?
+            .last_insert_rowid();
+        }
+        sqlx::query("DELETE FROM token_hand_outs WHERE id <= ?")
+            .bind(last - MAX_HAND_OUTS)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
+    }
+
+    /// The newest hand-outs of a grant, newest first.
+    pub async fn hand_outs(&self, grant_id: &str, limit: u32) -> Result<Vec<HandOut>, DbError> {
+        let rows: Vec<HandOutRow> = sqlx::query_as(
+            "SELECT at, server_url, peer_pid, peer_uid, peer_exe FROM token_hand_outs
+             WHERE grant_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(grant_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|(at, server, pid, uid, exe)| HandOut {
+                at,
+                server,
+                peer_pid: pid.and_then(|p| u32::try_from(p).ok()),
+                peer_uid: uid.and_then(|u| u32::try_from(u).ok()),
+                peer_exe: exe,
+            })
+            .collect())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -596,5 +665,48 @@ mod tests {
         );
         db.delete_grant("g_1").await.unwrap();
         assert!(db.find_grant(key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn hand_outs_are_logged_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        let peer = Peer {
+            pid: Some(42),
+            uid: Some(1000),
+            exe: Some("/usr/bin/client".into()),
+        };
+        // An old log, written in one statement, then one more hand-out prunes it.
+        let total = MAX_HAND_OUTS + 200;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+             INSERT INTO token_hand_outs (at, grant_id, server_url) SELECT i, 'g_1', 'x' FROM n",
+        )
+        .bind(total - 1)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        db.record_hand_outs(&[HandOutRecord {
+            at: total,
+            grant_id: "g_1".into(),
+            server: "https://h.example/mcp".into(),
+            peer: Arc::new(peer),
+        }])
+        .await
+        .unwrap();
+        let newest = db.hand_outs("g_1", 2).await.unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[0].at, total);
+        assert_eq!(newest[1].peer_exe, None);
+        assert_eq!(newest[0].peer_exe.as_deref(), Some("/usr/bin/client"));
+        assert_eq!(
+            (newest[0].peer_pid, newest[0].peer_uid),
+            (Some(42), Some(1000))
+        );
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM token_hand_outs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, MAX_HAND_OUTS);
     }
 }

@@ -1,0 +1,52 @@
+//! Every type that holds a secret prints it as `Secret(***)` under `{:?}` and `{:#?}`:
+//! tokens, client credentials, the config with a client secret. (The cached access token
+//! has no `Debug` at all.)
+
+use crate::config::Config;
+use crate::oauth::registration::{AuthMethod, ClientCredentials};
+use crate::oauth::token::Tokens;
+use crate::secret::Secret;
+
+const VALUES: [&str; 4] = [
+    "at-0123456789-access",
+    "rt-0123456789-refresh",
+    "cs-0123456789-client-secret",
+    "cfg-0123456789-config-secret",
+];
+
+fn assert_hidden(printed: &str) {
+    for v in VALUES {
+        assert!(
+            !printed.contains(v),
+            "{v} appears in Debug output: {printed}"
+        );
+    }
+    assert!(printed.contains("Secret(***)"), "{printed}");
+}
+
+#[test]
+fn debug_output_of_every_secret_holder_hides_the_values() {
+    let tokens = Tokens {
+        access_token: Secret::new(VALUES[0]),
+        expires_at: 1,
+        refresh_token: Some(Secret::new(VALUES[1])),
+        scopes: None,
+    };
+    let credentials = ClientCredentials {
+        client_id: "client".into(),
+        client_secret: Some(Secret::new(VALUES[2])),
+        auth_method: AuthMethod::ClientSecretPost,
+    };
+    let config: Config = toml::from_str(&format!(
+        "[servers.\"https://mcp.example/mcp\"]\nclient_id = \"c\"\nclient_secret = \"{}\"\n",
+        VALUES[3]
+    ))
+    .unwrap();
+    for printed in [
+        format!("{tokens:?} {tokens:#?}"),
+        format!("{credentials:?} {credentials:#?}"),
+        format!("{config:?} {config:#?}"),
+    ] {
+        assert_hidden(&printed);
+    }
+}

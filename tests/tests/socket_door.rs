@@ -1,0 +1,246 @@
+//! The socket door: the audit log of token hand-outs, the per-connection and global
+//! limits with their errors, and a second Unix user kept out.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use mcp_authd_ipc::Client;
+use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_tests::daemon::{DaemonHome, bin};
+use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+async fn read_reply(reader: &mut BufReader<UnixStream>) -> Value {
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .expect("a reply in time")
+        .unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hand_out_is_audited_with_the_receiving_process() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    let inspect = d.cli_ok(&["inspect", &url]);
+    assert!(
+        inspect.contains("No access token handed out yet"),
+        "{inspect}"
+    );
+
+    let via_cli = d.cli_ok(&["token", &url]).trim().to_string();
+    let mut client = Client::connect(d.socket()).await.unwrap();
+    let params = TokenGetParams {
+        server: url.clone(),
+        ..Default::default()
+    };
+    let via_socket: TokenGetResult = client.call(TOKEN_GET, &params).await.unwrap();
+
+    let inspected: Value = serde_json::from_str(&d.cli_ok(&["inspect", &url, "--json"])).unwrap();
+    let hand_outs = inspected["hand_outs"].as_array().expect("hand_outs");
+    assert_eq!(hand_outs.len(), 2, "{inspected}");
+    // Newest first: this test process, then the mcp-auth that ran `token`.
+    let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    assert_eq!(hand_outs[0]["peer_pid"], std::process::id());
+    assert_eq!(hand_outs[0]["peer_exe"], me.display().to_string());
+    assert_eq!(hand_outs[0]["peer_uid"], unsafe { libc::geteuid() });
+    assert!(
+        hand_outs[1]["peer_exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("/mcp-auth")),
+        "{inspected}"
+    );
+    assert_eq!(hand_outs[1]["server"], url);
+    let human = d.cli_ok(&["inspect", &url]);
+    assert!(
+        human.contains("Last access tokens handed out") && human.contains("mcp-auth"),
+        "{human}"
+    );
+    d.stop();
+    let db = home.database_bytes();
+    for token in [&via_cli, &via_socket.access_token] {
+        assert!(!human.contains(token.as_str()) && !inspected.to_string().contains(token.as_str()));
+        assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_33rd_request_in_flight_gets_limit_exceeded_and_the_32_finish() {
+    let auth = AuthServer::start(AsOptions {
+        access_token_ttl_secs: 1,
+        ..Default::default()
+    })
+    .await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    // Refreshes only when asked: the test counts them.
+    let home = DaemonHome::new("file", "background_refresh_days = 0\n");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // A slow refresh: the first request holds it, 31 more wait behind it, all in flight.
+    auth.set_token_delay(Duration::from_millis(1500));
+    let mut conn = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+    let mut batch = String::new();
+    for id in 1..=33 {
+        batch.push_str(&format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"token.get\",\"params\":{{\"server\":\"{url}\"}}}}\n"
+        ));
+    }
+    conn.get_mut().write_all(batch.as_bytes()).await.unwrap();
+    let first = read_reply(&mut conn).await;
+    assert_eq!(
+        first["id"], 33,
+        "the refused one is answered at once: {first}"
+    );
+    assert_eq!(first["error"]["data"]["kind"], "limit_exceeded");
+    assert!(
+        first["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("32 requests already in flight"),
+        "{first}"
+    );
+    for _ in 0..32 {
+        let r = read_reply(&mut conn).await;
+        assert!(r["result"]["access_token"].is_string(), "{r}");
+    }
+    assert_eq!(auth.counts().refreshes, 1, "one refresh served all 32");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_513th_connection_is_told_why_and_closed() {
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    let status = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\n";
+    let mut open = Vec::new();
+    for _ in 0..512 {
+        let mut c = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+        c.get_mut().write_all(status).await.unwrap();
+        assert!(read_reply(&mut c).await["result"].is_object());
+        open.push(c);
+    }
+    let mut extra = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+    // Its request races the refusal; the reason still arrives.
+    let _ = extra.get_mut().write_all(status).await;
+    let r = read_reply(&mut extra).await;
+    assert_eq!(r["error"]["data"]["kind"], "limit_exceeded", "{r}");
+    assert!(r["id"].is_null());
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("512 connections"),
+        "{r}"
+    );
+    let mut rest = String::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read_line(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "then closed");
+
+    // A freed slot serves again.
+    drop(open.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+        let _ = c.get_mut().write_all(status).await;
+        if read_reply(&mut c).await["result"].is_object() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a connection is served once one closed");
+}
+
+/// Another Unix user: the private directory keeps it from the socket, and even with the
+/// socket opened up (mode 0666, directory 0711) the daemon refuses it by peer credentials.
+/// Needs root (useradd, runuser); skipped with a notice otherwise.
+#[test]
+fn another_user_is_refused() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("NOTICE: not root; the second-user test needs useradd and runuser: skipped");
+        return;
+    }
+    let user = "mcpauthd-peer";
+    let exists = Command::new("id")
+        .arg(user)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .output()
+            .expect("useradd");
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("exists"),
+            "{out:?}"
+        );
+    }
+    // A copy of the CLI the other user can execute.
+    let tools = tempfile::Builder::new()
+        .prefix("madp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = tools.path().join("mcp-auth");
+    std::fs::copy(bin("mcp-auth"), &cli).unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    let as_other = || {
+        Command::new("runuser")
+            .args(["-u", user, "--"])
+            .arg(&cli)
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("status")
+            .output()
+            .expect("runuser")
+    };
+    let out = as_other();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the private directory keeps the other user out: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_other();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("permission denied: this mcp-authd serves only uid 0"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    assert!(
+        home.log_text().contains("refused: only uid 0"),
+        "{}",
+        home.log_text()
+    );
+    // Our own user still gets in.
+    d.cli_ok(&["status"]);
+}
