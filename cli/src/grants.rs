@@ -143,8 +143,13 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
                 .peer_pid
                 .map(|p| format!("pid {p}"))
                 .unwrap_or_else(|| "pid ?".into());
+            let times = if h.count > 1 {
+                format!("{}×", h.count)
+            } else {
+                String::new()
+            };
             println!(
-                "  {:>10}  {pid:<10}  {}",
+                "  {:>10}  {times:>7}  {pid:<10}  {}",
                 ago(Some(h.at)),
                 h.peer_exe.as_deref().unwrap_or("(executable unknown)")
             );

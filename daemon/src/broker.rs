@@ -233,6 +233,36 @@ impl Broker {
         self.hand_out(&slot, grant, token, now()).await
     }
 
+    /// `token.get` answered from memory alone, when it can be: the grant's lookup is
+    /// remembered, the grant is active and has the scopes asked for, its token is good for
+    /// `min_valid_secs`, and its last use need not be written yet. Otherwise `None`.
+    pub fn token_from_memory(&self, p: &TokenGetParams, now: i64) -> Option<TokenGetResult> {
+        let min_valid =
+            p.min_valid_secs
+                .unwrap_or(mcp_authd_ipc::methods::DEFAULT_MIN_VALID_SECS) as i64;
+        let grant = self.db.remembered_grant(&lookup_key(&p.server))??;
+        if grant.state != STATE_ACTIVE {
+            return None;
+        }
+        let scopes = grant.scope_list();
+        if let Some(wanted) = &p.scopes
+            && !wanted.iter().all(|s| scopes.contains(s))
+        {
+            return None;
+        }
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&grant.id)
+            .cloned()?;
+        if now - slot.last_touch.load(Ordering::Relaxed) >= TOUCH_INTERVAL_SECS {
+            return None;
+        }
+        let token = slot.current().filter(|t| t.serves(min_valid, now))?;
+        Some(token_result(grant.id, scopes, &token, now))
+    }
+
     /// After a server answered 401 to a request carrying `rejected` (or no token): the
     /// grant's current token when it is not the rejected one, else a refresh
     /// (single-flight, like `token.get`).
@@ -293,14 +323,12 @@ impl Broker {
         {
             tracing::warn!("cannot record the use of grant {}: {e}", grant.id);
         }
-        Ok(TokenGetResult {
-            access_token: token.token.expose().to_string(),
-            token_type: "Bearer".into(),
-            expires_at: token.expires_at,
-            expires_in: token.expires_at - now,
-            scopes: grant.scope_list(),
-            grant: grant.id,
-        })
+        Ok(token_result(
+            grant.id.clone(),
+            grant.scope_list(),
+            &token,
+            now,
+        ))
     }
 
     /// Redeems the grant's refresh token. The rotated refresh token is stored before the
@@ -518,6 +546,17 @@ impl Broker {
             secret_store: self.secrets.status(),
             grants: self.db.count_grants().await? as u32,
         })
+    }
+}
+
+fn token_result(grant: String, scopes: Vec<String>, t: &AccessToken, now: i64) -> TokenGetResult {
+    TokenGetResult {
+        access_token: t.token.expose().to_string(),
+        token_type: "Bearer".into(),
+        expires_at: t.expires_at,
+        expires_in: t.expires_at - now,
+        scopes,
+        grant,
     }
 }
 

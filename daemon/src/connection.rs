@@ -80,6 +80,13 @@ pub async fn serve(
                 }
             }
             Incoming::Request(request) => {
+                // A token already in memory is answered right here: no task, no wait.
+                if let Some(reply) = methods::token_get::from_memory(&broker, &request, &peer) {
+                    if out.send(Outgoing::Response(reply)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                     let error = RpcError::new(
                         ErrorKind::LimitExceeded,

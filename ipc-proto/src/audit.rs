@@ -20,11 +20,14 @@ pub struct AuditResult {
     pub hand_outs: Vec<HandOut>,
 }
 
-/// One access token handed out over the socket.
+/// Access tokens handed out over the socket: one, or `count` identical ones (same server
+/// and process) answered within a few milliseconds of each other, the last at `at`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HandOut {
     /// Unix seconds.
     pub at: i64,
+    #[serde(default = "one")]
+    pub count: u64,
     /// The server URL the caller asked for.
     pub server: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,4 +37,8 @@ pub struct HandOut {
     /// The caller's executable, where the OS tells it (`/proc/<pid>/exe` on Linux).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_exe: Option<String>,
+}
+
+fn one() -> u64 {
+    1
 }

@@ -5,7 +5,7 @@ mod grants;
 mod login;
 mod status;
 mod token_challenge;
-mod token_get;
+pub(crate) mod token_get;
 
 use std::sync::Arc;
 

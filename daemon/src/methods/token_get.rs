@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use mcp_authd_ipc::RpcError;
-use mcp_authd_ipc::methods::TokenGetParams;
+use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams};
+use mcp_authd_ipc::{Request, Response, RpcError};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::broker::Broker;
@@ -24,4 +25,26 @@ pub async fn apply(
         .await;
     tracing::debug!(grant = %result.grant, pid = ?peer.pid, exe = ?peer.exe, "access token handed out");
     super::to_value(result)
+}
+
+/// The hot path of `token.get`, for the connection to answer inline: the reply when the
+/// grant and a good token are in memory and nothing needs a disk write, else `None` (the
+/// request then goes the full way).
+pub fn from_memory(broker: &Broker, request: &Request, peer: &Arc<Peer>) -> Option<Response> {
+    if request.method != TOKEN_GET {
+        return None;
+    }
+    let params = TokenGetParams::deserialize(&request.params).ok()?;
+    let now = crate::oauth::token::now();
+    let result = broker.token_from_memory(&params, now)?;
+    if !broker
+        .audit
+        .try_record(&result.grant, &params.server, peer, now)
+    {
+        return None;
+    }
+    Some(Response::ok(
+        request.id.clone(),
+        serde_json::to_value(result).ok()?,
+    ))
 }

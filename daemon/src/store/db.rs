@@ -17,7 +17,7 @@ use crate::oauth::discovery::AsMetadata;
 use crate::peer::Peer;
 
 /// `at, server_url, peer_pid, peer_uid, peer_exe` of `token_hand_outs`.
-type HandOutRow = (i64, String, Option<i64>, Option<i64>, Option<String>);
+type HandOutRow = (i64, i64, String, Option<i64>, Option<i64>, Option<String>);
 
 /// Rows of the token hand-out log kept (older ones are pruned every 100 hand-outs).
 const MAX_HAND_OUTS: i64 = 10_000;
@@ -42,9 +42,10 @@ pub struct Db {
     lookups: Arc<GrantLookups>,
 }
 
-/// One token hand-out, as the audit log keeps it.
+/// Token hand-outs, as the audit log keeps them: `count` identical ones, the last at `at`.
 pub struct HandOutRecord {
     pub at: i64,
+    pub count: u64,
     pub grant_id: String,
     pub server: String,
     pub peer: Arc<Peer>,
@@ -255,6 +256,11 @@ impl Db {
     }
 
     /// A grant by id, else the newest grant for a server URL or resource.
+    /// `find_grant`'s remembered answer, if it has one (no database access).
+    pub fn remembered_grant(&self, server_or_id: &str) -> Option<Option<GrantRow>> {
+        self.lookups.get(server_or_id)
+    }
+
     pub async fn find_grant(&self, server_or_id: &str) -> Result<Option<GrantRow>, DbError> {
         if let Some(answer) = self.lookups.get(server_or_id) {
             return Ok(answer);
@@ -424,8 +430,8 @@ impl Db {
         let mut last = 0;
         for h in batch {
             last = sqlx::query(
-                "INSERT INTO token_hand_outs (at, grant_id, server_url, peer_pid, peer_uid, peer_exe)
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO token_hand_outs (at, grant_id, server_url, peer_pid, peer_uid, peer_exe, count)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(h.at)
             .bind(&h.grant_id)
@@ -433,6 +439,7 @@ impl Db {
             .bind(h.peer.pid.map(i64::from))
             .bind(h.peer.uid.map(i64::from))
             .bind(&h.peer.exe)
+            .bind(h.count as i64)
             .execute(&mut *tx)
             .await
             .map_err(self.err())?
@@ -449,7 +456,7 @@ impl Db {
     /// The newest hand-outs of a grant, newest first.
     pub async fn hand_outs(&self, grant_id: &str, limit: u32) -> Result<Vec<HandOut>, DbError> {
         let rows: Vec<HandOutRow> = sqlx::query_as(
-            "SELECT at, server_url, peer_pid, peer_uid, peer_exe FROM token_hand_outs
+            "SELECT at, count, server_url, peer_pid, peer_uid, peer_exe FROM token_hand_outs
              WHERE grant_id = ? ORDER BY id DESC LIMIT ?",
         )
         .bind(grant_id)
@@ -459,8 +466,9 @@ impl Db {
         .map_err(self.err())?;
         Ok(rows
             .into_iter()
-            .map(|(at, server, pid, uid, exe)| HandOut {
+            .map(|(at, count, server, pid, uid, exe)| HandOut {
                 at,
+                count: count.max(1) as u64,
                 server,
                 peer_pid: pid.and_then(|p| u32::try_from(p).ok()),
                 peer_uid: uid.and_then(|u| u32::try_from(u).ok()),
@@ -688,6 +696,7 @@ mod tests {
         .unwrap();
         db.record_hand_outs(&[HandOutRecord {
             at: total,
+            count: 1,
             grant_id: "g_1".into(),
             server: "https://h.example/mcp".into(),
             peer: Arc::new(peer),

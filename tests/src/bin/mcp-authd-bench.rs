@@ -205,10 +205,64 @@ async fn hand_out_latency(level_secs: u64) {
             errors.load(Ordering::Relaxed)
         );
     }
+    paced(&d, &url, 64, 50_000, level_secs).await;
     println!(
         "\ndaemon RSS: idle {:.1} MiB, under 256 clients {:.1} MiB",
         idle as f64 / 1024.0,
         loaded as f64 / 1024.0
+    );
+}
+
+/// `clients` connections sharing a fixed total rate (each sends on its own schedule, not
+/// when its last answer arrives): the latency a token takes at that load, without the
+/// queueing a closed loop of always-waiting clients adds by construction.
+async fn paced(d: &Daemon, url: &str, clients: usize, per_sec: u64, secs: u64) {
+    let interval = Duration::from_secs_f64(clients as f64 / per_sec as f64);
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut conn = Conn::open(d).await;
+        let (barrier, url) = (barrier.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0u64;
+            barrier.wait().await;
+            let start = tokio::time::Instant::now() + interval.mul_f64(c as f64 / clients as f64);
+            let end = start + Duration::from_secs(secs);
+            let mut next = start;
+            let mut id = (c as u64) << 32;
+            while next < end {
+                tokio::time::sleep_until(next).await;
+                id += 1;
+                let t = Instant::now();
+                conn.send(&request_line(id, &url, 60)).await;
+                if !conn.answer().await.contains("\"result\"") {
+                    errors += 1;
+                }
+                samples.push(t.elapsed().as_nanos() as u64);
+                next += interval;
+            }
+            (samples, errors)
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (s, e) = t.await.unwrap();
+        all.extend(s);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!(
+        "{:>8} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>8}   (paced at {per_sec}/s)",
+        clients,
+        percentile(&all, 0.50) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0,
+        percentile(&all, 0.999) as f64 / 1000.0,
+        all.len() as f64 / elapsed,
+        errors
     );
 }
 
