@@ -260,7 +260,7 @@ impl Broker {
             return None;
         }
         let token = slot.current().filter(|t| t.serves(min_valid, now))?;
-        Some(token_result(grant.id, scopes, &token, now))
+        Some(token_result(grant.id.clone(), scopes, &token, now))
     }
 
     /// After a server answered 401 to a request carrying `rejected` (or no token): the

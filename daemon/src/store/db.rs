@@ -51,17 +51,20 @@ pub struct HandOutRecord {
     pub peer: Arc<Peer>,
 }
 
+/// Remembered `find_grant` answers by key (`None`: no such grant).
+type Answers = HashMap<String, Option<Arc<GrantRow>>>;
+
 /// Answers of `find_grant` kept in memory: it runs on every `token.get`, and grants change
 /// rarely. Every write to the grants table goes through this type's methods, which bump
 /// the generation; a lookup made under an older generation is thrown away.
 #[derive(Default)]
 struct GrantLookups {
     generation: AtomicU64,
-    answers: Mutex<(u64, HashMap<String, Option<GrantRow>>)>,
+    answers: Mutex<(u64, Answers)>,
 }
 
 impl GrantLookups {
-    fn get(&self, key: &str) -> Option<Option<GrantRow>> {
+    fn get(&self, key: &str) -> Option<Option<Arc<GrantRow>>> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         if answers.0 != self.generation.load(Ordering::Acquire) {
             return None;
@@ -70,7 +73,7 @@ impl GrantLookups {
     }
 
     /// Remembers an answer read under `generation` (unless grants changed since).
-    fn put(&self, generation: u64, key: &str, answer: Option<GrantRow>) {
+    fn put(&self, generation: u64, key: &str, answer: Option<Arc<GrantRow>>) {
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         if answers.0 != generation {
             if generation != self.generation.load(Ordering::Acquire) {
@@ -257,13 +260,13 @@ impl Db {
 
     /// A grant by id, else the newest grant for a server URL or resource.
     /// `find_grant`'s remembered answer, if it has one (no database access).
-    pub fn remembered_grant(&self, server_or_id: &str) -> Option<Option<GrantRow>> {
+    pub fn remembered_grant(&self, server_or_id: &str) -> Option<Option<Arc<GrantRow>>> {
         self.lookups.get(server_or_id)
     }
 
     pub async fn find_grant(&self, server_or_id: &str) -> Result<Option<GrantRow>, DbError> {
         if let Some(answer) = self.lookups.get(server_or_id) {
-            return Ok(answer);
+            return Ok(answer.map(|g| (*g).clone()));
         }
         let generation = self.lookups.generation.load(Ordering::Acquire);
         let answer: Option<GrantRow> = sqlx::query_as(
@@ -274,7 +277,8 @@ impl Db {
         .fetch_optional(&self.pool)
         .await
         .map_err(self.err())?;
-        self.lookups.put(generation, server_or_id, answer.clone());
+        self.lookups
+            .put(generation, server_or_id, answer.clone().map(Arc::new));
         Ok(answer)
     }
 
