@@ -78,6 +78,9 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     let listener = match inherited {
         Some(inherited) => {
             tracing::info!("using the listening socket passed by the service manager");
+            if let Some(path) = &inherited.path {
+                server::secure_inherited(path)?;
+            }
             inherited.into_listener()?
         }
         None => server::bind(&socket_path).await?,

@@ -54,6 +54,43 @@ pub async fn bind(path: &Path) -> anyhow::Result<Listener> {
     Ok(listener)
 }
 
+/// A socket the service manager made: its file is made 0600 if the manager left it open
+/// (that is the socket's own file, safe to change); a directory open to others is only
+/// reported — it may be a shared one the manager was told to use, and the 0600 socket and
+/// the peer check still hold.
+pub fn secure_inherited(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot inspect the inherited socket {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(
+                || format!("the inherited socket {} is open to other users ({:o}) and cannot be made private", path.display(), mode & 0o777),
+            )?;
+            tracing::warn!(
+                "the inherited socket {} was open to other users ({:o}); made it 0600 (set SocketMode=0600 in mcp-authd.socket)",
+                path.display(),
+                mode & 0o777
+            );
+        }
+        if let Some(dir) = path.parent()
+            && let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "the socket's directory {} is open to other users; the socket itself is 0600 and other users are refused, but DirectoryMode=0700 in mcp-authd.socket is better",
+                dir.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Creates the socket's directory private (0700). An existing directory must belong to us
 /// and be closed to others, unless it is a shared one the user chose (e.g. `/tmp`), where
 /// the 0600 socket and the peer check still hold.

@@ -184,6 +184,11 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
     );
     let status: StatusResult = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status.socket, socket.display().to_string());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the inherited socket is closed to other users");
+    }
     assert_eq!(
         status.pid,
         activator.id(),
