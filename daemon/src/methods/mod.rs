@@ -1,6 +1,7 @@
 //! One module per protocol method; this file routes a request to it.
 
 mod audit;
+mod doctor;
 mod grants;
 mod login;
 mod status;
@@ -31,6 +32,7 @@ pub async fn dispatch(
     let params = request.params;
     match request.method.as_str() {
         m::STATUS => status::apply(broker).await,
+        m::DOCTOR => doctor::apply(broker).await,
         m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer).await,
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
