@@ -64,7 +64,12 @@ async fn serve(mut conn: TcpStream, base: &str) -> std::io::Result<()> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (status, extra, content_type, body) = route(base, &target);
+    let (status, mut extra, content_type, body) = route(base, &target);
+    if target.contains("skewed") {
+        // A server whose clock is an hour ahead of this machine's.
+        let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
+        extra.push_str(&format!("Date: {}\r\n", httpdate::fmt_http_date(ahead)));
+    }
     conn.write_all(
         format!(
             "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
@@ -139,6 +144,7 @@ fn route(base: &str, target: &str) -> (u16, String, &'static str, String) {
     };
     match case {
         "noexpiry" => token(serde_json::json!({})),
+        "skewed" => token(serde_json::json!({"expires_in": 7200})),
         "negative" => token(serde_json::json!({"expires_in": -5})),
         "zero" => token(serde_json::json!({"expires_in": 0})),
         "enormous" => token(serde_json::json!({"expires_in": i64::MAX})),
@@ -458,4 +464,56 @@ async fn forged_replayed_and_refused_callbacks() {
         auth.validate_access_token(token.trim(), healthy.url())
             .is_ok()
     );
+}
+
+/// `mcp-auth doctor` compares this machine's clock with the `Date` header of the
+/// authorization servers the grants use: one an hour ahead is reported with the fix, and
+/// the healthy one beside it is within a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_an_authorization_server_an_hour_ahead() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    let base = hostile_as().await;
+    let (healthy, issuer) = (mcp.url().to_string(), auth.issuer().to_string());
+    let report: Value = tokio::task::spawn_blocking(move || {
+        d.cli_ok(&["login", &healthy]);
+        d.cli_ok(&["login", &format!("{base}/skewed/mcp"), "--timeout", "10"]);
+        let out = d.cli(&["doctor", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    let clock: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "clock")
+        .collect();
+    assert_eq!(clock.len(), 2, "{report}");
+    let skewed = clock
+        .iter()
+        .find(|c| c["detail"].as_str().unwrap().contains("/skewed"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(skewed["status"], "warn", "{skewed}");
+    let detail = skewed["detail"].as_str().unwrap();
+    let secs: i64 = detail
+        .strip_prefix("this clock is ")
+        .and_then(|d| d.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{detail}"));
+    assert!((3590..=3610).contains(&secs), "{detail}");
+    assert!(detail.contains(" s behind "), "{detail}");
+    assert!(
+        skewed["fix"]
+            .as_str()
+            .unwrap()
+            .contains("timedatectl set-ntp true")
+    );
+    let fine = clock
+        .iter()
+        .find(|c| c["detail"].as_str().unwrap().contains(&issuer))
+        .unwrap();
+    assert_eq!(fine["status"], "ok", "{fine}");
 }
