@@ -51,6 +51,8 @@ enum Command {
     Status,
     /// Check the daemon, socket, secret store, database, clock and service; one line each, with the fix (exit 1 when a check fails)
     Doctor,
+    /// Make the daemon re-read its config file (as SIGHUP does); an invalid file is refused and the old config stays
+    Reload,
     /// Install, remove or check the per-user service (systemd units, LaunchAgent)
     #[command(subcommand)]
     Service(service::Action),
@@ -88,6 +90,7 @@ async fn main() -> ExitCode {
             Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
             Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
+            Command::Reload => status::reload(&mut client, cli.json).await,
             Command::Service(_) => unreachable!("handled without a connection"),
             Command::Doctor => unreachable!("handled before connecting"),
         }

@@ -101,6 +101,13 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
         socket_path.display().to_string(),
     ));
 
+    // Before the socket serves anyone: from here on SIGHUP reloads instead of ending us.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        tokio::spawn(reload_on_hangup(hangup, broker.clone()));
+    }
     let audit = broker.audit.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresher =
@@ -116,6 +123,16 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     drop(audit);
     db.close().await;
     Ok(())
+}
+
+/// SIGHUP re-reads the config file (`systemctl --user reload mcp-authd`); the outcome goes
+/// to the log.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, broker: Arc<broker::Broker>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config file");
+        let _ = methods::reload_config(&broker);
+    }
 }
 
 async fn shutdown_signal() {

@@ -11,6 +11,8 @@ pub const GRANTS_REVOKE: &str = "grants.revoke";
 pub const TOKEN_CHALLENGE: &str = "token.challenge";
 /// Self-checks for `mcp-auth doctor`: database integrity, schema, clock skew.
 pub const DOCTOR: &str = "doctor";
+/// Re-reads the config file (as SIGHUP does).
+pub const CONFIG_RELOAD: &str = "config.reload";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
 
@@ -202,4 +204,15 @@ pub struct ClockCheck {
     /// Why no skew could be measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A config file put in force by `config.reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResult {
+    pub config_file: String,
+    /// Servers configured under `[servers."…"]`.
+    pub servers: u32,
+    /// Changes that take effect only at the next start (e.g. `secret_store`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
 }
