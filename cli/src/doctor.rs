@@ -148,6 +148,7 @@ fn socket_permissions(socket: &Path) -> Check {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
         let dir = socket.parent().unwrap_or(Path::new("/"));
         let mut problems = Vec::new();

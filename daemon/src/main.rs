@@ -101,7 +101,9 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
         socket_path.display().to_string(),
     ));
 
-    // Before the socket serves anyone: from here on SIGHUP reloads instead of ending us.
+    // Before the socket serves anyone, so that a client that got an answer can rely on
+    // SIGTERM being graceful and SIGHUP reloading instead of ending the daemon.
+    let shutdown = shutdown_signal()?;
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -113,7 +115,7 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     let refresher =
         tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));
     let server = tokio::spawn(server::run(listener, broker, stopped));
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = server.await;
@@ -135,18 +137,24 @@ async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, broker: Arc<b
     }
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now and returns the wait for either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -45,6 +45,7 @@ fn wait_for_log(home: &DaemonHome, needle: &str, count: usize) -> String {
 }
 
 fn hangup(d: &Daemon) {
+    // SAFETY: kill(2) on the daemon this test started.
     assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
 }
 
