@@ -44,3 +44,7 @@ XDG_DATA_HOME="$keyring_home" MCP_AUTHD_TEST_KEYCHAIN=required \
 
 # The official MCP conformance suite, every client auth/* scenario, through mcp-auth proxy.
 bash scripts/conformance.sh
+
+# A smoke run of every fuzz target (installs cargo-fuzz on first use); scripts/fuzz.sh
+# without arguments is the longer local run.
+bash scripts/fuzz.sh 20

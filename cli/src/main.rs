@@ -1,5 +1,6 @@
 //! mcp-auth: the command-line client of mcp-authd.
 
+mod doctor;
 mod grants;
 mod login;
 mod output;
@@ -48,6 +49,10 @@ enum Command {
     Logout { grant: String },
     /// Show the daemon's state and where it keeps secrets
     Status,
+    /// Check the daemon, socket, secret store, database, clock and service; one line each, with the fix (exit 1 when a check fails)
+    Doctor,
+    /// Make the daemon re-read its config file (as SIGHUP does); an invalid file is refused and the old config stays
+    Reload,
     /// Install, remove or check the per-user service (systemd units, LaunchAgent)
     #[command(subcommand)]
     Service(service::Action),
@@ -61,6 +66,9 @@ async fn main() -> ExitCode {
         command => Cli { command, ..cli },
     };
     let path = mcp_authd_ipc::socket::resolve(cli.socket);
+    if let Command::Doctor = cli.command {
+        return doctor::run(&path, cli.json).await;
+    }
     if let Command::Proxy(args) = cli.command {
         return match proxy::run(path, args).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -82,7 +90,9 @@ async fn main() -> ExitCode {
             Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
             Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
+            Command::Reload => status::reload(&mut client, cli.json).await,
             Command::Service(_) => unreachable!("handled without a connection"),
+            Command::Doctor => unreachable!("handled before connecting"),
         }
     }
     .await;

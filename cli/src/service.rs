@@ -62,6 +62,14 @@ pub fn main(action: Action, socket: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
+/// For `mcp-auth doctor`: whether every service file is installed, and what the service
+/// manager says about it.
+pub fn health() -> anyhow::Result<(bool, String)> {
+    let files = ServiceFiles::for_this_user()?;
+    let installed = files.paths().iter().all(|p| p.exists());
+    Ok((installed, files.state()))
+}
+
 fn run(action: Action, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let files = ServiceFiles::for_this_user()?;
     match action {

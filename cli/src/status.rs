@@ -1,6 +1,6 @@
-//! `mcp-auth status`.
+//! `mcp-auth status` and `mcp-auth reload`.
 
-use mcp_authd_ipc::methods::{STATUS, StatusResult};
+use mcp_authd_ipc::methods::{CONFIG_RELOAD, ReloadResult, STATUS, StatusResult};
 use mcp_authd_ipc::{Client, ClientError};
 
 pub async fn run(client: &mut Client, json: bool) -> Result<(), ClientError> {
@@ -29,6 +29,24 @@ pub async fn run(client: &mut Client, json: bool) -> Result<(), ClientError> {
     println!("  grants:       {}", s.grants);
     if let Some(w) = &s.secret_store.warning {
         println!("\nWARNING: {w}");
+    }
+    Ok(())
+}
+
+pub async fn reload(client: &mut Client, json: bool) -> Result<(), ClientError> {
+    let r: ReloadResult = client.call(CONFIG_RELOAD, &serde_json::json!({})).await?;
+    if json {
+        crate::output::print_json(&r);
+        return Ok(());
+    }
+    println!(
+        "reloaded {} ({} server entr{})",
+        r.config_file,
+        r.servers,
+        if r.servers == 1 { "y" } else { "ies" }
+    );
+    for key in &r.restart_needed {
+        println!("note: `{key}` changed; it applies when mcp-authd restarts");
     }
     Ok(())
 }

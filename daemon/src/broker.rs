@@ -31,7 +31,8 @@ pub struct Broker {
     pub audit: crate::audit::AuditLog,
     pub secrets: Arc<SecretStore>,
     pub http: Http,
-    pub config: Config,
+    /// Swapped whole by a reload (SIGHUP, `config.reload`); read through [`Broker::config`].
+    config: std::sync::RwLock<Arc<Config>>,
     pub paths: Paths,
     pub socket: String,
     started: Instant,
@@ -129,7 +130,7 @@ impl Broker {
             audit,
             secrets,
             http,
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             paths,
             socket,
             started: Instant::now(),
@@ -138,6 +139,19 @@ impl Broker {
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The config in force; a reload swaps it whole, so keep the `Arc` for one decision.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded config in force (see `methods::config_reload`).
+    pub fn replace_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     fn slot(&self, grant_id: &str) -> Arc<GrantSlot> {
@@ -415,7 +429,7 @@ impl Broker {
 
     /// The identity-provider quirks configured for a grant's server or issuer.
     pub fn quirks(&self, grant: &GrantRow) -> crate::config::Quirks {
-        self.config
+        self.config()
             .server(&grant.server_url, Some(&grant.issuer))
             .map(|c| c.quirks.clone())
             .unwrap_or_default()
@@ -447,7 +461,7 @@ impl Broker {
         let credentials = self
             .credentials(
                 &registration,
-                self.config.server(&grant.server_url, Some(&grant.issuer)),
+                self.config().server(&grant.server_url, Some(&grant.issuer)),
             )
             .await?;
         Ok((metadata, credentials))

@@ -94,7 +94,7 @@ pub async fn handle(
             let quirks = match &grant {
                 Some(g) => broker.quirks(g),
                 None => broker
-                    .config
+                    .config()
                     .server(&server, None)
                     .map(|c| c.quirks.clone())
                     .unwrap_or_default(),

@@ -98,7 +98,7 @@ async fn run(
     let metadata = &discovery.metadata;
     broker.db.save_as_metadata(metadata, now()).await?;
     let server_cfg = broker
-        .config
+        .config()
         .server(server_url, Some(&metadata.issuer))
         .cloned();
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
@@ -123,7 +123,7 @@ async fn run(
 
     let timeout = p
         .timeout_secs
-        .unwrap_or(broker.config.login_timeout_secs)
+        .unwrap_or(broker.config().login_timeout_secs)
         .max(1);
     let browser_opened = if p.open_browser.unwrap_or(true) {
         crate::browser::open(&authorization_url).await
@@ -310,7 +310,7 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(url) = &broker.config.client_metadata_url
+    if let Some(url) = &broker.config().client_metadata_url
         && d.metadata.client_id_metadata_document_supported == Some(true)
     {
         let redirect = LoopbackRedirect::bind(0, CALLBACK_PATH, state)

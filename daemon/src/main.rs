@@ -13,13 +13,13 @@ mod loopback;
 mod methods;
 #[cfg(test)]
 mod no_secret_in_debug;
-mod oauth;
 mod peer;
 mod scheduler;
-mod secret;
 mod server;
 mod store;
 
+// The parsers of what servers send live in the library, where the fuzz targets reach them.
+use mcp_authd::{oauth, secret};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -104,12 +104,21 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
         socket_path.display().to_string(),
     ));
 
+    // Before the socket serves anyone, so that a client that got an answer can rely on
+    // SIGTERM being graceful and SIGHUP reloading instead of ending the daemon.
+    let shutdown = shutdown_signal()?;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        tokio::spawn(reload_on_hangup(hangup, broker.clone()));
+    }
     let audit = broker.audit.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresher =
         tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));
     let server = tokio::spawn(server::run(listener, broker, stopped));
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = server.await;
@@ -121,18 +130,34 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGHUP re-reads the config file (`systemctl --user reload mcp-authd`); the outcome goes
+/// to the log.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, broker: Arc<broker::Broker>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config file");
+        let _ = methods::reload_config(&broker);
+    }
+}
+
+/// Registers the SIGTERM and SIGINT handlers now and returns the wait for either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

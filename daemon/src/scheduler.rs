@@ -43,7 +43,7 @@ impl RefreshScheduler {
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        if self.broker.config.background_refresh_days == 0 {
+        if self.broker.config().background_refresh_days == 0 {
             tracing::info!("background refresh is off (background_refresh_days = 0)");
             return;
         }
@@ -66,7 +66,7 @@ impl RefreshScheduler {
     /// Refreshes every grant that is due; returns the seconds until the next one is.
     async fn tick(&mut self) -> Result<i64, crate::store::DbError> {
         let now = now();
-        let window = self.broker.config.background_refresh_days as i64 * 86_400;
+        let window = self.broker.config().background_refresh_days as i64 * 86_400;
         let mut next = MAX_SLEEP_SECS;
         let mut due = JoinSet::new();
         for grant in self.broker.db.list_grants().await? {

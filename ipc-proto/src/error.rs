@@ -40,6 +40,9 @@ pub enum ErrorKind {
     LimitExceeded,
     /// The peer is not the daemon's user; the connection is closed.
     PermissionDenied,
+    /// The config file cannot be used (`message` names the line and the reason); the
+    /// daemon keeps the config it had.
+    ConfigInvalid,
 }
 
 impl ErrorKind {
@@ -63,6 +66,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => -32009,
             ErrorKind::LimitExceeded => -32010,
             ErrorKind::PermissionDenied => -32011,
+            ErrorKind::ConfigInvalid => -32012,
         }
     }
 
@@ -85,6 +89,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => "insufficient_scope",
             ErrorKind::LimitExceeded => "limit_exceeded",
             ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::ConfigInvalid => "config_invalid",
         }
     }
 }

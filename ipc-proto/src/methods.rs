@@ -9,6 +9,10 @@ pub const GRANTS_LIST: &str = "grants.list";
 pub const GRANTS_GET: &str = "grants.get";
 pub const GRANTS_REVOKE: &str = "grants.revoke";
 pub const TOKEN_CHALLENGE: &str = "token.challenge";
+/// Self-checks for `mcp-auth doctor`: database integrity, schema, clock skew.
+pub const DOCTOR: &str = "doctor";
+/// Re-reads the config file (as SIGHUP does).
+pub const CONFIG_RELOAD: &str = "config.reload";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
 
@@ -173,4 +177,42 @@ pub struct GrantInfo {
     pub last_used_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_at: Option<i64>,
+}
+
+/// What only the daemon can check, for `mcp-auth doctor`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoctorResult {
+    /// `ok`, or what SQLite's `PRAGMA quick_check` found first.
+    pub database_integrity: String,
+    /// Schema version of `state.db` (migrations applied).
+    pub database_schema: i64,
+    /// Schema version this daemon was built for.
+    pub database_schema_expected: i64,
+    /// One entry per authorization server the grants use (at most a few).
+    pub clock: Vec<ClockCheck>,
+}
+
+/// This machine's clock against an authorization server's `Date` header.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClockCheck {
+    pub issuer: String,
+    /// The URL asked (the issuer's metadata).
+    pub url: String,
+    /// Server time minus local time, in seconds: positive when this clock is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_secs: Option<i64>,
+    /// Why no skew could be measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A config file put in force by `config.reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResult {
+    pub config_file: String,
+    /// Servers configured under `[servers."…"]`.
+    pub servers: u32,
+    /// Changes that take effect only at the next start (e.g. `secret_store`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
 }

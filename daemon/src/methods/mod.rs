@@ -1,6 +1,8 @@
 //! One module per protocol method; this file routes a request to it.
 
 mod audit;
+mod config_reload;
+mod doctor;
 mod grants;
 mod login;
 mod status;
@@ -19,6 +21,8 @@ use crate::broker::Broker;
 use crate::connection::Outgoing;
 use crate::peer::Peer;
 
+pub use config_reload::reload as reload_config;
+
 /// Where a method sends notifications for its caller's connection.
 pub type Notifier = mpsc::Sender<Outgoing>;
 
@@ -31,6 +35,8 @@ pub async fn dispatch(
     let params = request.params;
     match request.method.as_str() {
         m::STATUS => status::apply(broker).await,
+        m::DOCTOR => doctor::apply(broker).await,
+        m::CONFIG_RELOAD => config_reload::apply(broker).await,
         m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer).await,
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,

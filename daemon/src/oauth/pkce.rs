@@ -20,6 +20,10 @@ pub struct Pkce {
 }
 
 impl Pkce {
+    #[expect(
+        clippy::new_without_default,
+        reason = "each call draws a fresh random verifier; there is no default one"
+    )]
     pub fn new() -> Pkce {
         let verifier = random_token();
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.expose().as_bytes()));

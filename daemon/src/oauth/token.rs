@@ -67,7 +67,40 @@ pub async fn request_tokens(
     if !response.status.is_success() {
         return Err(error_from(&url, response.status.as_u16(), &response.bytes));
     }
-    let t: TokenResponse = response.json()?;
+    parse_token_response(&url, &response.bytes, now()).map_err(|e| {
+        // An HTML login page or a form-encoded body: say what came instead of JSON.
+        let content_type = response
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let json = content_type.is_empty() || content_type.to_ascii_lowercase().contains("json");
+        match e {
+            OAuthError::BadResponse { url, .. }
+                if !json
+                    && serde_json::from_slice::<serde_json::Value>(&response.bytes).is_err() =>
+            {
+                OAuthError::BadResponse {
+                    url,
+                    detail: format!(
+                        "a `{}` body where a JSON token response belongs (RFC 6749 §5.1)",
+                        printable(content_type, 64)
+                    ),
+                }
+            }
+            other => other,
+        }
+    })
+}
+
+/// Checks and decodes a successful token endpoint response body (RFC 6749 §5.1) received
+/// at `now` (Unix seconds): a Bearer token, not empty, with a believable lifetime.
+pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, OAuthError> {
+    let url = url.to_string();
+    let t: TokenResponse = serde_json::from_slice(body).map_err(|e| OAuthError::BadResponse {
+        url: url.clone(),
+        detail: format!("a token response that is not the expected JSON ({e})"),
+    })?;
     match t.token_type.as_deref() {
         Some(tt) if tt.eq_ignore_ascii_case("bearer") => {}
         Some(tt) => {
@@ -113,7 +146,7 @@ pub async fn request_tokens(
     };
     Ok(Tokens {
         access_token: t.access_token,
-        expires_at: now() + expires_in,
+        expires_at: now.saturating_add(expires_in),
         refresh_token: t.refresh_token.filter(|r| !r.expose().is_empty()),
         scopes: t
             .scope
@@ -197,5 +230,57 @@ impl OAuthError {
     /// The grant is dead at the AS (RFC 6749 §5.2 `invalid_grant`): only a new login helps.
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, OAuthError::TokenError(e) if e.error == "invalid_grant")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://as.example/token";
+
+    fn parse(body: &str) -> Result<Tokens, OAuthError> {
+        parse_token_response(URL, body.as_bytes(), 1_000)
+    }
+
+    #[test]
+    fn lifetimes_are_bounded() {
+        let at = |body: &str| parse(body).unwrap().expires_at - 1_000;
+        assert_eq!(at(r#"{"access_token":"a","token_type":"Bearer"}"#), 300);
+        assert_eq!(
+            at(r#"{"access_token":"a","token_type":"Bearer","expires_in":9223372036854775807}"#),
+            MAX_EXPIRES_IN
+        );
+        assert_eq!(
+            at(r#"{"access_token":"a","token_type":"Bearer","expires_in":1e300}"#),
+            MAX_EXPIRES_IN
+        );
+        for bad in ["-5", "0", "-1e300", "0.0"] {
+            let body =
+                format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":{bad}}}"#);
+            assert!(parse(&body).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_clock_at_the_end_of_time_does_not_overflow() {
+        let body = br#"{"access_token":"a","token_type":"bearer","expires_in":3600}"#;
+        let t = parse_token_response(URL, body, i64::MAX - 10).unwrap();
+        assert_eq!(t.expires_at, i64::MAX);
+    }
+
+    #[test]
+    fn only_non_empty_bearer_tokens_in_json() {
+        for body in [
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","token_type":"mac"}"#,
+            r#"{"access_token":"","token_type":"Bearer"}"#,
+            r#"{"access_token":"a","#,
+            "access_token=a&token_type=bearer",
+        ] {
+            let e = parse(body).unwrap_err().to_string();
+            assert!(e.starts_with(URL), "{e}");
+            assert!(!e.contains("access_token\":\"a"), "{e}");
+        }
     }
 }

@@ -175,6 +175,19 @@ impl Db {
         }
     }
 
+    /// The schema version this build migrates to.
+    pub fn expected_schema_version() -> i64 {
+        MIGRATOR.migrations.last().map_or(0, |m| m.version)
+    }
+
+    /// `ok`, or the first problem SQLite's `PRAGMA quick_check` finds.
+    pub async fn integrity(&self) -> Result<String, DbError> {
+        sqlx::query_scalar("PRAGMA quick_check(1)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
     pub async fn schema_version(&self) -> Result<i64, DbError> {
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations")
             .fetch_one(&self.pool)

@@ -1,0 +1,335 @@
+//! `mcp-auth doctor`: checks what makes mcp-authd work, one line each, with the fix.
+//!
+//! Exit code 0 when nothing failed (warnings included), 1 when a check failed.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use mcp_authd_ipc::methods::{DOCTOR, DoctorResult, STATUS, StatusResult};
+use mcp_authd_ipc::{Client, ClientError};
+use serde::Serialize;
+
+/// Larger skews make tokens look expired early or not yet valid.
+const MAX_SKEW_SECS: i64 = 30;
+
+#[derive(Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+#[derive(Serialize)]
+struct Check {
+    check: &'static str,
+    status: Status,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    /// No check failed.
+    ok: bool,
+    checks: Vec<Check>,
+}
+
+fn check(check: &'static str, status: Status, detail: String, fix: Option<String>) -> Check {
+    Check {
+        check,
+        status,
+        detail,
+        fix,
+    }
+}
+
+pub async fn run(socket: &Path, json: bool) -> ExitCode {
+    let mut checks = Vec::new();
+    let client = Client::connect(socket).await;
+    let daemon = match client {
+        Ok(mut client) => match client
+            .call::<_, StatusResult>(STATUS, &serde_json::json!({}))
+            .await
+        {
+            Ok(status) => {
+                checks.push(check(
+                    "daemon",
+                    Status::Ok,
+                    format!(
+                        "mcp-authd {} answers at {} (pid {})",
+                        status.version,
+                        socket.display(),
+                        status.pid
+                    ),
+                    None,
+                ));
+                Some((client, status))
+            }
+            Err(e) => {
+                checks.push(daemon_down(&e));
+                None
+            }
+        },
+        Err(e) => {
+            checks.push(daemon_down(&e));
+            None
+        }
+    };
+    checks.push(socket_permissions(socket));
+    match daemon {
+        Some((mut client, status)) => {
+            checks.push(secret_store(&status));
+            match client
+                .call::<_, DoctorResult>(DOCTOR, &serde_json::json!({}))
+                .await
+            {
+                Ok(d) => {
+                    checks.push(database(&status, &d));
+                    checks.extend(clock(&d));
+                }
+                Err(e) => checks.push(check(
+                    "database",
+                    Status::Fail,
+                    format!("the daemon cannot run its checks: {e}"),
+                    Some("update mcp-auth and mcp-authd to the same version".into()),
+                )),
+            }
+        }
+        None => {
+            for name in ["secret store", "database", "clock"] {
+                checks.push(check(name, Status::Skip, "needs the daemon".into(), None));
+            }
+        }
+    }
+    checks.push(service());
+
+    let report = Report {
+        ok: checks.iter().all(|c| c.status != Status::Fail),
+        checks,
+    };
+    if json {
+        crate::output::print_json(&report);
+    } else {
+        for c in &report.checks {
+            let tag = match c.status {
+                Status::Ok => " ok ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+                Status::Skip => "skip",
+            };
+            match &c.fix {
+                Some(fix) => println!("[{tag}] {}: {} — fix: {fix}", c.check, c.detail),
+                None => println!("[{tag}] {}: {}", c.check, c.detail),
+            }
+        }
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn daemon_down(e: &ClientError) -> Check {
+    check(
+        "daemon",
+        Status::Fail,
+        e.to_string(),
+        Some("start it: `mcp-auth service install` (or run `mcp-authd` in a terminal)".into()),
+    )
+}
+
+/// The socket's directory 0700 and the socket 0600, both ours: other users must not even
+/// reach the door (the daemon also refuses them by peer credentials).
+fn socket_permissions(socket: &Path) -> Check {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let dir = socket.parent().unwrap_or(Path::new("/"));
+        let mut problems = Vec::new();
+        let mut fixes = Vec::new();
+        match std::fs::metadata(dir) {
+            Ok(m) if m.uid() != me => {
+                problems.push(format!("{} belongs to uid {}", dir.display(), m.uid()))
+            }
+            Ok(m) if m.mode() & 0o077 != 0 => {
+                problems.push(format!(
+                    "{} is {:o}, not 700",
+                    dir.display(),
+                    m.mode() & 0o777
+                ));
+                fixes.push(format!("chmod 700 {}", dir.display()));
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{}: {e}", dir.display())),
+        }
+        match std::fs::symlink_metadata(socket) {
+            Ok(m) if m.uid() != me => {
+                problems.push(format!("{} belongs to uid {}", socket.display(), m.uid()))
+            }
+            Ok(m) if m.mode() & 0o177 != 0 => {
+                problems.push(format!(
+                    "{} is {:o}, not 600",
+                    socket.display(),
+                    m.mode() & 0o777
+                ));
+                fixes.push(format!("chmod 600 {}", socket.display()));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return check(
+                    "socket",
+                    Status::Skip,
+                    format!("{} does not exist", socket.display()),
+                    None,
+                );
+            }
+            Err(e) => problems.push(format!("{}: {e}", socket.display())),
+        }
+        if problems.is_empty() {
+            return check(
+                "socket",
+                Status::Ok,
+                format!("{} is 600 in a 700 directory, both yours", socket.display()),
+                None,
+            );
+        }
+        if fixes.is_empty() {
+            fixes.push("remove the socket and its directory and restart mcp-authd".into());
+        }
+        check(
+            "socket",
+            Status::Fail,
+            problems.join("; "),
+            Some(fixes.join(" && ")),
+        )
+    }
+    #[cfg(not(unix))]
+    check(
+        "socket",
+        Status::Skip,
+        "a named pipe; no file permissions".into(),
+        None,
+    )
+}
+
+fn secret_store(status: &StatusResult) -> Check {
+    let s = &status.secret_store;
+    match &s.warning {
+        None if s.backend == "keychain" => check("secret store", Status::Ok, format!("the OS keychain ({})", s.detail), None),
+        warning => check(
+            "secret store",
+            Status::Warn,
+            format!(
+                "secrets are in {} ({}){}",
+                s.backend,
+                s.detail,
+                warning.as_ref().map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+            Some("run an unlocked Secret Service (gnome-keyring, KeePassXC) in your session and restart mcp-authd; set secret_store = \"keychain\" in the config to insist on it".into()),
+        ),
+    }
+}
+
+fn database(status: &StatusResult, d: &DoctorResult) -> Check {
+    let db = format!("{}/state.db", status.data_dir);
+    if d.database_integrity != "ok" {
+        return check(
+            "database",
+            Status::Fail,
+            format!("{db} is damaged: {}", d.database_integrity),
+            Some(format!(
+                "stop mcp-authd, move {db} aside (or restore a backup) and log in again"
+            )),
+        );
+    }
+    if d.database_schema != d.database_schema_expected {
+        return check(
+            "database",
+            Status::Fail,
+            format!(
+                "{db} has schema {}, this mcp-authd expects {}",
+                d.database_schema, d.database_schema_expected
+            ),
+            Some("run the mcp-authd that wrote it, or a newer one".into()),
+        );
+    }
+    check(
+        "database",
+        Status::Ok,
+        format!(
+            "{db} passes SQLite's quick_check, schema {}",
+            d.database_schema
+        ),
+        None,
+    )
+}
+
+fn clock(d: &DoctorResult) -> Vec<Check> {
+    if d.clock.is_empty() {
+        return vec![check(
+            "clock",
+            Status::Skip,
+            "no authorization server to compare with yet (no grant)".into(),
+            None,
+        )];
+    }
+    d.clock
+        .iter()
+        .map(|c| match (c.skew_secs, &c.error) {
+            (Some(s), _) if s.abs() <= MAX_SKEW_SECS => check(
+                "clock",
+                Status::Ok,
+                format!("within {} s of {}", s.abs(), c.issuer),
+                None,
+            ),
+            (Some(s), _) => check(
+                "clock",
+                Status::Warn,
+                format!(
+                    "this clock is {} s {} {} (its Date header); tokens will look expired early or not yet valid",
+                    s.abs(),
+                    if s > 0 { "behind" } else { "ahead of" },
+                    c.issuer
+                ),
+                Some("synchronize the clock: `timedatectl set-ntp true` (or your OS's time settings)".into()),
+            ),
+            (None, error) => check(
+                "clock",
+                Status::Warn,
+                format!(
+                    "cannot compare with {}: {}",
+                    c.issuer,
+                    error.as_deref().unwrap_or("no answer")
+                ),
+                Some(format!("check that {} is reachable", c.url)),
+            ),
+        })
+        .collect()
+}
+
+fn service() -> Check {
+    match crate::service::health() {
+        Ok((true, state)) if state.contains("enabled") || state.contains("loaded") => {
+            check("service", Status::Ok, format!("installed; {state}"), None)
+        }
+        Ok((true, state)) => check(
+            "service",
+            Status::Warn,
+            format!("installed but not enabled: {state}"),
+            Some("`mcp-auth service install` again, or enable it with your service manager".into()),
+        ),
+        Ok((false, _)) => check(
+            "service",
+            Status::Warn,
+            "not installed: the daemon does not start by itself".into(),
+            Some("`mcp-auth service install`".into()),
+        ),
+        Err(e) => check("service", Status::Skip, format!("{e:#}"), None),
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ for SECONDS each (default 300), installing cargo-fuzz
+# first if it is missing. CI runs it with 20. A crash stops the script with libFuzzer's
+# report; the input that crashed is left in fuzz/artifacts/<target>/.
+#
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]
+#   bash scripts/fuzz.sh --install      # only install cargo-fuzz
+#
+# cargo-fuzz passes nightly rustc flags: RUSTC_BOOTSTRAP=1 lets the stable toolchain take
+# them. The sanitizer is off: the fuzzed code is safe Rust, so AddressSanitizer would only
+# slow the build and every execution.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked --quiet
+fi
+[ "${1:-}" = "--install" ] && exit 0
+
+seconds="${1:-300}"
+shift || true
+targets=("$@")
+
+cd fuzz
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cargo fuzz list)
+fi
+cargo fuzz build --sanitizer none
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+for target in "${targets[@]}"; do
+  mkdir -p "corpus/$target"
+  echo "fuzz: $target for ${seconds}s" >&2
+  # seeds/ are read-only inputs; what libFuzzer finds goes to corpus/ (not committed).
+  seeds=()
+  [ -d "seeds/$target" ] && seeds=("seeds/$target")
+  if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" "${seeds[@]}" -- \
+    -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 60 "$log" >&2
+    echo "fuzz: $target crashed (input in fuzz/artifacts/$target/)" >&2
+    exit 1
+  fi
+  grep -E '^(stat::number_of_executed_units|stat::new_units_added|Done [0-9]+ runs)' "$log" |
+    sed "s/^/fuzz: $target: /" >&2 || true
+done
