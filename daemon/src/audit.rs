@@ -1,137 +1,168 @@
-//! The audit log of token hand-outs, written off the hot path: `token.get` queues a record
-//! (waiting only when thousands are queued) and one writer task stores the queue in
-//! batches gathered over 20 ms, one SQLite transaction each. A token answers in
+//! The audit log of token hand-outs, written off the hot path. `token.get` counts a
+//! hand-out into an in-memory table (one short lock, no allocation when the same process
+//! already took a token of that grant, no task woken but the first time in a window); one
+//! writer task stores the table every 20 ms in one SQLite transaction. A token answers in
 //! microseconds instead of after a synced disk write; a crash loses at most the last 20 ms
-//! of records. Reads flush first,
-//! so `grants.audit` shows every hand-out answered before it.
+//! of records. Reads flush first, so `grants.audit` shows every hand-out answered before
+//! it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::peer::Peer;
 use crate::store::Db;
 use crate::store::db::HandOutRecord;
 
-/// Records queued before `record` waits for the writer.
-const QUEUE: usize = 16_384;
 /// How long the writer gathers hand-outs into one transaction.
 const GATHER: Duration = Duration::from_millis(20);
-/// Hand-outs taken from the queue per transaction, at most.
-const BATCH: usize = 8192;
 
-enum Entry {
-    HandOut(HandOutRecord),
-    Flush(oneshot::Sender<()>),
+/// Hand-outs not yet written, by the connection's peer: each process's few grants in a
+/// short list, so counting one more is a pointer lookup and a string comparison or two.
+#[derive(Default)]
+struct Pending {
+    by_peer: HashMap<usize, Vec<HandOutRecord>>,
 }
 
-#[derive(Clone)]
-pub struct AuditLog {
-    queue: mpsc::Sender<Entry>,
-}
-
-impl AuditLog {
-    /// Starts the writer; it ends once every `AuditLog` clone is dropped and the queue is
-    /// written.
-    pub fn start(db: Db) -> (AuditLog, tokio::task::JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        (AuditLog { queue }, tokio::spawn(write(db, rx)))
-    }
-
-    pub async fn record(&self, grant_id: &str, server: &str, peer: &Arc<Peer>, at: i64) {
-        let entry = Entry::HandOut(HandOutRecord {
-            at,
-            count: 1,
-            grant_id: grant_id.to_string(),
-            server: server.to_string(),
-            peer: peer.clone(),
-        });
-        if self.queue.send(entry).await.is_err() {
-            tracing::error!("the audit log writer has stopped; a token hand-out was not recorded");
-        }
-    }
-
-    /// `record` without waiting: false when the queue is full (the caller then takes the
-    /// path that waits).
-    pub fn try_record(&self, grant_id: &str, server: &str, peer: &Arc<Peer>, at: i64) -> bool {
-        self.queue
-            .try_send(Entry::HandOut(HandOutRecord {
+impl Pending {
+    /// True when this is the first hand-out since the last write (the writer is woken).
+    fn count(&mut self, grant_id: &str, server: &str, peer: &Arc<Peer>, at: i64) -> bool {
+        let first = self.by_peer.is_empty();
+        let rows = self.by_peer.entry(Arc::as_ptr(peer) as usize).or_default();
+        match rows
+            .iter_mut()
+            .find(|r| r.grant_id == grant_id && r.server == server)
+        {
+            Some(row) => {
+                row.count += 1;
+                row.at = row.at.max(at);
+            }
+            None => rows.push(HandOutRecord {
                 at,
                 count: 1,
                 grant_id: grant_id.to_string(),
                 server: server.to_string(),
                 peer: peer.clone(),
-            }))
-            .is_ok()
+            }),
+        }
+        first
+    }
+
+    fn take(&mut self) -> Vec<HandOutRecord> {
+        let mut rows: Vec<HandOutRecord> = self.by_peer.drain().flat_map(|(_, r)| r).collect();
+        rows.sort_by_key(|r| r.at);
+        rows
+    }
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    pending: Arc<Mutex<Pending>>,
+    wake: Arc<Notify>,
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl AuditLog {
+    /// Starts the writer; it ends once every `AuditLog` clone is dropped and the pending
+    /// hand-outs are written.
+    pub fn start(db: Db) -> (AuditLog, tokio::task::JoinHandle<()>) {
+        let (flushes, flush_rx) = mpsc::channel(64);
+        let log = AuditLog {
+            pending: Arc::default(),
+            wake: Arc::default(),
+            flushes,
+        };
+        let writer = Writer {
+            db,
+            pending: log.pending.clone(),
+            wake: log.wake.clone(),
+            flush_rx,
+        };
+        (log, tokio::spawn(writer.run()))
+    }
+
+    /// Counts one hand-out; never waits.
+    pub fn record(&self, grant_id: &str, server: &str, peer: &Arc<Peer>, at: i64) {
+        let first = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(grant_id, server, peer, at);
+        if first {
+            self.wake.notify_one();
+        }
     }
 
     /// Returns once everything recorded before the call is in SQLite.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.queue.send(Entry::Flush(done)).await.is_ok() {
+        if self.flushes.send(done).await.is_ok() {
             let _ = wait.await;
         }
     }
 }
 
-/// Adds a hand-out to the batch, counting it into an identical one (same grant, server
-/// and process) when there is one.
-fn merge(batch: &mut Vec<HandOutRecord>, h: HandOutRecord) {
-    let same = batch.iter_mut().rev().take(64).find(|b| {
-        b.grant_id == h.grant_id
-            && b.server == h.server
-            && (Arc::ptr_eq(&b.peer, &h.peer)
-                || (b.peer.pid, b.peer.uid, &b.peer.exe) == (h.peer.pid, h.peer.uid, &h.peer.exe))
-    });
-    match same {
-        Some(b) => {
-            b.count += h.count;
-            b.at = b.at.max(h.at);
-        }
-        None => batch.push(h),
-    }
+struct Writer {
+    db: Db,
+    pending: Arc<Mutex<Pending>>,
+    wake: Arc<Notify>,
+    flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
 }
 
-async fn write(db: Db, mut rx: mpsc::Receiver<Entry>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut flushes = Vec::new();
-    while let Some(first) = rx.recv().await {
-        // Gather for a moment: one transaction (one fsync) for everything handed out in
-        // it. A flush ends the gathering at once.
-        let deadline = tokio::time::Instant::now() + GATHER;
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(entry) = next.take() {
-            match entry {
-                Entry::HandOut(h) => merge(&mut batch, h),
-                Entry::Flush(done) => flushes.push(done),
-            }
-            taken += 1;
-            if taken < BATCH && flushes.is_empty() {
-                next = tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten();
-            }
-        }
-        if !batch.is_empty() {
-            let mut tries = 0;
-            while let Err(e) = db.record_hand_outs(&batch).await {
-                tries += 1;
-                tracing::error!(
-                    "cannot write {} audit records (try {tries}): {e}",
-                    batch.len()
-                );
-                if tries == 3 {
-                    break;
+impl Writer {
+    async fn run(mut self) {
+        let mut flushes = Vec::new();
+        let mut open = true;
+        while open {
+            tokio::select! {
+                _ = self.wake.notified() => {
+                    // Gather for a moment: one transaction (one fsync) for everything
+                    // handed out in it. A flush ends the gathering at once.
+                    tokio::select! {
+                        _ = tokio::time::sleep(GATHER) => {}
+                        done = self.flush_rx.recv() => match done {
+                            Some(done) => flushes.push(done),
+                            None => open = false,
+                        },
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                done = self.flush_rx.recv() => match done {
+                    Some(done) => flushes.push(done),
+                    None => open = false,
+                },
             }
-            batch.clear();
+            while let Ok(done) = self.flush_rx.try_recv() {
+                flushes.push(done);
+            }
+            let batch = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            self.write(&batch).await;
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
         }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+    }
+
+    async fn write(&self, batch: &[HandOutRecord]) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut tries = 0;
+        while let Err(e) = self.db.record_hand_outs(batch).await {
+            tries += 1;
+            tracing::error!(
+                "cannot write {} audit records (try {tries}): {e}",
+                batch.len()
+            );
+            if tries == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100 * tries)).await;
         }
     }
 }
@@ -140,18 +171,8 @@ async fn write(db: Db, mut rx: mpsc::Receiver<Entry>) {
 mod tests {
     use super::*;
 
-    fn hand_out(grant: &str, peer: &Arc<Peer>, at: i64) -> HandOutRecord {
-        HandOutRecord {
-            at,
-            count: 1,
-            grant_id: grant.into(),
-            server: "https://h/mcp".into(),
-            peer: peer.clone(),
-        }
-    }
-
     #[test]
-    fn identical_hand_outs_in_a_batch_share_a_row() {
+    fn hand_outs_of_one_process_and_grant_share_a_row() {
         let a = Arc::new(Peer {
             pid: Some(1),
             uid: Some(1000),
@@ -161,21 +182,33 @@ mod tests {
             pid: Some(2),
             ..(*a).clone()
         });
-        let mut batch = Vec::new();
+        let mut pending = Pending::default();
+        let mut firsts = Vec::new();
         for (grant, peer, at) in [("g1", &a, 5), ("g1", &a, 7), ("g1", &b, 7), ("g2", &a, 8)] {
-            merge(&mut batch, hand_out(grant, peer, at));
+            firsts.push(pending.count(grant, "https://h/mcp", peer, at));
         }
-        let rows: Vec<(&str, Option<u32>, u64, i64)> = batch
+        assert_eq!(
+            firsts,
+            [true, false, false, false],
+            "only the first wakes the writer"
+        );
+        let mut rows: Vec<(String, Option<u32>, u64, i64)> = pending
+            .take()
             .iter()
-            .map(|h| (h.grant_id.as_str(), h.peer.pid, h.count, h.at))
+            .map(|h| (h.grant_id.clone(), h.peer.pid, h.count, h.at))
             .collect();
+        rows.sort();
         assert_eq!(
             rows,
             vec![
-                ("g1", Some(1), 2, 7),
-                ("g1", Some(2), 1, 7),
-                ("g2", Some(1), 1, 8)
+                ("g1".into(), Some(1), 2, 7),
+                ("g1".into(), Some(2), 1, 7),
+                ("g2".into(), Some(1), 1, 8)
             ]
+        );
+        assert!(
+            pending.count("g1", "https://h/mcp", &a, 9),
+            "empty again after take"
         );
     }
 }

@@ -36,18 +36,19 @@ pub async fn serve(
     let peer = Arc::new(peer);
     let (read, mut write) = tokio::io::split(stream);
     let mut frames = FrameReader::new(BufReader::new(read));
+    // Replies of requests that run in their own task, and their notifications; answers
+    // from memory are written by this loop directly, with no task in between.
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            if write_frame(&mut write, &message).await.is_err() {
-                break;
-            }
-        }
-    });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let frame = tokio::select! {
             frame = frames.next_frame() => frame,
+            Some(message) = out_rx.recv() => {
+                if write_frame(&mut write, &message).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         let line = match frame {
@@ -59,9 +60,7 @@ pub async fn serve(
                     ErrorKind::InvalidRequest,
                     format!("line longer than {MAX_FRAME_BYTES} bytes; the connection is closed"),
                 );
-                let _ = out
-                    .send(Outgoing::Response(Response::err(None, error)))
-                    .await;
+                let _ = write_frame(&mut write, &Response::err(None, error)).await;
                 break;
             }
             Err(FrameError::Io(e)) => {
@@ -69,58 +68,51 @@ pub async fn serve(
                 break;
             }
         };
-        match Incoming::parse(&line) {
-            Incoming::Invalid(id, error) => {
-                if out
-                    .send(Outgoing::Response(Response::err(id, error)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
+        let reply = match Incoming::parse(&line) {
+            Incoming::Invalid(id, error) => Response::err(id, error),
             Incoming::Request(request) => {
                 // A token already in memory is answered right here: no task, no wait.
                 if let Some(reply) = methods::token_get::from_memory(&broker, &request, &peer) {
-                    if out.send(Outgoing::Response(reply)).await.is_err() {
-                        break;
-                    }
+                    reply
+                } else if let Ok(permit) = in_flight.clone().try_acquire_owned() {
+                    let (broker, out, peer) = (broker.clone(), out.clone(), peer.clone());
+                    tokio::spawn(async move {
+                        let id = request.id.clone();
+                        let method = request.method.clone();
+                        let reply = match methods::dispatch(&broker, request, out.clone(), &peer)
+                            .await
+                        {
+                            Ok(result) => Response::ok(id, result),
+                            Err(error) => {
+                                tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);
+                                Response::err(Some(id), error)
+                            }
+                        };
+                        let _ = out.send(Outgoing::Response(reply)).await;
+                        drop(permit);
+                    });
                     continue;
-                }
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                } else {
                     let error = RpcError::new(
                         ErrorKind::LimitExceeded,
                         format!(
                             "{MAX_IN_FLIGHT} requests already in flight on this connection; wait for their replies (or open another connection), then retry"
                         ),
                     );
-                    if out
-                        .send(Outgoing::Response(Response::err(Some(request.id), error)))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                };
-                let (broker, out, peer) = (broker.clone(), out.clone(), peer.clone());
-                tokio::spawn(async move {
-                    let id = request.id.clone();
-                    let method = request.method.clone();
-                    let reply = match methods::dispatch(&broker, request, out.clone(), &peer).await
-                    {
-                        Ok(result) => Response::ok(id, result),
-                        Err(error) => {
-                            tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);
-                            Response::err(Some(id), error)
-                        }
-                    };
-                    let _ = out.send(Outgoing::Response(reply)).await;
-                    drop(permit);
-                });
+                    Response::err(Some(request.id), error)
+                }
             }
+        };
+        if write_frame(&mut write, &reply).await.is_err() {
+            return;
         }
     }
+    // Requests still running finish and their replies go out before the connection
+    // closes (a graceful stop waits for this).
     drop(out);
-    let _ = writer.await;
+    while let Some(message) = out_rx.recv().await {
+        if write_frame(&mut write, &message).await.is_err() {
+            return;
+        }
+    }
 }

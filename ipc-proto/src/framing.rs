@@ -36,39 +36,48 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
 
     /// The next frame without its line ending, or `None` at a clean end of stream.
     /// Blank lines are skipped. After `TooLarge` the stream is out of sync: close it.
+    ///
+    /// Cancel-safe: a line read in part stays buffered here, so the call can be a branch
+    /// of `select!` and the next call goes on where this one stopped.
     pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {
-            self.buf.clear();
-            loop {
-                let available = self.inner.fill_buf().await?;
-                if available.is_empty() {
-                    if self.buf.is_empty() {
-                        return Ok(None);
-                    }
-                    // A last line without a newline still counts.
-                    break;
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                if self.buf.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
                 }
-                let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-                    Some(i) => (&available[..i], Some(i + 1)),
-                    None => (available, None),
-                };
-                if self.buf.len() + chunk.len() > self.max {
-                    return Err(FrameError::TooLarge);
-                }
-                self.buf.extend_from_slice(chunk);
-                let used = done.unwrap_or(available.len());
-                self.inner.consume(used);
-                if done.is_some() {
-                    break;
-                }
+                // A last line without a newline still counts.
+                return Ok(self.take_line());
             }
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
+            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..i], Some(i + 1)),
+                None => (available, None),
+            };
+            if self.buf.len() + chunk.len() > self.max {
+                return Err(FrameError::TooLarge);
             }
-            if !self.buf.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Some(std::mem::take(&mut self.buf)));
+            self.buf.extend_from_slice(chunk);
+            let used = done.unwrap_or(available.len());
+            self.inner.consume(used);
+            if done.is_some()
+                && let Some(line) = self.take_line()
+            {
+                return Ok(Some(line));
             }
         }
+    }
+
+    /// The buffered line without a trailing `\r`, or `None` (and an empty buffer) when
+    /// it is blank.
+    fn take_line(&mut self) -> Option<Vec<u8>> {
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        if self.buf.iter().all(u8::is_ascii_whitespace) {
+            self.buf.clear();
+            return None;
+        }
+        Some(std::mem::take(&mut self.buf))
     }
 }
 
@@ -96,6 +105,18 @@ mod tests {
         assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"b\":2}");
         assert_eq!(r.next_frame().await.unwrap().unwrap(), b"last");
         assert!(r.next_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_mid_line_loses_nothing() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(BufReader::new(rx));
+        tx.write_all(b"{\"first\":").await.unwrap();
+        let cancelled =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.next_frame()).await;
+        assert!(cancelled.is_err(), "no whole line yet");
+        tx.write_all(b"1}\n").await.unwrap();
+        assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"first\":1}");
     }
 
     #[tokio::test]

@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use mcp_authd_ipc::Client;
-use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::methods::{
+    ChallengeParams, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams, TokenGetResult,
+};
 use mcp_authd_tests::daemon::{DaemonHome, bin};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 use serde_json::Value;
@@ -43,22 +45,39 @@ async fn every_hand_out_is_audited_with_the_receiving_process() {
         ..Default::default()
     };
     let via_socket: TokenGetResult = client.call(TOKEN_GET, &params).await.unwrap();
+    // A token given to retry with after a 401 is a hand-out too.
+    let challenge = ChallengeParams {
+        server: url.clone(),
+        status: 401,
+        www_authenticate: Some("Bearer error=\"invalid_token\"".into()),
+        rejected_token: Some(via_socket.access_token.clone()),
+        ..Default::default()
+    };
+    let via_challenge: TokenGetResult = client.call(TOKEN_CHALLENGE, &challenge).await.unwrap();
+    assert_ne!(via_challenge.access_token, via_socket.access_token);
 
     let inspected: Value = serde_json::from_str(&d.cli_ok(&["inspect", &url, "--json"])).unwrap();
     let hand_outs = inspected["hand_outs"].as_array().expect("hand_outs");
-    assert_eq!(hand_outs.len(), 2, "{inspected}");
-    // Newest first: this test process, then the mcp-auth that ran `token`.
+    // This test process (token.get, then token.challenge) and the mcp-auth that ran
+    // `token`: one row per process and grant within a write, with a count.
     let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
-    assert_eq!(hand_outs[0]["peer_pid"], std::process::id());
+    let mine: Vec<&Value> = hand_outs
+        .iter()
+        .filter(|h| h["peer_pid"] == std::process::id())
+        .collect();
+    let my_count: u64 = mine.iter().map(|h| h["count"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(my_count, 2, "{inspected}");
+    assert_eq!(hand_outs[0]["peer_pid"], std::process::id(), "newest first");
     assert_eq!(hand_outs[0]["peer_exe"], me.display().to_string());
     assert_eq!(hand_outs[0]["peer_uid"], unsafe { libc::geteuid() });
+    let last = hand_outs.last().unwrap();
     assert!(
-        hand_outs[1]["peer_exe"]
+        last["peer_exe"]
             .as_str()
             .is_some_and(|e| e.ends_with("/mcp-auth")),
         "{inspected}"
     );
-    assert_eq!(hand_outs[1]["server"], url);
+    assert_eq!(last["server"], url);
     let human = d.cli_ok(&["inspect", &url]);
     assert!(
         human.contains("Last access tokens handed out") && human.contains("mcp-auth"),
@@ -66,7 +85,11 @@ async fn every_hand_out_is_audited_with_the_receiving_process() {
     );
     d.stop();
     let db = home.database_bytes();
-    for token in [&via_cli, &via_socket.access_token] {
+    for token in [
+        &via_cli,
+        &via_socket.access_token,
+        &via_challenge.access_token,
+    ] {
         assert!(!human.contains(token.as_str()) && !inspected.to_string().contains(token.as_str()));
         assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
     }

@@ -38,7 +38,7 @@ pub async fn dispatch(
         m::DOCTOR => doctor::apply(broker).await,
         m::CONFIG_RELOAD => config_reload::apply(broker).await,
         m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer).await,
-        m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier).await,
+        m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier, peer).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,

@@ -9,14 +9,21 @@ use serde_json::Value;
 use super::Notifier;
 use super::login::send_pending;
 use crate::broker::Broker;
+use crate::peer::Peer;
 
 pub async fn apply(
     broker: &Arc<Broker>,
     params: ChallengeParams,
     notifier: Notifier,
+    peer: &Arc<Peer>,
 ) -> Result<Value, RpcError> {
+    let server = params.server.clone();
     let token =
         crate::challenge::handle(broker, params, |pending| send_pending(&notifier, pending))
             .await?;
+    // A token given to retry with is a hand-out like any other.
+    broker
+        .audit
+        .record(&token.grant, &server, peer, crate::oauth::token::now());
     super::to_value(token)
 }

@@ -18,11 +18,10 @@ pub async fn apply(
 ) -> Result<Value, RpcError> {
     let server = params.server.clone();
     let result = broker.token_get(params).await?;
-    // The hand-out is queued for the audit log before the token leaves.
+    // The hand-out is counted for the audit log before the token leaves.
     broker
         .audit
-        .record(&result.grant, &server, peer, crate::oauth::token::now())
-        .await;
+        .record(&result.grant, &server, peer, crate::oauth::token::now());
     tracing::debug!(grant = %result.grant, pid = ?peer.pid, exe = ?peer.exe, "access token handed out");
     super::to_value(result)
 }
@@ -37,12 +36,9 @@ pub fn from_memory(broker: &Broker, request: &Request, peer: &Arc<Peer>) -> Opti
     let params = TokenGetParams::deserialize(&request.params).ok()?;
     let now = crate::oauth::token::now();
     let result = broker.token_from_memory(&params, now)?;
-    if !broker
+    broker
         .audit
-        .try_record(&result.grant, &params.server, peer, now)
-    {
-        return None;
-    }
+        .record(&result.grant, &params.server, peer, now);
     Some(Response::ok(
         request.id.clone(),
         serde_json::to_value(result).ok()?,
