@@ -190,7 +190,7 @@ impl Broker {
             p.min_valid_secs
                 .unwrap_or(mcp_authd_ipc::methods::DEFAULT_MIN_VALID_SECS) as i64;
         let key = lookup_key(&p.server);
-        let Some(grant) = self.db.find_grant(&key).await? else {
+        let Some(grant) = self.db.find_grant_as(&p.server, &key).await? else {
             return Err(RpcError::authorization_required(
                 &key,
                 p.scopes.as_deref().unwrap_or(&[]),
@@ -254,7 +254,7 @@ impl Broker {
         let min_valid =
             p.min_valid_secs
                 .unwrap_or(mcp_authd_ipc::methods::DEFAULT_MIN_VALID_SECS) as i64;
-        let grant = self.db.remembered_grant(&lookup_key(&p.server))??;
+        let grant = self.db.remembered_grant(&p.server)??;
         if grant.state != STATE_ACTIVE {
             return None;
         }
@@ -529,7 +529,7 @@ impl Broker {
 
     pub async fn find_grant(&self, grant: &str) -> Result<GrantRow, RpcError> {
         self.db
-            .find_grant(&lookup_key(grant))
+            .find_grant_as(grant, &lookup_key(grant))
             .await?
             .ok_or_else(|| {
                 RpcError::new(

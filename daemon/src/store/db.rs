@@ -271,14 +271,22 @@ impl Db {
         Ok(())
     }
 
-    /// A grant by id, else the newest grant for a server URL or resource.
-    /// `find_grant`'s remembered answer, if it has one (no database access).
-    pub fn remembered_grant(&self, server_or_id: &str) -> Option<Option<Arc<GrantRow>>> {
-        self.lookups.get(server_or_id)
+    /// `find_grant_as`'s remembered answer for what a caller asked, if it has one (no
+    /// database access).
+    pub fn remembered_grant(&self, asked: &str) -> Option<Option<Arc<GrantRow>>> {
+        self.lookups.get(asked)
     }
 
-    pub async fn find_grant(&self, server_or_id: &str) -> Result<Option<GrantRow>, DbError> {
-        if let Some(answer) = self.lookups.get(server_or_id) {
+    /// A grant by id, else the newest grant for a server URL or resource.
+    #[cfg(test)]
+    pub async fn find_grant(&self, key: &str) -> Result<Option<GrantRow>, DbError> {
+        self.find_grant_as(key, key).await
+    }
+
+    /// `find_grant(key)`, remembered under `asked`, the caller's own spelling of `key`: the
+    /// next lookup of the same words need not normalize them again.
+    pub async fn find_grant_as(&self, asked: &str, key: &str) -> Result<Option<GrantRow>, DbError> {
+        if let Some(answer) = self.lookups.get(asked) {
             return Ok(answer.map(|g| (*g).clone()));
         }
         let generation = self.lookups.generation.load(Ordering::Acquire);
@@ -286,12 +294,12 @@ impl Db {
             "SELECT * FROM grants WHERE id = ?1 OR server_url = ?1 OR resource = ?1
              ORDER BY (id = ?1) DESC, (server_url = ?1) DESC, updated_at DESC LIMIT 1",
         )
-        .bind(server_or_id)
+        .bind(key)
         .fetch_optional(&self.pool)
         .await
         .map_err(self.err())?;
         self.lookups
-            .put(generation, server_or_id, answer.clone().map(Arc::new));
+            .put(generation, asked, answer.clone().map(Arc::new));
         Ok(answer)
     }
 
