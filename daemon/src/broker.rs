@@ -420,7 +420,13 @@ impl Broker {
             .unwrap_or_else(|| grant.scopes.clone());
         let now = now();
         self.db
-            .record_refresh(&grant.id, tokens.expires_at, &scopes, now)
+            .record_refresh(
+                &grant.id,
+                tokens.expires_at,
+                &scopes,
+                tokens.account.as_deref(),
+                now,
+            )
             .await?;
         crate::crash::point("refresh:after_database");
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
@@ -524,6 +530,7 @@ impl Broker {
             created_at: g.created_at,
             last_used_at: g.last_used_at,
             last_refresh_at: g.last_refresh_at,
+            account: g.account.clone(),
         })
     }
 
@@ -597,6 +604,7 @@ pub fn new_grant_row(
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        account: None,
     }
 }
 

@@ -215,6 +215,8 @@ async fn run(
     row.needs_login_reason = None;
     row.has_refresh_token = tokens.refresh_token.is_some();
     row.access_expires_at = Some(tokens.expires_at);
+    // A new login may be another account: what this login's id_token says, or unknown.
+    row.account = tokens.account.clone();
     row.updated_at = now();
     broker.db.upsert_grant(&row).await?;
     for old in broker.db.grants_of_server(server_url).await? {

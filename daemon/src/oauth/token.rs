@@ -25,6 +25,8 @@ pub struct Tokens {
     pub refresh_token: Option<Secret>,
     /// The granted scopes when the AS said; otherwise the requested ones apply.
     pub scopes: Option<Vec<String>>,
+    /// Who the tokens are for, when an OpenID Connect `id_token` came along (display only).
+    pub account: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +40,9 @@ struct TokenResponse {
     refresh_token: Option<Secret>,
     #[serde(default)]
     scope: Option<String>,
+    /// OpenID Connect: read for the account name, then dropped.
+    #[serde(default)]
+    id_token: Option<Secret>,
 }
 
 pub fn now() -> i64 {
@@ -151,6 +156,9 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
         scopes: t
             .scope
             .map(|s| s.split_ascii_whitespace().map(str::to_string).collect()),
+        account: t
+            .id_token
+            .and_then(|id| super::id_token::account(id.expose())),
     })
 }
 
@@ -236,11 +244,26 @@ impl OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     const URL: &str = "https://as.example/token";
 
     fn parse(body: &str) -> Result<Tokens, OAuthError> {
         parse_token_response(URL, body.as_bytes(), 1_000)
+    }
+
+    #[test]
+    fn an_id_token_names_the_account_and_is_not_kept() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"u1","email":"jane@example.com"}"#);
+        let id_token = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig");
+        let body = format!(
+            r#"{{"access_token":"a","token_type":"Bearer","id_token":"{id_token}"}}"#
+        );
+        let t = parse(&body).unwrap();
+        assert_eq!(t.account.as_deref(), Some("jane@example.com"));
+        assert!(!format!("{t:?}").contains(&payload));
+        let without = parse(r#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(without.account, None);
     }
 
     #[test]
