@@ -614,7 +614,11 @@ fn lookup_key(server_or_id: &str) -> String {
 }
 
 pub fn server_error(server: &str, what: &str, e: &OAuthError) -> RpcError {
-    RpcError::new(ErrorKind::ServerError, format!("{what}: {e}")).with_server(server)
+    RpcError::new(
+        ErrorKind::ServerError,
+        format!("{what}: {e}; retry later, and check the network and the clock: mcp-auth doctor"),
+    )
+    .with_server(server)
 }
 
 impl From<crate::store::DbError> for RpcError {
@@ -632,7 +636,7 @@ impl From<crate::store::SecretStoreError> for RpcError {
         tracing::error!("{e}");
         RpcError::new(
             ErrorKind::SecretStore,
-            format!("{e}; check the keychain (unlock it), then retry"),
+            format!("{e}; unlock the keychain and retry; see: mcp-auth doctor"),
         )
     }
 }

@@ -18,11 +18,8 @@ pub fn account(id_token: &str) -> Option<String> {
     if parts.next().is_some() {
         return None; // five parts: an encrypted (JWE) token, unreadable without its key
     }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes).ok()?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
     ["email", "preferred_username", "sub"]
         .iter()
         .filter_map(|k| claims.get(*k)?.as_str())

@@ -256,9 +256,8 @@ mod tests {
     fn an_id_token_names_the_account_and_is_not_kept() {
         let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"u1","email":"jane@example.com"}"#);
         let id_token = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig");
-        let body = format!(
-            r#"{{"access_token":"a","token_type":"Bearer","id_token":"{id_token}"}}"#
-        );
+        let body =
+            format!(r#"{{"access_token":"a","token_type":"Bearer","id_token":"{id_token}"}}"#);
         let t = parse(&body).unwrap();
         assert_eq!(t.account.as_deref(), Some("jane@example.com"));
         assert!(!format!("{t:?}").contains(&payload));
