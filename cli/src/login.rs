@@ -102,12 +102,9 @@ fn spawn_progress(
     terminal: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let tick = if terminal {
-            Duration::from_millis(100)
-        } else {
-            PLAIN_EVERY
-        };
+        let tick = Duration::from_millis(if terminal { 100 } else { 250 });
         let mut frame = 0;
+        let mut next_plain = PLAIN_EVERY.as_secs();
         loop {
             tokio::time::sleep(tick).await;
             let Some(w) = waiting.lock().ok().and_then(|g| *g) else {
@@ -121,8 +118,9 @@ fn spawn_progress(
                     progress_line(elapsed, w.timeout_secs, Some(frame))
                 );
                 let _ = std::io::stderr().flush();
-            } else if elapsed > 0 {
+            } else if elapsed >= next_plain {
                 eprintln!("{}", progress_line(elapsed, w.timeout_secs, None));
+                next_plain = elapsed + PLAIN_EVERY.as_secs();
             }
         }
     })
