@@ -243,3 +243,69 @@ pub async fn revoke(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn grant(server: &str) -> GrantInfo {
+        GrantInfo {
+            id: "g_aaaaaaaaaa".into(),
+            server: server.into(),
+            resource: server.into(),
+            issuer: "https://as.example".into(),
+            client_id: "c".into(),
+            registration: "dynamic".into(),
+            scopes: vec!["mcp:read".into(), "offline_access".into()],
+            state: "active".into(),
+            needs_login_reason: None,
+            has_refresh_token: true,
+            access_token_expires_at: Some(NOW + 42 * 60),
+            created_at: NOW - 86_400,
+            last_used_at: Some(NOW - 120),
+            last_refresh_at: None,
+            account: Some("jane@example.com".into()),
+        }
+    }
+
+    #[test]
+    fn the_list_shows_every_column_humanised() {
+        let ok = grant("https://a.example/mcp");
+        let dead = GrantInfo {
+            id: "g_bbbbbbbbbb".into(),
+            state: "needs_login".into(),
+            needs_login_reason: Some("the refresh token was rejected".into()),
+            access_token_expires_at: None,
+            last_used_at: None,
+            account: None,
+            scopes: vec![],
+            ..grant("https://b.example/mcp")
+        };
+        let short = GrantInfo {
+            id: "g_cccccccccc".into(),
+            has_refresh_token: false,
+            access_token_expires_at: Some(NOW - 3 * 3600),
+            ..grant("https://c.example/mcp")
+        };
+        let text = grants_table(&[ok, dead, short], NOW).render(None, false);
+        assert_eq!(
+            text,
+            "SERVER                 ACCOUNT           SCOPES                   EXPIRES          LAST USED  STATE        GRANT\n\
+             https://a.example/mcp  jane@example.com  mcp:read offline_access  in 42 min        2 min ago  ok           g_aaaaaaaaaa\n\
+             https://b.example/mcp  —                 —                        —                never      needs login  g_bbbbbbbbbb\n\
+             https://c.example/mcp  jane@example.com  mcp:read offline_access  expired 3 h ago  2 min ago  needs login  g_cccccccccc\n"
+        );
+    }
+
+    #[test]
+    fn a_grant_without_refresh_token_is_fine_while_its_access_token_lives() {
+        let g = GrantInfo {
+            has_refresh_token: false,
+            ..grant("https://a.example/mcp")
+        };
+        assert_eq!(state(&g, NOW), ("ok, no refresh", Paint::Yellow));
+        assert!(needs_login(&g, NOW + 43 * 60).is_some());
+    }
+}
