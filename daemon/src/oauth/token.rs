@@ -40,9 +40,10 @@ struct TokenResponse {
     refresh_token: Option<Secret>,
     #[serde(default)]
     scope: Option<String>,
-    /// OpenID Connect: read for the account name, then dropped.
+    /// OpenID Connect: read for the account name, then dropped. Any JSON value, so an
+    /// odd one costs only the name, never the tokens.
     #[serde(default)]
-    id_token: Option<Secret>,
+    id_token: Option<serde_json::Value>,
 }
 
 pub fn now() -> i64 {
@@ -158,7 +159,9 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
             .map(|s| s.split_ascii_whitespace().map(str::to_string).collect()),
         account: t
             .id_token
-            .and_then(|id| super::id_token::account(id.expose())),
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(super::id_token::account),
     })
 }
 
@@ -263,6 +266,12 @@ mod tests {
         assert!(!format!("{t:?}").contains(&payload));
         let without = parse(r#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
         assert_eq!(without.account, None);
+        let odd = parse(r#"{"access_token":"a","token_type":"Bearer","id_token":42}"#).unwrap();
+        assert_eq!(
+            (odd.access_token.expose(), odd.account),
+            ("a", None),
+            "an odd id_token costs only the name"
+        );
     }
 
     #[test]
