@@ -7,9 +7,14 @@ use mcp_authd_ipc::methods::{
 };
 use mcp_authd_ipc::{Client, ClientError};
 
-use crate::output::{ago, duration, now, print_json};
+use crate::color::Paint;
+use crate::output::{ago, now, print_json, until};
+use crate::table::{Cell, Column, Table};
 
-pub async fn list(client: &mut Client, json: bool) -> Result<(), ClientError> {
+/// Shown where a value is unknown (no id_token, no token in memory, no scope).
+const UNKNOWN: &str = "—";
+
+pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), ClientError> {
     let list: GrantsList = client.call(GRANTS_LIST, &serde_json::json!({})).await?;
     if json {
         print_json(&list);
@@ -19,63 +24,89 @@ pub async fn list(client: &mut Client, json: bool) -> Result<(), ClientError> {
         println!("No grants yet. Log in with: mcp-auth login <MCP server URL>");
         return Ok(());
     }
-    let rows: Vec<[String; 6]> = list
-        .grants
-        .iter()
-        .map(|g| {
-            [
-                g.server.clone(),
-                g.id.clone(),
-                g.scopes.join(" "),
-                g.access_token_expires_at
-                    .map(|t| duration(t - now()))
-                    .unwrap_or_else(|| "-".into()),
-                ago(g.last_used_at),
-                g.state.clone(),
-            ]
-        })
-        .collect();
-    let header = [
-        "SERVER",
-        "GRANT",
-        "SCOPES",
-        "EXPIRES IN",
-        "LAST USED",
-        "STATE",
-    ];
-    let widths: Vec<usize> = (0..6)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: [&str; 6]| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(header);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
-    }
-    for g in list.grants.iter().filter(|g| g.state != "active") {
-        println!(
-            "\n{} needs a new login: {}\n  run: mcp-auth login {}",
-            g.server,
-            g.needs_login_reason.as_deref().unwrap_or("-"),
-            g.server
-        );
+    let now = now();
+    print!(
+        "{}",
+        grants_table(&list.grants, now).render(crate::table::stdout_width(), color)
+    );
+    for g in &list.grants {
+        if let Some(why) = needs_login(g, now) {
+            println!(
+                "\n{} needs a new login: {why}\n  run: mcp-auth login {}",
+                g.server, g.server
+            );
+        }
     }
     Ok(())
 }
 
-pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(), ClientError> {
+fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
+    let column = |title, shrinkable| Column { title, shrinkable };
+    let mut table = Table::new(vec![
+        column("SERVER", true),
+        column("ACCOUNT", true),
+        column("SCOPES", true),
+        column("EXPIRES", false),
+        column("LAST USED", false),
+        column("STATE", false),
+        column("GRANT", false),
+    ]);
+    for g in grants {
+        let (state, paint) = state(g, now);
+        table.push(vec![
+            Cell::new(&g.server),
+            Cell::new(g.account.as_deref().unwrap_or(UNKNOWN)),
+            Cell::new(if g.scopes.is_empty() {
+                UNKNOWN.to_string()
+            } else {
+                g.scopes.join(" ")
+            }),
+            Cell::new(
+                g.access_token_expires_at
+                    .map(|t| until(t, now))
+                    .unwrap_or_else(|| UNKNOWN.into()),
+            ),
+            Cell::new(ago(g.last_used_at, now)),
+            Cell::painted(state, paint),
+            Cell::new(&g.id),
+        ]);
+    }
+    table
+}
+
+/// Why a grant cannot hand out a token without a new login, if it cannot: the daemon
+/// said so, or it holds neither a refresh token nor a live access token.
+fn needs_login(g: &GrantInfo, now: i64) -> Option<String> {
+    if g.state != "active" {
+        return Some(
+            g.needs_login_reason
+                .clone()
+                .unwrap_or_else(|| g.state.clone()),
+        );
+    }
+    let live = g.access_token_expires_at.is_some_and(|t| t > now);
+    (!g.has_refresh_token && !live).then(|| {
+        "the access token expired and the authorization server gave no refresh token".into()
+    })
+}
+
+/// `ok`; `ok, no refresh` (works until the access token expires); `needs login`.
+fn state(g: &GrantInfo, now: i64) -> (&'static str, Paint) {
+    if needs_login(g, now).is_some() {
+        ("needs login", Paint::Red)
+    } else if !g.has_refresh_token {
+        ("ok, no refresh", Paint::Yellow)
+    } else {
+        ("ok", Paint::Green)
+    }
+}
+
+pub async fn inspect(
+    client: &mut Client,
+    grant: &str,
+    json: bool,
+    color: bool,
+) -> Result<(), ClientError> {
     let g: GrantInfo = client
         .call(
             GRANTS_GET,
@@ -100,6 +131,11 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
         });
         return Ok(());
     }
+    let now = now();
+    let paint = |g: &GrantInfo| {
+        let (text, paint) = state(g, now);
+        paint.apply(text, color)
+    };
     let fields = [
         ("grant", g.id.clone()),
         ("server", g.server.clone()),
@@ -108,10 +144,14 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
         ("client id", format!("{} ({})", g.client_id, g.registration)),
         ("scopes", g.scopes.join(" ")),
         (
+            "account",
+            g.account.clone().unwrap_or_else(|| UNKNOWN.into()),
+        ),
+        (
             "state",
-            match &g.needs_login_reason {
-                Some(r) => format!("{} ({r})", g.state),
-                None => g.state.clone(),
+            match needs_login(&g, now) {
+                Some(why) => format!("{} ({why})", paint(&g)),
+                None => paint(&g),
             },
         ),
         (
@@ -125,11 +165,14 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
         (
             "access token",
             g.access_token_expires_at
-                .map(|t| format!("in memory, expires in {}", duration(t - now())))
+                .map(|t| match until(t, now) {
+                    left if t > now => format!("in memory, expires {left}"),
+                    gone => format!("in memory, {gone}"),
+                })
                 .unwrap_or_else(|| "none in memory".into()),
         ),
-        ("last used", ago(g.last_used_at)),
-        ("last refresh", ago(g.last_refresh_at)),
+        ("last used", ago(g.last_used_at, now)),
+        ("last refresh", ago(g.last_refresh_at, now)),
     ];
     for (k, v) in fields {
         println!("{k:>14}: {v}");
@@ -149,8 +192,8 @@ pub async fn inspect(client: &mut Client, grant: &str, json: bool) -> Result<(),
                 String::new()
             };
             println!(
-                "  {:>10}  {times:>7}  {pid:<10}  {}",
-                ago(Some(h.at)),
+                "  {:>14}  {times:>7}  {pid:<10}  {}",
+                ago(Some(h.at), now),
                 h.peer_exe.as_deref().unwrap_or("(executable unknown)")
             );
         }
@@ -199,4 +242,70 @@ pub async fn revoke(
         r.grant.id, r.grant.server
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn grant(server: &str) -> GrantInfo {
+        GrantInfo {
+            id: "g_aaaaaaaaaa".into(),
+            server: server.into(),
+            resource: server.into(),
+            issuer: "https://as.example".into(),
+            client_id: "c".into(),
+            registration: "dynamic".into(),
+            scopes: vec!["mcp:read".into(), "offline_access".into()],
+            state: "active".into(),
+            needs_login_reason: None,
+            has_refresh_token: true,
+            access_token_expires_at: Some(NOW + 42 * 60),
+            created_at: NOW - 86_400,
+            last_used_at: Some(NOW - 120),
+            last_refresh_at: None,
+            account: Some("jane@example.com".into()),
+        }
+    }
+
+    #[test]
+    fn the_list_shows_every_column_humanised() {
+        let ok = grant("https://a.example/mcp");
+        let dead = GrantInfo {
+            id: "g_bbbbbbbbbb".into(),
+            state: "needs_login".into(),
+            needs_login_reason: Some("the refresh token was rejected".into()),
+            access_token_expires_at: None,
+            last_used_at: None,
+            account: None,
+            scopes: vec![],
+            ..grant("https://b.example/mcp")
+        };
+        let short = GrantInfo {
+            id: "g_cccccccccc".into(),
+            has_refresh_token: false,
+            access_token_expires_at: Some(NOW - 3 * 3600),
+            ..grant("https://c.example/mcp")
+        };
+        let text = grants_table(&[ok, dead, short], NOW).render(None, false);
+        assert_eq!(
+            text,
+            "SERVER                 ACCOUNT           SCOPES                   EXPIRES          LAST USED  STATE        GRANT\n\
+             https://a.example/mcp  jane@example.com  mcp:read offline_access  in 42 min        2 min ago  ok           g_aaaaaaaaaa\n\
+             https://b.example/mcp  —                 —                        —                never      needs login  g_bbbbbbbbbb\n\
+             https://c.example/mcp  jane@example.com  mcp:read offline_access  expired 3 h ago  2 min ago  needs login  g_cccccccccc\n"
+        );
+    }
+
+    #[test]
+    fn a_grant_without_refresh_token_is_fine_while_its_access_token_lives() {
+        let g = GrantInfo {
+            has_refresh_token: false,
+            ..grant("https://a.example/mcp")
+        };
+        assert_eq!(state(&g, NOW), ("ok, no refresh", Paint::Yellow));
+        assert!(needs_login(&g, NOW + 43 * 60).is_some());
+    }
 }

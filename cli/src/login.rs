@@ -1,7 +1,8 @@
 //! `mcp-auth login`: asks the daemon to log in, shows the URL and waits with progress.
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::methods::{GrantInfo, LOGIN, LOGIN_PENDING, LoginParams, LoginPending};
 use mcp_authd_ipc::{Client, ClientError};
@@ -30,8 +31,9 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
     };
     eprintln!("Logging in to {} …", args.server);
     let started = Instant::now();
-    let progress = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
-    let ticker = spawn_ticker(progress.clone(), started);
+    let terminal = std::io::stderr().is_terminal();
+    let waiting = Arc::new(Mutex::new(None::<Waiting>));
+    let progress = spawn_progress(waiting.clone(), terminal);
     let result: Result<GrantInfo, ClientError> = client
         .call_with_notifications(LOGIN, &params, |n| {
             if n.method != LOGIN_PENDING {
@@ -44,14 +46,17 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
                     "Open"
                 };
                 eprintln!("{how} this URL to log in:\n\n  {}\n", p.authorization_url);
-                if let Ok(mut g) = progress.lock() {
-                    *g = Some(p.timeout_secs);
+                if let Ok(mut w) = waiting.lock() {
+                    *w = Some(Waiting {
+                        since: Instant::now(),
+                        timeout_secs: p.timeout_secs,
+                    });
                 }
             }
         })
         .await;
-    ticker.abort();
-    if std::io::stderr().is_terminal() {
+    progress.abort();
+    if terminal {
         eprint!("\r\x1b[2K");
     }
     let grant = result?;
@@ -79,30 +84,83 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
     Ok(())
 }
 
-/// Shows `waiting… 12s / 300s` on a terminal while the browser login is pending.
-fn spawn_ticker(
-    progress: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
-    started: Instant,
+/// The browser login the daemon is waiting for, once it has sent the URL.
+#[derive(Clone, Copy)]
+struct Waiting {
+    since: Instant,
+    timeout_secs: u64,
+}
+
+/// Plain progress lines off a terminal come this far apart (a log stays readable).
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/// Shows the wait on stderr: on a terminal a spinner line redrawn in place; elsewhere a
+/// plain line every [`PLAIN_EVERY`], never a control character.
+fn spawn_progress(
+    waiting: Arc<Mutex<Option<Waiting>>>,
+    terminal: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if !std::io::stderr().is_terminal() {
-            return;
-        }
-        const SPIN: [char; 4] = ['|', '/', '-', '\\'];
-        let mut i = 0;
+        let tick = Duration::from_millis(if terminal { 100 } else { 250 });
+        let mut frame = 0;
+        let mut next_plain = PLAIN_EVERY.as_secs();
         loop {
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            let Some(timeout) = progress.lock().ok().and_then(|g| *g) else {
+            tokio::time::sleep(tick).await;
+            let Some(w) = waiting.lock().ok().and_then(|g| *g) else {
                 continue;
             };
-            i += 1;
-            eprint!(
-                "\r{} waiting for the browser login… {}s / {}s",
-                SPIN[i % 4],
-                started.elapsed().as_secs(),
-                timeout
-            );
-            let _ = std::io::stderr().flush();
+            let elapsed = w.since.elapsed().as_secs();
+            if terminal {
+                frame += 1;
+                eprint!(
+                    "\r\x1b[2K{}",
+                    progress_line(elapsed, w.timeout_secs, Some(frame))
+                );
+                let _ = std::io::stderr().flush();
+            } else if elapsed >= next_plain {
+                eprintln!("{}", progress_line(elapsed, w.timeout_secs, None));
+                next_plain = elapsed + PLAIN_EVERY.as_secs();
+            }
         }
     })
+}
+
+/// One progress line; `frame` is the spinner's step on a terminal, `None` elsewhere.
+fn progress_line(elapsed_secs: u64, timeout_secs: u64, frame: Option<usize>) -> String {
+    let times = format!(
+        "{} of {}",
+        crate::output::span(elapsed_secs),
+        crate::output::span(timeout_secs)
+    );
+    match frame {
+        Some(f) => format!(
+            "{} waiting for the browser login… {times} (Ctrl-C to cancel)",
+            SPINNER[f % SPINNER.len()]
+        ),
+        None => format!("still waiting for the browser login: {times}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_a_terminal_the_line_is_plain_text() {
+        let line = progress_line(20, 300, None);
+        assert_eq!(line, "still waiting for the browser login: 20 s of 5 min");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+    }
+
+    #[test]
+    fn on_a_terminal_the_spinner_turns() {
+        let a = progress_line(12, 300, Some(1));
+        let b = progress_line(12, 300, Some(2));
+        assert_ne!(a, b);
+        assert!(
+            a.contains("12 s of 5 min") && a.contains("Ctrl-C to cancel"),
+            "{a}"
+        );
+    }
 }

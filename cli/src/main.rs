@@ -1,12 +1,15 @@
 //! mcp-auth: the command-line client of mcp-authd.
 
+mod color;
 mod doctor;
 mod grants;
 mod login;
+mod next_step;
 mod output;
 mod proxy;
 mod service;
 mod status;
+mod table;
 mod token;
 
 use std::path::PathBuf;
@@ -25,6 +28,9 @@ struct Cli {
     /// Print JSON instead of text
     #[arg(long, global = true)]
     json: bool,
+    /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: color::When,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +84,8 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let color = color::for_stdout(cli.color);
+    let attempt = attempt(&cli.command);
     let result = async {
         let mut client = Client::connect(&path).await?;
         match cli.command {
@@ -85,8 +93,10 @@ async fn main() -> ExitCode {
             Command::Token(args) => token::run(&mut client, args, cli.json).await,
             Command::Headers(args) => token::headers(&mut client, args).await,
             Command::Proxy(_) => unreachable!("handled before connecting"),
-            Command::List => grants::list(&mut client, cli.json).await,
-            Command::Inspect { grant } => grants::inspect(&mut client, &grant, cli.json).await,
+            Command::List => grants::list(&mut client, cli.json, color).await,
+            Command::Inspect { grant } => {
+                grants::inspect(&mut client, &grant, cli.json, color).await
+            }
             Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
             Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
@@ -99,9 +109,29 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcp-auth: {e}");
+            eprintln!("mcp-auth: {}", next_step::explain(&e, &attempt));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The subcommand and its server or grant argument, for error hints.
+fn attempt(command: &Command) -> next_step::Attempt {
+    let (subcommand, target) = match command {
+        Command::Login(a) => ("login", Some(&a.server)),
+        Command::Token(a) => ("token", Some(&a.server)),
+        Command::Headers(a) => ("headers", Some(&a.server)),
+        Command::Inspect { grant } => ("inspect", Some(grant)),
+        Command::Revoke { grant } => ("revoke", Some(grant)),
+        Command::Logout { grant } => ("logout", Some(grant)),
+        Command::List => ("list", None),
+        Command::Status => ("status", None),
+        Command::Reload => ("reload", None),
+        _ => ("help", None),
+    };
+    next_step::Attempt {
+        subcommand,
+        target: target.cloned(),
     }
 }
 

@@ -56,7 +56,14 @@ pub fn main(action: Action, socket: Option<PathBuf>, json: bool) -> ExitCode {
     match run(action, socket, json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcp-auth: {e:#}");
+            let message = format!("{e:#}");
+            if crate::next_step::names_a_command(&message) {
+                eprintln!("mcp-auth: {message}");
+            } else {
+                eprintln!(
+                    "mcp-auth: {message}; fix that and run the command again, or run the daemon without a service: mcp-authd"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -13,7 +13,7 @@ pub async fn run(client: &mut Client, json: bool) -> Result<(), ClientError> {
         "mcp-authd {} (pid {}, up {}, protocol {})",
         s.version,
         s.pid,
-        crate::output::duration(s.uptime_secs as i64),
+        crate::output::span(s.uptime_secs),
         s.protocol_version
     );
     println!("  socket:       {}", s.socket);

@@ -420,7 +420,13 @@ impl Broker {
             .unwrap_or_else(|| grant.scopes.clone());
         let now = now();
         self.db
-            .record_refresh(&grant.id, tokens.expires_at, &scopes, now)
+            .record_refresh(
+                &grant.id,
+                tokens.expires_at,
+                &scopes,
+                tokens.account.as_deref(),
+                now,
+            )
             .await?;
         crate::crash::point("refresh:after_database");
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
@@ -524,6 +530,7 @@ impl Broker {
             created_at: g.created_at,
             last_used_at: g.last_used_at,
             last_refresh_at: g.last_refresh_at,
+            account: g.account.clone(),
         })
     }
 
@@ -597,6 +604,7 @@ pub fn new_grant_row(
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        account: None,
     }
 }
 
@@ -606,7 +614,11 @@ fn lookup_key(server_or_id: &str) -> String {
 }
 
 pub fn server_error(server: &str, what: &str, e: &OAuthError) -> RpcError {
-    RpcError::new(ErrorKind::ServerError, format!("{what}: {e}")).with_server(server)
+    RpcError::new(
+        ErrorKind::ServerError,
+        format!("{what}: {e}; retry later, and check the network and the clock: mcp-auth doctor"),
+    )
+    .with_server(server)
 }
 
 impl From<crate::store::DbError> for RpcError {
@@ -624,7 +636,7 @@ impl From<crate::store::SecretStoreError> for RpcError {
         tracing::error!("{e}");
         RpcError::new(
             ErrorKind::SecretStore,
-            format!("{e}; check the keychain (unlock it), then retry"),
+            format!("{e}; unlock the keychain and retry; see: mcp-auth doctor"),
         )
     }
 }

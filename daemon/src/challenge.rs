@@ -103,7 +103,7 @@ pub async fn handle(
                 return Err(RpcError::new(
                     ErrorKind::ServerError,
                     format!(
-                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{server}\"] in the config file",
+                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{server}\"] in the config file, then run: mcp-auth reload",
                         p.status
                     ),
                 )

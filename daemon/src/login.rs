@@ -145,7 +145,10 @@ async fn run(
         .map_err(|e| match e {
             LoopbackError::Timeout(_) => RpcError::new(
                 ErrorKind::LoginTimeout,
-                format!("{e}; run the login again: mcp-auth login {server_url}"),
+                format!(
+                    "{e}; run again with more time: mcp-auth login {server_url} --timeout {}",
+                    timeout.saturating_mul(2).max(600)
+                ),
             )
             .with_server(server_url),
             other => RpcError::new(ErrorKind::Internal, other.to_string()),
@@ -215,6 +218,8 @@ async fn run(
     row.needs_login_reason = None;
     row.has_refresh_token = tokens.refresh_token.is_some();
     row.access_expires_at = Some(tokens.expires_at);
+    // A new login may be another account: what this login's id_token says, or unknown.
+    row.account = tokens.account.clone();
     row.updated_at = now();
     broker.db.upsert_grant(&row).await?;
     for old in broker.db.grants_of_server(server_url).await? {
@@ -367,7 +372,14 @@ async fn client_for(
     let registered = register(&broker.http, &d.metadata, &redirect.redirect_uri)
         .await
         .map_err(|e| {
-            RpcError::new(ErrorKind::RegistrationFailed, format!("{e}")).with_server(&d.server_url)
+            RpcError::new(
+                ErrorKind::RegistrationFailed,
+                format!(
+                    "{e}; configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: mcp-auth reload",
+                    d.server_url
+                ),
+            )
+            .with_server(&d.server_url)
         })?;
     let reg = RegistrationRow {
         id: new_id("r"),
@@ -463,7 +475,9 @@ fn check_issuer(d: &Discovery, iss: Option<&str>) -> Result<(), String> {
 fn login_failed(server: &str, why: &str) -> RpcError {
     RpcError::new(
         ErrorKind::LoginFailed,
-        format!("login to {server} failed: {why}"),
+        format!(
+            "login to {server} failed: {why}; run again once that is fixed: mcp-auth login {server}"
+        ),
     )
     .with_server(server)
 }
@@ -473,9 +487,15 @@ fn discovery_error(server: &str, e: OAuthError) -> RpcError {
         OAuthError::Untrusted(_) => ErrorKind::DiscoveryFailed,
         _ => ErrorKind::ServerError,
     };
+    let next = match kind {
+        ErrorKind::DiscoveryFailed => format!(
+            "check that {server} is the MCP endpoint itself; if it is, its operator must fix the metadata, then run: mcp-auth login {server}"
+        ),
+        _ => format!("check the URL and the network, then retry: mcp-auth login {server}"),
+    };
     RpcError::new(
         kind,
-        format!("cannot discover how to log in to {server}: {e}"),
+        format!("cannot discover how to log in to {server}: {e}; {next}"),
     )
     .with_server(server)
 }

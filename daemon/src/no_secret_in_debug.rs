@@ -31,6 +31,7 @@ fn debug_output_of_every_secret_holder_hides_the_values() {
         expires_at: 1,
         refresh_token: Some(Secret::new(VALUES[1])),
         scopes: None,
+        account: None,
     };
     let credentials = ClientCredentials {
         client_id: "client".into(),

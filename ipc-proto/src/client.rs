@@ -16,7 +16,7 @@ use crate::{RpcError, socket};
 pub enum ClientError {
     /// Nothing listens at the socket: the daemon is not running (or runs elsewhere).
     #[error(
-        "mcp-authd is not running (no answer at {}: {source}); start it with `mcp-authd` or `systemctl --user start mcp-authd`",
+        "mcp-authd is not running (no answer at {}: {source}); start it: mcp-authd (or install the user service: mcp-auth service install)",
         path.display()
     )]
     NotRunning {

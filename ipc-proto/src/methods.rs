@@ -177,6 +177,11 @@ pub struct GrantInfo {
     pub last_used_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_at: Option<i64>,
+    /// Who the grant is for (`email`, else `preferred_username`, else `sub` of the OpenID
+    /// Connect id_token of the last login or refresh; not verified, for display only);
+    /// absent when the authorization server issued no id_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.

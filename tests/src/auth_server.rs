@@ -65,6 +65,11 @@ pub struct AsOptions {
     pub rejects_resource: bool,
 }
 
+/// The `email` of the id_token issued when the granted scope includes `openid`.
+pub const TEST_ACCOUNT_EMAIL: &str = "tester@example.test";
+/// The `sub` of that id_token.
+pub const TEST_ACCOUNT_SUBJECT: &str = "user-4711";
+
 /// The resource of tokens from an AS with `rejects_resource`.
 pub const IMPLIED_RESOURCE: &str = "https://resource.invalid/implied-by-scopes";
 
@@ -1107,7 +1112,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         inner.remember_secret(verifier);
     }
     let is_refresh = params.get("grant_type") == Some("refresh_token");
-    let result = token_grant(&shared.opts, &mut inner, &headers, &params);
+    let result = token_grant(&shared, &mut inner, &headers, &params);
     match result {
         Ok(body) => (StatusCode::OK, no_store(), axum::Json(body)).into_response(),
         Err(err) => {
@@ -1120,22 +1125,59 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 }
 
 fn token_grant(
-    opts: &AsOptions,
+    shared: &Shared,
     inner: &mut Inner,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Value, OAuthError> {
     check_form_request(headers, params)?;
     let client_id = authenticate_client(inner, headers, params)?;
-    match params.require("grant_type")? {
-        "authorization_code" => exchange_code(opts, inner, &client_id, params),
-        "refresh_token" => refresh(opts, inner, &client_id, params),
-        other => Err(OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            format!("grant_type {other} is not supported"),
-        )),
+    let mut body = match params.require("grant_type")? {
+        "authorization_code" => exchange_code(&shared.opts, inner, &client_id, params)?,
+        "refresh_token" => refresh(&shared.opts, inner, &client_id, params)?,
+        other => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("grant_type {other} is not supported"),
+            ));
+        }
+    };
+    let openid = body["scope"]
+        .as_str()
+        .is_some_and(|s| s.split(' ').any(|s| s == "openid"));
+    if openid {
+        let id_token = id_token(&shared.issuer, &client_id);
+        inner.remember_secret(&id_token);
+        body["id_token"] = json!(id_token);
     }
+    Ok(body)
+}
+
+/// An OpenID Connect id_token for [`TEST_ACCOUNT_EMAIL`] (OIDC Core §2), issued whenever the
+/// granted scope includes `openid`. Its signature is a random value: clients here only
+/// read the claims for display, and a test that starts verifying must fail loudly.
+fn id_token(issuer: &str, client_id: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = json!({
+        "iss": issuer,
+        "sub": TEST_ACCOUNT_SUBJECT,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + 3600,
+        "email": TEST_ACCOUNT_EMAIL,
+        "preferred_username": "tester",
+    });
+    let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.{}",
+        part(json!({"alg": "RS256", "typ": "JWT"})),
+        part(claims),
+        random_token("")
+    )
 }
 
 fn check_form_request(headers: &HeaderMap, params: &Params) -> Result<(), OAuthError> {

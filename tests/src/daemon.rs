@@ -153,13 +153,22 @@ impl Daemon {
         &self.socket
     }
 
-    /// Runs `mcp-auth --socket <ours> ARGS`.
+    /// Runs `mcp-auth --socket <ours> ARGS`, its output through pipes.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_env(args, &[])
+    }
+
+    /// [`Daemon::cli`] with extra environment variables. The colour switches of the
+    /// developer's own environment are removed, so output is the same everywhere.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(bin("mcp-auth"))
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
             .env_remove("MCP_AUTHD_SOCKET")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("run mcp-auth")

@@ -21,7 +21,8 @@ pub mod daemon;
 mod mcp_server;
 
 pub use auth_server::{
-    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, PreRegisteredClient, TokenProblem,
+    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, PreRegisteredClient, TEST_ACCOUNT_EMAIL,
+    TEST_ACCOUNT_SUBJECT, TokenProblem,
 };
 pub use mcp_server::{McpOptions, McpServer};
 

@@ -21,7 +21,9 @@ pub fn reload(broker: &Broker) -> Result<ReloadResult, RpcError> {
     let new = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
-            let message = format!("{e:#}\nthe previous config stays in force");
+            let message = format!(
+                "{e:#}\nthe previous config stays in force; fix the file, then run: mcp-auth reload"
+            );
             tracing::error!("config reload refused: {message}");
             return Err(RpcError::new(ErrorKind::ConfigInvalid, message));
         }

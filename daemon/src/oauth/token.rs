@@ -25,6 +25,8 @@ pub struct Tokens {
     pub refresh_token: Option<Secret>,
     /// The granted scopes when the AS said; otherwise the requested ones apply.
     pub scopes: Option<Vec<String>>,
+    /// Who the tokens are for, when an OpenID Connect `id_token` came along (display only).
+    pub account: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +40,10 @@ struct TokenResponse {
     refresh_token: Option<Secret>,
     #[serde(default)]
     scope: Option<String>,
+    /// OpenID Connect: read for the account name, then dropped. Any JSON value, so an
+    /// odd one costs only the name, never the tokens.
+    #[serde(default)]
+    id_token: Option<serde_json::Value>,
 }
 
 pub fn now() -> i64 {
@@ -151,6 +157,11 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
         scopes: t
             .scope
             .map(|s| s.split_ascii_whitespace().map(str::to_string).collect()),
+        account: t
+            .id_token
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(super::id_token::account),
     })
 }
 
@@ -236,11 +247,31 @@ impl OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     const URL: &str = "https://as.example/token";
 
     fn parse(body: &str) -> Result<Tokens, OAuthError> {
         parse_token_response(URL, body.as_bytes(), 1_000)
+    }
+
+    #[test]
+    fn an_id_token_names_the_account_and_is_not_kept() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"u1","email":"jane@example.com"}"#);
+        let id_token = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig");
+        let body =
+            format!(r#"{{"access_token":"a","token_type":"Bearer","id_token":"{id_token}"}}"#);
+        let t = parse(&body).unwrap();
+        assert_eq!(t.account.as_deref(), Some("jane@example.com"));
+        assert!(!format!("{t:?}").contains(&payload));
+        let without = parse(r#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(without.account, None);
+        let odd = parse(r#"{"access_token":"a","token_type":"Bearer","id_token":42}"#).unwrap();
+        assert_eq!(
+            (odd.access_token.expose(), odd.account),
+            ("a", None),
+            "an odd id_token costs only the name"
+        );
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct GrantRow {
     pub updated_at: i64,
     pub last_used_at: Option<i64>,
     pub last_refresh_at: Option<i64>,
+    /// Who the grant is for, from the last id_token (display only; see `oauth::id_token`).
+    pub account: Option<String>,
 }
 
 impl GrantRow {
@@ -343,13 +345,13 @@ impl Db {
     pub async fn upsert_grant(&self, g: &GrantRow) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state, needs_login_reason,
-                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at, account)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET
                 server_url = excluded.server_url, registration_id = excluded.registration_id, scopes = excluded.scopes,
                 state = excluded.state, needs_login_reason = excluded.needs_login_reason,
                 has_refresh_token = excluded.has_refresh_token, access_expires_at = excluded.access_expires_at,
-                updated_at = excluded.updated_at",
+                updated_at = excluded.updated_at, account = excluded.account",
         )
         .bind(&g.id)
         .bind(&g.server_url)
@@ -365,6 +367,7 @@ impl Db {
         .bind(g.updated_at)
         .bind(g.last_used_at)
         .bind(g.last_refresh_at)
+        .bind(&g.account)
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
@@ -391,22 +394,26 @@ impl Db {
     }
 
     /// A refresh succeeded: the grant holds a (possibly rotated) refresh token again.
+    /// `account` replaces the stored one only when the response named one.
     pub async fn record_refresh(
         &self,
         id: &str,
         expires_at: i64,
         scopes: &str,
+        account: Option<&str>,
         now: i64,
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = 1, last_refresh_at = ?, updated_at = ?,
-                               state = 'active', needs_login_reason = NULL, refresh_started_at = NULL
+                               state = 'active', needs_login_reason = NULL, refresh_started_at = NULL,
+                               account = COALESCE(?, account)
              WHERE id = ?",
         )
         .bind(expires_at)
         .bind(scopes)
         .bind(now)
         .bind(now)
+        .bind(account)
         .bind(id)
         .execute(&self.pool)
         .await
@@ -544,6 +551,7 @@ mod tests {
             updated_at: 1,
             last_used_at: None,
             last_refresh_at: None,
+            account: Some("jane@example.com".into()),
         }
     }
 
@@ -587,12 +595,22 @@ mod tests {
             .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(g.state, STATE_NEEDS_LOGIN);
-        db.record_refresh("g_1", 200, "a", 6).await.unwrap();
+        db.record_refresh("g_1", 200, "a", None, 6).await.unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(
             (g.state.as_str(), g.access_expires_at, g.scopes.as_str()),
             (STATE_ACTIVE, Some(200), "a")
         );
+        assert_eq!(
+            g.account.as_deref(),
+            Some("jane@example.com"),
+            "a refresh without an id_token keeps the account"
+        );
+        db.record_refresh("g_1", 201, "a", Some("jane2"), 7)
+            .await
+            .unwrap();
+        let g = db.find_grant("g_1").await.unwrap().unwrap();
+        assert_eq!(g.account.as_deref(), Some("jane2"));
         db.close().await;
         // Reopening keeps everything and does not re-run migrations.
         let db = Db::open(&dir.path().join("state.db")).await.unwrap();
@@ -637,9 +655,16 @@ mod tests {
             old.insert_registration(&registration("r_1", "dynamic"))
                 .await
                 .unwrap();
-            old.upsert_grant(&grant("g_1", "https://h.example/mcp"))
-                .await
-                .unwrap();
+            // The first release's own columns (today's upsert names later ones).
+            sqlx::query(
+                "INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state,
+                                     has_refresh_token, created_at, updated_at)
+                 VALUES ('g_1', 'https://h.example/mcp', 'https://h.example/mcp', 'https://as.example',
+                         'r_1', 'a b', 'active', 1, 1, 1)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
             assert!(
                 old.insert_registration(&registration("r_2", "metadata-document"))
                     .await
@@ -658,6 +683,7 @@ mod tests {
             (g.registration_id.as_str(), g.scopes.as_str()),
             ("r_1", "a b")
         );
+        assert_eq!(g.account, None, "an upgraded grant names no account");
         assert_eq!(
             db.registration("r_1").await.unwrap().unwrap().kind,
             "dynamic"
@@ -691,7 +717,7 @@ mod tests {
             db.find_grant(key).await.unwrap().unwrap().state,
             STATE_NEEDS_LOGIN
         );
-        db.record_refresh("g_1", 9, "a", 3).await.unwrap();
+        db.record_refresh("g_1", 9, "a", None, 3).await.unwrap();
         assert_eq!(
             db.find_grant(key).await.unwrap().unwrap().access_expires_at,
             Some(9)
