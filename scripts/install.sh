@@ -10,7 +10,6 @@
 #   --from DIR     take the binaries already built in DIR (e.g. target/debug) instead of
 #                  building release binaries
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 prefix="${PREFIX:-$HOME/.local}"
 from=""
@@ -26,6 +25,13 @@ while [ $# -gt 0 ]; do
     *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+# Relative paths mean relative to where the script was started, not to the repository.
+case $prefix in /*) ;; *) prefix="$PWD/$prefix" ;; esac
+if [ -n "$from" ]; then
+  [ -d "$from" ] || { echo "install.sh: --from $from: no such directory" >&2; exit 1; }
+  from="$(cd "$from" && pwd)"
+fi
+cd "$(dirname "$0")/.."
 
 if [ -z "$from" ]; then
   bash scripts/setup.sh
