@@ -22,15 +22,21 @@ pub struct ManArgs {
 }
 
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
-    let mut cmd = crate::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "mcp-auth", &mut std::io::stdout());
-    ExitCode::SUCCESS
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut crate::Cli::command(), "mcp-auth", &mut script);
+    print(&script)
 }
 
 pub fn man(args: ManArgs) -> ExitCode {
     let result = match args.dir {
         Some(dir) => write_pages(&dir),
-        None => main_page(&mut std::io::stdout().lock()).context("cannot print the man page"),
+        None => {
+            let mut page = Vec::new();
+            match main_page(&mut page) {
+                Ok(()) => return print(&page),
+                Err(e) => Err(e).context("cannot render the man page"),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,6 +44,17 @@ pub fn man(args: ManArgs) -> ExitCode {
             eprintln!("mcp-auth: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes to stdout; a reader that stopped early (`| head`) is no error.
+fn print(bytes: &[u8]) -> ExitCode {
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("mcp-auth: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `mcp-authd --man`: the man page generated from the command-line definition, with the
 //! environment the daemon reads. `scripts/install.sh` installs it.
 
+use std::io::Write;
+
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
@@ -26,14 +28,23 @@ const ENVIRONMENT: [(&str, &str); 5] = [
     ),
 ];
 
+/// Prints the page; a reader that stopped early (`| head`) is no error.
 pub fn print(cmd: clap::Command) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut page = Vec::new();
+    render(cmd, &mut page)?;
+    match std::io::stdout().lock().write_all(&page) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn render(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
     let man = Man::new(cmd);
-    man.render_title(&mut out)?;
-    man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
-    man.render_description_section(&mut out)?;
-    man.render_options_section(&mut out)?;
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
     let mut roff = Roff::new();
     roff.control("SH", ["ENVIRONMENT"]);
     for (name, meaning) in ENVIRONMENT {
@@ -43,7 +54,6 @@ pub fn print(cmd: clap::Command) -> anyhow::Result<()> {
     }
     roff.control("SH", ["SEE ALSO"]);
     roff.text([bold("mcp-auth"), roman("(1)")]);
-    roff.to_writer(&mut out)?;
-    man.render_version_section(&mut out)?;
-    Ok(())
+    roff.to_writer(out)?;
+    man.render_version_section(out)
 }
