@@ -41,7 +41,7 @@ struct Args {
     /// Config file [default: $MCP_AUTHD_CONFIG, else config.toml in the platform config dir]
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print this man page (roff) and exit
+    /// Print the man page (roff) and exit
     #[arg(long)]
     man: bool,
 }
