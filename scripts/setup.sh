@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing mcp-authd needs on a fresh Debian machine:
 # a C compiler (libdbus is built vendored), and for the tests a real Secret Service
-# (D-Bus + gnome-keyring) that runs headless.
+# (D-Bus + gnome-keyring) that runs headless, and the tools the examples and the install
+# tests use.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,15 @@ command -v dbus-run-session >/dev/null || need+=(dbus)
   command -v keyctl >/dev/null || need+=(keyutils)
   # systemd-analyze verifies the user units; systemd-socket-activate tests activation.
   command -v systemd-analyze >/dev/null || need+=(systemd)
+  # The clients in examples/ run against a live daemon (tests/tests/examples.rs).
+  command -v python3 >/dev/null || need+=(python3)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v socat >/dev/null || need+=(socat)
+  # The generated shell completions are syntax-checked by each shell, the man pages
+  # rendered by groff (tests/tests/install.rs).
+  command -v zsh >/dev/null || need+=(zsh)
+  command -v fish >/dev/null || need+=(fish)
+  command -v groff >/dev/null || need+=(groff-base)
 }
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -1,6 +1,7 @@
 //! mcp-auth: the command-line client of mcp-authd.
 
 mod color;
+mod docs;
 mod doctor;
 mod grants;
 mod login;
@@ -62,6 +63,10 @@ enum Command {
     /// Install, remove or check the per-user service (systemd units, LaunchAgent)
     #[command(subcommand)]
     Service(service::Action),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff); with --dir, write it and one page per subcommand there
+    Man(docs::ManArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -69,6 +74,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let cli = match cli.command {
         Command::Service(action) => return service::main(action, cli.socket, cli.json),
+        Command::Completions { shell } => return docs::completions(shell),
+        Command::Man(args) => return docs::man(args),
         command => Cli { command, ..cli },
     };
     let path = mcp_authd_ipc::socket::resolve(cli.socket);
@@ -101,7 +108,9 @@ async fn main() -> ExitCode {
             Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
             Command::Reload => status::reload(&mut client, cli.json).await,
-            Command::Service(_) => unreachable!("handled without a connection"),
+            Command::Service(_) | Command::Completions { .. } | Command::Man(_) => {
+                unreachable!("handled without a connection")
+            }
             Command::Doctor => unreachable!("handled before connecting"),
         }
     }

@@ -10,6 +10,7 @@ mod connection;
 mod crash;
 mod login;
 mod loopback;
+mod man;
 mod methods;
 #[cfg(test)]
 mod no_secret_in_debug;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// Holds OAuth grants for MCP servers and hands short-lived access tokens to local
 /// processes of the same user over a local socket.
@@ -40,10 +41,16 @@ struct Args {
     /// Config file [default: $MCP_AUTHD_CONFIG, else config.toml in the platform config dir]
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print the man page (roff) and exit
+    #[arg(long)]
+    man: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.man {
+        return man::print(Args::command());
+    }
     // Before any thread exists: it edits the environment.
     let inherited = activation::inherited();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_AUTHD_LOG")

@@ -130,6 +130,26 @@ impl McpServer {
     pub fn sessions_deleted(&self) -> u32 {
         self.state.deleted.load(Ordering::SeqCst)
     }
+
+    /// The HTTP status of a `tools/list` call carrying `token`, sent as any MCP client
+    /// would: 200 when this server accepts the token.
+    pub async fn status_with_token(&self, token: &str) -> reqwest::StatusCode {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client")
+            .post(&self.url)
+            .bearer_auth(token)
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, text/event-stream",
+            )
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .expect("the MCP server on 127.0.0.1 answers")
+            .status()
+    }
 }
 
 struct McpState {

@@ -36,18 +36,6 @@ fn json<T: serde::de::DeserializeOwned>(s: &str) -> T {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not the expected JSON ({e}): {s}"))
 }
 
-async fn mcp_call(url: &str, token: &str) -> reqwest::StatusCode {
-    reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .expect("MCP server reachable")
-        .status()
-}
-
 async fn token_via_socket(
     d: &Daemon,
     server: &str,
@@ -114,7 +102,7 @@ async fn full_cycle(secret_store: &str) {
 
     // The token works at the MCP server and is served from memory the second time.
     let t1 = d.cli_ok(&["token", &url]).trim().to_string();
-    assert_eq!(mcp_call(&url, &t1).await, 200);
+    assert_eq!(mcp.status_with_token(&t1).await, 200);
     assert_eq!(d.cli_ok(&["token", &url]).trim(), t1);
     assert_eq!(auth.counts().refreshes, 0);
 
@@ -122,7 +110,7 @@ async fn full_cycle(secret_store: &str) {
     // goes on the refresh request too.
     let_tokens_expire().await;
     assert_ne!(
-        mcp_call(&url, &t1).await,
+        mcp.status_with_token(&t1).await,
         200,
         "the first token really expired"
     );
@@ -136,7 +124,7 @@ async fn full_cycle(secret_store: &str) {
             .map(String::as_str),
         Some(url.as_str())
     );
-    assert_eq!(mcp_call(&url, &t2).await, 200);
+    assert_eq!(mcp.status_with_token(&t2).await, 200);
 
     // 50 concurrent callers needing a refresh: exactly one refresh request.
     let_tokens_expire().await;
@@ -155,7 +143,7 @@ async fn full_cycle(secret_store: &str) {
     d.stop();
     let d = home.start(None);
     let t3 = d.cli_ok(&["token", &url]).trim().to_string();
-    assert_eq!(mcp_call(&url, &t3).await, 200);
+    assert_eq!(mcp.status_with_token(&t3).await, 200);
     assert_eq!(auth.counts().refreshes, 3);
     assert_eq!(auth.counts().refresh_failures, 0);
     assert_eq!(auth.counts().authorizations, 1, "no second browser login");
