@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in fuzz/ for SECONDS each (default 300), installing cargo-fuzz
-# first if it is missing. CI runs it with 20. A crash stops the script with libFuzzer's
-# report; the input that crashed is left in fuzz/artifacts/<target>/.
+# Runs every fuzz target in fuzz/ for SECONDS each (default 300), as many at once as there
+# are cores, installing cargo-fuzz first if it is missing. CI runs it with 60. A crash
+# prints libFuzzer's report and fails the script; the input that crashed is left in
+# fuzz/artifacts/<target>/.
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]
 #   bash scripts/fuzz.sh --install      # only install cargo-fuzz
@@ -28,21 +29,41 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo fuzz list)
 fi
 cargo fuzz build --sanitizer none
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-for target in "${targets[@]}"; do
+
+# One libFuzzer process per core: the targets are independent and each is single-threaded.
+jobs="$(nproc 2>/dev/null || echo 1)"
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+
+fuzz_one() {
+  local target="$1" log="$logs/$1.log"
   mkdir -p "corpus/$target"
-  echo "fuzz: $target for ${seconds}s" >&2
   # seeds/ are read-only inputs; what libFuzzer finds goes to corpus/ (not committed).
-  seeds=()
+  local seeds=()
   [ -d "seeds/$target" ] && seeds=("seeds/$target")
   if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" "${seeds[@]}" -- \
     -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz: $target crashed (input in fuzz/artifacts/$target/)" >&2
-    exit 1
+    return 1
   fi
   grep -E '^(stat::number_of_executed_units|stat::new_units_added|Done [0-9]+ runs)' "$log" |
     sed "s/^/fuzz: $target: /" >&2 || true
+}
+
+pids=()
+failed=0
+for target in "${targets[@]}"; do
+  echo "fuzz: $target for ${seconds}s" >&2
+  fuzz_one "$target" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge "$jobs" ]; then
+    wait "${pids[0]}" || failed=1
+    pids=("${pids[@]:1}")
+  fi
 done
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+exit "$failed"

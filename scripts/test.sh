@@ -47,4 +47,4 @@ bash scripts/conformance.sh
 
 # A smoke run of every fuzz target (installs cargo-fuzz on first use); scripts/fuzz.sh
 # without arguments is the longer local run.
-bash scripts/fuzz.sh 20
+bash scripts/fuzz.sh 60
