@@ -6,7 +6,7 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::Stream;
 use mcp_authd_ipc::{
     ErrorKind, FrameError, FrameReader, Incoming, MAX_FRAME_BYTES, Notification, Response,
-    RpcError, write_frame,
+    RpcError, write_frame, write_line,
 };
 use serde::Serialize;
 use tokio::io::BufReader;
@@ -73,7 +73,10 @@ pub async fn serve(
             Incoming::Request(request) => {
                 // A token already in memory is answered right here: no task, no wait.
                 if let Some(reply) = methods::token_get::from_memory(&broker, &request, &peer) {
-                    reply
+                    if write_line(&mut write, reply).await.is_err() {
+                        return;
+                    }
+                    continue;
                 } else if let Ok(permit) = in_flight.clone().try_acquire_owned() {
                     let (broker, out, peer) = (broker.clone(), out.clone(), peer.clone());
                     tokio::spawn(async move {

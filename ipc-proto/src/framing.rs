@@ -86,7 +86,15 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: serde::Serialize>(
     writer: &mut W,
     value: &T,
 ) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    write_line(writer, line).await
+}
+
+/// Writes an already serialized value (no newline in it) as one line and flushes it.
+pub async fn write_line<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut line: Vec<u8>,
+) -> std::io::Result<()> {
     line.push(b'\n');
     writer.write_all(&line).await?;
     writer.flush().await

@@ -14,8 +14,8 @@ pub mod socket;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorKind, RpcError};
-pub use framing::{FrameError, FrameReader, MAX_FRAME_BYTES, write_frame};
-pub use message::{Incoming, Notification, Request, RequestId, Response};
+pub use framing::{FrameError, FrameReader, MAX_FRAME_BYTES, write_frame, write_line};
+pub use message::{Incoming, Notification, Reply, Request, RequestId, Response};
 
 /// Version of the protocol spoken on the socket; bumped only for incompatible changes.
 /// `status` reports it so clients can check before relying on newer methods.

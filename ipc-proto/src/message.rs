@@ -66,6 +66,25 @@ impl Response {
     }
 }
 
+/// A successful reply written straight from its typed result, without building a
+/// `serde_json::Value` first; it reads back as a `Response`.
+#[derive(Serialize)]
+pub struct Reply<'a, T: Serialize> {
+    jsonrpc: &'static str,
+    id: &'a RequestId,
+    result: &'a T,
+}
+
+impl<'a, T: Serialize> Reply<'a, T> {
+    pub fn new(id: &'a RequestId, result: &'a T) -> Self {
+        Reply {
+            jsonrpc: "2.0",
+            id,
+            result,
+        }
+    }
+}
+
 /// A message from the daemon that answers no request (e.g. `login.pending` with the URL).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
@@ -133,6 +152,18 @@ impl Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typed_reply_reads_back_as_a_response() {
+        let id = RequestId::String("r-1".into());
+        let result = serde_json::json!({"access_token": "x", "expires_in": 5});
+        let line = serde_json::to_vec(&Reply::new(&id, &result)).unwrap();
+        let back: Response = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.jsonrpc, "2.0");
+        assert_eq!(back.id, Some(id));
+        assert_eq!(back.result, Some(result));
+        assert!(back.error.is_none());
+    }
 
     #[test]
     fn parses_a_request() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams};
-use mcp_authd_ipc::{Request, Response, RpcError};
+use mcp_authd_ipc::{Reply, Request, RpcError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -26,21 +26,19 @@ pub async fn apply(
     super::to_value(result)
 }
 
-/// The hot path of `token.get`, for the connection to answer inline: the reply when the
-/// grant and a good token are in memory and nothing needs a disk write, else `None` (the
-/// request then goes the full way).
-pub fn from_memory(broker: &Broker, request: &Request, peer: &Arc<Peer>) -> Option<Response> {
+/// The hot path of `token.get`, for the connection to answer inline: the reply line when
+/// the grant and a good token are in memory and nothing needs a disk write, else `None`
+/// (the request then goes the full way).
+pub fn from_memory(broker: &Broker, request: &Request, peer: &Arc<Peer>) -> Option<Vec<u8>> {
     if request.method != TOKEN_GET {
         return None;
     }
     let params = TokenGetParams::deserialize(&request.params).ok()?;
     let now = crate::oauth::token::now();
     let result = broker.token_from_memory(&params, now)?;
+    let line = serde_json::to_vec(&Reply::new(&request.id, &result)).ok()?;
     broker
         .audit
         .record(&result.grant, &params.server, peer, now);
-    Some(Response::ok(
-        request.id.clone(),
-        serde_json::to_value(result).ok()?,
-    ))
+    Some(line)
 }
