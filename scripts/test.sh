@@ -27,6 +27,11 @@ else
   echo "NOTICE: systemd-analyze cannot run here; the user units were not verified" >&2
 fi
 
+# Node 24 (the conformance suite's) before the tests: the Node example runs with it too.
+# shellcheck source=scripts/node.sh
+source scripts/node.sh
+node_install
+
 runner=(cargo test --workspace --locked)
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --workspace --locked --no-fail-fast)

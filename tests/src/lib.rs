@@ -19,6 +19,7 @@
 mod auth_server;
 pub mod daemon;
 mod mcp_server;
+pub mod procfs;
 pub mod tools;
 
 pub use auth_server::{

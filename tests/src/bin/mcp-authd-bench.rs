@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mcp_authd_tests::daemon::{Daemon, DaemonHome};
+use mcp_authd_tests::procfs::rss_kib;
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -76,18 +77,6 @@ async fn daemon_with_grant(
 fn daemon_pid(d: &Daemon) -> u32 {
     let status: Value = serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
     status["pid"].as_u64().unwrap() as u32
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn request_line(id: u64, server: &str, min_valid: u64) -> String {
