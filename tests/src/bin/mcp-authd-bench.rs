@@ -32,6 +32,7 @@ const QUIET: &[(&str, &str)] = &[("MCP_AUTHD_LOG", "warn")];
 async fn main() {
     let mut level_secs = 5u64;
     let mut soak_secs = 600u64;
+    let mut client_threads = 2usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || {
@@ -42,8 +43,11 @@ async fn main() {
         match a.as_str() {
             "--level-secs" => level_secs = value(),
             "--soak-secs" => soak_secs = value(),
+            "--client-threads" => client_threads = value() as usize,
             _ => {
-                eprintln!("usage: mcp-authd-bench [--level-secs S] [--soak-secs S]");
+                eprintln!(
+                    "usage: mcp-authd-bench [--level-secs S] [--soak-secs S] [--client-threads N]"
+                );
                 std::process::exit(2);
             }
         }
@@ -54,7 +58,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    hand_out_latency(level_secs).await;
+    hand_out_latency(level_secs, client_threads).await;
     refresh_storms().await;
     if soak_secs > 0 {
         soak(soak_secs).await;
@@ -93,7 +97,11 @@ struct Conn {
 
 impl Conn {
     async fn open(d: &Daemon) -> Conn {
-        let stream = UnixStream::connect(d.socket()).await.expect("connect");
+        Conn::connect(d.socket()).await
+    }
+
+    async fn connect(socket: &std::path::Path) -> Conn {
+        let stream = UnixStream::connect(socket).await.expect("connect");
         let (r, w) = stream.into_split();
         Conn {
             reader: BufReader::new(r),
@@ -121,7 +129,21 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
-async fn hand_out_latency(level_secs: u64) {
+/// The latency clients run on a runtime of their own, `threads` workers: the daemon's
+/// figures, not how the test servers' runtime schedules them. Leaked, because a runtime
+/// may not be dropped inside another.
+fn client_runtime(threads: usize) -> &'static tokio::runtime::Runtime {
+    Box::leak(Box::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()
+            .expect("the clients' runtime"),
+    ))
+}
+
+async fn hand_out_latency(level_secs: u64, client_threads: usize) {
+    let clients_rt = client_runtime(client_threads);
     let (_auth, mcp, _home, d) = daemon_with_grant(AsOptions::default(), "").await;
     let pid = daemon_pid(&d);
     let url = mcp.url().to_string();
@@ -132,7 +154,9 @@ async fn hand_out_latency(level_secs: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(pid);
 
-    println!("\ntoken hand-out over the socket ({level_secs} s per level)");
+    println!(
+        "\ntoken hand-out over the socket ({level_secs} s per level, clients on {client_threads} thread(s))"
+    );
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>12} {:>8}",
         "clients", "p50 µs", "p99 µs", "p999 µs", "tokens/s", "errors"
@@ -143,9 +167,10 @@ async fn hand_out_latency(level_secs: u64) {
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let mut conn = Conn::open(&d).await;
+            let socket = d.socket().to_path_buf();
             let (barrier, errors, url) = (barrier.clone(), errors.clone(), url.clone());
-            tasks.push(tokio::spawn(async move {
+            tasks.push(clients_rt.spawn(async move {
+                let mut conn = Conn::connect(&socket).await;
                 let mut samples = Vec::with_capacity(65_536);
                 barrier.wait().await;
                 let end = Instant::now() + Duration::from_secs(level_secs);
@@ -194,7 +219,7 @@ async fn hand_out_latency(level_secs: u64) {
             errors.load(Ordering::Relaxed)
         );
     }
-    paced(&d, &url, 64, 50_000, level_secs).await;
+    paced(clients_rt, &d, &url, 64, 50_000, level_secs).await;
     println!(
         "\ndaemon RSS: idle {:.1} MiB, under 256 clients {:.1} MiB",
         idle as f64 / 1024.0,
@@ -205,14 +230,22 @@ async fn hand_out_latency(level_secs: u64) {
 /// `clients` connections sharing a fixed total rate (each sends on its own schedule, not
 /// when its last answer arrives): the latency a token takes at that load, without the
 /// queueing a closed loop of always-waiting clients adds by construction.
-async fn paced(d: &Daemon, url: &str, clients: usize, per_sec: u64, secs: u64) {
+async fn paced(
+    clients_rt: &tokio::runtime::Runtime,
+    d: &Daemon,
+    url: &str,
+    clients: usize,
+    per_sec: u64,
+    secs: u64,
+) {
     let interval = Duration::from_secs_f64(clients as f64 / per_sec as f64);
     let barrier = Arc::new(Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let mut conn = Conn::open(d).await;
+        let socket = d.socket().to_path_buf();
         let (barrier, url) = (barrier.clone(), url.to_string());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(clients_rt.spawn(async move {
+            let mut conn = Conn::connect(&socket).await;
             let mut samples = Vec::new();
             let mut errors = 0u64;
             barrier.wait().await;
