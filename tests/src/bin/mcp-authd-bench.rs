@@ -11,7 +11,8 @@
 //! - the daemon's resident memory idle and under the 256-client load.
 //!
 //! `cargo build --release --workspace && target/release/mcp-authd-bench [--level-secs S]
-//! [--soak-secs S]` (defaults: 5 s per level, a 600 s soak; `--soak-secs 0` skips it).
+//! [--soak-secs S] [--client-threads N]` (defaults: 5 s per level, a 600 s soak —
+//! `--soak-secs 0` skips it —, latency clients on 2 threads of their own).
 //! Linux only (it talks to the Unix socket directly and reads /proc).
 
 use std::sync::Arc;
