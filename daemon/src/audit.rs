@@ -22,39 +22,48 @@ const GATHER: Duration = Duration::from_millis(250);
 
 /// Hand-outs not yet written, by the connection's peer: each process's few grants in a
 /// short list, so counting one more is a pointer lookup and a string comparison or two.
+/// Each row carries the sequence number of its latest hand-out, so rows are written (and
+/// listed, newest first) in the order their last tokens went out.
 #[derive(Default)]
 struct Pending {
-    by_peer: HashMap<usize, Vec<HandOutRecord>>,
+    by_peer: HashMap<usize, Vec<(HandOutRecord, u64)>>,
+    seq: u64,
 }
 
 impl Pending {
     /// True when this is the first hand-out since the last write (the writer is woken).
     fn count(&mut self, grant_id: &str, server: &str, peer: &Arc<Peer>, at: i64) -> bool {
         let first = self.by_peer.is_empty();
+        self.seq += 1;
         let rows = self.by_peer.entry(Arc::as_ptr(peer) as usize).or_default();
         match rows
             .iter_mut()
-            .find(|r| r.grant_id == grant_id && r.server == server)
+            .find(|(r, _)| r.grant_id == grant_id && r.server == server)
         {
-            Some(row) => {
+            Some((row, seq)) => {
                 row.count += 1;
                 row.at = row.at.max(at);
+                *seq = self.seq;
             }
-            None => rows.push(HandOutRecord {
-                at,
-                count: 1,
-                grant_id: grant_id.to_string(),
-                server: server.to_string(),
-                peer: peer.clone(),
-            }),
+            None => rows.push((
+                HandOutRecord {
+                    at,
+                    count: 1,
+                    grant_id: grant_id.to_string(),
+                    server: server.to_string(),
+                    peer: peer.clone(),
+                },
+                self.seq,
+            )),
         }
         first
     }
 
     fn take(&mut self) -> Vec<HandOutRecord> {
-        let mut rows: Vec<HandOutRecord> = self.by_peer.drain().flat_map(|(_, r)| r).collect();
-        rows.sort_by_key(|r| r.at);
-        rows
+        let mut rows: Vec<(HandOutRecord, u64)> =
+            self.by_peer.drain().flat_map(|(_, r)| r).collect();
+        rows.sort_by_key(|(_, seq)| *seq);
+        rows.into_iter().map(|(row, _)| row).collect()
     }
 }
 
@@ -185,7 +194,7 @@ mod tests {
         });
         let mut pending = Pending::default();
         let mut firsts = Vec::new();
-        for (grant, peer, at) in [("g1", &a, 5), ("g1", &a, 7), ("g1", &b, 7), ("g2", &a, 8)] {
+        for (grant, peer, at) in [("g1", &a, 5), ("g1", &b, 7), ("g1", &a, 7), ("g2", &a, 8)] {
             firsts.push(pending.count(grant, "https://h/mcp", peer, at));
         }
         assert_eq!(
@@ -193,17 +202,17 @@ mod tests {
             [true, false, false, false],
             "only the first wakes the writer"
         );
-        let mut rows: Vec<(String, Option<u32>, u64, i64)> = pending
+        let rows: Vec<(String, Option<u32>, u64, i64)> = pending
             .take()
             .iter()
             .map(|h| (h.grant_id.clone(), h.peer.pid, h.count, h.at))
             .collect();
-        rows.sort();
+        // In the order of each row's latest hand-out: b's, then a's second g1, then g2.
         assert_eq!(
             rows,
             vec![
-                ("g1".into(), Some(1), 2, 7),
                 ("g1".into(), Some(2), 1, 7),
+                ("g1".into(), Some(1), 2, 7),
                 ("g2".into(), Some(1), 1, 8)
             ]
         );

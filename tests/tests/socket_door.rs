@@ -67,7 +67,11 @@ async fn every_hand_out_is_audited_with_the_receiving_process() {
         .collect();
     let my_count: u64 = mine.iter().map(|h| h["count"].as_u64().unwrap_or(1)).sum();
     assert_eq!(my_count, 2, "{inspected}");
-    assert_eq!(hand_outs[0]["peer_pid"], std::process::id(), "newest first");
+    assert_eq!(
+        hand_outs[0]["peer_pid"],
+        std::process::id(),
+        "newest first: {inspected}"
+    );
     assert_eq!(hand_outs[0]["peer_exe"], me.display().to_string());
     assert_eq!(hand_outs[0]["peer_uid"], unsafe { libc::geteuid() });
     let last = hand_outs.last().unwrap();
