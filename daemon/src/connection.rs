@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use interprocess::local_socket::tokio::Stream;
 use mcp_authd_ipc::{
-    ErrorKind, FrameError, FrameReader, Incoming, MAX_FRAME_BYTES, Notification, Response,
+    ErrorKind, FrameError, FrameReader, Incoming, MAX_FRAME_BYTES, Notification, Request, Response,
     RpcError, write_frame, write_line,
 };
 use serde::Serialize;
 use tokio::io::BufReader;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::broker::Broker;
 use crate::methods;
@@ -78,22 +78,13 @@ pub async fn serve(
                     }
                     continue;
                 } else if let Ok(permit) = in_flight.clone().try_acquire_owned() {
-                    let (broker, out, peer) = (broker.clone(), out.clone(), peer.clone());
-                    tokio::spawn(async move {
-                        let id = request.id.clone();
-                        let method = request.method.clone();
-                        let reply = match methods::dispatch(&broker, request, out.clone(), &peer)
-                            .await
-                        {
-                            Ok(result) => Response::ok(id, result),
-                            Err(error) => {
-                                tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);
-                                Response::err(Some(id), error)
-                            }
-                        };
-                        let _ = out.send(Outgoing::Response(reply)).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(run(
+                        request,
+                        broker.clone(),
+                        out.clone(),
+                        peer.clone(),
+                        permit,
+                    ));
                     continue;
                 } else {
                     let error = RpcError::new(
@@ -118,4 +109,25 @@ pub async fn serve(
             return;
         }
     }
+}
+
+/// A request that may wait (a refresh, a login, a disk write), in a task of its own: the
+/// connection goes on reading while it runs, and its reply goes out through `out`.
+async fn run(
+    request: Request,
+    broker: Arc<Broker>,
+    out: mpsc::Sender<Outgoing>,
+    peer: Arc<Peer>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let id = request.id.clone();
+    let method = request.method.clone();
+    let reply = match methods::dispatch(&broker, request, out.clone(), &peer).await {
+        Ok(result) => Response::ok(id, result),
+        Err(error) => {
+            tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);
+            Response::err(Some(id), error)
+        }
+    };
+    let _ = out.send(Outgoing::Response(reply)).await;
 }
