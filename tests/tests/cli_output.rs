@@ -28,7 +28,7 @@ fn stdout(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_through_a_pipe_is_a_plain_table_naming_the_account() {
-    let (_auth, mcp) = servers(&["mcp:read", "openid", "offline_access"]).await;
+    let (auth, mcp) = servers(&["mcp:read", "openid", "offline_access"]).await;
     let url = mcp.url().to_string();
     let home = DaemonHome::new("file", "");
     let d = home.start(None);
@@ -109,6 +109,16 @@ async fn list_through_a_pipe_is_a_plain_table_naming_the_account() {
         .contains(ESC)
     );
     d.stop();
+    // The id_token (one of the AS's issued secrets) reached neither output nor disk.
+    let db = home.database_bytes();
+    let shown = format!("{list}{json}{inspect}");
+    for secret in auth.issued_secrets() {
+        assert!(!shown.contains(&secret), "a secret in the output");
+        assert!(
+            !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a secret in the database"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
