@@ -544,3 +544,80 @@ async fn a_desktop_dialog_answers_and_shows_foreign_strings_sanitized() {
     .await
     .unwrap();
 }
+
+/// The dialog and the terminal ask at once; whichever answers first wins, and an answer
+/// from the terminal closes the dialog (its process ends). The dialog is bounded by the
+/// same timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_from_the_terminal_closes_the_dialog() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new(
+        "file",
+        "confirm_clients = true\nconfirm_timeout_secs = 40\n",
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    tokio::task::spawn_blocking(move || {
+        // A dialog nobody answers: it records its arguments, then waits as the real one
+        // would (exec: the recorded pid is the process the daemon must end).
+        let bin_dir = scratch.path().join("bin");
+        let calls = scratch.path().join("calls");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        std::fs::create_dir_all(&calls).unwrap();
+        let zenity = bin_dir.join("zenity");
+        std::fs::write(
+            &zenity,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > '{0}/call.'$$\nexec sleep 120\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&zenity, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = home.start_with_env(
+            None,
+            &[
+                ("DISPLAY", ":77"),
+                ("WAYLAND_DISPLAY", ""),
+                ("PATH", &path_with(&bin_dir)),
+            ],
+        );
+        d.cli_ok(&["login", &url]);
+
+        let waiting = spawn_cli(&d, &["token", &url]);
+        let r = wait_for_request(&d);
+        assert!(r.dialog, "{r:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let dialog_pid: u32 = loop {
+            let entry = std::fs::read_dir(&calls).unwrap().next();
+            if let Some(e) = entry {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                break name.trim_start_matches("call.").parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the dialog was not shown");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let args = &dialog_calls(scratch.path())[0];
+        let timeout_at = args.iter().position(|a| a == "--timeout").unwrap();
+        assert_eq!(args[timeout_at + 1], "40", "{args:?}");
+
+        d.cli_ok(&["approve", &r.id.to_string(), "--once"]);
+        let out = finish(waiting, Duration::from_secs(15));
+        assert!(out.status.success(), "{out:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{dialog_pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{dialog_pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the dialog (pid {dialog_pid}) is still open after the terminal answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+}
