@@ -134,9 +134,10 @@ fn grant_id(d: &Daemon, url: &str) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-/// A stand-in for the dialog program: it records its arguments (one file per run, NUL
-/// between them) and answers as the user would, by its exit status and output.
-fn fake_dialog(dir: &Path, name: &str, answer_stdout: &str, status: i32) -> PathBuf {
+/// A stand-in for the dialog program: it records its arguments (one file per run named
+/// after its pid, NUL between them), then runs `then` (shell): answers as the user would,
+/// by its exit status and output, or waits.
+fn fake_dialog(dir: &Path, name: &str, then: &str) -> PathBuf {
     let bin_dir = dir.join("bin");
     let calls = dir.join("calls");
     std::fs::create_dir_all(&bin_dir).unwrap();
@@ -145,7 +146,7 @@ fn fake_dialog(dir: &Path, name: &str, answer_stdout: &str, status: i32) -> Path
     std::fs::write(
         &path,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > '{}/call.'$$\nprintf '%s\\n' '{answer_stdout}'\nexit {status}\n",
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > '{}/call.'$$\n{then}\n",
             calls.display()
         ),
     )
@@ -385,7 +386,7 @@ async fn a_headless_approval_names_the_script_an_interpreter_runs() {
         let Some((python, script)) = python_client(scratch.path(), "sync-notes.py") else {
             return;
         };
-        let fake = fake_dialog(scratch.path(), "zenity", "", 0);
+        let fake = fake_dialog(scratch.path(), "zenity", "exit 0");
         let d = home.start_with_env(
             None,
             &[
@@ -462,7 +463,7 @@ async fn a_desktop_dialog_answers_and_shows_foreign_strings_sanitized() {
         let Some((python, script)) = python_client(scratch.path(), name) else {
             return;
         };
-        let fake = fake_dialog(scratch.path(), "zenity", "Always allow", 1);
+        let fake = fake_dialog(scratch.path(), "zenity", "echo 'Always allow'; exit 1");
         let d = home.start_with_env(
             None,
             &[
@@ -559,22 +560,10 @@ async fn an_answer_from_the_terminal_closes_the_dialog() {
     );
     let scratch = tempfile::tempdir().unwrap();
     tokio::task::spawn_blocking(move || {
-        // A dialog nobody answers: it records its arguments, then waits as the real one
-        // would (exec: the recorded pid is the process the daemon must end).
-        let bin_dir = scratch.path().join("bin");
+        // A dialog nobody answers: it waits as the real one would (exec: the recorded pid
+        // is the process the daemon must end).
+        let bin_dir = fake_dialog(scratch.path(), "zenity", "exec sleep 120");
         let calls = scratch.path().join("calls");
-        std::fs::create_dir_all(&bin_dir).unwrap();
-        std::fs::create_dir_all(&calls).unwrap();
-        let zenity = bin_dir.join("zenity");
-        std::fs::write(
-            &zenity,
-            format!(
-                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > '{0}/call.'$$\nexec sleep 120\n",
-                calls.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&zenity, std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = home.start_with_env(
             None,
             &[
