@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::clients::{Answer, PendingList, PendingRequest};
-use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::methods::{TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams, TokenGetResult};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use mcp_authd_tests::daemon::{Daemon, DaemonHome, bin};
 use mcp_authd_tests::tools::{on_path, required};
@@ -99,17 +99,22 @@ fn token_at_once(d: &Daemon, url: &str) -> String {
 
 /// `token.get` through the Rust client, from this process itself.
 fn token_error_kind(d: &Daemon, url: &str) -> Option<ErrorKind> {
+    let params = TokenGetParams {
+        server: url.to_string(),
+        ..Default::default()
+    };
+    call_error_kind(d, TOKEN_GET, serde_json::to_value(params).unwrap())
+}
+
+/// The error kind a call from this process gets.
+fn call_error_kind(d: &Daemon, method: &'static str, params: Value) -> Option<ErrorKind> {
     let socket = d.socket().to_path_buf();
-    let server = url.to_string();
     tokio::runtime::Handle::current().block_on(async move {
         let mut client = Client::connect(&socket).await.unwrap();
-        let params = TokenGetParams {
-            server,
-            ..Default::default()
-        };
-        match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
+        match client.call::<_, TokenGetResult>(method, &params).await {
             Err(ClientError::Rpc(e)) => e.kind(),
-            other => panic!("not an error: {other:?}"),
+            Err(other) => panic!("not an error of the daemon: {other}"),
+            Ok(t) => panic!("a token of grant {} instead of an error", t.grant),
         }
     })
 }
@@ -361,6 +366,12 @@ async fn a_timeout_and_a_deny_are_clear_errors_and_block_nobody_else() {
         assert!(t.elapsed() < Duration::from_secs(5), "not until a timeout");
         assert_eq!(
             token_error_kind(&d, &url),
+            Some(ErrorKind::ConfirmationDenied)
+        );
+        // A token to retry with after a 401 is a hand-out like any other.
+        let challenge = serde_json::json!({"server": url, "status": 401});
+        assert_eq!(
+            call_error_kind(&d, TOKEN_CHALLENGE, challenge),
             Some(ErrorKind::ConfirmationDenied)
         );
         assert_eq!(
