@@ -381,6 +381,7 @@ async fn ask(
         Ok(Some(Answer::Deny)) => Err(denied(grant, program.as_ref(), program.is_some())),
         Ok(None) | Err(_) => {
             c.expire(request.id);
+            tracing::warn!(grant = %grant.id, program = ?request.program, "confirm_clients: no answer in time");
             Err(RpcError::new(
                 ErrorKind::ConfirmationTimeout,
                 format!(
