@@ -173,10 +173,15 @@ mod tests {
                 .stdin(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            // Let the exec happen before /proc is read.
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            // /proc is read once the exec has happened (a loaded machine may take a while).
             let pid = child.id();
-            let exe = crate::peer::executable(pid);
+            let own = crate::peer::executable(std::process::id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut exe = crate::peer::executable(pid);
+            while exe == own && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                exe = crate::peer::executable(pid);
+            }
             let program = identify(Some(pid), exe.as_deref());
             (child, exe, program)
         };
