@@ -1,6 +1,7 @@
 //! `mcp-auth list | inspect | revoke | logout`.
 
 use mcp_authd_ipc::audit::{AuditParams, AuditResult, GRANTS_AUDIT, HandOut};
+use mcp_authd_ipc::clients::{Answer, CLIENTS_LIST, ClientDecision, ClientsResult};
 use mcp_authd_ipc::methods::{
     GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, RevokeParams,
     RevokeResult,
@@ -124,10 +125,19 @@ pub async fn inspect(
             },
         )
         .await?;
+    let clients: ClientsResult = client
+        .call(
+            CLIENTS_LIST,
+            &GrantRef {
+                grant: g.id.clone(),
+            },
+        )
+        .await?;
     if json {
         print_json(&Inspected {
             grant: &g,
             hand_outs: &audit.hand_outs,
+            clients: &clients.clients,
         });
         return Ok(());
     }
@@ -198,15 +208,39 @@ pub async fn inspect(
             );
         }
     }
+    print_decisions(&clients.clients, now);
     Ok(())
 }
 
-/// `inspect --json`: the grant's fields plus its recent hand-outs.
+/// The programs `confirm_clients` remembers for the grant.
+fn print_decisions(clients: &[ClientDecision], now: i64) {
+    if clients.is_empty() {
+        return;
+    }
+    println!("\nPrograms (confirm_clients):");
+    for d in clients {
+        let decision = match d.decision {
+            Answer::Always => "allowed",
+            Answer::Deny => "denied",
+            Answer::Once => "allowed once",
+        };
+        println!(
+            "  {decision:<8}  {:>14}  {}",
+            ago(Some(d.decided_at), now),
+            crate::clients::shown(&d.program)
+        );
+    }
+    println!("  (forget one: mcp-auth forget-client <grant> <program>)");
+}
+
+/// `inspect --json`: the grant's fields plus its recent hand-outs and the programs
+/// `confirm_clients` remembers.
 #[derive(serde::Serialize)]
 struct Inspected<'a> {
     #[serde(flatten)]
     grant: &'a GrantInfo,
     hand_outs: &'a [HandOut],
+    clients: &'a [ClientDecision],
 }
 
 pub async fn revoke(

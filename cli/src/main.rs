@@ -1,5 +1,6 @@
 //! mcp-auth: the command-line client of mcp-authd.
 
+mod clients;
 mod color;
 mod docs;
 mod doctor;
@@ -54,6 +55,15 @@ enum Command {
     Revoke { grant: String },
     /// Forget a grant here without telling the authorization server
     Logout { grant: String },
+    /// confirm_clients: list the programs waiting for approval, or answer one (--once, --always, --deny)
+    Approve(clients::ApproveArgs),
+    /// confirm_clients: forget what was answered for a program on a grant (it is asked again)
+    ForgetClient {
+        /// The grant id or MCP server URL
+        grant: String,
+        /// The program as `mcp-auth inspect` lists it
+        program: String,
+    },
     /// Show the daemon's state and where it keeps secrets
     Status,
     /// Check the daemon, socket, secret store, database, clock and service; one line each, with the fix (exit 1 when a check fails)
@@ -106,6 +116,10 @@ async fn main() -> ExitCode {
             }
             Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
             Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
+            Command::Approve(args) => clients::approve(&mut client, args, cli.json).await,
+            Command::ForgetClient { grant, program } => {
+                clients::forget(&mut client, &grant, &program, cli.json).await
+            }
             Command::Status => status::run(&mut client, cli.json).await,
             Command::Reload => status::reload(&mut client, cli.json).await,
             Command::Service(_) | Command::Completions { .. } | Command::Man(_) => {
@@ -135,6 +149,8 @@ fn attempt(command: &Command) -> next_step::Attempt {
         Command::Logout { grant } => ("logout", Some(grant)),
         Command::List => ("list", None),
         Command::Status => ("status", None),
+        Command::Approve(_) => ("approve", None),
+        Command::ForgetClient { grant, .. } => ("forget-client", Some(grant)),
         Command::Reload => ("reload", None),
         _ => ("help", None),
     };
@@ -166,6 +182,7 @@ fn exit_code(e: &ClientError) -> u8 {
             Some(
                 ErrorKind::ServerError | ErrorKind::DiscoveryFailed | ErrorKind::RegistrationFailed,
             ) => 7,
+            Some(ErrorKind::ConfirmationDenied | ErrorKind::ConfirmationTimeout) => 8,
             _ => 1,
         },
         _ => 1,

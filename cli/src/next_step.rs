@@ -70,6 +70,12 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
             "unlock the keychain and retry; see: mcp-auth doctor".into()
         }
         Some(ErrorKind::ConfigInvalid) => "fix the file, then run: mcp-auth reload".into(),
+        Some(ErrorKind::ConfirmationTimeout) => {
+            "run it again and answer the dialog, or from another terminal: mcp-auth approve".into()
+        }
+        Some(ErrorKind::ConfirmationDenied) => {
+            "see the decisions: mcp-auth inspect <grant>; to be asked again: mcp-auth forget-client <grant> <program>".into()
+        }
         Some(ErrorKind::LimitExceeded) => {
             "retry in a moment; see the daemon's state: mcp-auth status".into()
         }
@@ -124,6 +130,8 @@ mod tests {
             ErrorKind::LimitExceeded,
             ErrorKind::PermissionDenied,
             ErrorKind::ConfigInvalid,
+            ErrorKind::ConfirmationTimeout,
+            ErrorKind::ConfirmationDenied,
         ];
         for kind in kinds {
             let e = ClientError::Rpc(RpcError::new(kind, "something went wrong"));

@@ -11,7 +11,8 @@ Exit codes:
   4  authorization required: run the `mcp-auth login …` command printed
   5  the browser login failed or timed out
   6  no such grant
-  7  the MCP server or its authorization server failed or cannot be trusted";
+  7  the MCP server or its authorization server failed or cannot be trusted
+  8  confirm_clients: the user denied this program the token, or did not answer in time";
 
 pub fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {

@@ -1,6 +1,7 @@
 //! `mcp-auth token`: one access token on stdout, for
 //! `curl -H "Authorization: Bearer $(mcp-auth token URL)"`.
 
+use mcp_authd_ipc::clients::{CLIENTS_CONFIRM_PENDING, PendingRequest};
 use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
 use mcp_authd_ipc::{Client, ClientError};
 
@@ -43,5 +44,14 @@ async fn get(client: &mut Client, args: Args) -> Result<TokenGetResult, ClientEr
         scopes: crate::scope_args(&args.scopes),
         min_valid_secs: args.min_valid,
     };
-    client.call(TOKEN_GET, &params).await
+    // With `confirm_clients`, the daemon may ask the user first: say what is waited for.
+    client
+        .call_with_notifications(TOKEN_GET, &params, |n| {
+            if n.method == CLIENTS_CONFIRM_PENDING
+                && let Ok(r) = serde_json::from_value::<PendingRequest>(n.params)
+            {
+                eprintln!("{}", crate::clients::waiting_notice(&r));
+            }
+        })
+        .await
 }

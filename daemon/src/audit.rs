@@ -187,6 +187,7 @@ mod tests {
             pid: Some(1),
             uid: Some(1000),
             exe: Some("/bin/a".into()),
+            ..Peer::default()
         });
         let b = Arc::new(Peer {
             pid: Some(2),

@@ -41,6 +41,8 @@ pub struct Broker {
     pub(crate) step_ups: StepUpLimiter,
     /// Wakes the background refresh when a grant gets a new token (a login).
     pub(crate) schedule_changed: tokio::sync::Notify,
+    /// `confirm_clients`: which programs may have which grants' tokens.
+    pub confirm: crate::confirm::Confirmations,
 }
 
 /// A login as seen by the callers waiting on it.
@@ -130,6 +132,7 @@ impl Broker {
             audit,
             secrets,
             http,
+            confirm: crate::confirm::Confirmations::new(&config),
             config: std::sync::RwLock::new(Arc::new(config)),
             paths,
             socket,
@@ -151,6 +154,7 @@ impl Broker {
 
     /// Puts a reloaded config in force (see `methods::config_reload`).
     pub fn replace_config(&self, config: Config) {
+        self.confirm.configure(&config);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 

@@ -83,9 +83,20 @@ pub struct Config {
     /// instead of registering dynamically. Unset: never used.
     #[serde(default)]
     pub client_metadata_url: Option<String>,
+    /// Ask the user (a desktop dialog, or `mcp-auth approve`) the first time a program
+    /// asks for a grant's token, as `ssh-agent -c` does; a server's own setting wins.
+    #[serde(default)]
+    pub confirm_clients: bool,
+    /// How long a program waits for that answer before `confirmation_timeout`.
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout_secs: u64,
     /// Per-server settings, keyed by MCP server URL or by authorization server issuer.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
+}
+
+fn default_confirm_timeout() -> u64 {
+    60
 }
 
 fn default_login_timeout() -> u64 {
@@ -103,6 +114,8 @@ impl Default for Config {
             login_timeout_secs: default_login_timeout(),
             background_refresh_days: default_background_refresh_days(),
             client_metadata_url: None,
+            confirm_clients: false,
+            confirm_timeout_secs: default_confirm_timeout(),
             servers: BTreeMap::new(),
         }
     }
@@ -123,6 +136,8 @@ pub struct ServerConfig {
     pub redirect_uri: Option<String>,
     /// Scopes to request instead of the discovered ones.
     pub scopes: Option<Vec<String>>,
+    /// `confirm_clients` for this server's grants, instead of the global setting.
+    pub confirm_clients: Option<bool>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
@@ -192,6 +207,12 @@ impl Config {
                 ));
             }
         }
+        if self.confirm_timeout_secs == 0 || self.confirm_timeout_secs > 3600 {
+            return Err(format!(
+                "confirm_timeout_secs = {} is out of range: give 1 to 3600 seconds",
+                self.confirm_timeout_secs
+            ));
+        }
         if let Some(raw) = &self.client_metadata_url {
             let url = url::Url::parse(raw)
                 .map_err(|e| format!("client_metadata_url `{raw}` is not a URL: {e}"))?;
@@ -202,6 +223,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether a grant's tokens go to a program only once the user allowed it.
+    pub fn confirm_clients_for(&self, server_url: &str, issuer: &str) -> bool {
+        self.server(server_url, Some(issuer))
+            .and_then(|c| c.confirm_clients)
+            .unwrap_or(self.confirm_clients)
+    }
+
+    /// Whether any grant may need a confirmation: when not, the token hot path skips the
+    /// check entirely.
+    pub fn confirms_any_client(&self) -> bool {
+        self.confirm_clients
+            || self
+                .servers
+                .values()
+                .any(|c| c.confirm_clients == Some(true))
     }
 
     /// The settings for a server: by its URL first, else by its authorization server.
@@ -298,6 +336,35 @@ mod tests {
         assert!(parse("https://app.example/").is_err());
         assert!(parse("http://app.example/client.json").is_err());
         assert!(parse("not a url").is_err());
+    }
+
+    #[test]
+    fn confirm_clients_is_global_with_per_server_overrides() {
+        let c: Config = toml::from_str(
+            r#"
+            confirm_clients = true
+            [servers."https://quiet.example/mcp"]
+            confirm_clients = false
+            [servers."https://login.example.com"]
+            scopes = ["a"]
+            "#,
+        )
+        .unwrap();
+        c.check().unwrap();
+        assert_eq!(c.confirm_timeout_secs, 60);
+        assert!(!c.confirm_clients_for("https://quiet.example/mcp", "https://as"));
+        assert!(c.confirm_clients_for("https://x/mcp", "https://login.example.com"));
+        assert!(c.confirms_any_client());
+
+        let one: Config =
+            toml::from_str("[servers.\"https://a/mcp\"]\nconfirm_clients = true\n").unwrap();
+        assert!(one.confirm_clients_for("https://a/mcp/", "https://as"));
+        assert!(!one.confirm_clients_for("https://b/mcp", "https://as"));
+        assert!(one.confirms_any_client());
+        assert!(!Config::default().confirms_any_client());
+
+        let zero: Config = toml::from_str("confirm_timeout_secs = 0\n").unwrap();
+        assert!(zero.check().unwrap_err().contains("confirm_timeout_secs"));
     }
 
     #[test]

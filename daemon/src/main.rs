@@ -6,6 +6,7 @@ mod broker;
 mod browser;
 mod challenge;
 mod config;
+mod confirm;
 mod connection;
 mod crash;
 mod login;
@@ -110,6 +111,7 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
         paths,
         socket_path.display().to_string(),
     ));
+    broker.confirm.load(&broker.db).await?;
 
     // Before the socket serves anyone, so that a client that got an answer can rely on
     // SIGTERM being graceful and SIGHUP reloading instead of ending the daemon.

@@ -1,6 +1,8 @@
 //! Who is on the other end of a connection, as the kernel tells it: for the audit log of
 //! token hand-outs.
 
+use std::sync::Arc;
+
 use interprocess::local_socket::tokio::Stream;
 
 /// The connecting process. Each field is `None` where the OS does not say.
@@ -10,6 +12,8 @@ pub struct Peer {
     pub uid: Option<u32>,
     /// The executable's path (`/proc/<pid>/exe` on Linux), read when the peer connects.
     pub exe: Option<String>,
+    /// What `confirm_clients` knows of this connection (filled only when it asks).
+    pub confirm: Arc<crate::confirm::PeerConfirm>,
 }
 
 impl Peer {
@@ -27,6 +31,7 @@ impl Peer {
                 pid,
                 uid,
                 exe: pid.and_then(executable),
+                confirm: Arc::default(),
             }
         }
         #[cfg(not(unix))]
@@ -38,7 +43,7 @@ impl Peer {
 }
 
 /// The path of a process's executable, where the OS offers it without privileges.
-fn executable(pid: u32) -> Option<String> {
+pub(crate) fn executable(pid: u32) -> Option<String> {
     #[cfg(target_os = "linux")]
     {
         std::fs::read_link(format!("/proc/{pid}/exe"))

@@ -43,6 +43,11 @@ pub enum ErrorKind {
     /// The config file cannot be used (`message` names the line and the reason); the
     /// daemon keeps the config it had.
     ConfigInvalid,
+    /// `confirm_clients`: nobody answered whether this program may have the grant's
+    /// tokens in time (the dialog, or `mcp-auth approve`).
+    ConfirmationTimeout,
+    /// `confirm_clients`: the user denied this program the grant's tokens.
+    ConfirmationDenied,
 }
 
 impl ErrorKind {
@@ -67,6 +72,8 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => -32010,
             ErrorKind::PermissionDenied => -32011,
             ErrorKind::ConfigInvalid => -32012,
+            ErrorKind::ConfirmationTimeout => -32020,
+            ErrorKind::ConfirmationDenied => -32021,
         }
     }
 
@@ -90,6 +97,8 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit_exceeded",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::ConfigInvalid => "config_invalid",
+            ErrorKind::ConfirmationTimeout => "confirmation_timeout",
+            ErrorKind::ConfirmationDenied => "confirmation_denied",
         }
     }
 }

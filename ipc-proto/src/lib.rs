@@ -6,6 +6,7 @@
 
 pub mod audit;
 mod client;
+pub mod clients;
 mod error;
 mod framing;
 mod message;

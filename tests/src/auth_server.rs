@@ -63,6 +63,9 @@ pub struct AsOptions {
     /// Like Microsoft Entra ID v2: the RFC 8707 `resource` parameter is an error, and
     /// tokens are for [`IMPLIED_RESOURCE`].
     pub rejects_resource: bool,
+    /// The id_token's `email` instead of [`TEST_ACCOUNT_EMAIL`]: a hostile server's
+    /// string that reaches what the daemon shows.
+    pub account_email: Option<String>,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -87,6 +90,7 @@ impl Default for AsOptions {
             dcr_auth_method: None,
             path: String::new(),
             rejects_resource: false,
+            account_email: None,
         }
     }
 }
@@ -1147,7 +1151,12 @@ fn token_grant(
         .as_str()
         .is_some_and(|s| s.split(' ').any(|s| s == "openid"));
     if openid {
-        let id_token = id_token(&shared.issuer, &client_id);
+        let email = shared.opts.account_email.as_deref();
+        let id_token = id_token(
+            &shared.issuer,
+            &client_id,
+            email.unwrap_or(TEST_ACCOUNT_EMAIL),
+        );
         inner.remember_secret(&id_token);
         body["id_token"] = json!(id_token);
     }
@@ -1157,7 +1166,7 @@ fn token_grant(
 /// An OpenID Connect id_token for [`TEST_ACCOUNT_EMAIL`] (OIDC Core §2), issued whenever the
 /// granted scope includes `openid`. Its signature is a random value: clients here only
 /// read the claims for display, and a test that starts verifying must fail loudly.
-fn id_token(issuer: &str, client_id: &str) -> String {
+fn id_token(issuer: &str, client_id: &str, email: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1168,7 +1177,7 @@ fn id_token(issuer: &str, client_id: &str) -> String {
         "aud": client_id,
         "iat": now,
         "exp": now + 3600,
-        "email": TEST_ACCOUNT_EMAIL,
+        "email": email,
         "preferred_username": "tester",
     });
     let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());

@@ -1,6 +1,7 @@
 //! One module per protocol method; this file routes a request to it.
 
 mod audit;
+mod clients;
 mod config_reload;
 mod doctor;
 mod grants;
@@ -11,6 +12,7 @@ pub(crate) mod token_get;
 
 use std::sync::Arc;
 
+use mcp_authd_ipc::clients as c;
 use mcp_authd_ipc::methods as m;
 use mcp_authd_ipc::{ErrorKind, Request, RpcError};
 use serde::de::DeserializeOwned;
@@ -37,13 +39,17 @@ pub async fn dispatch(
         m::STATUS => status::apply(broker).await,
         m::DOCTOR => doctor::apply(broker).await,
         m::CONFIG_RELOAD => config_reload::apply(broker).await,
-        m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer).await,
+        m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer, &notifier).await,
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier, peer).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,
         m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
         mcp_authd_ipc::audit::GRANTS_AUDIT => audit::list(broker, parse(params)?).await,
+        c::CLIENTS_PENDING => clients::pending(broker),
+        c::CLIENTS_ANSWER => clients::answer(broker, parse(params)?).await,
+        c::CLIENTS_LIST => clients::list(broker, parse(params)?).await,
+        c::CLIENTS_FORGET => clients::forget(broker, parse(params)?).await,
         other => Err(RpcError::new(
             ErrorKind::MethodNotFound,
             format!(

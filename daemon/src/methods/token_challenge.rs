@@ -18,9 +18,22 @@ pub async fn apply(
     peer: &Arc<Peer>,
 ) -> Result<Value, RpcError> {
     let server = params.server.clone();
+    // `confirm_clients`: asked before the renewal when the grant is known, and in any case
+    // for the grant the token is of (a login may have made a new one).
+    let known = match broker.find_grant(&server).await {
+        Ok(grant) if broker.confirm.is_enabled() => {
+            crate::confirm::check(broker, &grant, peer, &notifier).await?;
+            Some(grant.id)
+        }
+        _ => None,
+    };
     let token =
         crate::challenge::handle(broker, params, |pending| send_pending(&notifier, pending))
             .await?;
+    if broker.confirm.is_enabled() && known.as_deref() != Some(token.grant.as_str()) {
+        let grant = broker.find_grant(&token.grant).await?;
+        crate::confirm::check(broker, &grant, peer, &notifier).await?;
+    }
     // A token given to retry with is a hand-out like any other.
     broker
         .audit

@@ -15,8 +15,16 @@ pub async fn apply(
     broker: &Arc<Broker>,
     params: TokenGetParams,
     peer: &Arc<Peer>,
+    notifier: &super::Notifier,
 ) -> Result<Value, RpcError> {
     let server = params.server.clone();
+    // `confirm_clients`: the user's answer comes before any refresh, so the token handed
+    // out is as fresh as asked however long the answer took.
+    if broker.confirm.is_enabled()
+        && let Ok(grant) = broker.find_grant(&server).await
+    {
+        crate::confirm::check(broker, &grant, peer, notifier).await?;
+    }
     let result = broker.token_get(params).await?;
     // The hand-out is counted for the audit log before the token leaves.
     broker
@@ -36,6 +44,9 @@ pub fn from_memory(broker: &Broker, request: &Request, peer: &Arc<Peer>) -> Opti
     let params = TokenGetParams::deserialize(&request.params).ok()?;
     let now = crate::oauth::token::now();
     let result = broker.token_from_memory(&params, now)?;
+    if !broker.confirm.allows_at_once(&result.grant, peer) {
+        return None;
+    }
     let line = serde_json::to_vec(&Reply::new(&request.id, &result)).ok()?;
     broker
         .audit

@@ -16,6 +16,8 @@ use mcp_authd_ipc::audit::HandOut;
 use crate::oauth::discovery::AsMetadata;
 use crate::peer::Peer;
 
+mod client_decisions;
+
 /// `at, server_url, peer_pid, peer_uid, peer_exe` of `token_hand_outs`.
 type HandOutRow = (i64, i64, String, Option<i64>, Option<i64>, Option<String>);
 
@@ -734,6 +736,7 @@ mod tests {
             pid: Some(42),
             uid: Some(1000),
             exe: Some("/usr/bin/client".into()),
+            ..Peer::default()
         };
         // An old log, written in one statement, then one more hand-out prunes it.
         let total = MAX_HAND_OUTS + 200;

@@ -1,0 +1,490 @@
+//! `confirm_clients`, as `ssh-agent -c`: the first time a program asks for a grant's token,
+//! the user is asked — a desktop dialog where there is one, and in any case a pending
+//! request that `mcp-auth approve` answers. `once` allows the asking connection,
+//! `always` and `deny` are remembered per grant and program (SQLite, and memory for the
+//! hot path).
+//!
+//! Cost when off: one relaxed atomic load per hand-out. When on and the program was
+//! allowed: a short lock and two hash lookups, no syscall after the connection's first
+//! request. Only an unanswered question leaves memory: the asking request waits in its
+//! own task (bounded by `confirm_timeout_secs`) and nothing else waits for it.
+
+mod dialog;
+pub mod program;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use mcp_authd_ipc::clients::{
+    Answer, AnswerResult, CLIENTS_CONFIRM_PENDING, ClientDecision, PendingRequest,
+};
+use mcp_authd_ipc::{ErrorKind, Notification, RpcError};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::connection::Outgoing;
+use crate::methods::Notifier;
+use crate::oauth::token::now;
+use crate::peer::Peer;
+use crate::store::GrantRow;
+use dialog::{Dialog, Question};
+use program::Program;
+
+/// Questions waiting at once, over every grant; more are refused (`limit_exceeded`), so
+/// a program cannot pile up dialogs or memory.
+const MAX_PENDING: usize = 32;
+
+/// What `confirm_clients` knows of one connection.
+#[derive(Debug, Default)]
+pub struct PeerConfirm {
+    /// Read from /proc the first time a grant asks, then kept for the connection.
+    program: OnceLock<Option<Program>>,
+    /// Grants the user allowed this connection `once`.
+    once: Mutex<Vec<String>>,
+}
+
+impl Peer {
+    /// The program this connection belongs to (see [`program`]).
+    pub fn program(&self) -> Option<&Program> {
+        self.confirm
+            .program
+            .get_or_init(|| program::identify(self.pid, self.exe.as_deref()))
+            .as_ref()
+    }
+
+    fn allowed_once(&self, grant_id: &str) -> bool {
+        lock(&self.confirm.once).iter().any(|g| g == grant_id)
+    }
+}
+
+pub struct Confirmations {
+    /// Whether any grant may ask (the global switch or one server's); read on every hand-out.
+    enabled: AtomicBool,
+    timeout: Mutex<Duration>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Whether a grant's config asks, as found on the slow path; emptied by a reload.
+    grant_asks: HashMap<String, bool>,
+    /// Remembered decisions by grant, then program.
+    decided: HashMap<String, HashMap<String, ClientDecision>>,
+    pending: Vec<Waiting>,
+}
+
+struct Waiting {
+    request: PendingRequest,
+    /// Dropped without an answer when the request expires.
+    answer: watch::Sender<Option<Answer>>,
+}
+
+/// What memory says about a program and a grant.
+enum Known {
+    Allowed,
+    Denied,
+    Ask,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Confirmations {
+    pub fn new(config: &Config) -> Confirmations {
+        let c = Confirmations {
+            enabled: AtomicBool::new(false),
+            timeout: Mutex::new(Duration::ZERO),
+            state: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        };
+        c.configure(config);
+        c
+    }
+
+    /// Takes a (re)loaded config into account.
+    pub fn configure(&self, config: &Config) {
+        *lock(&self.timeout) = Duration::from_secs(config.confirm_timeout_secs);
+        lock(&self.state).grant_asks.clear();
+        self.enabled
+            .store(config.confirms_any_client(), Ordering::Release);
+    }
+
+    /// Whether any grant may ask (one atomic load).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Loads the remembered decisions (at start).
+    pub async fn load(&self, db: &crate::store::Db) -> Result<(), crate::store::DbError> {
+        let rows = db.all_client_decisions().await?;
+        let mut state = lock(&self.state);
+        for (grant, d) in rows {
+            state
+                .decided
+                .entry(grant)
+                .or_default()
+                .insert(d.program.clone(), d);
+        }
+        Ok(())
+    }
+
+    /// The hot path: whether memory alone allows `peer` the grant's token. `false` sends
+    /// the request the slow way ([`check`]), which may ask.
+    pub fn allows_at_once(&self, grant_id: &str, peer: &Peer) -> bool {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return true;
+        }
+        match lock(&self.state).grant_asks.get(grant_id) {
+            Some(false) => return true,
+            None => return false,
+            Some(true) => {}
+        }
+        matches!(self.known(grant_id, peer), Known::Allowed)
+    }
+
+    fn known(&self, grant_id: &str, peer: &Peer) -> Known {
+        if peer.allowed_once(grant_id) {
+            return Known::Allowed;
+        }
+        let Some(program) = peer.program() else {
+            return Known::Ask;
+        };
+        let state = lock(&self.state);
+        match state
+            .decided
+            .get(grant_id)
+            .and_then(|d| d.get(&program.path))
+            .map(|d| d.decision)
+        {
+            Some(Answer::Always) => Known::Allowed,
+            Some(Answer::Deny) => Known::Denied,
+            _ => Known::Ask,
+        }
+    }
+
+    /// The decisions remembered for a grant, programs in order.
+    pub fn decisions(&self, grant_id: &str) -> Vec<ClientDecision> {
+        let mut all: Vec<ClientDecision> = lock(&self.state)
+            .decided
+            .get(grant_id)
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.program.cmp(&b.program));
+        all
+    }
+
+    /// The questions waiting, oldest first.
+    pub fn pending(&self) -> Vec<PendingRequest> {
+        lock(&self.state)
+            .pending
+            .iter()
+            .map(|w| w.request.clone())
+            .collect()
+    }
+
+    /// Forgets a remembered decision: the program is asked again next time.
+    pub async fn forget(
+        &self,
+        db: &crate::store::Db,
+        grant_id: &str,
+        program: &str,
+    ) -> Result<Option<ClientDecision>, RpcError> {
+        let known = lock(&self.state)
+            .decided
+            .get(grant_id)
+            .and_then(|d| d.get(program).cloned());
+        let stored = db.delete_client_decision(grant_id, program).await?;
+        let mut state = lock(&self.state);
+        if let Some(d) = state.decided.get_mut(grant_id) {
+            d.remove(program);
+        }
+        Ok(known.filter(|_| stored))
+    }
+
+    /// Answers a waiting question (from `mcp-auth approve` or the dialog): `always` and
+    /// `deny` are stored before the waiting program hears of it.
+    pub async fn answer(
+        &self,
+        db: &crate::store::Db,
+        id: u64,
+        answer: Answer,
+    ) -> Result<AnswerResult, RpcError> {
+        let Some(waiting) = ({
+            let mut state = lock(&self.state);
+            let at = state.pending.iter().position(|w| w.request.id == id);
+            at.map(|i| state.pending.remove(i))
+        }) else {
+            return Err(RpcError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no program waits under request {id} (it was answered, or it timed out); see the waiting ones: mcp-auth approve"
+                ),
+            ));
+        };
+        let request = waiting.request.clone();
+        let remembered = answer != Answer::Once && request.program.is_some();
+        if let (true, Some(program)) = (remembered, &request.program) {
+            let decision = ClientDecision {
+                program: program.clone(),
+                decision: answer,
+                decided_at: now(),
+            };
+            if let Err(e) = db.save_client_decision(&request.grant, &decision).await {
+                lock(&self.state).pending.push(waiting);
+                return Err(e.into());
+            }
+            lock(&self.state)
+                .decided
+                .entry(request.grant.clone())
+                .or_default()
+                .insert(program.clone(), decision);
+        }
+        tracing::info!(
+            grant = %request.grant,
+            program = ?request.program,
+            answer = answer.as_str(),
+            "confirm_clients: answered"
+        );
+        let _ = waiting.answer.send(Some(answer));
+        Ok(AnswerResult {
+            request,
+            answer,
+            remembered,
+        })
+    }
+
+    fn expire(&self, id: u64) {
+        lock(&self.state).pending.retain(|w| w.request.id != id);
+    }
+}
+
+/// The slow path: lets `peer` have `grant`'s token if its config does not ask, memory
+/// allows it, or the user says so now; else `confirmation_denied` or
+/// `confirmation_timeout`.
+pub async fn check(
+    broker: &Arc<Broker>,
+    grant: &GrantRow,
+    peer: &Arc<Peer>,
+    notifier: &Notifier,
+) -> Result<(), RpcError> {
+    let c = &broker.confirm;
+    if !c.is_enabled() {
+        return Ok(());
+    }
+    let asks = broker
+        .config()
+        .confirm_clients_for(&grant.server_url, &grant.issuer);
+    lock(&c.state).grant_asks.insert(grant.id.clone(), asks);
+    if !asks {
+        return Ok(());
+    }
+    match c.known(&grant.id, peer) {
+        Known::Allowed => Ok(()),
+        Known::Denied => Err(denied(grant, peer.program(), true)),
+        Known::Ask => ask(broker, grant, peer, notifier).await,
+    }
+}
+
+async fn ask(
+    broker: &Arc<Broker>,
+    grant: &GrantRow,
+    peer: &Arc<Peer>,
+    notifier: &Notifier,
+) -> Result<(), RpcError> {
+    let c = &broker.confirm;
+    let program = peer.program().cloned();
+    let timeout = *lock(&c.timeout);
+    let dialog = Dialog::available();
+    // One question per grant and program: a program's concurrent requests share it.
+    let (request, mut answer, new) = {
+        let mut state = lock(&c.state);
+        let same = state.pending.iter().find(|w| {
+            w.request.grant == grant.id
+                && program.is_some()
+                && w.request.program == program.as_ref().map(|p| p.path.clone())
+        });
+        match same {
+            Some(w) => (w.request.clone(), w.answer.subscribe(), false),
+            None if state.pending.len() >= MAX_PENDING => {
+                return Err(RpcError::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "{MAX_PENDING} programs already wait for the user's approval; answer them first: mcp-auth approve"
+                    ),
+                ));
+            }
+            None => {
+                let asked_at = now();
+                let request = PendingRequest {
+                    id: c.next_id.fetch_add(1, Ordering::Relaxed),
+                    grant: grant.id.clone(),
+                    server: grant.server_url.clone(),
+                    program: program.as_ref().map(|p| p.path.clone()),
+                    pid: peer.pid,
+                    via_cli: program.as_ref().is_some_and(|p| p.via_cli),
+                    asked_at,
+                    expires_at: asked_at + timeout.as_secs() as i64,
+                    dialog: dialog.is_some(),
+                };
+                let (tx, rx) = watch::channel(None);
+                state.pending.push(Waiting {
+                    request: request.clone(),
+                    answer: tx,
+                });
+                (request, rx, true)
+            }
+        }
+    };
+    if let Ok(params) = serde_json::to_value(&request) {
+        let _ = notifier.try_send(Outgoing::Notification(Notification::new(
+            CLIENTS_CONFIRM_PENDING,
+            params,
+        )));
+    }
+    if new {
+        tracing::warn!(
+            grant = %grant.id,
+            program = ?request.program,
+            pid = ?request.pid,
+            "confirm_clients: a program asks for a token; answer with: mcp-auth approve {}",
+            request.id
+        );
+        if let Some(dialog) = dialog {
+            show_dialog(broker.clone(), dialog, request.clone(), grant, timeout);
+        }
+    }
+    let left = Duration::from_secs((request.expires_at - now()).max(0) as u64);
+    let waited = tokio::time::timeout(left, async {
+        loop {
+            if let Some(a) = *answer.borrow_and_update() {
+                return Some(a);
+            }
+            if answer.changed().await.is_err() {
+                return *answer.borrow();
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(Some(allowed @ (Answer::Once | Answer::Always))) => {
+            // `always` for a program that cannot be told apart is only `once`.
+            if allowed == Answer::Once || program.is_none() {
+                lock(&peer.confirm.once).push(grant.id.clone());
+            }
+            Ok(())
+        }
+        Ok(Some(Answer::Deny)) => Err(denied(grant, program.as_ref(), program.is_some())),
+        Ok(None) | Err(_) => {
+            c.expire(request.id);
+            tracing::warn!(grant = %grant.id, program = ?request.program, "confirm_clients: no answer in time");
+            Err(RpcError::new(
+                ErrorKind::ConfirmationTimeout,
+                format!(
+                    "confirmation timed out: nobody allowed {} to use grant {} ({}) within {} s; run it again and answer the dialog, or from another terminal: mcp-auth approve",
+                    describe(program.as_ref()),
+                    grant.id,
+                    grant.server_url,
+                    timeout.as_secs()
+                ),
+            )
+            .with_server(&grant.server_url))
+        }
+    }
+}
+
+/// Shows the dialog while the question waits; its answer is one like `mcp-auth approve`'s.
+/// An answer from elsewhere, or the question's expiry, closes it.
+fn show_dialog(
+    broker: Arc<Broker>,
+    dialog: Dialog,
+    request: PendingRequest,
+    grant: &GrantRow,
+    timeout: Duration,
+) {
+    let account = grant.account.clone();
+    let mut answered = {
+        let state = lock(&broker.confirm.state);
+        match state.pending.iter().find(|w| w.request.id == request.id) {
+            Some(w) => w.answer.subscribe(),
+            None => return,
+        }
+    };
+    tokio::spawn(async move {
+        let question = Question {
+            program: request.program.as_deref().unwrap_or("an unknown program"),
+            via_cli: request.via_cli,
+            pid: request.pid,
+            server: &request.server,
+            account: account.as_deref(),
+            grant: &request.grant,
+            request: request.id,
+        };
+        tokio::select! {
+            answer = dialog.ask(&question, timeout) => {
+                if let Some(answer) = answer
+                    && let Err(e) = broker.confirm.answer(&broker.db, request.id, answer).await
+                    && e.kind() != Some(ErrorKind::NotFound)
+                {
+                    tracing::warn!("cannot record the dialog's answer: {e}");
+                }
+            }
+            _ = answered.changed() => {}
+        }
+    });
+}
+
+fn describe(program: Option<&Program>) -> String {
+    match program {
+        Some(p) if p.via_cli => format!("{} (through mcp-auth)", quote(&p.path)),
+        Some(p) => quote(&p.path),
+        None => "this program".into(),
+    }
+}
+
+fn denied(grant: &GrantRow, program: Option<&Program>, remembered: bool) -> RpcError {
+    let mut message = format!(
+        "denied by the user: {} may not use grant {} ({})",
+        describe(program),
+        grant.id,
+        grant.server_url
+    );
+    if let (true, Some(p)) = (remembered, program) {
+        message.push_str(&format!(
+            "; the answer is remembered; to be asked again: mcp-auth forget-client {} {}",
+            grant.id,
+            quote(&p.path)
+        ));
+    }
+    RpcError::new(ErrorKind::ConfirmationDenied, message).with_server(&grant.server_url)
+}
+
+/// A path in a message or suggested command: one shell word, nothing it could run.
+fn quote(path: &str) -> String {
+    let clean = crate::oauth::printable(path, 500);
+    if !clean.is_empty()
+        && clean
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        clean
+    } else {
+        format!("'{}'", clean.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn paths_in_commands_are_one_shell_word() {
+        assert_eq!(quote("/usr/bin/code"), "/usr/bin/code");
+        assert_eq!(quote("/tmp/a b;rm -rf ~"), "'/tmp/a b;rm -rf ~'");
+        assert_eq!(quote("/tmp/it's\n$(x)"), r"'/tmp/it'\''s$(x)'");
+    }
+}
