@@ -134,12 +134,11 @@ pub async fn run(socket: &Path, json: bool) -> ExitCode {
 }
 
 fn daemon_down(e: &ClientError) -> Check {
-    check(
-        "daemon",
-        Status::Fail,
-        e.to_string(),
-        Some("start it: `mcp-auth service install` (or run `mcp-authd` in a terminal)".into()),
-    )
+    // An untrusted socket's message says itself what to remove or change.
+    let fix = (!matches!(e, ClientError::Untrusted { .. })).then(|| {
+        "start it: `mcp-auth service install` (or run `mcp-authd` in a terminal)".to_string()
+    });
+    check("daemon", Status::Fail, e.to_string(), fix)
 }
 
 /// The socket's directory 0700 and the socket 0600, both ours: other users must not even

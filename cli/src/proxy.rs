@@ -390,7 +390,7 @@ impl Proxy {
             ..Default::default()
         };
         match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
-            Ok(t) => Some(t.access_token),
+            Ok(mut t) => Some(std::mem::take(&mut t.access_token)),
             Err(ClientError::Rpc(e)) => {
                 if e.kind() != Some(ErrorKind::AuthorizationRequired) {
                     log(&e.message);
@@ -423,7 +423,7 @@ impl Proxy {
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
         };
-        let token: TokenGetResult = client
+        let mut token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {
                 if n.method != LOGIN_PENDING {
                     return;
@@ -436,7 +436,7 @@ impl Proxy {
                 }
             })
             .await?;
-        Ok(token.access_token)
+        Ok(std::mem::take(&mut token.access_token))
     }
 }
 

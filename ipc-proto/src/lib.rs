@@ -8,6 +8,7 @@ pub mod audit;
 mod client;
 mod error;
 mod framing;
+pub mod hygiene;
 mod message;
 pub mod methods;
 pub mod socket;

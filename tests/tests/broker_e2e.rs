@@ -132,7 +132,7 @@ async fn full_cycle(secret_store: &str) {
     let results = futures_join_all(calls).await;
     let tokens: std::collections::BTreeSet<String> = results
         .into_iter()
-        .map(|r| r.expect("token.get").access_token)
+        .map(|r| std::mem::take(&mut r.expect("token.get").access_token))
         .collect();
     assert_eq!(tokens.len(), 1, "every caller got the one refreshed token");
     assert_eq!(auth.counts().refreshes, 2);

@@ -303,7 +303,9 @@ async fn a_401_refreshes_once_and_only_for_the_current_token() {
     });
     let mut tokens = Vec::new();
     for c in calls {
-        tokens.push(c.await.unwrap().expect("a token").access_token);
+        tokens.push(std::mem::take(
+            &mut c.await.unwrap().expect("a token").access_token,
+        ));
     }
     assert_eq!(
         auth.counts().authorizations,
