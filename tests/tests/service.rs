@@ -200,6 +200,26 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
         "{}",
         home.log_text()
     );
+    // Process hygiene: the inherited descriptor is close-on-exec (a browser the daemon
+    // starts does not get the listening socket), and no core file would be written.
+    let pid = activator.id();
+    let fdinfo = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{fdinfo}");
+    assert_core_dumps_off(pid);
+    // One daemon per data directory, activated or not: a second one, even on another
+    // socket, exits naming the first.
+    let second = second_daemon(&home, &home.path().join("second.sock"));
+    assert!(
+        second.contains(&format!(
+            "another mcp-authd (pid {pid}) already uses the data directory"
+        )),
+        "{second}"
+    );
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
@@ -216,6 +236,63 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
         socket.exists(),
         "the service manager's socket belongs to it: the daemon leaves it in place"
     );
+    // A restart finds the lock free.
+    home.start(None).cli_ok(&["status"]);
+}
+
+/// Runs a second `mcp-authd` on `home`'s data directory with its own socket; it must exit
+/// at once with an error, returned (stderr).
+fn second_daemon(home: &DaemonHome, socket: &Path) -> String {
+    let out = Command::new(bin("mcp-authd"))
+        .arg("--socket")
+        .arg(socket)
+        .env("MCP_AUTHD_HOME", home.path())
+        .env_remove("MCP_AUTHD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!socket.exists(), "the second daemon did not listen");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `RLIMIT_CORE` 0, as the kernel reports it for `pid`.
+fn assert_core_dumps_off(pid: u32) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
+}
+
+/// Two daemons on one data directory would redeem the same refresh tokens (a replay the
+/// authorization server punishes by revoking the grant): the second exits with the
+/// first's pid, the first keeps serving, and a restart takes the lock over.
+#[test]
+fn a_second_daemon_on_the_same_data_directory_exits_naming_the_first() {
+    let home = DaemonHome::new("file", "");
+    let first = home.start(None);
+    let stderr = second_daemon(&home, &home.path().join("other.sock"));
+    assert!(
+        stderr.contains(&format!(
+            "another mcp-authd (pid {}) already uses the data directory {}",
+            first.pid(),
+            home.path().display()
+        )),
+        "{stderr}"
+    );
+    first.cli_ok(&["status"]);
+    assert_core_dumps_off(first.pid());
+    let lock = std::fs::read_to_string(home.path().join("mcp-authd.lock")).unwrap();
+    assert_eq!(lock.trim(), first.pid().to_string());
+    first.stop();
+    let again = home.start(None);
+    again.cli_ok(&["status"]);
 }
 
 /// SIGTERM while a refresh is in flight: the caller still gets its token, the rotated

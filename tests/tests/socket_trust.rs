@@ -239,3 +239,36 @@ fn the_daemons_own_socket_passes_the_checks() {
     assert!(status.status.success(), "{status:?}");
     d.cli_ok(&["status"]);
 }
+
+/// `bind` deletes only a stale socket: a regular file or a link at the socket path is left
+/// as it is, and the daemon says what is there and what to do.
+#[test]
+fn the_daemon_never_deletes_a_file_at_its_socket_path_that_is_not_a_socket() {
+    let home = DaemonHome::new("file", "");
+    let precious = home.path().join("notes.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let link = home.path().join("link.sock");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    for (socket, what) in [(&precious, "a regular file"), (&link, "a symbolic link")] {
+        let out = Command::new(bin("mcp-authd"))
+            .arg("--socket")
+            .arg(socket)
+            .env("MCP_AUTHD_HOME", home.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{} exists and is not a socket ({what}); mcp-authd does not delete it",
+                socket.display()
+            )),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(socket).unwrap(), "keep me");
+    }
+    // A stale socket (nobody answers) is replaced.
+    let stale = home.path().join("d.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    home.start(None).cli_ok(&["status"]);
+}
