@@ -71,9 +71,13 @@ fn service_install_writes_units_systemd_accepts_and_uninstall_removes_them() {
     let status = cli(&["service", "status"]);
     assert!(!status.contains("not installed"), "{status}");
 
-    if have("systemd-analyze") {
+    let verify = || {
+        if !have("systemd-analyze") {
+            eprintln!("NOTICE: systemd-analyze is not installed; the units were not verified");
+            return;
+        }
         let runtime = home.path().join("run");
-        std::fs::create_dir(&runtime).unwrap();
+        std::fs::create_dir_all(&runtime).unwrap();
         let out = Command::new("systemd-analyze")
             .args(["--user", "verify"])
             .arg(units.join("mcp-authd.socket"))
@@ -87,14 +91,47 @@ fn service_install_writes_units_systemd_accepts_and_uninstall_removes_them() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Unknown keys are only warnings: any output at all counts as a failure.
+        // Unknown keys are only warnings: any output at all counts as a failure (and a
+        // missing executable is one: the path must mean exactly the file).
         assert!(
             out.status.success() && said.trim().is_empty(),
             "systemd-analyze verify: {said}"
         );
-    } else {
-        eprintln!("NOTICE: systemd-analyze is not installed; the units were not verified");
-    }
+    };
+    verify();
+
+    // A daemon at a path with a space, a specifier and a `$`: still exactly that file.
+    let odd = home.path().join("my tools 100%h $HOME");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::copy(&daemon, odd.join("mcp-authd")).unwrap();
+    let daemon_arg = odd.join("mcp-authd").display().to_string();
+    cli(&["service", "install", "--no-start", "--daemon", &daemon_arg]);
+    let service = std::fs::read_to_string(units.join("mcp-authd.service")).unwrap();
+    assert!(
+        service.contains(&format!(
+            "ExecStart=\"{}\"\n",
+            daemon_arg.replace('%', "%%")
+        )),
+        "{service}"
+    );
+    verify();
+    // One systemd cannot run (a quote in the path) is refused, not written half-escaped.
+    let quoted = home.path().join("it's");
+    std::fs::create_dir(&quoted).unwrap();
+    std::fs::copy(&daemon, quoted.join("mcp-authd")).unwrap();
+    let out = Command::new(bin("mcp-auth"))
+        .args(["service", "install", "--no-start", "--daemon"])
+        .arg(quoted.join("mcp-authd"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("systemd cannot run a program whose path holds '\\''"),
+        "{out:?}"
+    );
 
     let out = cli(&["service", "uninstall", "--no-stop"]);
     assert!(out.contains("removed"), "{out}");
@@ -135,6 +172,12 @@ fn the_launch_agent_is_a_valid_plist_with_a_launchd_socket() {
     assert_eq!(
         agent.get("Umask").and_then(|v| v.as_signed_integer()),
         Some(0o077)
+    );
+    // Filled in with ~/Library/Logs/mcp-authd.log: never a shared directory such as /tmp,
+    // where another user could plant a link to a file of theirs.
+    assert_eq!(
+        agent.get("StandardErrorPath").and_then(|v| v.as_string()),
+        Some("@LOG@")
     );
     if have("plutil") {
         let lint = Command::new("plutil")
