@@ -96,6 +96,18 @@ fn run(action: Action, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()
                 let dir = logs.parent().unwrap_or(logs);
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
+                // launchd binds the socket before the daemon runs, and clients refuse a
+                // socket whose directory is open to others: make it private now (systemd
+                // does this itself with DirectoryMode=0700).
+                #[cfg(unix)]
+                if let Some(dir) = socket.parent().filter(|d| !d.exists()) {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
             }
             for (path, text) in files.render(&daemon, &socket)? {
                 write_file(&path, &text)?;
