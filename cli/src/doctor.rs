@@ -152,7 +152,12 @@ fn socket_permissions(socket: &Path) -> Check {
         let dir = socket.parent().unwrap_or(Path::new("/"));
         let mut problems = Vec::new();
         let mut fixes = Vec::new();
-        match std::fs::metadata(dir) {
+        // Not following a link, as clients do not (ipc-proto `socket::check_directory`).
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => problems.push(format!(
+                "{} is a symbolic link (clients refuse it)",
+                dir.display()
+            )),
             Ok(m) if m.uid() != me => {
                 problems.push(format!("{} belongs to uid {}", dir.display(), m.uid()))
             }

@@ -161,6 +161,20 @@ async fn a_symlinked_or_open_directory_is_refused_even_with_our_own_listener() {
         "is a symbolic link",
     )
     .await;
+    // doctor says so too (and connects no further than the clients do).
+    let doctor = Command::new(bin("mcp-auth"))
+        .arg("--socket")
+        .arg(linked.join("mcp-authd.sock"))
+        .arg("doctor")
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("[FAIL] socket:") && l.contains("is a symbolic link")),
+        "{text}"
+    );
     drop(planted);
 
     let open = tmp.path().join("open");
