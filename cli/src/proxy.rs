@@ -382,7 +382,12 @@ impl Proxy {
     async fn token(&self) -> Option<String> {
         let mut daemon = self.daemon.lock().await;
         if daemon.is_none() {
-            *daemon = Client::connect(&self.socket).await.ok();
+            match Client::connect(&self.socket).await {
+                Ok(client) => *daemon = Some(client),
+                // Not the user's daemon: said every time, never silently retried past.
+                Err(e @ ClientError::Untrusted { .. }) => log(&e.to_string()),
+                Err(_) => {}
+            }
         }
         let client = daemon.as_mut()?;
         let params = TokenGetParams {
