@@ -211,8 +211,10 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // The file appears at bind(2), connections are taken from listen(2) on, and the
+    // activator says "Listening on …" after both.
     wait_until("the activator's socket", Duration::from_secs(10), || {
-        socket.exists()
+        socket.exists() && home.log_text().contains("Listening on")
     });
     let out = Command::new(bin("mcp-auth"))
         .arg("--socket")
@@ -301,16 +303,8 @@ fn second_daemon(home: &DaemonHome, socket: &Path) -> String {
 
 /// `RLIMIT_CORE` 0, as the kernel reports it for `pid`.
 fn assert_core_dumps_off(pid: u32) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let core = limits
-        .lines()
-        .find(|l| l.starts_with("Max core file size"))
-        .unwrap();
-    assert_eq!(
-        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
-        ["0", "0"],
-        "{core}"
-    );
+    let core = mcp_authd_tests::procfs::core_limits(pid);
+    assert_eq!(core, ("0".into(), "0".into()));
 }
 
 /// Two daemons on one data directory would redeem the same refresh tokens (a replay the
