@@ -134,12 +134,11 @@ pub async fn run(socket: &Path, json: bool) -> ExitCode {
 }
 
 fn daemon_down(e: &ClientError) -> Check {
-    check(
-        "daemon",
-        Status::Fail,
-        e.to_string(),
-        Some("start it: `mcp-auth service install` (or run `mcp-authd` in a terminal)".into()),
-    )
+    // An untrusted socket's message says itself what to remove or change.
+    let fix = (!matches!(e, ClientError::Untrusted { .. })).then(|| {
+        "start it: `mcp-auth service install` (or run `mcp-authd` in a terminal)".to_string()
+    });
+    check("daemon", Status::Fail, e.to_string(), fix)
 }
 
 /// The socket's directory 0700 and the socket 0600, both ours: other users must not even
@@ -153,7 +152,12 @@ fn socket_permissions(socket: &Path) -> Check {
         let dir = socket.parent().unwrap_or(Path::new("/"));
         let mut problems = Vec::new();
         let mut fixes = Vec::new();
-        match std::fs::metadata(dir) {
+        // Not following a link, as clients do not (ipc-proto `socket::check_directory`).
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => problems.push(format!(
+                "{} is a symbolic link (clients refuse it)",
+                dir.display()
+            )),
             Ok(m) if m.uid() != me => {
                 problems.push(format!("{} belongs to uid {}", dir.display(), m.uid()))
             }

@@ -88,6 +88,11 @@ async fn main() -> ExitCode {
         Command::Man(args) => return docs::man(args),
         command => Cli { command, ..cli },
     };
+    // Every command left talks to the daemon and may hold an access token (token, headers,
+    // proxy): no core file. The process stays dumpable on purpose: PR_SET_DUMPABLE 0 would
+    // make /proc/<pid>/exe unreadable to the daemon, whose audit of hand-outs names the
+    // receiving program.
+    let _ = mcp_authd_ipc::hygiene::disable_core_dumps(false);
     let path = mcp_authd_ipc::socket::resolve(cli.socket);
     if let Command::Doctor = cli.command {
         return doctor::run(&path, cli.json).await;

@@ -40,6 +40,9 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
                 .into();
         }
         ClientError::Io(_) => return "check that it still runs: mcp-auth status".into(),
+        ClientError::Untrusted { .. } => {
+            return "see what is wrong with the socket: mcp-auth doctor".into();
+        }
         ClientError::Protocol(_) => {
             return "mcp-auth and mcp-authd may be different versions; compare: mcp-auth --version and mcp-auth status".into();
         }

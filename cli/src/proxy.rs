@@ -382,7 +382,12 @@ impl Proxy {
     async fn token(&self) -> Option<String> {
         let mut daemon = self.daemon.lock().await;
         if daemon.is_none() {
-            *daemon = Client::connect(&self.socket).await.ok();
+            match Client::connect(&self.socket).await {
+                Ok(client) => *daemon = Some(client),
+                // Not the user's daemon: said every time, never silently retried past.
+                Err(e @ ClientError::Untrusted { .. }) => log(&e.to_string()),
+                Err(_) => {}
+            }
         }
         let client = daemon.as_mut()?;
         let params = TokenGetParams {
@@ -390,7 +395,7 @@ impl Proxy {
             ..Default::default()
         };
         match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
-            Ok(t) => Some(t.access_token),
+            Ok(mut t) => Some(std::mem::take(&mut t.access_token)),
             Err(ClientError::Rpc(e)) => {
                 if e.kind() != Some(ErrorKind::AuthorizationRequired) {
                     log(&e.message);
@@ -423,7 +428,7 @@ impl Proxy {
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
         };
-        let token: TokenGetResult = client
+        let mut token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {
                 if n.method != LOGIN_PENDING {
                     return;
@@ -436,7 +441,7 @@ impl Proxy {
                 }
             })
             .await?;
-        Ok(token.access_token)
+        Ok(std::mem::take(&mut token.access_token))
     }
 }
 

@@ -92,7 +92,24 @@ fn run(action: Action, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()
                 )
             })?;
             let socket = mcp_authd_ipc::socket::resolve(socket);
-            for (path, text) in files.render(&daemon, &socket) {
+            if let ServiceFiles::Launchd { logs, .. } = &files {
+                let dir = logs.parent().unwrap_or(logs);
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                // launchd binds the socket before the daemon runs, and clients refuse a
+                // socket whose directory is open to others: make it private now (systemd
+                // does this itself with DirectoryMode=0700).
+                #[cfg(unix)]
+                if let Some(dir) = socket.parent().filter(|d| !d.exists()) {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+            }
+            for (path, text) in files.render(&daemon, &socket)? {
                 write_file(&path, &text)?;
                 println!("wrote {}", path.display());
             }
@@ -194,8 +211,10 @@ fn manager_command(program: &str, args: &[&str]) -> anyhow::Result<String> {
 enum ServiceFiles {
     /// `~/.config/systemd/user` (or `$XDG_CONFIG_HOME/systemd/user`).
     Systemd { dir: PathBuf },
-    /// `~/Library/LaunchAgents`.
-    Launchd { dir: PathBuf },
+    /// `~/Library/LaunchAgents`; the daemon's log goes to `logs` (`~/Library/Logs`, the
+    /// user's own, where Console.app looks; not a shared directory another user could
+    /// plant a link in).
+    Launchd { dir: PathBuf, logs: PathBuf },
 }
 
 impl ServiceFiles {
@@ -207,6 +226,7 @@ impl ServiceFiles {
         if cfg!(target_os = "macos") {
             return Ok(ServiceFiles::Launchd {
                 dir: home.join("Library/LaunchAgents"),
+                logs: home.join("Library/Logs/mcp-authd.log"),
             });
         }
         if !cfg!(target_os = "linux") {
@@ -233,21 +253,21 @@ impl ServiceFiles {
             ServiceFiles::Systemd { dir } => {
                 vec![dir.join("mcp-authd.service"), dir.join("mcp-authd.socket")]
             }
-            ServiceFiles::Launchd { dir } => vec![dir.join(format!("{LAUNCHD_LABEL}.plist"))],
+            ServiceFiles::Launchd { dir, .. } => vec![dir.join(format!("{LAUNCHD_LABEL}.plist"))],
         }
     }
 
-    fn render(&self, daemon: &Path, socket: &Path) -> Vec<(PathBuf, String)> {
+    fn render(&self, daemon: &Path, socket: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
         let paths = self.paths();
-        match self {
+        Ok(match self {
             ServiceFiles::Systemd { .. } => vec![
-                (paths[0].clone(), render_service(daemon)),
+                (paths[0].clone(), render_service(daemon)?),
                 (paths[1].clone(), SOCKET_UNIT.to_string()),
             ],
-            ServiceFiles::Launchd { .. } => {
-                vec![(paths[0].clone(), render_launch_agent(daemon, socket))]
+            ServiceFiles::Launchd { logs, .. } => {
+                vec![(paths[0].clone(), render_launch_agent(daemon, socket, logs))]
             }
-        }
+        })
     }
 
     fn start_hint(&self) -> String {
@@ -366,23 +386,44 @@ fn gui_domain() -> String {
     }
 }
 
-/// The shipped service unit running `daemon`. systemd splits `ExecStart` on spaces, so a
-/// path with one is quoted.
-fn render_service(daemon: &Path) -> String {
-    let path = daemon.display().to_string();
-    let exec = if path.contains(char::is_whitespace) {
-        format!("ExecStart=\"{path}\"")
-    } else {
-        format!("ExecStart={path}")
-    };
-    SERVICE_UNIT.replace(SHIPPED_EXEC, &exec)
+/// The shipped service unit running `daemon`.
+fn render_service(daemon: &Path) -> anyhow::Result<String> {
+    let exec = format!(
+        "ExecStart={}",
+        systemd_executable(&daemon.display().to_string())?
+    );
+    Ok(SERVICE_UNIT.replace(SHIPPED_EXEC, &exec))
 }
 
-/// The shipped LaunchAgent running `daemon` with launchd owning `socket`.
-fn render_launch_agent(daemon: &Path, socket: &Path) -> String {
+/// `path` as the executable of a systemd command line, meaning exactly that path: `%`
+/// starts a specifier (`%%`), and a path with a space is quoted (`$` is literal there).
+/// systemd refuses an executable whose path holds a quote, a backslash or a control
+/// character however it is escaped (systemd.syntax(7)), and a newline would end the
+/// line and start a directive of the path's choosing: such a path is refused.
+fn systemd_executable(path: &str) -> anyhow::Result<String> {
+    if let Some(c) = path
+        .chars()
+        .find(|&c| c == '"' || c == '\'' || c == '\\' || c.is_control())
+    {
+        bail!(
+            "systemd cannot run a program whose path holds {c:?}: {path:?}; move mcp-authd to a plain path and pass it with --daemon"
+        );
+    }
+    let word = path.replace('%', "%%");
+    Ok(if path.chars().any(char::is_whitespace) {
+        format!("\"{word}\"")
+    } else {
+        word
+    })
+}
+
+/// The shipped LaunchAgent running `daemon` with launchd owning `socket`, its stderr
+/// going to `log`.
+fn render_launch_agent(daemon: &Path, socket: &Path, log: &Path) -> String {
     LAUNCH_AGENT
         .replace("@MCP_AUTHD@", &xml_escape(&daemon.display().to_string()))
         .replace("@SOCKET@", &xml_escape(&socket.display().to_string()))
+        .replace("@LOG@", &xml_escape(&log.display().to_string()))
 }
 
 fn xml_escape(s: &str) -> String {
@@ -390,6 +431,7 @@ fn xml_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 #[cfg(test)]
@@ -399,19 +441,37 @@ mod tests {
     #[test]
     fn the_service_unit_runs_the_given_binary() {
         assert!(SERVICE_UNIT.contains(SHIPPED_EXEC));
-        let unit = render_service(Path::new("/opt/mcp authd/bin/mcp-authd"));
+        let unit = render_service(Path::new("/opt/mcp authd/bin/mcp-authd")).unwrap();
         assert!(unit.contains("ExecStart=\"/opt/mcp authd/bin/mcp-authd\"\n"));
         assert!(!unit.contains("%h/.local/bin"));
+        let unit = render_service(Path::new("/opt/100%h $HOME/mcp-authd")).unwrap();
+        assert!(unit.contains("ExecStart=\"/opt/100%%h $HOME/mcp-authd\"\n"));
+        for odd in [
+            "/opt/a\nExecStartPre=/bin/evil/mcp-authd",
+            "/opt/it's/mcp-authd",
+            "/o\\p",
+        ] {
+            let e = render_service(Path::new(odd)).unwrap_err().to_string();
+            assert!(
+                e.contains("systemd cannot run a program whose path holds"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
-    fn the_launch_agent_gets_both_paths_escaped() {
+    fn the_launch_agent_gets_every_path_escaped_and_logs_in_the_users_library() {
         let plist = render_launch_agent(
             Path::new("/Users/a&b/.local/bin/mcp-authd"),
             Path::new("/tmp/mcp-authd-501/mcp-authd.sock"),
+            Path::new("/Users/<o'k>/Library/Logs/mcp-authd.log"),
         );
         assert!(plist.contains("<string>/Users/a&amp;b/.local/bin/mcp-authd</string>"));
         assert!(plist.contains("<string>/tmp/mcp-authd-501/mcp-authd.sock</string>"));
+        assert!(plist.contains(
+            "<key>StandardErrorPath</key>\n    <string>/Users/&lt;o&apos;k&gt;/Library/Logs/mcp-authd.log</string>"
+        ));
+        assert!(!plist.contains("/tmp/mcp-authd.log"));
         assert!(!plist.contains('@'));
     }
 }

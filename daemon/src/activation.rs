@@ -95,6 +95,16 @@ fn from_fd(fd: i32) -> Result<Inherited, ActivationError> {
     // SAFETY: the service manager passed this descriptor to us and nothing else in the
     // process owns it; it is taken exactly once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The manager hands the descriptor over without close-on-exec (it had to survive our
+    // exec); set it so that a browser or helper the daemon starts does not inherit the
+    // listening socket (it could accept the user's connections after the daemon is gone).
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(ActivationError::NotASocket {
+            fd,
+            source: std::io::Error::last_os_error(),
+        });
+    }
     let socket = UnixListener::from(owned);
     let not_a_socket = |source| ActivationError::NotASocket { fd, source };
     let addr = socket.local_addr().map_err(not_a_socket)?;

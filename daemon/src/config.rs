@@ -195,6 +195,19 @@ impl Config {
 
     /// What TOML types cannot say.
     fn check(&self) -> Result<(), String> {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for server in self.servers.keys() {
+            let Some(form) = key_form(server) else {
+                return Err(format!(
+                    "[servers.\"{server}\"]: the key is not an http(s) URL; write the MCP server's URL or its authorization server's issuer"
+                ));
+            };
+            if let Some(first) = seen.insert(form, server) {
+                return Err(format!(
+                    "[servers.\"{first}\"] and [servers.\"{server}\"] name the same server; merge them"
+                ));
+            }
+        }
         for (server, cfg) in &self.servers {
             if let Some(name) = cfg
                 .quirks
@@ -242,17 +255,28 @@ impl Config {
                 .any(|c| c.confirm_clients == Some(true))
     }
 
-    /// The settings for a server: by its URL first, else by its authorization server.
+    /// The settings for a server: by its URL first, else by its authorization server. Keys
+    /// and URLs are compared as the daemon stores server URLs (see [`key_form`]), so
+    /// `https://Example.COM:443/mcp/` in the file finds `https://example.com/mcp`.
     pub fn server(&self, server_url: &str, issuer: Option<&str>) -> Option<&ServerConfig> {
-        let trimmed = |s: &str| s.trim_end_matches('/').to_string();
-        let find = |key: &str| {
+        let find = |url: &str| {
+            let wanted = key_form(url)?;
             self.servers
                 .iter()
-                .find(|(k, _)| trimmed(k) == trimmed(key))
+                .find(|(k, _)| key_form(k).as_ref() == Some(&wanted))
                 .map(|(_, v)| v)
         };
         find(server_url).or_else(|| issuer.and_then(find))
     }
+}
+
+/// A server URL or issuer as config keys are matched: normalized as server URLs are
+/// (`normalize_server_url`: scheme and host lowercased, default port and fragment
+/// dropped), without a trailing slash. `None` when it is not an http(s) URL.
+fn key_form(url: &str) -> Option<String> {
+    crate::oauth::discovery::normalize_server_url(url)
+        .ok()
+        .map(|u| u.trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]
@@ -290,6 +314,46 @@ mod tests {
             Some(&["a".to_string(), "b".to_string()][..])
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn keys_match_as_urls_are_normalized() {
+        let c: Config = toml::from_str(
+            r#"
+            [servers."https://Example.COM:443/mcp/"]
+            client_id = "by-url"
+            [servers."HTTPS://LOGIN.example.com:443"]
+            client_id = "by-issuer"
+            "#,
+        )
+        .unwrap();
+        c.check().unwrap();
+        for url in [
+            "https://example.com/mcp/",
+            "https://example.com/mcp",
+            "https://EXAMPLE.com/mcp#frag",
+        ] {
+            let found = c.server(url, None).and_then(|s| s.client_id.as_deref());
+            assert_eq!(found, Some("by-url"), "{url}");
+        }
+        assert_eq!(
+            c.server(
+                "https://example.com:8443/mcp",
+                Some("https://login.example.com/")
+            )
+            .and_then(|s| s.client_id.as_deref()),
+            Some("by-issuer"),
+            "another port is another server"
+        );
+        let twice: Config = toml::from_str(
+            "[servers.\"https://a.example/mcp\"]\n[servers.\"https://A.example:443/mcp/\"]\n",
+        )
+        .unwrap();
+        let e = twice.check().unwrap_err();
+        assert!(e.contains("name the same server"), "{e}");
+        let not_a_url: Config = toml::from_str("[servers.\"mcp.example.com\"]\n").unwrap();
+        let e = not_a_url.check().unwrap_err();
+        assert!(e.contains("is not an http(s) URL"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
 use crate::config::{Quirks, ServerConfig};
-use crate::loopback::{LoopbackError, LoopbackRedirect};
+use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
@@ -276,11 +276,11 @@ async fn client_for(
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
     if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
-        let (port, path) = match &cfg.redirect_uri {
+        let (host, port, path) = match &cfg.redirect_uri {
             Some(uri) => loopback_port_and_path(uri)?,
-            None => (0, CALLBACK_PATH.to_string()),
+            None => (RedirectHost::DEFAULT, 0, CALLBACK_PATH.to_string()),
         };
-        let redirect = LoopbackRedirect::bind(port, &path, state)
+        let redirect = LoopbackRedirect::bind(&host, port, &path, state)
             .await
             .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
         let method = match &cfg.token_endpoint_auth_method {
@@ -318,7 +318,7 @@ async fn client_for(
     if let Some(url) = &broker.config().client_metadata_url
         && d.metadata.client_id_metadata_document_supported == Some(true)
     {
-        let redirect = LoopbackRedirect::bind(0, CALLBACK_PATH, state)
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
             .await
             .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
         let reg = match broker
@@ -351,8 +351,8 @@ async fn client_for(
             .redirect_uri
             .as_deref()
             .and_then(|u| loopback_port_and_path(u).ok());
-        if let Some((port, path)) = port {
-            match LoopbackRedirect::bind(port, &path, state).await {
+        if let Some((host, port, path)) = port {
+            match LoopbackRedirect::bind(&host, port, &path, state).await {
                 Ok(redirect) => match broker.credentials(&reg, None).await {
                     Ok(credentials) => return Ok((reg, credentials, redirect)),
                     Err(e) => tracing::warn!(
@@ -366,7 +366,7 @@ async fn client_for(
         }
     }
 
-    let redirect = LoopbackRedirect::bind(0, CALLBACK_PATH, state)
+    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
         .await
         .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
     let registered = register(&broker.http, &d.metadata, &redirect.redirect_uri)
@@ -402,18 +402,27 @@ async fn client_for(
     Ok((reg, registered.credentials, redirect))
 }
 
-fn loopback_port_and_path(uri: &str) -> Result<(u16, String), RpcError> {
+/// The host (as written: `localhost` stays `localhost`), port and path of a loopback
+/// redirect URI from the config or a stored registration.
+fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcError> {
     let bad = || {
         RpcError::new(
             ErrorKind::InvalidParams,
-            format!("redirect_uri `{uri}` must be http://127.0.0.1:<port>/<path>"),
+            format!(
+                "redirect_uri `{uri}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)"
+            ),
         )
     };
     let url = Url::parse(uri).map_err(|_| bad())?;
     if url.scheme() != "http" || !crate::oauth::http::is_loopback(&url) {
         return Err(bad());
     }
-    Ok((url.port().unwrap_or(80), url.path().to_string()))
+    let host = match url.host() {
+        Some(url::Host::Ipv4(ip)) => RedirectHost::Ip(ip.into()),
+        Some(url::Host::Ipv6(ip)) => RedirectHost::Ip(ip.into()),
+        _ => RedirectHost::Localhost,
+    };
+    Ok((host, url.port().unwrap_or(80), url.path().to_string()))
 }
 
 fn authorization_url(

@@ -1,6 +1,7 @@
-//! The RFC 8252 loopback redirect: a one-shot axum listener on 127.0.0.1 that receives the
-//! authorization response from the user's browser.
+//! The RFC 8252 loopback redirect: a one-shot axum listener on the loopback interface that
+//! receives the authorization response from the user's browser.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +26,12 @@ pub struct AuthorizationResponse {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoopbackError {
-    #[error("cannot listen on 127.0.0.1:{port} for the login redirect: {source}")]
-    Bind { port: u16, source: std::io::Error },
+    #[error("cannot listen on {host}:{port} for the login redirect: {source}")]
+    Bind {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
     #[error("the browser login was not completed within {0} s")]
     Timeout(u64),
 }
@@ -40,23 +45,72 @@ struct Shared {
 pub struct LoopbackRedirect {
     pub redirect_uri: String,
     received: oneshot::Receiver<AuthorizationResponse>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<()>>,
+}
+
+/// The host of a redirect URI, kept as the user or the registration wrote it: an
+/// authorization server compares redirect URIs as strings, so `localhost` registered means
+/// `localhost` sent (RFC 8252 §7.3 prefers the IP literal; §8.3 allows the name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectHost {
+    /// An IP literal on loopback (`127.0.0.1`, `::1`).
+    Ip(IpAddr),
+    /// `localhost`: listened for on 127.0.0.1 and, where it can be had, on the same port of
+    /// ::1, since a browser may resolve the name to either.
+    Localhost,
+}
+
+impl RedirectHost {
+    /// The default: `127.0.0.1` (no name resolution, no IPv6 ambiguity).
+    pub const DEFAULT: RedirectHost = RedirectHost::Ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
+    fn in_uri(&self) -> String {
+        match self {
+            RedirectHost::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+            RedirectHost::Ip(ip) => ip.to_string(),
+            RedirectHost::Localhost => "localhost".into(),
+        }
+    }
+
+    fn first_address(&self) -> IpAddr {
+        match self {
+            RedirectHost::Ip(ip) => *ip,
+            RedirectHost::Localhost => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
 }
 
 impl LoopbackRedirect {
-    /// Binds 127.0.0.1:`port` (0 for any free port) and serves `path`.
+    /// Binds `host`:`port` (0 for any free port) and serves `path`; the redirect URI names
+    /// `host` as given.
     pub async fn bind(
+        host: &RedirectHost,
         port: u16,
         path: &str,
         expected_state: &Secret,
     ) -> Result<LoopbackRedirect, LoopbackError> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        let bind_error = |port, source| LoopbackError::Bind {
+            host: host.in_uri(),
+            port,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind((host.first_address(), port))
             .await
-            .map_err(|source| LoopbackError::Bind { port, source })?;
+            .map_err(|source| bind_error(port, source))?;
         let port = listener
             .local_addr()
-            .map_err(|source| LoopbackError::Bind { port, source })?
+            .map_err(|source| bind_error(port, source))?
             .port();
+        // For `localhost`, also ::1 on the same port when free; without it the browser
+        // falls back to 127.0.0.1.
+        let second = match host {
+            RedirectHost::Localhost => {
+                tokio::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port))
+                    .await
+                    .ok()
+            }
+            RedirectHost::Ip(_) => None,
+        };
         let (deliver, received) = oneshot::channel();
         let shared = Arc::new(Shared {
             expected_state: expected_state.expose().to_string(),
@@ -65,17 +119,22 @@ impl LoopbackRedirect {
         let app = axum::Router::new()
             .route(path, get(callback))
             .with_state(shared);
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
+        // Dropping the sender (with the LoopbackRedirect) stops every listener.
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        for listener in std::iter::once(listener).chain(second) {
+            let (app, mut stopped) = (app.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                });
+                if let Err(e) = served.await {
+                    tracing::warn!("login redirect listener failed: {e}");
+                }
             });
-            if let Err(e) = served.await {
-                tracing::warn!("login redirect listener failed: {e}");
-            }
-        });
+        }
+        drop(stopped);
         Ok(LoopbackRedirect {
-            redirect_uri: format!("http://127.0.0.1:{port}{path}"),
+            redirect_uri: format!("http://{}:{port}{path}", host.in_uri()),
             received,
             stop: Some(stop),
         })
@@ -162,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn accepts_one_response_with_the_right_state_only() {
         let state = Secret::new("st4te");
-        let redirect = LoopbackRedirect::bind(0, "/callback", &state)
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &state)
             .await
             .unwrap();
         let uri = redirect.redirect_uri.clone();
@@ -194,10 +253,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn times_out() {
-        let redirect = LoopbackRedirect::bind(0, "/callback", &Secret::new("s"))
+    async fn a_localhost_redirect_uri_stays_localhost_and_answers_there() {
+        let state = Secret::new("st4te");
+        let redirect = LoopbackRedirect::bind(&RedirectHost::Localhost, 0, "/cb", &state)
             .await
             .unwrap();
+        let uri = redirect.redirect_uri.clone();
+        assert!(
+            uri.starts_with("http://localhost:") && uri.ends_with("/cb"),
+            "{uri}"
+        );
+        // Whichever address the browser resolves the name to.
+        let right = reqwest::Client::new()
+            .get(format!("{uri}?code=c&state=st4te"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200);
+        assert_eq!(
+            redirect
+                .wait(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .code
+                .unwrap()
+                .expose(),
+            "c"
+        );
+        let v6 =
+            LoopbackRedirect::bind(&RedirectHost::Ip("::1".parse().unwrap()), 0, "/cb", &state)
+                .await;
+        if let Ok(v6) = v6 {
+            assert!(
+                v6.redirect_uri.starts_with("http://[::1]:"),
+                "{}",
+                v6.redirect_uri
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn times_out() {
+        let redirect =
+            LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &Secret::new("s"))
+                .await
+                .unwrap();
         assert!(matches!(
             redirect.wait(Duration::from_millis(50)).await,
             Err(LoopbackError::Timeout(_))

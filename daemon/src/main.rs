@@ -9,6 +9,7 @@ mod config;
 mod confirm;
 mod connection;
 mod crash;
+mod data_lock;
 mod login;
 mod loopback;
 mod man;
@@ -60,6 +61,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Before any secret is in memory; the process's children (a browser) inherit the limit.
+    if let Err(e) = mcp_authd_ipc::hygiene::disable_core_dumps(true) {
+        tracing::warn!("cannot turn core dumps off ({e}); a crash could write tokens to disk");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -72,6 +77,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Result<()> {
     let paths = config::Paths::resolve(args.home, args.config)?;
     create_private_dir(&paths.data_dir)?;
+    // Before the database or the socket is touched: a second daemon leaves both alone.
+    let _data_lock = data_lock::DataLock::acquire(&paths.data_dir)?;
     let config = config::Config::load(&paths.config_file)?;
     let socket_path = match inherited.as_ref().and_then(|i| i.path.clone()) {
         Some(path) => path,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use interprocess::local_socket::ListenerOptions;
 use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
+#[cfg(unix)]
+use mcp_authd_ipc::socket::current_uid;
 use mcp_authd_ipc::{ErrorKind, Response, RpcError, socket, write_frame};
 use tokio::sync::{Semaphore, watch};
 
@@ -19,20 +21,40 @@ use crate::peer::Peer;
 /// the daemon's file descriptors.
 const MAX_CONNECTIONS: usize = 512;
 
-/// Binds the socket, refusing to take over one a live daemon answers on.
+/// Binds the socket, refusing to take over one a live daemon answers on. What is at the
+/// path is only removed when it is a socket nobody answers on (a stale one of ours): a
+/// regular file, a directory or a symbolic link there is reported, never deleted.
 pub async fn bind(path: &Path) -> anyhow::Result<Listener> {
     prepare_dir(path)?;
-    if path.exists() {
-        if let Ok(name) = socket::to_name(path)
-            && Stream::connect(name).await.is_ok()
-        {
-            anyhow::bail!(
-                "another mcp-authd is already running at {}; stop it first (or use another --socket)",
-                path.display()
-            );
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::FileTypeExt;
+                anyhow::ensure!(
+                    meta.file_type().is_socket(),
+                    "{} exists and is not a socket ({}); mcp-authd does not delete it: move it away or choose another --socket",
+                    path.display(),
+                    describe_file_type(&meta.file_type())
+                );
+            }
+            #[cfg(not(unix))]
+            let _ = meta;
+            if let Ok(name) = socket::to_name(path)
+                && Stream::connect(name).await.is_ok()
+            {
+                anyhow::bail!(
+                    "another mcp-authd is already running at {}; stop it first (or use another --socket)",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect {}", path.display()));
+        }
     }
     let name =
         socket::to_name(path).with_context(|| format!("invalid socket path {}", path.display()))?;
@@ -52,6 +74,20 @@ pub async fn bind(path: &Path) -> anyhow::Result<Listener> {
             .with_context(|| format!("cannot make {} private", path.display()))?;
     }
     Ok(listener)
+}
+
+/// A file type in words, for the error that refuses to delete it.
+#[cfg(unix)]
+fn describe_file_type(t: &std::fs::FileType) -> &'static str {
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
 }
 
 /// A socket the service manager made: its file is made 0600 if the manager left it open
@@ -81,7 +117,7 @@ pub fn secure_inherited(path: &Path) -> anyhow::Result<()> {
             && meta.permissions().mode() & 0o077 != 0
         {
             tracing::warn!(
-                "the socket's directory {} is open to other users; the socket itself is 0600 and other users are refused, but DirectoryMode=0700 in mcp-authd.socket is better",
+                "the socket's directory {} is open to other users; clients refuse a socket there: set DirectoryMode=0700 in mcp-authd.socket",
                 dir.display()
             );
         }
@@ -91,47 +127,65 @@ pub fn secure_inherited(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the socket's directory private (0700). An existing directory must belong to us
-/// and be closed to others, unless it is a shared one the user chose (e.g. `/tmp`), where
-/// the 0600 socket and the peer check still hold.
+/// Creates the socket's directory private (0700). An existing one must be a real directory
+/// (a symbolic link is never followed: whoever made it chooses where the socket goes), owned
+/// by us, and closed to others, as clients check before they send anything: a directory
+/// mcp-authd names (`mcp-authd…`) is made 0700, any other open one is refused.
 fn prepare_dir(path: &Path) -> anyhow::Result<()> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        return Ok(());
-    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let ours = dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("mcp-authd"));
-        let meta = std::fs::metadata(dir)?;
-        if ours {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        // Created 0700 from the start (no window with the umask's mode); one that exists,
+        // maybe made by someone else first, is judged below.
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+        let meta = std::fs::symlink_metadata(dir)
+            .with_context(|| format!("cannot inspect {}", dir.display()))?;
+        anyhow::ensure!(
+            !meta.file_type().is_symlink(),
+            "the socket's directory {} is a symbolic link; mcp-authd does not follow it (whoever made it would choose where the socket goes): remove it or choose another --socket",
+            dir.display()
+        );
+        anyhow::ensure!(
+            meta.is_dir(),
+            "{} is not a directory; choose another --socket",
+            dir.display()
+        );
+        anyhow::ensure!(
+            meta.uid() == current_uid(),
+            "the socket's directory {} belongs to uid {}, not to mcp-authd's user (uid {}): another user may have planted it; remove it (as root if needed) or choose another --socket",
+            dir.display(),
+            meta.uid(),
+            current_uid()
+        );
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            let ours = dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mcp-authd"));
             anyhow::ensure!(
-                meta.uid() == current_uid(),
-                "{} belongs to another user; remove it or choose another --socket",
+                ours,
+                "the socket's directory {} is open to other users (mode {mode:o}) and clients refuse such a socket; chmod 700 {} or choose another --socket",
+                dir.display(),
                 dir.display()
             );
-            if meta.mode() & 0o077 != 0 {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", dir.display()))?;
         }
     }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(())
-}
-
-#[cfg(unix)]
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 /// How long a stopping daemon lets in-flight requests finish before it exits anyway (a

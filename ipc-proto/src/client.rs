@@ -23,6 +23,13 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Something listens at the socket path, but it is not known to be this user's daemon
+    /// (see [`socket::Untrusted`]); nothing was sent to it.
+    #[error("refusing to talk to {}: {source}", path.display())]
+    Untrusted {
+        path: PathBuf,
+        source: socket::Untrusted,
+    },
     #[error("lost the connection to mcp-authd: {0}")]
     Io(#[from] std::io::Error),
     #[error("mcp-authd sent something unexpected: {0}")]
@@ -49,7 +56,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the daemon at `path` (see [`socket::resolve`]).
+    /// Connects to the daemon at `path` (see [`socket::resolve`]). Before anything is sent,
+    /// the socket's directory must be this user's and closed to others, and the listening
+    /// process must run as this user ([`socket::check_directory`], [`socket::check_listener`]).
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
         let name = socket::to_name(path).map_err(|source| ClientError::NotRunning {
             path: path.to_path_buf(),
@@ -58,6 +67,13 @@ impl Client {
         let stream = Stream::connect(name)
             .await
             .map_err(|source| ClientError::NotRunning {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        #[cfg(unix)]
+        socket::check_directory(path)
+            .and_then(|()| socket::check_listener(path, &stream))
+            .map_err(|source| ClientError::Untrusted {
                 path: path.to_path_buf(),
                 source,
             })?;

@@ -9,6 +9,7 @@ mod client;
 pub mod clients;
 mod error;
 mod framing;
+pub mod hygiene;
 mod message;
 pub mod methods;
 pub mod socket;

@@ -13,8 +13,9 @@ pub enum RequestId {
     String(String),
 }
 
-/// A request as a client sends it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A request as a client sends it. Its `Debug` masks token fields in `params` (a
+/// `token.challenge` carries the rejected access token).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Request {
     pub jsonrpc: String,
     pub id: RequestId,
@@ -35,8 +36,8 @@ impl Request {
 }
 
 /// A reply: exactly one of `result` or `error`. `id` is null only when the request's id
-/// could not be read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// could not be read. Its `Debug` masks token fields in `result` (a `token.get` answer).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Response {
     pub jsonrpc: String,
     pub id: Option<RequestId>,
@@ -63,6 +64,57 @@ impl Response {
             result: None,
             error: Some(error),
         }
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("jsonrpc", &self.jsonrpc)
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("params", &Masked(&self.params))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("jsonrpc", &self.jsonrpc)
+            .field("id", &self.id)
+            .field("result", &self.result.as_ref().map(Masked))
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+/// Names of the protocol's fields that carry a token; `Debug` output shows `***` instead.
+pub(crate) const TOKEN_FIELDS: &[&str] = &["access_token", "rejected_token", "refresh_token"];
+
+/// A JSON value printed with every token field (at any depth) masked.
+struct Masked<'a>(&'a Value);
+
+impl std::fmt::Debug for Masked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn mask(v: &mut Value) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map.iter_mut() {
+                        if TOKEN_FIELDS.contains(&k.as_str()) && !v.is_null() {
+                            *v = Value::String("***".into());
+                        } else {
+                            mask(v);
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter_mut().for_each(mask),
+                _ => {}
+            }
+        }
+        let mut copy = self.0.clone();
+        mask(&mut copy);
+        std::fmt::Debug::fmt(&copy, f)
     }
 }
 

@@ -57,7 +57,9 @@ pub struct TokenGetParams {
     pub min_valid_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Its `Debug` shows `access_token: "***"`, and the token's bytes are zeroed when it is
+/// dropped (take it with `std::mem::take` to keep it).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenGetResult {
     pub access_token: String,
     pub token_type: String,
@@ -68,9 +70,29 @@ pub struct TokenGetResult {
     pub grant: String,
 }
 
+impl std::fmt::Debug for TokenGetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGetResult")
+            .field("access_token", &"***")
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("expires_in", &self.expires_in)
+            .field("scopes", &self.scopes)
+            .field("grant", &self.grant)
+            .finish()
+    }
+}
+
+impl Drop for TokenGetResult {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.access_token);
+    }
+}
+
 /// Params of `token.challenge`: a client reports the 401 or 403 an MCP server answered,
-/// and gets back a token to retry with (or an error saying why there is none).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// and gets back a token to retry with (or an error saying why there is none). Its `Debug`
+/// masks `rejected_token`.
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ChallengeParams {
     /// The MCP server URL the request went to.
     pub server: String,
@@ -98,6 +120,24 @@ pub struct ChallengeParams {
     /// As in `login`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for ChallengeParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChallengeParams")
+            .field("server", &self.server)
+            .field("status", &self.status)
+            .field("www_authenticate", &self.www_authenticate)
+            .field("body", &self.body)
+            .field(
+                "rejected_token",
+                &self.rejected_token.as_ref().map(|_| "***"),
+            )
+            .field("interactive", &self.interactive)
+            .field("open_browser", &self.open_browser)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -220,4 +260,46 @@ pub struct ReloadResult {
     /// Changes that take effect only at the next start (e.g. `secret_store`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_needed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Request, RequestId, Response};
+
+    const TOKEN: &str = "at_do-not-print-me";
+
+    #[test]
+    fn debug_output_never_shows_an_access_token() {
+        let result = TokenGetResult {
+            access_token: TOKEN.into(),
+            token_type: "Bearer".into(),
+            expires_at: 1,
+            expires_in: 1,
+            scopes: vec!["read".into()],
+            grant: "g_1".into(),
+        };
+        let challenge = ChallengeParams {
+            server: "https://mcp.example/mcp".into(),
+            status: 401,
+            rejected_token: Some(TOKEN.into()),
+            ..Default::default()
+        };
+        let reply = Response::ok(RequestId::Number(1), serde_json::to_value(&result).unwrap());
+        let request = Request::new(
+            2,
+            TOKEN_CHALLENGE,
+            serde_json::to_value(&challenge).unwrap(),
+        );
+        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?}");
+        assert!(!printed.contains(TOKEN), "{printed}");
+        // The rest is still there to debug with.
+        assert!(
+            printed.contains("g_1") && printed.contains("mcp.example"),
+            "{printed}"
+        );
+        assert!(printed.matches("***").count() >= 4, "{printed}");
+        // Masking is for printing only: the wire form keeps the token.
+        assert!(serde_json::to_string(&result).unwrap().contains(TOKEN));
+    }
 }

@@ -41,6 +41,13 @@ impl DaemonHome {
             .prefix("mad")
             .tempdir_in("/tmp")
             .expect("tempdir");
+        // Private, as a data directory and a socket's directory must be (clients refuse a
+        // socket in a directory open to others); tempfile leaves it to the umask.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod 700");
         std::fs::write(
             dir.path().join("config.toml"),
             format!("secret_store = \"{secret_store}\"\nlogin_timeout_secs = 30\n{extra_config}"),

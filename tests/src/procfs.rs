@@ -37,3 +37,20 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 pub fn tree_rss_kib(pid: u32) -> u64 {
     process_tree(pid).into_iter().map(rss_kib).sum()
 }
+
+/// The soft and hard core-file size limits of `pid` as /proc writes them (`"0"`,
+/// `"unlimited"`, …).
+pub fn core_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let mut fields = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(4)
+        .map(str::to_string);
+    (
+        fields.next().unwrap_or_default(),
+        fields.next().unwrap_or_default(),
+    )
+}

@@ -132,7 +132,7 @@ async fn full_cycle(secret_store: &str) {
     let results = futures_join_all(calls).await;
     let tokens: std::collections::BTreeSet<String> = results
         .into_iter()
-        .map(|r| r.expect("token.get").access_token)
+        .map(|r| std::mem::take(&mut r.expect("token.get").access_token))
         .collect();
     assert_eq!(tokens.len(), 1, "every caller got the one refreshed token");
     assert_eq!(auth.counts().refreshes, 2);
@@ -386,6 +386,44 @@ async fn pre_registered_client_from_the_config_file() {
     d.stop();
     assert!(!home.log_text().contains(secret));
     assert!(!contains(&home.database_bytes(), secret.as_bytes()));
+}
+
+/// A pre-registered client whose redirect URI the user wrote with `localhost`: the
+/// authorization server compares redirect URIs as strings, so the login sends exactly
+/// that (not 127.0.0.1) and the browser reaches the daemon there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_localhost_redirect_uri_stays_localhost() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://localhost:{port}/oauth/done");
+    auth.register_client(PreRegisteredClient {
+        client_id: "localhost-app".into(),
+        client_secret: None,
+        token_endpoint_auth_method: "none".into(),
+        redirect_uris: vec![redirect.clone()],
+    });
+    let home = DaemonHome::new(
+        "file",
+        &format!(
+            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\nclient_id = \"localhost-app\"\nredirect_uri = \"{redirect}\"\n"
+        ),
+    );
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    assert_eq!(
+        auth.last_authorize_params().unwrap()["redirect_uri"],
+        redirect.as_str()
+    );
+    assert_eq!(
+        auth.last_token_params().unwrap()["redirect_uri"],
+        redirect.as_str()
+    );
 }
 
 /// PRM naming another resource: no authorization happens, and the error says why.

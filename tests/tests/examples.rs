@@ -31,6 +31,7 @@ struct Example {
 }
 
 /// Where an example is told the socket is, one of the three ways the daemon resolves it.
+#[derive(Clone, Copy)]
 enum SocketVia<'a> {
     /// `$MCP_AUTHD_SOCKET`.
     Env(&'a Path),
@@ -113,8 +114,12 @@ fn examples() -> Vec<Example> {
 /// `dir/<rel>` as a symbolic link to `socket`: the daemon listens elsewhere, and an
 /// example only finds it if it resolves the default path exactly as the daemon does.
 fn link_socket(dir: &Path, rel: &str, socket: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     let link = dir.join(rel);
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    let parent = link.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    // Private, as the daemon makes its directory: the examples trust nothing else.
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink(socket, link).unwrap();
 }
 
@@ -220,6 +225,93 @@ async fn every_example_asks_for_login_then_prints_a_token_the_server_accepts() {
             String::from_utf8_lossy(&out.stderr).contains("not running"),
             "{}",
             example.describe(&out)
+        );
+    }
+}
+
+/// Each example refuses what listens at its socket path unless it is its own user's
+/// daemon: a listener another user planted in a directory of theirs (the `/tmp` fallback
+/// attack), one of another user in our directory, a symbolic link as the directory, a
+/// directory open to others. It exits 1 naming the reason and sends the listener nothing.
+#[test]
+fn every_example_refuses_a_socket_that_is_not_its_own_daemons() {
+    use mcp_authd_tests::planted::{Planted, other_user, own};
+    use std::os::unix::fs::PermissionsExt;
+    let examples = examples();
+    let Some(attacker) = other_user() else { return };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let tmp = tempfile::Builder::new()
+        .prefix("madex")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mkdir = |name: &str, mode: u32| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    };
+
+    // The /tmp fallback, taken first by the other user.
+    let theirs = mkdir(&format!("mcp-authd-{me}"), 0o700);
+    own(&theirs, attacker, 0o700);
+    let in_theirs = Planted::start(&theirs.join("mcp-authd.sock"), Some(attacker));
+    // Their listener in our directory (bound while it was open).
+    let ours = mkdir("ours", 0o777);
+    let in_ours = Planted::start(&ours.join("mcp-authd.sock"), Some(attacker));
+    std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Our own listener, but behind a link, or in an open directory.
+    let real = mkdir("real", 0o700);
+    let behind_link = Planted::start(&real.join("mcp-authd.sock"), None);
+    std::os::unix::fs::symlink(&real, tmp.path().join("linked")).unwrap();
+    let open = mkdir("open", 0o733);
+    let in_open = Planted::start(&open.join("mcp-authd.sock"), None);
+
+    let cases = [
+        (
+            SocketVia::TempDir(tmp.path()),
+            &in_theirs,
+            format!("belongs to uid {attacker}, not to you (uid {me})"),
+        ),
+        (
+            SocketVia::Env(&ours.join("mcp-authd.sock")),
+            &in_ours,
+            format!("uid {attacker}, not"),
+        ),
+        (
+            SocketVia::Env(&tmp.path().join("linked/mcp-authd.sock")),
+            &behind_link,
+            "is a symbolic link".to_string(),
+        ),
+        (
+            SocketVia::Env(&open.join("mcp-authd.sock")),
+            &in_open,
+            "is open to other users".to_string(),
+        ),
+    ];
+    for (via, planted, expected) in cases {
+        for example in &examples {
+            let out = example.run("https://mcp.example.test/mcp", via);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{}", example.describe(&out));
+            assert!(
+                stderr.contains("refusing to talk to") && stderr.contains(&expected),
+                "{expected}: {}",
+                example.describe(&out)
+            );
+            assert!(out.stdout.is_empty(), "{}", example.describe(&out));
+        }
+        // Python and Node connect, then check; the shell example checks before socat
+        // connects. Either way: not one byte.
+        let connecting = examples.iter().filter(|e| e.connects_as != "socat").count();
+        let record = planted.record(connecting);
+        assert_eq!(record.matches("accepted").count(), connecting, "{record}");
+        assert!(
+            record
+                .lines()
+                .all(|l| l == "accepted" || l == "received 0 bytes"),
+            "{record}"
         );
     }
 }

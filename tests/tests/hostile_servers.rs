@@ -75,7 +75,8 @@ async fn serve(
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     match route(base, &path) {
         Reply::Body(status, content_type, body) => {
-            let extra = if status == 401 {
+            // `unnamed…` servers name no metadata: the daemon probes the well-known URLs.
+            let extra = if status == 401 && !path.starts_with("/unnamed") {
                 let case = path.split('/').nth(1).unwrap_or("");
                 format!("WWW-Authenticate: Bearer resource_metadata=\"{base}/{case}/prm\"\r\n")
             } else {
@@ -126,6 +127,10 @@ async fn serve(
 /// Every case lives under `/<case>/`: `/<case>/mcp` challenges with `/<case>/prm`.
 fn route(base: &str, path: &str) -> Reply {
     let json = |v: serde_json::Value| Reply::Body(200, "application/json", v.to_string());
+    if path.starts_with("/.well-known/oauth-protected-resource/unnamed503/") {
+        // Down for a moment: not the same as having no metadata.
+        return Reply::Body(503, "text/plain", "try again".into());
+    }
     let case = path.split('/').nth(1).unwrap_or("");
     if path.ends_with("/mcp") {
         return Reply::Body(401, "application/json", "{}".into());
@@ -209,7 +214,7 @@ fn healthy_still_works(d: &Daemon, mcp: &McpServer, auth: &AuthServer) {
 async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
     let (auth, mcp, _home, d, base) = setup().await;
     let d = Arc::new(d);
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 7] = [
         ("huge", "larger than 1048576 bytes"),
         ("html", "not the expected JSON"),
         ("badjson", "not the expected JSON"),
@@ -219,6 +224,7 @@ async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
             "plainhttp",
             "the token endpoint `http://as.example.com/token` is not https",
         ),
+        ("unnamed503", "HTTP 503 for the protected resource metadata"),
     ];
     for (case, expected) in cases {
         let (d2, base2) = (d.clone(), base.clone());

@@ -64,7 +64,8 @@ async fn serve(mut conn: TcpStream, base: &str) -> std::io::Result<()> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (status, mut extra, content_type, body) = route(base, &target);
+    let request_body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+    let (status, mut extra, content_type, body) = route(base, &target, &request_body);
     if target.contains("skewed") {
         // A server whose clock is an hour ahead of this machine's.
         let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
@@ -82,7 +83,7 @@ async fn serve(mut conn: TcpStream, base: &str) -> std::io::Result<()> {
 }
 
 /// Status, extra header lines, content type and body for a request target.
-fn route(base: &str, target: &str) -> (u16, String, &'static str, String) {
+fn route(base: &str, target: &str, request_body: &str) -> (u16, String, &'static str, String) {
     let url = Url::parse(&format!("{base}{target}")).unwrap();
     let path = url.path();
     let case = path.split('/').nth(1).unwrap_or("");
@@ -168,6 +169,23 @@ fn route(base: &str, target: &str) -> (u16, String, &'static str, String) {
             String::new(),
             "application/x-www-form-urlencoded",
             "access_token=at-form&token_type=bearer".into(),
+        ),
+        // Servers that quote the request they refuse: the code, the code_verifier.
+        "echojson" => (
+            400,
+            String::new(),
+            "application/json",
+            serde_json::json!({
+                "error": "invalid_grant",
+                "error_description": format!("cannot accept {request_body}"),
+            })
+            .to_string(),
+        ),
+        "echotext" => (
+            400,
+            String::new(),
+            "text/plain",
+            format!("rejected: {request_body}"),
         ),
         _ => (500, String::new(), "text/plain", "no such case".into()),
     }
@@ -284,6 +302,33 @@ async fn broken_token_responses_fail_clearly_and_odd_lifetimes_are_bounded() {
             .await
             .unwrap();
         assert!(grant.is_none(), "{case}: a grant was kept: {grant:?}");
+    }
+
+    // An error body quoting the request: the reason stays, the code and the code_verifier
+    // become `***` in the error and in the daemon's log.
+    for case in ["echojson", "echotext"] {
+        let (d2, url) = (d.clone(), format!("{base}/{case}/mcp"));
+        let out = tokio::task::spawn_blocking(move || d2.cli(&["login", &url, "--timeout", "10"]))
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{case}: {out:?}");
+        assert!(
+            stderr.contains("grant_type=authorization_code")
+                && stderr.contains("code=***")
+                && stderr.contains("code_verifier=***"),
+            "{case}: {stderr}"
+        );
+        for text in [stderr.to_string(), home.log_text()] {
+            assert!(!text.contains("code-1"), "{case}: the code leaked: {text}");
+            for (i, _) in text.match_indices("code_verifier=") {
+                assert!(
+                    text[i + "code_verifier=".len()..].starts_with("***"),
+                    "{case}: the code_verifier leaked: {}",
+                    &text[i..(i + 60).min(text.len())]
+                );
+            }
+        }
     }
 
     // Missing: a short assumed lifetime (so the token is refreshed early, not trusted

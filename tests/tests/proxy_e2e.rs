@@ -109,6 +109,9 @@ async fn the_proxy_logs_in_once_and_bridges_stdio() {
     assert_eq!(list["result"]["tools"][0]["name"], "whoami", "{list}");
     let call = p.request("tools/call", json!({"name": "whoami", "arguments": {}}));
     assert_eq!(call["result"]["content"][0]["text"], "ok", "{call}");
+    // The proxy holds an access token for its whole life: it writes no core file.
+    let core = mcp_authd_tests::procfs::core_limits(p.child.id());
+    assert_eq!(core, ("0".into(), "0".into()));
     let (status, stderr) = p.finish();
     assert!(status.success(), "{stderr}");
 
@@ -303,7 +306,9 @@ async fn a_401_refreshes_once_and_only_for_the_current_token() {
     });
     let mut tokens = Vec::new();
     for c in calls {
-        tokens.push(c.await.unwrap().expect("a token").access_token);
+        tokens.push(std::mem::take(
+            &mut c.await.unwrap().expect("a token").access_token,
+        ));
     }
     assert_eq!(
         auth.counts().authorizations,

@@ -71,9 +71,13 @@ fn service_install_writes_units_systemd_accepts_and_uninstall_removes_them() {
     let status = cli(&["service", "status"]);
     assert!(!status.contains("not installed"), "{status}");
 
-    if have("systemd-analyze") {
+    let verify = || {
+        if !have("systemd-analyze") {
+            eprintln!("NOTICE: systemd-analyze is not installed; the units were not verified");
+            return;
+        }
         let runtime = home.path().join("run");
-        std::fs::create_dir(&runtime).unwrap();
+        std::fs::create_dir_all(&runtime).unwrap();
         let out = Command::new("systemd-analyze")
             .args(["--user", "verify"])
             .arg(units.join("mcp-authd.socket"))
@@ -87,14 +91,47 @@ fn service_install_writes_units_systemd_accepts_and_uninstall_removes_them() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Unknown keys are only warnings: any output at all counts as a failure.
+        // Unknown keys are only warnings: any output at all counts as a failure (and a
+        // missing executable is one: the path must mean exactly the file).
         assert!(
             out.status.success() && said.trim().is_empty(),
             "systemd-analyze verify: {said}"
         );
-    } else {
-        eprintln!("NOTICE: systemd-analyze is not installed; the units were not verified");
-    }
+    };
+    verify();
+
+    // A daemon at a path with a space, a specifier and a `$`: still exactly that file.
+    let odd = home.path().join("my tools 100%h $HOME");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::copy(&daemon, odd.join("mcp-authd")).unwrap();
+    let daemon_arg = odd.join("mcp-authd").display().to_string();
+    cli(&["service", "install", "--no-start", "--daemon", &daemon_arg]);
+    let service = std::fs::read_to_string(units.join("mcp-authd.service")).unwrap();
+    assert!(
+        service.contains(&format!(
+            "ExecStart=\"{}\"\n",
+            daemon_arg.replace('%', "%%")
+        )),
+        "{service}"
+    );
+    verify();
+    // One systemd cannot run (a quote in the path) is refused, not written half-escaped.
+    let quoted = home.path().join("it's");
+    std::fs::create_dir(&quoted).unwrap();
+    std::fs::copy(&daemon, quoted.join("mcp-authd")).unwrap();
+    let out = Command::new(bin("mcp-auth"))
+        .args(["service", "install", "--no-start", "--daemon"])
+        .arg(quoted.join("mcp-authd"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("systemd cannot run a program whose path holds '\\''"),
+        "{out:?}"
+    );
 
     let out = cli(&["service", "uninstall", "--no-stop"]);
     assert!(out.contains("removed"), "{out}");
@@ -136,6 +173,12 @@ fn the_launch_agent_is_a_valid_plist_with_a_launchd_socket() {
         agent.get("Umask").and_then(|v| v.as_signed_integer()),
         Some(0o077)
     );
+    // Filled in with ~/Library/Logs/mcp-authd.log: never a shared directory such as /tmp,
+    // where another user could plant a link to a file of theirs.
+    assert_eq!(
+        agent.get("StandardErrorPath").and_then(|v| v.as_string()),
+        Some("@LOG@")
+    );
     if have("plutil") {
         let lint = Command::new("plutil")
             .arg("-lint")
@@ -168,8 +211,10 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // The file appears at bind(2), connections are taken from listen(2) on, and the
+    // activator says "Listening on …" after both.
     wait_until("the activator's socket", Duration::from_secs(10), || {
-        socket.exists()
+        socket.exists() && home.log_text().contains("Listening on")
     });
     let out = Command::new(bin("mcp-auth"))
         .arg("--socket")
@@ -200,6 +245,26 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
         "{}",
         home.log_text()
     );
+    // Process hygiene: the inherited descriptor is close-on-exec (a browser the daemon
+    // starts does not get the listening socket), and no core file would be written.
+    let pid = activator.id();
+    let fdinfo = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{fdinfo}");
+    assert_core_dumps_off(pid);
+    // One daemon per data directory, activated or not: a second one, even on another
+    // socket, exits naming the first.
+    let second = second_daemon(&home, &home.path().join("second.sock"));
+    assert!(
+        second.contains(&format!(
+            "another mcp-authd (pid {pid}) already uses the data directory"
+        )),
+        "{second}"
+    );
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
@@ -216,6 +281,55 @@ fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
         socket.exists(),
         "the service manager's socket belongs to it: the daemon leaves it in place"
     );
+    // A restart finds the lock free.
+    home.start(None).cli_ok(&["status"]);
+}
+
+/// Runs a second `mcp-authd` on `home`'s data directory with its own socket; it must exit
+/// at once with an error, returned (stderr).
+fn second_daemon(home: &DaemonHome, socket: &Path) -> String {
+    let out = Command::new(bin("mcp-authd"))
+        .arg("--socket")
+        .arg(socket)
+        .env("MCP_AUTHD_HOME", home.path())
+        .env_remove("MCP_AUTHD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!socket.exists(), "the second daemon did not listen");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `RLIMIT_CORE` 0, as the kernel reports it for `pid`.
+fn assert_core_dumps_off(pid: u32) {
+    let core = mcp_authd_tests::procfs::core_limits(pid);
+    assert_eq!(core, ("0".into(), "0".into()));
+}
+
+/// Two daemons on one data directory would redeem the same refresh tokens (a replay the
+/// authorization server punishes by revoking the grant): the second exits with the
+/// first's pid, the first keeps serving, and a restart takes the lock over.
+#[test]
+fn a_second_daemon_on_the_same_data_directory_exits_naming_the_first() {
+    let home = DaemonHome::new("file", "");
+    let first = home.start(None);
+    let stderr = second_daemon(&home, &home.path().join("other.sock"));
+    assert!(
+        stderr.contains(&format!(
+            "another mcp-authd (pid {}) already uses the data directory {}",
+            first.pid(),
+            home.path().display()
+        )),
+        "{stderr}"
+    );
+    first.cli_ok(&["status"]);
+    assert_core_dumps_off(first.pid());
+    let lock = std::fs::read_to_string(home.path().join("mcp-authd.lock")).unwrap();
+    assert_eq!(lock.trim(), first.pid().to_string());
+    first.stop();
+    let again = home.start(None);
+    again.cli_ok(&["status"]);
 }
 
 /// SIGTERM while a refresh is in flight: the caller still gets its token, the rotated

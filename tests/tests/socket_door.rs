@@ -1,15 +1,19 @@
 //! The socket door: the audit log of token hand-outs, the per-connection and global
 //! limits with their errors, and a second Unix user kept out.
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mcp_authd_ipc::Client;
 use mcp_authd_ipc::methods::{
     ChallengeParams, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams, TokenGetResult,
 };
-use mcp_authd_tests::daemon::{DaemonHome, bin};
+use mcp_authd_tests::daemon::DaemonHome;
+use mcp_authd_tests::planted::{other_user, shared_copy};
+use mcp_authd_tests::tools::{on_path, required};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -190,57 +194,26 @@ async fn the_513th_connection_is_told_why_and_closed() {
     assert!(ok, "a connection is served once one closed");
 }
 
-/// Another Unix user: the private directory keeps it from the socket, and even with the
-/// socket opened up (mode 0666, directory 0711) the daemon refuses it by peer credentials.
-/// Needs root (useradd, runuser); skipped with a notice otherwise.
+/// Another Unix user: the private directory keeps it from the socket; with the socket
+/// opened up (mode 0666, directory 0711) its `mcp-auth` refuses on its own (the directory
+/// is not its user's), and a raw client (socat) is refused by the daemon by peer
+/// credentials. Needs root (useradd); skipped with a notice otherwise.
 #[test]
 fn another_user_is_refused() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("NOTICE: not root; the second-user test needs useradd and runuser: skipped");
-        return;
-    }
-    let user = "mcpauthd-peer";
-    let exists = Command::new("id")
-        .arg(user)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                user,
-            ])
-            .output()
-            .expect("useradd");
-        assert!(
-            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("exists"),
-            "{out:?}"
-        );
-    }
-    // A copy of the CLI the other user can execute.
-    let tools = tempfile::Builder::new()
-        .prefix("madp")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cli = tools.path().join("mcp-auth");
-    std::fs::copy(bin("mcp-auth"), &cli).unwrap();
-    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some(other) = other_user() else { return };
+    let (_tools, cli) = shared_copy("mcp-auth");
 
     let home = DaemonHome::new("file", "");
     let d = home.start(None);
     let as_other = || {
-        Command::new("runuser")
-            .args(["-u", user, "--"])
-            .arg(&cli)
+        Command::new(&cli)
+            .uid(other)
+            .gid(other)
             .arg("--socket")
             .arg(d.socket())
             .arg("status")
             .output()
-            .expect("runuser")
+            .expect("mcp-auth as the other user")
     };
     let out = as_other();
     assert_eq!(
@@ -259,15 +232,42 @@ fn another_user_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        stderr.contains("permission denied: this mcp-authd serves only uid 0"),
+        stderr.contains(&format!("belongs to uid 0, not to you (uid {other})")),
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
-    assert!(
-        home.log_text().contains("refused: only uid 0"),
-        "{}",
-        home.log_text()
-    );
-    // Our own user still gets in.
+
+    if let Some(socat) = required("socat", on_path("socat"), "the raw client of another user") {
+        let mut raw = Command::new(socat)
+            .uid(other)
+            .gid(other)
+            .arg("-t5")
+            .arg("-")
+            .arg(format!("UNIX-CONNECT:{}", d.socket().display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        raw.stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\n")
+            .unwrap();
+        let out = raw.wait_with_output().unwrap();
+        let reply = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            reply.contains("permission denied: this mcp-authd serves only uid 0"),
+            "{out:?}"
+        );
+        assert!(!reply.contains("\"result\""), "{reply}");
+        assert!(
+            home.log_text().contains("refused: only uid 0"),
+            "{}",
+            home.log_text()
+        );
+    }
+    // Our own user still gets in, once the directory is private again.
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     d.cli_ok(&["status"]);
 }

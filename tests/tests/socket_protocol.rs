@@ -113,14 +113,19 @@ async fn the_socket_is_private_and_a_second_daemon_refuses_to_take_it_over() {
         & 0o777;
     assert_eq!(data_mode, 0o600);
 
+    // Another daemon (its own data directory) on the same socket: refused by the socket.
+    let other_home = DaemonHome::new("file", "");
     let second = std::process::Command::new(mcp_authd_tests::daemon::bin("mcp-authd"))
         .arg("--socket")
         .arg(d.socket())
-        .env("MCP_AUTHD_HOME", home.path())
+        .env("MCP_AUTHD_HOME", other_home.path())
         .output()
         .unwrap();
     assert!(!second.status.success());
-    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{second:?}"
+    );
     // The first daemon still serves, and a graceful stop removes the socket file.
     d.cli_ok(&["status"]);
     let socket = d.socket().to_path_buf();

@@ -236,6 +236,18 @@ async fn fetch_resource_metadata(
         if body.status.is_success() {
             return body.json().map(Some);
         }
+        // A server error or a rate limit says nothing about whether the document exists:
+        // falling back to the older discovery then would log in against whatever the
+        // server's origin says, which may not be the authorization server it names.
+        if body.status.is_server_error() || body.status.as_u16() == 429 {
+            return Err(OAuthError::BadResponse {
+                url,
+                detail: format!(
+                    "HTTP {} for the protected resource metadata of {server_url}: a server error, not a missing document (mcp-authd does not fall back to the older discovery on it)",
+                    body.status.as_u16()
+                ),
+            });
+        }
         tried.push(format!("{url} (HTTP {})", body.status.as_u16()));
     }
     if named.is_some() {

@@ -62,6 +62,7 @@ pub async fn request_tokens(
 ) -> Result<Tokens, OAuthError> {
     let endpoint = require_secure("token endpoint", token_endpoint)?;
     let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+    let secrets = RequestSecrets::of(&form, client);
     let response = http
         .send(
             request
@@ -71,7 +72,12 @@ pub async fn request_tokens(
         .await?;
     let url = endpoint.to_string();
     if !response.status.is_success() {
-        return Err(error_from(&url, response.status.as_u16(), &response.bytes));
+        return Err(error_from(
+            &url,
+            response.status.as_u16(),
+            &response.bytes,
+            &secrets,
+        ));
     }
     parse_token_response(&url, &response.bytes, now()).map_err(|e| {
         // An HTML login page or a form-encoded body: say what came instead of JSON.
@@ -179,6 +185,7 @@ pub async fn revoke(
         ("token_type_hint", hint.to_string()),
     ];
     let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+    let secrets = RequestSecrets::of(&form, client);
     let response = http.send(request.form(&form)).await?;
     if response.status.is_success() {
         Ok(())
@@ -187,6 +194,7 @@ pub async fn revoke(
             endpoint.as_str(),
             response.status.as_u16(),
             &response.bytes,
+            &secrets,
         ))
     }
 }
@@ -212,26 +220,85 @@ fn authenticated(
             form.push(("client_secret", secret));
             request
         }
-        AuthMethod::ClientSecretBasic => {
-            let enc =
-                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let basic = STANDARD.encode(format!("{}:{}", enc(&client.client_id), enc(&secret)));
-            request.header(header::AUTHORIZATION, format!("Basic {basic}"))
-        }
+        AuthMethod::ClientSecretBasic => request.header(
+            header::AUTHORIZATION,
+            format!("Basic {}", basic_credentials(&client.client_id, &secret)),
+        ),
     }
 }
 
-fn error_from(url: &str, status: u16, body: &[u8]) -> OAuthError {
+/// The `client_id:client_secret` pair of HTTP Basic authentication (RFC 6749 §2.3.1: each
+/// part form-encoded first), base64.
+fn basic_credentials(client_id: &str, secret: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    STANDARD.encode(format!("{}:{}", enc(client_id), enc(secret)))
+}
+
+/// Form fields of token and revocation requests whose values are secrets.
+const SECRET_FIELDS: &[&str] = &[
+    "code",
+    "code_verifier",
+    "refresh_token",
+    "client_secret",
+    "token",
+];
+
+/// The secrets one request carried, in every spelling a server could echo them back in
+/// (as sent, form-encoded, and the Basic credentials): some authorization servers quote the
+/// request in their error body, and that body must not carry them into an error message, a
+/// log line or a terminal.
+struct RequestSecrets(Vec<Secret>);
+
+impl RequestSecrets {
+    fn of(form: &[(&'static str, String)], client: &ClientCredentials) -> RequestSecrets {
+        let mut values: Vec<Secret> = Vec::new();
+        let mut add = |value: &str| {
+            if value.is_empty() {
+                return;
+            }
+            let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            values.push(Secret::new(value));
+            if encoded != value {
+                values.push(Secret::new(encoded));
+            }
+        };
+        for (name, value) in form {
+            if SECRET_FIELDS.contains(name) {
+                add(value);
+            }
+        }
+        if let Some(secret) = &client.client_secret {
+            add(secret.expose());
+            add(&basic_credentials(&client.client_id, secret.expose()));
+        }
+        // Longest first, so a value that contains another is masked whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.expose().len()));
+        RequestSecrets(values)
+    }
+
+    /// `text` with every secret of the request replaced by `***`.
+    fn mask(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s.expose(), "***"))
+    }
+}
+
+/// The error a token or revocation endpoint answered, with whatever of the request's
+/// secrets it quoted masked (before the text is cut short, so no prefix survives).
+fn error_from(url: &str, status: u16, body: &[u8], secrets: &RequestSecrets) -> OAuthError {
     match serde_json::from_slice::<OAuthErrorBody>(body) {
         Ok(mut e) => {
             e.status = status;
+            e.error = secrets.mask(&e.error);
+            e.error_description = e.error_description.map(|d| secrets.mask(&d));
             OAuthError::TokenError(e)
         }
         Err(_) => OAuthError::BadResponse {
             url: url.to_string(),
             detail: format!(
                 "HTTP {status}: {}",
-                printable(String::from_utf8_lossy(body).trim(), 200)
+                printable(secrets.mask(&String::from_utf8_lossy(body)).trim(), 200)
             ),
         },
     }
@@ -290,6 +357,42 @@ mod tests {
             let body =
                 format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":{bad}}}"#);
             assert!(parse(&body).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_error_body_that_quotes_the_request_loses_its_secrets() {
+        let client = ClientCredentials {
+            client_id: "c1".into(),
+            client_secret: Some(Secret::new("s3cr+t/value")),
+            auth_method: AuthMethod::ClientSecretBasic,
+        };
+        let form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", "rt_live-refresh-token".to_string()),
+            ("code_verifier", "verifier_abcdefghijklmnop".to_string()),
+        ];
+        let secrets = RequestSecrets::of(&form, &client);
+        let quoted = format!(
+            "grant_type=refresh_token&refresh_token=rt_live-refresh-token&code_verifier=verifier_abcdefghijklmnop&client_secret=s3cr%2Bt%2Fvalue; Authorization: Basic {}",
+            basic_credentials("c1", "s3cr+t/value")
+        );
+        let json = serde_json::json!({"error": "invalid_request", "error_description": quoted});
+        for body in [json.to_string(), format!("<pre>{quoted}</pre>")] {
+            let e = error_from(URL, 400, body.as_bytes(), &secrets).to_string();
+            for secret in [
+                "rt_live",
+                "verifier_abc",
+                "s3cr",
+                &basic_credentials("c1", "s3cr+t/value")[..12],
+            ] {
+                assert!(!e.contains(secret), "{secret} in {e}");
+            }
+            assert!(e.contains("refresh_token=***"), "{e}");
+            assert!(
+                e.contains("grant_type=refresh_token"),
+                "the rest stays: {e}"
+            );
         }
     }
 
