@@ -124,12 +124,27 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresher =
         tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));
-    let server = tokio::spawn(server::run(listener, broker, stopped));
+    let server = tokio::spawn(server::run(listener, broker.clone(), stopped));
     shutdown.await;
     tracing::info!("shutting down");
+    // No refresh starts from now on; those in flight finish and store their rotated
+    // refresh tokens (bounded), while connections finish their requests.
+    broker.stop_refreshing();
     let _ = stop.send(true);
-    let _ = server.await;
-    let _ = refresher.await;
+    let drained = async {
+        let _ = server.await;
+        let _ = refresher.await;
+        broker.drain(server::REFRESH_GRACE).await;
+    };
+    if tokio::time::timeout(server::REFRESH_GRACE, drained)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "still busy {} s after the stop was asked; exiting anyway",
+            server::REFRESH_GRACE.as_secs()
+        );
+    }
     // Every hand-out answered is in the audit log before the database closes.
     audit.flush().await;
     drop(audit);

@@ -138,6 +138,13 @@ fn current_uid() -> u32 {
 /// browser login may wait for minutes; a refresh takes well under this).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The longest a stopping daemon waits for refreshes in flight and for their rotated
+/// refresh tokens to reach the secret store: a token request's time limit (30 s, see
+/// `oauth::http`) plus a keychain write's (5 s), and a little. A refresh cut short after
+/// the server rotated its token costs the grant a new login, so this is worth waiting.
+/// The units' stop timeouts (systemd `TimeoutStopSec`, launchd `ExitTimeOut`) are longer.
+pub const REFRESH_GRACE: Duration = Duration::from_secs(40);
+
 /// Accepts connections until `shutdown` turns true, then stops listening (a socket the
 /// daemon bound itself is removed) and waits up to [`SHUTDOWN_GRACE`] for the requests in
 /// flight: every connection stops reading, finishes its requests and writes their replies.
@@ -247,5 +254,39 @@ fn peer_allowed(stream: &Stream) -> Result<(), String> {
     {
         let _ = stream;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The service managers wait longer than the daemon's own bound before they kill it.
+    #[test]
+    fn the_units_stop_timeouts_outlast_the_refresh_grace() {
+        let unit = include_str!("../../systemd/mcp-authd.service");
+        let systemd: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .expect("TimeoutStopSec in the unit")
+            .trim()
+            .parse()
+            .unwrap();
+        let plist = include_str!("../../launchd/dev.mcp-authd.plist");
+        let after_key = plist
+            .split("<key>ExitTimeOut</key>")
+            .nth(1)
+            .expect("ExitTimeOut in the plist");
+        let launchd: u64 = after_key
+            .trim_start()
+            .strip_prefix("<integer>")
+            .and_then(|r| r.split('<').next())
+            .expect("an integer")
+            .parse()
+            .unwrap();
+        // The runtime's own shutdown adds up to 2 s (main.rs).
+        let needed = REFRESH_GRACE.as_secs() + 2;
+        assert!(systemd > needed, "TimeoutStopSec={systemd}");
+        assert!(launchd > needed, "ExitTimeOut={launchd}");
     }
 }
