@@ -65,6 +65,18 @@ fn stored_refresh_tokens(home: &DaemonHome) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits (up to 10 s, the machine may be loaded) until the server has done `n` refreshes.
+async fn until_refreshed(auth: &AuthServer, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while auth.counts().refreshes < n {
+        assert!(
+            Instant::now() < deadline,
+            "the refresh never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn sigterm(d: &Daemon) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
@@ -82,8 +94,7 @@ async fn sigterm_during_a_slow_refresh_stores_the_rotated_token_before_exiting()
     // The server rotates at once and answers 7 s later.
     auth.set_token_reply_delay(Duration::from_secs(7));
     let in_flight = refresh_in_flight(&d, &url);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(auth.counts().refreshes, 1, "the server has rotated");
+    until_refreshed(&auth, 1).await;
     let rotated = auth.newest_refresh_token().unwrap();
     sigterm(&d);
     let asked = Instant::now();
@@ -126,8 +137,7 @@ async fn revoke_during_a_refresh_revokes_the_newest_token_and_leaves_nothing() {
     tokio::time::sleep(Duration::from_millis(TTL * 1000 + 1100)).await;
     auth.set_token_reply_delay(Duration::from_secs(2));
     let in_flight = refresh_in_flight(&d, &url);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(auth.counts().refreshes, 1, "the server has rotated");
+    until_refreshed(&auth, 1).await;
 
     let socket = d.socket().to_path_buf();
     let revoked = tokio::task::spawn_blocking({
@@ -185,7 +195,7 @@ async fn logout_during_a_refresh_leaves_no_refresh_token_behind() {
     tokio::time::sleep(Duration::from_millis(TTL * 1000 + 1100)).await;
     auth.set_token_reply_delay(Duration::from_secs(2));
     let in_flight = refresh_in_flight(&d, &url);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_refreshed(&auth, 1).await;
     let logout = {
         let socket = d.socket().to_path_buf();
         let url = url.clone();
@@ -338,7 +348,7 @@ async fn a_stalled_keychain_keeps_the_rotated_token_in_memory_until_it_is_stored
     // rotated one comes back.
     auth.set_token_reply_delay(Duration::from_millis(1500));
     let in_flight = refresh_in_flight(&d, &url);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    until_refreshed(&auth, 1).await;
     keyring.signal(libc::SIGSTOP);
     let first = tokio::time::timeout(Duration::from_secs(20), in_flight)
         .await
