@@ -205,25 +205,18 @@ pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::R
 /// is read and dropped for a moment, so that its first request does not fail with a broken
 /// pipe before it reads the reason. Bounded in time and bytes.
 fn refuse(mut stream: Stream, kind: ErrorKind, why: String) {
-    use tokio::io::AsyncReadExt;
     tokio::spawn(async move {
         let reply = Response::err(None, RpcError::new(kind, why));
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            write_frame(&mut stream, &reply).await?;
-            let mut sink = [0u8; 4096];
-            let mut left: usize = 64 * 1024;
-            while left > 0 {
-                let n = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink))
-                    .await
-                    .unwrap_or(Ok(0))?;
-                if n == 0 {
-                    break;
-                }
-                left = left.saturating_sub(n);
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await;
+        let written =
+            tokio::time::timeout(Duration::from_secs(1), write_frame(&mut stream, &reply)).await;
+        if matches!(written, Ok(Ok(()))) {
+            let drain = connection::Drain {
+                quiet: Duration::from_millis(200),
+                total: Duration::from_secs(1),
+                max_bytes: 64 * 1024,
+            };
+            drain.run(&mut stream).await;
+        }
     });
 }
 
