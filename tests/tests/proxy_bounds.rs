@@ -143,14 +143,12 @@ async fn a_client_that_reads_slowly_holds_the_server_back_and_loses_nothing() {
     }
     let stdout = child.stdout.take().unwrap();
     let read = tokio::task::spawn_blocking(move || {
-        let mut notifications = 0;
-        for line in BufReader::new(stdout).lines() {
+        for (notifications, line) in BufReader::new(stdout).lines().enumerate() {
             let message: Value = serde_json::from_str(&line.unwrap()).unwrap();
             if message["id"] == 1 {
                 return (notifications, message);
             }
             assert_eq!(message["params"]["n"], notifications, "in order");
-            notifications += 1;
         }
         panic!("stdout ended before the answer");
     });
@@ -158,7 +156,7 @@ async fn a_client_that_reads_slowly_holds_the_server_back_and_loses_nothing() {
         .await
         .expect("everything arrives")
         .unwrap();
-    assert_eq!(notifications, FLOOD_MESSAGES as i64);
+    assert_eq!(notifications, FLOOD_MESSAGES);
     assert!(answer["result"]["tools"].is_array(), "{answer}");
     eprintln!("proxy peak RSS while stdout was not read: {peak} KiB");
     assert!(
