@@ -262,9 +262,10 @@ impl AuthServer {
         );
     }
 
-    /// Makes `/token` do its work at once but send the answer only after `delay` (a
-    /// refresh the server has already rotated, its answer still on the way).
-    pub fn set_token_reply_delay(&self, delay: Duration) {
+    /// Makes `/token` do the work of a `refresh_token` grant at once but send the answer
+    /// only after `delay` (a refresh the server has already rotated, its answer still on
+    /// the way). Other grants are answered at once.
+    pub fn set_refresh_reply_delay(&self, delay: Duration) {
         self.shared.token_reply_delay_ms.store(
             delay.as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -314,7 +315,7 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Milliseconds `/token` waits before answering (a slow server).
     token_delay_ms: std::sync::atomic::AtomicU64,
-    /// Milliseconds `/token` waits after doing its work, before it answers.
+    /// Milliseconds `/token` waits after doing a refresh, before it answers.
     token_reply_delay_ms: std::sync::atomic::AtomicU64,
 }
 
@@ -1132,13 +1133,13 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let params = Params::parse(&body);
+    let is_refresh = params.get("grant_type") == Some("refresh_token");
     let response = {
         let mut inner = shared.lock();
         inner.last_token = Some(params.map.clone());
         if let Some(verifier) = params.get("code_verifier") {
             inner.remember_secret(verifier);
         }
-        let is_refresh = params.get("grant_type") == Some("refresh_token");
         let result = token_grant(&shared, &mut inner, &headers, &params);
         match result {
             Ok(body) => {
@@ -1158,7 +1159,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     let reply_delay = shared
         .token_reply_delay_ms
         .load(std::sync::atomic::Ordering::Relaxed);
-    if reply_delay > 0 {
+    if reply_delay > 0 && is_refresh {
         tokio::time::sleep(Duration::from_millis(reply_delay)).await;
     }
     response

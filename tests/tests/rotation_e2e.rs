@@ -92,7 +92,7 @@ async fn sigterm_during_a_slow_refresh_stores_the_rotated_token_before_exiting()
     tokio::time::sleep(Duration::from_millis(TTL * 1000 + 1100)).await;
 
     // The server rotates at once and answers 7 s later.
-    auth.set_token_reply_delay(Duration::from_secs(7));
+    auth.set_refresh_reply_delay(Duration::from_secs(7));
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
     let rotated = auth.newest_refresh_token().unwrap();
@@ -118,7 +118,7 @@ async fn sigterm_during_a_slow_refresh_stores_the_rotated_token_before_exiting()
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].1, rotated, "the rotated refresh token is stored");
 
-    auth.set_token_reply_delay(Duration::ZERO);
+    auth.set_refresh_reply_delay(Duration::ZERO);
     let d = home.start(None);
     let t = d.cli_ok(&["token", &url, "--min-valid", "3000"]);
     assert!(auth.validate_access_token(t.trim(), &url).is_ok());
@@ -135,7 +135,7 @@ async fn revoke_during_a_refresh_revokes_the_newest_token_and_leaves_nothing() {
     let (auth, mcp, home, d) = setup("file", &[]).await;
     let url = mcp.url().to_string();
     tokio::time::sleep(Duration::from_millis(TTL * 1000 + 1100)).await;
-    auth.set_token_reply_delay(Duration::from_secs(2));
+    auth.set_refresh_reply_delay(Duration::from_secs(2));
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
 
@@ -161,7 +161,7 @@ async fn revoke_during_a_refresh_revokes_the_newest_token_and_leaves_nothing() {
         home.log_text()
     );
     let _ = in_flight.await.unwrap();
-    auth.set_token_reply_delay(Duration::ZERO);
+    auth.set_refresh_reply_delay(Duration::ZERO);
 
     let newest = auth.newest_refresh_token().unwrap();
     assert!(
@@ -193,7 +193,7 @@ async fn logout_during_a_refresh_leaves_no_refresh_token_behind() {
     let (auth, mcp, home, d) = setup("file", &[]).await;
     let url = mcp.url().to_string();
     tokio::time::sleep(Duration::from_millis(TTL * 1000 + 1100)).await;
-    auth.set_token_reply_delay(Duration::from_secs(2));
+    auth.set_refresh_reply_delay(Duration::from_secs(2));
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
     let logout = {
@@ -236,6 +236,52 @@ async fn logout_during_a_refresh_leaves_no_refresh_token_behind() {
         auth.revoked_tokens().is_empty(),
         "logout revokes nothing remotely"
     );
+}
+
+/// A new login while a refresh of the same grant is in flight: the login's tokens replace
+/// the grant's after the refresh is done, never the other way round — the store ends with
+/// the login's refresh token (the newest the server issued), not the rotated old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_a_refresh_is_not_overwritten_by_it() {
+    let (auth, mcp, home, d) = setup("file", &[]).await;
+    let url = mcp.url().to_string();
+    tokio::time::sleep(Duration::from_millis(TTL * 1000 + 1100)).await;
+    auth.set_refresh_reply_delay(Duration::from_secs(3));
+    let in_flight = refresh_in_flight(&d, &url);
+    until_refreshed(&auth, 1).await;
+    let login = {
+        let socket = d.socket().to_path_buf();
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(mcp_authd_tests::daemon::bin("mcp-auth"))
+                .arg("--socket")
+                .arg(&socket)
+                .args(["login", &url])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let login = login.await.unwrap();
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    assert_eq!(auth.counts().authorizations, 2);
+    let _ = in_flight.await.unwrap();
+    auth.set_refresh_reply_delay(Duration::ZERO);
+
+    let stored = stored_refresh_tokens(&home);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        Some(&stored[0].1),
+        auth.newest_refresh_token().as_ref(),
+        "the login's refresh token is the one kept"
+    );
+    let t = d.cli_ok(&["token", &url, "--min-valid", "3000"]);
+    assert!(auth.validate_access_token(t.trim(), &url).is_ok());
+    assert_eq!(auth.counts().refresh_failures, 0);
 }
 
 /// A private D-Bus session with its own gnome-keyring (unlocked): a real Secret Service
@@ -346,7 +392,7 @@ async fn a_stalled_keychain_keeps_the_rotated_token_in_memory_until_it_is_stored
 
     // The daemon has read the refresh token and sent it; the keychain stops before the
     // rotated one comes back.
-    auth.set_token_reply_delay(Duration::from_millis(1500));
+    auth.set_refresh_reply_delay(Duration::from_millis(1500));
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
     keyring.signal(libc::SIGSTOP);
@@ -361,7 +407,7 @@ async fn a_stalled_keychain_keeps_the_rotated_token_in_memory_until_it_is_stored
         Err(TokenProblem::Unknown)
     );
     assert_eq!(auth.counts().refreshes, 1);
-    auth.set_token_reply_delay(Duration::ZERO);
+    auth.set_refresh_reply_delay(Duration::ZERO);
     let s = status(&d);
     assert_eq!(
         s.secret_store.refresh_tokens_not_stored,
