@@ -77,6 +77,29 @@ async fn until_refreshed(auth: &AuthServer, n: u32) {
     }
 }
 
+/// `mcp-auth ARGS` against the daemon, on a blocking thread (the test's servers run on
+/// this runtime meanwhile); succeeds or fails with the CLI's stderr.
+async fn cli_off_thread(d: &Daemon, args: &[&str]) {
+    let socket = d.socket().to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(mcp_authd_tests::daemon::bin("mcp-auth"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn sigterm(d: &Daemon) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
@@ -139,27 +162,7 @@ async fn revoke_during_a_refresh_revokes_the_newest_token_and_leaves_nothing() {
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
 
-    let socket = d.socket().to_path_buf();
-    let revoked = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            Command::new(mcp_authd_tests::daemon::bin("mcp-auth"))
-                .arg("--socket")
-                .arg(&socket)
-                .args(["revoke", &url])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        revoked.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&revoked.stderr),
-        home.log_text()
-    );
+    cli_off_thread(&d, &["revoke", &url]).await;
     let _ = in_flight.await.unwrap();
     auth.set_refresh_reply_delay(Duration::ZERO);
 
@@ -196,26 +199,7 @@ async fn logout_during_a_refresh_leaves_no_refresh_token_behind() {
     auth.set_refresh_reply_delay(Duration::from_secs(2));
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
-    let logout = {
-        let socket = d.socket().to_path_buf();
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || {
-            Command::new(mcp_authd_tests::daemon::bin("mcp-auth"))
-                .arg("--socket")
-                .arg(&socket)
-                .args(["logout", &url])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
-    };
-    assert!(
-        logout.status.success(),
-        "{}",
-        String::from_utf8_lossy(&logout.stderr)
-    );
+    cli_off_thread(&d, &["logout", &url]).await;
     let _ = in_flight.await.unwrap();
     // Whatever the refresh did, it did before the logout: nothing lands afterwards.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -249,25 +233,7 @@ async fn a_login_during_a_refresh_is_not_overwritten_by_it() {
     auth.set_refresh_reply_delay(Duration::from_secs(3));
     let in_flight = refresh_in_flight(&d, &url);
     until_refreshed(&auth, 1).await;
-    let login = {
-        let socket = d.socket().to_path_buf();
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || {
-            Command::new(mcp_authd_tests::daemon::bin("mcp-auth"))
-                .arg("--socket")
-                .arg(&socket)
-                .args(["login", &url])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        })
-    };
-    let login = login.await.unwrap();
-    assert!(
-        login.status.success(),
-        "{}",
-        String::from_utf8_lossy(&login.stderr)
-    );
+    cli_off_thread(&d, &["login", &url]).await;
     assert_eq!(auth.counts().authorizations, 2);
     let _ = in_flight.await.unwrap();
     auth.set_refresh_reply_delay(Duration::ZERO);
