@@ -381,6 +381,12 @@ async fn a_stalled_keychain_keeps_the_rotated_token_in_memory_until_it_is_stored
     );
     let human = d.cli_ok(&["status"]);
     assert!(human.contains("not yet stored"), "{human}");
+    let doctor = d.cli(&["doctor"]);
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        !doctor.status.success() && said.contains("not yet stored"),
+        "{said}"
+    );
 
     // The next refresh uses the rotated token from memory: the server sees no replay.
     let second = d.cli_ok(&["token", &url, "--min-valid", "3000"]);
