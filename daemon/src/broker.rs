@@ -238,8 +238,7 @@ impl Broker {
             .is_err()
         {
             tracing::error!(
-                "refreshes still in flight after {} s are abandoned; their grants may need a new login",
-                limit.as_secs()
+                "refreshes still in flight at the end of the stop's grace are abandoned; their grants may need a new login"
             );
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -131,20 +131,12 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     // refresh tokens (bounded), while connections finish their requests.
     broker.stop_refreshing();
     let _ = stop.send(true);
-    let drained = async {
-        let _ = server.await;
-        let _ = refresher.await;
-        broker.drain(server::REFRESH_GRACE).await;
-    };
-    if tokio::time::timeout(server::REFRESH_GRACE, drained)
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            "still busy {} s after the stop was asked; exiting anyway",
-            server::REFRESH_GRACE.as_secs()
-        );
-    }
+    let deadline = tokio::time::Instant::now() + server::REFRESH_GRACE;
+    let _ = tokio::time::timeout_at(deadline, server).await;
+    let _ = tokio::time::timeout_at(deadline, refresher).await;
+    broker
+        .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     // Every hand-out answered is in the audit log before the database closes.
     audit.flush().await;
     drop(audit);
