@@ -39,6 +39,7 @@ const OVERSIZED_DRAIN: Drain = Drain {
     total: Duration::from_secs(10),
     max_bytes: 64 * MAX_FRAME_BYTES,
 };
+
 /// A line the daemon sends.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -64,37 +65,21 @@ pub async fn serve(
     // Since the last request or reply; `None` until the first request.
     let mut last_active: Option<Instant> = None;
     loop {
-        let (deadline, why) = if let Some(started) = frames.line_started() {
-            let started = Instant::from_std(started);
-            (
-                Some(started + REQUEST_TIMEOUT),
-                format!(
-                    "a request line was not finished within {} s",
-                    REQUEST_TIMEOUT.as_secs()
-                ),
-            )
+        let deadline = if let Some(started) = frames.line_started() {
+            Some((
+                Instant::from_std(started) + REQUEST_TIMEOUT,
+                TimeLimit::LineUnfinished,
+            ))
         } else if in_flight.available_permits() < MAX_IN_FLIGHT {
-            (None, String::new())
+            None
         } else if let Some(last) = last_active {
-            (
-                Some(last + IDLE_TIMEOUT),
-                format!(
-                    "idle for {} min with no request in flight; reconnect to send more",
-                    IDLE_TIMEOUT.as_secs() / 60
-                ),
-            )
+            Some((last + IDLE_TIMEOUT, TimeLimit::Idle))
         } else {
-            (
-                Some(connected + REQUEST_TIMEOUT),
-                format!(
-                    "no request within {} s of connecting",
-                    REQUEST_TIMEOUT.as_secs()
-                ),
-            )
+            Some((connected + REQUEST_TIMEOUT, TimeLimit::FirstRequest))
         };
         // A line may start while this waits: look again at least this often.
         let look_again = Instant::now() + REQUEST_TIMEOUT;
-        let wake = deadline.map_or(look_again, |d| d.min(look_again));
+        let wake = deadline.map_or(look_again, |(d, _)| d.min(look_again));
         let frame = tokio::select! {
             frame = frames.next_frame() => frame,
             Some(message) = out_rx.recv() => {
@@ -105,7 +90,10 @@ pub async fn serve(
                 continue;
             }
             _ = tokio::time::sleep_until(wake) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if let Some((at, limit)) = deadline
+                    && Instant::now() >= at
+                {
+                    let why = limit.why();
                     tracing::debug!("connection closed: {why}");
                     let error = RpcError::new(
                         ErrorKind::LimitExceeded,
@@ -205,6 +193,33 @@ async fn run(
         }
     };
     let _ = out.send(Outgoing::Response(reply)).await;
+}
+
+/// Which time limit of a connection applies while it waits for input.
+#[derive(Clone, Copy)]
+enum TimeLimit {
+    FirstRequest,
+    LineUnfinished,
+    Idle,
+}
+
+impl TimeLimit {
+    fn why(self) -> String {
+        match self {
+            TimeLimit::FirstRequest => format!(
+                "no request within {} s of connecting",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            TimeLimit::LineUnfinished => format!(
+                "a request line was not finished within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            TimeLimit::Idle => format!(
+                "idle for {} min with no request in flight; reconnect to send more",
+                IDLE_TIMEOUT.as_secs() / 60
+            ),
+        }
+    }
 }
 
 /// Bounds of reading and dropping what a refused peer still sends.
