@@ -146,6 +146,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn knows_when_an_unfinished_line_began() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(BufReader::new(rx));
+        assert!(r.line_started().is_none());
+        tx.write_all(b"\n  \n").await.unwrap();
+        let blank =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.next_frame()).await;
+        assert!(
+            blank.is_err() && r.line_started().is_none(),
+            "blank lines start nothing"
+        );
+        tx.write_all(b"{\"half\":").await.unwrap();
+        let half = tokio::time::timeout(std::time::Duration::from_millis(20), r.next_frame()).await;
+        assert!(half.is_err());
+        let began = r.line_started().expect("a line has begun");
+        tx.write_all(b"1}\n").await.unwrap();
+        assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"half\":1}");
+        assert!(r.line_started().is_none(), "and ended");
+        assert!(began.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[tokio::test]
     async fn refuses_an_oversized_line_without_buffering_it() {
         let data = [b'x'; 100];
         let mut r = FrameReader::with_limit(BufReader::with_capacity(8, &data[..]), 50);
