@@ -224,6 +224,18 @@ fn socket_permissions(socket: &Path) -> Check {
 
 fn secret_store(status: &StatusResult) -> Check {
     let s = &status.secret_store;
+    if !s.refresh_tokens_not_stored.is_empty() {
+        return check(
+            "secret store",
+            Status::Fail,
+            format!(
+                "the newest refresh token of {} is not yet stored: the {} did not take it (kept in memory, retried)",
+                s.refresh_tokens_not_stored.join(", "),
+                s.backend
+            ),
+            Some("unlock the keychain (answer its prompt) and keep mcp-authd running until `mcp-auth status` no longer warns; stopping it now would lose those grants".into()),
+        );
+    }
     match &s.warning {
         None if s.backend == "keychain" => check("secret store", Status::Ok, format!("the OS keychain ({})", s.detail), None),
         warning => check(

@@ -16,7 +16,7 @@ use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -27,6 +27,12 @@ const META_VERSION: &str = "/params/_meta/io.modelcontextprotocol~1protocolVersi
 const DELIVERY_FAILED: i64 = -32000;
 /// JSON-RPC error code when the server needs an authorization the proxy could not get.
 const UNAUTHORIZED: i64 = -32001;
+/// Largest answer (a JSON body, or one SSE event) taken from a server: a hostile or broken
+/// server must not make the proxy buffer without end.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of messages waiting for stdout at most: when the client reads slower than the
+/// server sends, the proxy stops reading from the server instead of growing.
+const STDOUT_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,7 +60,26 @@ struct Proxy {
     daemon: tokio::sync::Mutex<Option<Client>>,
     session: Mutex<Option<String>>,
     protocol_version: Mutex<Option<String>>,
-    out: mpsc::UnboundedSender<String>,
+    out: Stdout,
+}
+
+/// The lines on their way to stdout, bounded in bytes: each holds its share of the budget
+/// until it is written.
+struct Stdout {
+    lines: mpsc::UnboundedSender<(String, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+impl Stdout {
+    /// Queues a line, waiting while the budget is spent (a line bigger than the whole
+    /// budget waits for all of it).
+    async fn send(&self, line: String) {
+        let share = (line.len() + 1).min(STDOUT_BUDGET_BYTES) as u32;
+        let Ok(permit) = self.budget.clone().acquire_many_owned(share).await else {
+            return;
+        };
+        let _ = self.lines.send((line, permit));
+    }
 }
 
 pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
@@ -62,10 +87,15 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .build()?;
-    let (out, mut lines) = mpsc::unbounded_channel::<String>();
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<(String, OwnedSemaphorePermit)>();
+    let out = Stdout {
+        lines: lines_tx,
+        budget: Arc::new(Semaphore::new(STDOUT_BUDGET_BYTES)),
+    };
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
-        while let Some(line) = lines.recv().await {
+        // The permit goes when the line is written: its bytes leave the budget.
+        while let Some((line, _permit)) = lines.recv().await {
             if stdout.write_all(line.as_bytes()).await.is_err()
                 || stdout.write_all(b"\n").await.is_err()
                 || stdout.flush().await.is_err()
@@ -96,11 +126,13 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
             Ok(m) => m,
             Err(e) => {
                 log(&format!("ignoring a line of stdin that is not JSON: {e}"));
-                proxy.emit(&error_response(
-                    &Value::Null,
-                    -32700,
-                    "parse error: not JSON",
-                ));
+                proxy
+                    .emit(&error_response(
+                        &Value::Null,
+                        -32700,
+                        "parse error: not JSON",
+                    ))
+                    .await;
                 continue;
             }
         };
@@ -134,8 +166,17 @@ impl Proxy {
             .clone()
     }
 
-    fn emit(&self, message: &Value) {
-        let _ = self.out.send(message.to_string());
+    async fn emit(&self, message: &Value) {
+        self.out.send(message.to_string()).await;
+    }
+
+    /// Logs why a message could not be delivered and, for a request, answers it with a
+    /// JSON-RPC error so the client is not left waiting.
+    async fn fail(&self, id: Option<&Value>, code: i64, why: &str) {
+        log(why);
+        if let Some(id) = id {
+            self.emit(&error_response(id, code, why)).await;
+        }
     }
 
     /// Sends one message and delivers what the server answers; a request that fails gets
@@ -156,12 +197,6 @@ impl Proxy {
             .and_then(Value::as_str)
             .map(str::to_string);
         let body = message.to_string();
-        let fail = |code: i64, why: String| {
-            log(&why);
-            if let Some(id) = &id {
-                self.emit(&error_response(id, code, &why));
-            }
-        };
 
         let mut token = self.token().await;
         let mut challenged: Option<StatusCode> = None;
@@ -169,10 +204,8 @@ impl Proxy {
             let response = match self.post(&body, token.as_deref(), version.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => {
-                    return fail(
-                        DELIVERY_FAILED,
-                        format!("cannot reach {}: {e}", self.server),
-                    );
+                    let why = format!("cannot reach {}: {e}", self.server);
+                    return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
                 }
             };
             let status = response.status();
@@ -190,7 +223,7 @@ impl Proxy {
             };
             // A 400 is a challenge only for servers that say `invalid_token` with it.
             if status == StatusCode::BAD_REQUEST && !text.contains("invalid_token") {
-                return self.deliver_text(status, &text, id, is_initialize);
+                return self.deliver_text(status, &text, id, is_initialize).await;
             }
             challenged = Some(status);
             let excerpt = (!text.is_empty()).then(|| text.chars().take(2048).collect());
@@ -199,7 +232,7 @@ impl Proxy {
                 .await
             {
                 Ok(t) => token = Some(t),
-                Err(e) => return fail(UNAUTHORIZED, e.to_string()),
+                Err(e) => return self.fail(id.as_ref(), UNAUTHORIZED, &e.to_string()).await,
             }
         }
     }
@@ -268,35 +301,49 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if is_sse && status.is_success() {
-            let mut events = SseParser::default();
-            loop {
-                match response.chunk().await {
-                    Ok(Some(bytes)) => {
-                        for data in events.push(&bytes) {
-                            self.deliver_json(&data, is_initialize);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let why = format!("the event stream from {} broke: {e}", self.server);
-                        log(&why);
-                        if let Some(id) = &id {
-                            self.emit(&error_response(id, DELIVERY_FAILED, &why));
-                        }
-                        return;
-                    }
-                }
+            if let Err(why) = self.deliver_events(&mut response, is_initialize).await {
+                self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
             }
             return;
         }
         let text = bounded_text(response).await;
-        self.deliver_text(status, &text, id, is_initialize);
+        self.deliver_text(status, &text, id, is_initialize).await;
+    }
+
+    /// Forwards every message of an SSE stream as it arrives, until the stream ends; why
+    /// not, if it broke or sent an event over [`MAX_MESSAGE_BYTES`].
+    async fn deliver_events(
+        &self,
+        response: &mut reqwest::Response,
+        is_initialize: bool,
+    ) -> Result<(), String> {
+        let mut events = SseParser::default();
+        loop {
+            match response.chunk().await {
+                Ok(Some(bytes)) => {
+                    let messages = events.push(&bytes).map_err(|e| {
+                        format!("the event stream from {} was dropped: {e}", self.server)
+                    })?;
+                    for data in messages {
+                        self.deliver_json(&data, is_initialize).await;
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("the event stream from {} broke: {e}", self.server)),
+            }
+        }
     }
 
     /// Forwards the JSON-RPC message(s) of a plain answer; a request whose answer holds
     /// none (an HTTP error page) gets a JSON-RPC error instead.
-    fn deliver_text(&self, status: StatusCode, text: &str, id: Option<Value>, is_initialize: bool) {
-        let delivered = self.deliver_json(text, is_initialize);
+    async fn deliver_text(
+        &self,
+        status: StatusCode,
+        text: &str,
+        id: Option<Value>,
+        is_initialize: bool,
+    ) {
+        let delivered = self.deliver_json(text, is_initialize).await;
         if !status.is_success() && !delivered {
             let why = format!(
                 "{} answered HTTP {}: {}",
@@ -304,15 +351,12 @@ impl Proxy {
                 status.as_u16(),
                 excerpt(text)
             );
-            log(&why);
-            if let Some(id) = &id {
-                self.emit(&error_response(id, DELIVERY_FAILED, &why));
-            }
+            self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
         }
     }
 
     /// Forwards JSON-RPC message(s) in `text`; false when it holds none.
-    fn deliver_json(&self, text: &str, is_initialize: bool) -> bool {
+    async fn deliver_json(&self, text: &str, is_initialize: bool) -> bool {
         let Ok(value) = serde_json::from_str::<Value>(text) else {
             return false;
         };
@@ -330,7 +374,7 @@ impl Proxy {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
             }
-            self.emit(m);
+            self.emit(m).await;
             any = true;
         }
         any
@@ -349,11 +393,8 @@ impl Proxy {
             match request.send().await {
                 Ok(mut response) if response.status().is_success() => {
                     backoff = Duration::from_secs(1);
-                    let mut events = SseParser::default();
-                    while let Ok(Some(bytes)) = response.chunk().await {
-                        for data in events.push(&bytes) {
-                            self.deliver_json(&data, false);
-                        }
+                    if let Err(why) = self.deliver_events(&mut response, false).await {
+                        log(&why);
                     }
                 }
                 // 405: the server offers no stream; other refusals will not change.
@@ -381,31 +422,43 @@ impl Proxy {
     /// request goes without one, and a challenge will say what the server needs).
     async fn token(&self) -> Option<String> {
         let mut daemon = self.daemon.lock().await;
-        if daemon.is_none() {
-            match Client::connect(&self.socket).await {
-                Ok(client) => *daemon = Some(client),
-                // Not the user's daemon: said every time, never silently retried past.
-                Err(e @ ClientError::Untrusted { .. }) => log(&e.to_string()),
-                Err(_) => {}
-            }
-        }
-        let client = daemon.as_mut()?;
         let params = TokenGetParams {
             server: self.server.clone(),
             ..Default::default()
         };
-        match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
-            Ok(mut t) => Some(std::mem::take(&mut t.access_token)),
-            Err(ClientError::Rpc(e)) => {
-                if e.kind() != Some(ErrorKind::AuthorizationRequired) {
-                    log(&e.message);
+        // A kept connection may have been closed meanwhile (the daemon closes connections
+        // idle for 15 minutes, or restarted): then once more on a new one.
+        let mut fresh = false;
+        loop {
+            if daemon.is_none() {
+                match Client::connect(&self.socket).await {
+                    Ok(client) => *daemon = Some(client),
+                    // Not the user's daemon: said every time, never silently retried past.
+                    Err(e @ ClientError::Untrusted { .. }) => log(&e.to_string()),
+                    Err(_) => {}
                 }
-                None
+                fresh = true;
             }
-            Err(e) => {
-                log(&e.to_string());
-                *daemon = None;
-                None
+            let client = daemon.as_mut()?;
+            match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
+                Ok(mut t) => return Some(std::mem::take(&mut t.access_token)),
+                Err(ClientError::Rpc(e))
+                    if e.kind() == Some(ErrorKind::LimitExceeded) && !fresh =>
+                {
+                    *daemon = None;
+                }
+                Err(ClientError::Rpc(e)) => {
+                    if e.kind() != Some(ErrorKind::AuthorizationRequired) {
+                        log(&e.message);
+                    }
+                    return None;
+                }
+                Err(_) if !fresh => *daemon = None,
+                Err(e) => {
+                    log(&e.to_string());
+                    *daemon = None;
+                    return None;
+                }
             }
         }
     }
@@ -446,23 +499,47 @@ impl Proxy {
 }
 
 /// Splits an SSE byte stream into the `data` of its events (event type `message` or none).
+/// An event (its unfinished line and the data lines before it) over
+/// [`MAX_MESSAGE_BYTES`] is an error, not a buffer that grows without end.
 #[derive(Default)]
 struct SseParser {
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no newline.
+    scanned: usize,
     data: Vec<String>,
+    data_bytes: usize,
     event: Option<String>,
 }
 
+#[derive(Debug)]
+struct EventTooLong;
+
+impl std::fmt::Display for EventTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an event longer than {MAX_MESSAGE_BYTES} bytes")
+    }
+}
+
 impl SseParser {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, EventTooLong> {
         self.buffer.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+        loop {
+            let Some(at) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.buffer.len();
+                if self.data_bytes + self.buffer.len() > MAX_MESSAGE_BYTES {
+                    return Err(EventTooLong);
+                }
+                return Ok(out);
+            };
+            let end = self.scanned + at;
+            self.scanned = 0;
             let raw: Vec<u8> = self.buffer.drain(..=end).collect();
             let line = String::from_utf8_lossy(&raw);
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
                 let data = std::mem::take(&mut self.data);
+                self.data_bytes = 0;
                 let event = self.event.take();
                 if !data.is_empty() && event.as_deref().is_none_or(|e| e == "message") {
                     out.push(data.join("\n"));
@@ -474,12 +551,17 @@ impl SseParser {
                 None => (line, ""),
             };
             match field {
-                "data" => self.data.push(value.to_string()),
+                "data" => {
+                    self.data_bytes += value.len() + 1;
+                    if self.data_bytes > MAX_MESSAGE_BYTES {
+                        return Err(EventTooLong);
+                    }
+                    self.data.push(value.to_string());
+                }
                 "event" => self.event = Some(value.to_string()),
                 _ => {}
             }
         }
-        out
     }
 }
 
@@ -495,7 +577,7 @@ fn joined(headers: &header::HeaderMap, name: header::HeaderName) -> Option<Strin
 /// The body of a non-streamed answer; JSON-RPC answers are small, and a hostile server
 /// must not make the proxy buffer without end.
 async fn bounded_text(mut response: reqwest::Response) -> String {
-    const MAX: usize = 16 * 1024 * 1024;
+    const MAX: usize = MAX_MESSAGE_BYTES;
     let mut bytes = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         if bytes.len() + chunk.len() > MAX {
@@ -531,20 +613,53 @@ mod tests {
     #[test]
     fn sse_events_split_across_chunks() {
         let mut p = SseParser::default();
-        assert!(p.push(b"event: message\r\ndata: {\"a\"").is_empty());
+        assert!(
+            p.push(b"event: message\r\ndata: {\"a\"")
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            p.push(b":1}\r\n\r\nid: 7\ndata: x\n"),
+            p.push(b":1}\r\n\r\nid: 7\ndata: x\n").unwrap(),
             vec!["{\"a\":1}".to_string()]
         );
         assert_eq!(
-            p.push(b"data: y\n\n: comment\n\n"),
+            p.push(b"data: y\n\n: comment\n\n").unwrap(),
             vec!["x\ny".to_string()]
         );
         let mut p = SseParser::default();
         assert_eq!(
-            p.push(b"data: {\"a\":1}\n\nevent: ping\ndata: z\n\n"),
+            p.push(b"data: {\"a\":1}\n\nevent: ping\ndata: z\n\n")
+                .unwrap(),
             vec!["{\"a\":1}".to_string()]
         );
+    }
+
+    #[test]
+    fn an_endless_line_or_event_is_an_error_not_a_growing_buffer() {
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut p = SseParser::default();
+        p.push(b"data: ").unwrap();
+        let mut pushed = 0;
+        let err = loop {
+            match p.push(&chunk) {
+                Ok(out) => assert!(out.is_empty()),
+                Err(e) => break e,
+            }
+            pushed += 1;
+            assert!(pushed <= 16, "still buffering after {pushed} MiB");
+        };
+        assert!(err.to_string().contains("longer than"), "{err}");
+        // Many short data lines of one event that never ends count too.
+        let mut p = SseParser::default();
+        let line = format!("data: {}\n", "y".repeat(64 * 1024));
+        let too_long = (0..1000).find_map(|_| p.push(line.as_bytes()).err());
+        assert!(too_long.is_some());
+        // Each event starts from nothing again.
+        let mut p = SseParser::default();
+        for _ in 0..100 {
+            assert_eq!(p.push(line.as_bytes()).unwrap().len(), 0);
+            assert_eq!(p.push(b"\n").unwrap().len(), 1);
+        }
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub async fn run(client: &mut Client, json: bool) -> Result<(), ClientError> {
     if let Some(w) = &s.secret_store.warning {
         println!("\nWARNING: {w}");
     }
+    for grant in &s.secret_store.refresh_tokens_not_stored {
+        println!(
+            "\nWARNING: the newest refresh token of grant {grant} is not yet stored (the secret store did not take it; kept in memory and retried). Unlock the keychain; stopping mcp-authd now would lose it."
+        );
+    }
     Ok(())
 }
 

@@ -2,15 +2,15 @@
 //! per grant, logins in progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::methods::{
     GrantInfo, LoginPending, StatusResult, TokenGetParams, TokenGetResult,
 };
 use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
-use tokio::sync::watch;
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use crate::challenge::StepUpLimiter;
 use crate::config::{Config, Paths, ServerConfig};
@@ -21,7 +21,7 @@ use crate::oauth::registration::{AuthMethod, ClientCredentials};
 use crate::oauth::token::{Tokens, now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::{STATE_ACTIVE, STATE_NEEDS_LOGIN};
-use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, keys};
+use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, WriteBehind, keys};
 
 /// How often, at most, `last_used_at` is written per grant: the hot path stays off disk.
 const TOUCH_INTERVAL_SECS: i64 = 60;
@@ -30,6 +30,9 @@ pub struct Broker {
     pub db: Db,
     pub audit: crate::audit::AuditLog,
     pub secrets: Arc<SecretStore>,
+    /// Refresh tokens, through the secret store: a rotated one the store did not take in
+    /// time is kept here and written again (see `store::write_behind`).
+    pub refresh_tokens: Arc<WriteBehind>,
     pub http: Http,
     /// Swapped whole by a reload (SIGHUP, `config.reload`); read through [`Broker::config`].
     config: std::sync::RwLock<Arc<Config>>,
@@ -43,6 +46,62 @@ pub struct Broker {
     pub(crate) schedule_changed: tokio::sync::Notify,
     /// `confirm_clients`: which programs may have which grants' tokens.
     pub confirm: crate::confirm::Confirmations,
+    refreshes: RefreshGate,
+}
+
+/// Refreshes in flight, and whether new ones may start: a stopping daemon starts none and
+/// waits for those in flight, whose rotated refresh token must reach the store.
+#[derive(Default)]
+struct RefreshGate {
+    /// (stopping, refreshes in flight)
+    state: Mutex<(bool, usize)>,
+    idle: Notify,
+}
+
+/// One refresh in flight; dropping it lets a stopping daemon go on.
+struct InFlight<'a>(&'a RefreshGate);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 -= 1;
+        if state.1 == 0 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl RefreshGate {
+    fn enter(&self) -> Option<InFlight<'_>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 {
+            return None;
+        }
+        state.1 += 1;
+        Some(InFlight(self))
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = true;
+    }
+
+    async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.state.lock().unwrap_or_else(|p| p.into_inner()).1 == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// The grant's refresh lock, held: no refresh of it runs, none starts, until it is dropped.
+/// `revoke`, `logout` and a login that replaces the grant's tokens hold it, so that a
+/// refresh in flight cannot write a rotated token after them (or revoke the older one).
+pub struct GrantLock {
+    slot: Arc<GrantSlot>,
+    _held: OwnedMutexGuard<()>,
 }
 
 /// A login as seen by the callers waiting on it.
@@ -59,8 +118,11 @@ pub enum LoginProgress {
 #[derive(Default)]
 pub(crate) struct GrantSlot {
     access: Mutex<Option<AccessToken>>,
-    refreshing: tokio::sync::Mutex<()>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
     last_touch: AtomicI64,
+    /// Set when the grant is revoked or logged out: a caller that queued behind its lock
+    /// must not refresh it again.
+    forgotten: AtomicBool,
 }
 
 impl GrantSlot {
@@ -73,6 +135,18 @@ impl GrantSlot {
 
     fn set(&self, token: Option<AccessToken>) {
         *self.access.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// After its lock: refuses a grant forgotten while the caller waited.
+    fn check_not_forgotten(&self, grant: &GrantRow) -> Result<(), RpcError> {
+        if self.forgotten.load(Ordering::Acquire) {
+            return Err(RpcError::authorization_required(
+                &grant.server_url,
+                &[],
+                "the grant was revoked or logged out meanwhile",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +204,7 @@ impl Broker {
         Broker {
             db,
             audit,
+            refresh_tokens: WriteBehind::new(secrets.clone()),
             secrets,
             http,
             confirm: crate::confirm::Confirmations::new(&config),
@@ -141,6 +216,39 @@ impl Broker {
             logins: Mutex::new(HashMap::new()),
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
+            refreshes: RefreshGate::default(),
+        }
+    }
+
+    /// Takes a grant's refresh lock (waiting for a refresh in flight to finish).
+    pub async fn lock_grant(&self, grant_id: &str) -> GrantLock {
+        let slot = self.slot(grant_id);
+        let held = slot.refreshing.clone().lock_owned().await;
+        GrantLock { slot, _held: held }
+    }
+
+    /// Stopping: no refresh starts from now on; callers that need one get an error.
+    pub fn stop_refreshing(&self) {
+        self.refreshes.close();
+    }
+
+    /// Waits, up to `limit`, for the refreshes in flight and for their rotated refresh
+    /// tokens to reach the secret store; says in the log which grants it could not save.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        if tokio::time::timeout_at(deadline, self.refreshes.drained())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "refreshes still in flight at the end of the stop's grace are abandoned; their grants may need a new login"
+            );
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        for key in self.refresh_tokens.flush(left).await {
+            tracing::error!(
+                "the secret store never took {key}; the grant will need a new login (run: mcp-auth doctor)"
+            );
         }
     }
 
@@ -239,6 +347,7 @@ impl Broker {
             return self.hand_out(&slot, grant, t, now()).await;
         }
         let refreshing = slot.refreshing.lock().await;
+        slot.check_not_forgotten(&grant)?;
         let token = match slot.current().filter(|t| t.serves(min_valid, now())) {
             Some(t) => t,
             None => {
@@ -291,6 +400,7 @@ impl Broker {
     ) -> Result<TokenGetResult, RpcError> {
         let slot = self.slot(&grant.id);
         let refreshing = slot.refreshing.lock().await;
+        slot.check_not_forgotten(&grant)?;
         let now = now();
         let token = match slot.current() {
             // The caller sent no token, or one already replaced: the current one will do.
@@ -321,6 +431,9 @@ impl Broker {
         let Ok(_refreshing) = slot.refreshing.try_lock() else {
             return Ok(false);
         };
+        if slot.forgotten.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         if slot.current().is_some_and(|t| t.refresh_due_at() > now()) {
             return Ok(false);
         }
@@ -352,8 +465,15 @@ impl Broker {
     /// Redeems the grant's refresh token. The rotated refresh token is stored before the
     /// new access token is returned; `invalid_grant` marks the grant as needing login.
     async fn refresh(&self, grant: &GrantRow) -> Result<AccessToken, RpcError> {
+        let Some(_in_flight) = self.refreshes.enter() else {
+            return Err(RpcError::new(
+                ErrorKind::Internal,
+                "mcp-authd is stopping and starts no refresh; retry when it is back (see: mcp-auth status)",
+            )
+            .with_server(&grant.server_url));
+        };
         let key = keys::refresh_token(&grant.id);
-        let Some(refresh_token) = self.secrets.get(&key).await? else {
+        let Some(refresh_token) = self.refresh_tokens.get(&key).await? else {
             return Err(RpcError::authorization_required(
                 &grant.server_url,
                 &[],
@@ -412,10 +532,16 @@ impl Broker {
         grant: &GrantRow,
         tokens: Tokens,
     ) -> Result<AccessToken, RpcError> {
-        if let Some(rotated) = &tokens.refresh_token {
-            self.secrets
+        // The server has rotated the token: the new one is the grant now. If the store
+        // does not take it in time it stays in memory, is used by the next refresh and is
+        // written again until stored; failing here would lose it.
+        if let Some(rotated) = &tokens.refresh_token
+            && let Err(e) = self
+                .refresh_tokens
                 .set(&keys::refresh_token(&grant.id), rotated)
-                .await?;
+                .await
+        {
+            tracing::warn!(grant = %grant.id, "the rotated refresh token is not stored yet: {e}");
         }
         crate::crash::point("refresh:after_secret_store");
         let scopes = tokens
@@ -550,12 +676,23 @@ impl Broker {
             })
     }
 
-    /// Removes a grant's secrets, row and memory.
-    pub async fn forget_grant(&self, g: &GrantRow) -> Result<(), RpcError> {
-        self.secrets.delete(&keys::refresh_token(&g.id)).await?;
-        self.db.delete_grant(&g.id).await?;
+    /// Removes a grant's secrets, row and memory, under its refresh lock. Its refresh token
+    /// is gone from memory at once; the store's delete is retried until it is done.
+    pub async fn forget_grant(&self, g: &GrantRow, lock: &GrantLock) -> Result<(), RpcError> {
+        lock.slot.forgotten.store(true, Ordering::Release);
+        lock.slot.set(None);
         self.forget_slot(&g.id);
-        Ok(())
+        let deleted = self
+            .refresh_tokens
+            .delete(&keys::refresh_token(&g.id))
+            .await;
+        self.db.delete_grant(&g.id).await?;
+        deleted.map_err(|e| {
+            RpcError::new(
+                ErrorKind::SecretStore,
+                format!("the grant is forgotten, but its refresh token is not yet deleted from the secret store: {e}; see: mcp-auth doctor"),
+            )
+        })
     }
 
     pub async fn status(&self) -> Result<StatusResult, RpcError> {
@@ -568,7 +705,17 @@ impl Broker {
             data_dir: self.paths.data_dir.display().to_string(),
             config_file: self.paths.config_file.display().to_string(),
             database_schema: self.db.schema_version().await?,
-            secret_store: self.secrets.status(),
+            secret_store: {
+                let mut store = self.secrets.status();
+                store.refresh_tokens_not_stored = self
+                    .refresh_tokens
+                    .not_yet_stored()
+                    .iter()
+                    .filter_map(|key| keys::grant_of_refresh_token(key))
+                    .map(str::to_string)
+                    .collect();
+                store
+            },
             grants: self.db.count_grants().await? as u32,
         })
     }

@@ -2,6 +2,7 @@
 //! notifications out through a single writer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use mcp_authd_ipc::{
@@ -9,8 +10,9 @@ use mcp_authd_ipc::{
     RpcError, write_frame, write_line,
 };
 use serde::Serialize;
-use tokio::io::BufReader;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::methods;
@@ -18,6 +20,25 @@ use crate::peer::Peer;
 
 /// Requests one connection may have in flight; more are answered `limit_exceeded` at once.
 const MAX_IN_FLIGHT: usize = 32;
+
+/// A connection must send its first request this soon after connecting, and every line
+/// must end this soon after its first byte: a socket that says nothing (or half a line)
+/// would otherwise hold one of the daemon's connection slots for ever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection that has sent requests may then stay quiet this long with nothing in
+/// flight (a long-lived client between calls); after that it is closed as leaked, and a
+/// client reconnects for its next call.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// After a line over the size cap: how long, and how much, the daemon goes on reading and
+/// dropping what the client still sends, so that a client that writes its whole line
+/// before it reads gets the error instead of a broken pipe.
+const OVERSIZED_DRAIN: Drain = Drain {
+    quiet: Duration::from_secs(1),
+    total: Duration::from_secs(10),
+    max_bytes: 64 * MAX_FRAME_BYTES,
+};
 
 /// A line the daemon sends.
 #[derive(Serialize)]
@@ -40,27 +61,69 @@ pub async fn serve(
     // from memory are written by this loop directly, with no task in between.
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(64);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let connected = Instant::now();
+    // Since the last request or reply; `None` until the first request.
+    let mut last_active: Option<Instant> = None;
     loop {
+        let deadline = if let Some(started) = frames.line_started() {
+            Some((
+                Instant::from_std(started) + REQUEST_TIMEOUT,
+                TimeLimit::LineUnfinished,
+            ))
+        } else if in_flight.available_permits() < MAX_IN_FLIGHT {
+            None
+        } else if let Some(last) = last_active {
+            Some((last + IDLE_TIMEOUT, TimeLimit::Idle))
+        } else {
+            Some((connected + REQUEST_TIMEOUT, TimeLimit::FirstRequest))
+        };
+        // A line may start while this waits: look again at least this often.
+        let look_again = Instant::now() + REQUEST_TIMEOUT;
+        let wake = deadline.map_or(look_again, |(d, _)| d.min(look_again));
         let frame = tokio::select! {
             frame = frames.next_frame() => frame,
             Some(message) = out_rx.recv() => {
                 if write_frame(&mut write, &message).await.is_err() {
                     return;
                 }
+                last_active = Some(Instant::now());
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if let Some((at, limit)) = deadline
+                    && Instant::now() >= at
+                {
+                    let why = limit.why();
+                    tracing::debug!("connection closed: {why}");
+                    let error = RpcError::new(
+                        ErrorKind::LimitExceeded,
+                        format!("{why}; the connection is closed"),
+                    );
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        write_frame(&mut write, &Response::err(None, error)),
+                    )
+                    .await;
+                    break;
+                }
                 continue;
             }
             _ = shutdown.changed() => break,
         };
+        last_active = Some(Instant::now());
         let line = match frame {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(FrameError::TooLarge) => {
-                // The rest of that line cannot be told from the next request: answer, then close.
+                // The rest of that line cannot be told from the next request: answer, then
+                // close — after reading what the client still sends, for a moment, so that
+                // it can finish writing and read the answer.
                 let error = RpcError::new(
                     ErrorKind::InvalidRequest,
                     format!("line longer than {MAX_FRAME_BYTES} bytes; the connection is closed"),
                 );
                 let _ = write_frame(&mut write, &Response::err(None, error)).await;
+                OVERSIZED_DRAIN.run(frames.get_mut()).await;
                 break;
             }
             Err(FrameError::Io(e)) => {
@@ -130,4 +193,61 @@ async fn run(
         }
     };
     let _ = out.send(Outgoing::Response(reply)).await;
+}
+
+/// Which time limit of a connection applies while it waits for input.
+#[derive(Clone, Copy)]
+enum TimeLimit {
+    FirstRequest,
+    LineUnfinished,
+    Idle,
+}
+
+impl TimeLimit {
+    fn why(self) -> String {
+        match self {
+            TimeLimit::FirstRequest => format!(
+                "no request within {} s of connecting",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            TimeLimit::LineUnfinished => format!(
+                "a request line was not finished within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            TimeLimit::Idle => format!(
+                "idle for {} min with no request in flight; reconnect to send more",
+                IDLE_TIMEOUT.as_secs() / 60
+            ),
+        }
+    }
+}
+
+/// Bounds of reading and dropping what a refused peer still sends.
+pub(crate) struct Drain {
+    /// Stop after this long without a byte.
+    pub quiet: Duration,
+    /// Stop after this long in all.
+    pub total: Duration,
+    pub max_bytes: usize,
+}
+
+impl Drain {
+    /// Reads and drops input until the peer stops sending or closes, or a bound is hit.
+    pub(crate) async fn run<R: AsyncRead + Unpin>(&self, reader: &mut R) {
+        let _ = tokio::time::timeout(self.total, async {
+            let mut sink = vec![0u8; 64 * 1024];
+            let mut left = self.max_bytes;
+            while left > 0 {
+                let n = tokio::time::timeout(self.quiet, reader.read(&mut sink))
+                    .await
+                    .unwrap_or(Ok(0))?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    }
 }

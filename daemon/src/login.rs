@@ -197,10 +197,16 @@ async fn run(
         .as_ref()
         .map(|g| g.id.clone())
         .unwrap_or_else(|| new_id("g"));
+    // A refresh of the grant in flight finishes before this login's tokens replace its
+    // own, and none starts until they are in place.
+    let _lock = broker.lock_grant(&grant_id).await;
     let refresh_key = keys::refresh_token(&grant_id);
-    match &tokens.refresh_token {
-        Some(rt) => broker.secrets.set(&refresh_key, rt).await?,
-        None => broker.secrets.delete(&refresh_key).await?,
+    let stored = match &tokens.refresh_token {
+        Some(rt) => broker.refresh_tokens.set(&refresh_key, rt).await,
+        None => broker.refresh_tokens.delete(&refresh_key).await,
+    };
+    if let Err(e) = stored {
+        tracing::warn!(server = %server_url, grant = %grant_id, "the login's refresh token is not stored yet: {e}");
     }
     let mut row = existing.unwrap_or_else(|| {
         new_grant_row(
@@ -225,7 +231,8 @@ async fn run(
     for old in broker.db.grants_of_server(server_url).await? {
         if old.id != grant_id {
             tracing::info!(server = %server_url, grant = %old.id, issuer = %old.issuer, "the server moved to {}; forgetting the grant of its former authorization server", metadata.issuer);
-            broker.forget_grant(&old).await?;
+            let lock = broker.lock_grant(&old.id).await;
+            broker.forget_grant(&old, &lock).await?;
         }
     }
     broker.cache_access_token(

@@ -133,12 +133,19 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresher =
         tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));
-    let server = tokio::spawn(server::run(listener, broker, stopped));
+    let server = tokio::spawn(server::run(listener, broker.clone(), stopped));
     shutdown.await;
     tracing::info!("shutting down");
+    // No refresh starts from now on; those in flight finish and store their rotated
+    // refresh tokens (bounded), while connections finish their requests.
+    broker.stop_refreshing();
     let _ = stop.send(true);
-    let _ = server.await;
-    let _ = refresher.await;
+    let deadline = tokio::time::Instant::now() + server::REFRESH_GRACE;
+    let _ = tokio::time::timeout_at(deadline, server).await;
+    let _ = tokio::time::timeout_at(deadline, refresher).await;
+    broker
+        .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     // Every hand-out answered is in the audit log before the database closes.
     audit.flush().await;
     drop(audit);

@@ -192,6 +192,13 @@ fn prepare_dir(path: &Path) -> anyhow::Result<()> {
 /// browser login may wait for minutes; a refresh takes well under this).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The longest a stopping daemon waits for refreshes in flight and for their rotated
+/// refresh tokens to reach the secret store: a token request's time limit (30 s, see
+/// `oauth::http`) plus a keychain write's (5 s), and a little. A refresh cut short after
+/// the server rotated its token costs the grant a new login, so this is worth waiting.
+/// The units' stop timeouts (systemd `TimeoutStopSec`, launchd `ExitTimeOut`) are longer.
+pub const REFRESH_GRACE: Duration = Duration::from_secs(40);
+
 /// Accepts connections until `shutdown` turns true, then stops listening (a socket the
 /// daemon bound itself is removed) and waits up to [`SHUTDOWN_GRACE`] for the requests in
 /// flight: every connection stops reading, finishes its requests and writes their replies.
@@ -252,25 +259,18 @@ pub async fn run(listener: Listener, broker: Arc<Broker>, mut shutdown: watch::R
 /// is read and dropped for a moment, so that its first request does not fail with a broken
 /// pipe before it reads the reason. Bounded in time and bytes.
 fn refuse(mut stream: Stream, kind: ErrorKind, why: String) {
-    use tokio::io::AsyncReadExt;
     tokio::spawn(async move {
         let reply = Response::err(None, RpcError::new(kind, why));
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            write_frame(&mut stream, &reply).await?;
-            let mut sink = [0u8; 4096];
-            let mut left: usize = 64 * 1024;
-            while left > 0 {
-                let n = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink))
-                    .await
-                    .unwrap_or(Ok(0))?;
-                if n == 0 {
-                    break;
-                }
-                left = left.saturating_sub(n);
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await;
+        let written =
+            tokio::time::timeout(Duration::from_secs(1), write_frame(&mut stream, &reply)).await;
+        if matches!(written, Ok(Ok(()))) {
+            let drain = connection::Drain {
+                quiet: Duration::from_millis(200),
+                total: Duration::from_secs(1),
+                max_bytes: 64 * 1024,
+            };
+            drain.run(&mut stream).await;
+        }
     });
 }
 
@@ -301,5 +301,39 @@ fn peer_allowed(stream: &Stream) -> Result<(), String> {
     {
         let _ = stream;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The service managers wait longer than the daemon's own bound before they kill it.
+    #[test]
+    fn the_units_stop_timeouts_outlast_the_refresh_grace() {
+        let unit = include_str!("../../systemd/mcp-authd.service");
+        let systemd: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .expect("TimeoutStopSec in the unit")
+            .trim()
+            .parse()
+            .unwrap();
+        let plist = include_str!("../../launchd/dev.mcp-authd.plist");
+        let after_key = plist
+            .split("<key>ExitTimeOut</key>")
+            .nth(1)
+            .expect("ExitTimeOut in the plist");
+        let launchd: u64 = after_key
+            .trim_start()
+            .strip_prefix("<integer>")
+            .and_then(|r| r.split('<').next())
+            .expect("an integer")
+            .parse()
+            .unwrap();
+        // The runtime's own shutdown adds up to 2 s (main.rs).
+        let needed = REFRESH_GRACE.as_secs() + 2;
+        assert!(systemd > needed, "TimeoutStopSec={systemd}");
+        assert!(launchd > needed, "ExitTimeOut={launchd}");
     }
 }

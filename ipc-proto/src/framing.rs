@@ -19,6 +19,9 @@ pub struct FrameReader<R> {
     inner: R,
     buf: Vec<u8>,
     max: usize,
+    /// When the first byte of the line being read arrived (a peer that starts a line and
+    /// never ends it holds a connection as surely as one that sends nothing).
+    line_started: Option<std::time::Instant>,
 }
 
 impl<R: AsyncBufRead + Unpin> FrameReader<R> {
@@ -31,7 +34,18 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             inner,
             buf: Vec::new(),
             max,
+            line_started: None,
         }
+    }
+
+    /// When the line read in part began, if one is.
+    pub fn line_started(&self) -> Option<std::time::Instant> {
+        self.line_started
+    }
+
+    /// The buffered stream, e.g. to read and drop what a peer still sends after an error.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
     }
 
     /// The next frame without its line ending, or `None` at a clean end of stream.
@@ -56,6 +70,9 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             if self.buf.len() + chunk.len() > self.max {
                 return Err(FrameError::TooLarge);
             }
+            if self.line_started.is_none() && !chunk.iter().all(u8::is_ascii_whitespace) {
+                self.line_started = Some(std::time::Instant::now());
+            }
             self.buf.extend_from_slice(chunk);
             let used = done.unwrap_or(available.len());
             self.inner.consume(used);
@@ -70,6 +87,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     /// The buffered line without a trailing `\r`, or `None` (and an empty buffer) when
     /// it is blank.
     fn take_line(&mut self) -> Option<Vec<u8>> {
+        self.line_started = None;
         if self.buf.last() == Some(&b'\r') {
             self.buf.pop();
         }
@@ -125,6 +143,28 @@ mod tests {
         assert!(cancelled.is_err(), "no whole line yet");
         tx.write_all(b"1}\n").await.unwrap();
         assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"first\":1}");
+    }
+
+    #[tokio::test]
+    async fn knows_when_an_unfinished_line_began() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(BufReader::new(rx));
+        assert!(r.line_started().is_none());
+        tx.write_all(b"\n  \n").await.unwrap();
+        let blank =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.next_frame()).await;
+        assert!(
+            blank.is_err() && r.line_started().is_none(),
+            "blank lines start nothing"
+        );
+        tx.write_all(b"{\"half\":").await.unwrap();
+        let half = tokio::time::timeout(std::time::Duration::from_millis(20), r.next_frame()).await;
+        assert!(half.is_err());
+        let began = r.line_started().expect("a line has begun");
+        tx.write_all(b"1}\n").await.unwrap();
+        assert_eq!(r.next_frame().await.unwrap().unwrap(), b"{\"half\":1}");
+        assert!(r.line_started().is_none(), "and ended");
+        assert!(began.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -43,6 +43,11 @@ pub struct SecretStoreStatus {
     /// Set when secrets are not in the OS keychain: a user should see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Grants whose newest (rotated) refresh token the store has not taken yet (a keychain
+    /// waiting for an unlock): it is kept in memory and written again until stored, and
+    /// lost if the daemon stops before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refresh_tokens_not_stored: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -171,6 +171,7 @@ impl AuthServer {
             inner: Mutex::new(Inner::new(Duration::from_secs(opts.access_token_ttl_secs))),
             opts,
             token_delay_ms: Default::default(),
+            token_reply_delay_ms: Default::default(),
         });
         let server = spawn_server(listener, router(&shared));
         AuthServer {
@@ -265,6 +266,26 @@ impl AuthServer {
         );
     }
 
+    /// Makes `/token` do the work of a `refresh_token` grant at once but send the answer
+    /// only after `delay` (a refresh the server has already rotated, its answer still on
+    /// the way). Other grants are answered at once.
+    pub fn set_refresh_reply_delay(&self, delay: Duration) {
+        self.shared.token_reply_delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Every token presented at `/revoke`, in order.
+    pub fn revoked_tokens(&self) -> Vec<String> {
+        self.shared.lock().revoked.clone()
+    }
+
+    /// The refresh token issued last (by a code exchange or a refresh), if any.
+    pub fn newest_refresh_token(&self) -> Option<String> {
+        self.shared.lock().newest_refresh_token.clone()
+    }
+
     /// Bodies of every DCR request received (invalid JSON is kept as a
     /// string), for asserting on the client's metadata.
     pub fn registrations(&self) -> Vec<Value> {
@@ -298,6 +319,8 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Milliseconds `/token` waits before answering (a slow server).
     token_delay_ms: std::sync::atomic::AtomicU64,
+    /// Milliseconds `/token` waits after doing a refresh, before it answers.
+    token_reply_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -442,6 +465,8 @@ struct Inner {
     registrations: Vec<Value>,
     last_authorize: Option<BTreeMap<String, String>>,
     last_token: Option<BTreeMap<String, String>>,
+    revoked: Vec<String>,
+    newest_refresh_token: Option<String>,
 }
 
 impl Inner {
@@ -458,6 +483,8 @@ impl Inner {
             registrations: Vec::new(),
             last_authorize: None,
             last_token: None,
+            revoked: Vec::new(),
+            newest_refresh_token: None,
         }
     }
 
@@ -1110,22 +1137,36 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let params = Params::parse(&body);
-    let mut inner = shared.lock();
-    inner.last_token = Some(params.map.clone());
-    if let Some(verifier) = params.get("code_verifier") {
-        inner.remember_secret(verifier);
-    }
     let is_refresh = params.get("grant_type") == Some("refresh_token");
-    let result = token_grant(&shared, &mut inner, &headers, &params);
-    match result {
-        Ok(body) => (StatusCode::OK, no_store(), axum::Json(body)).into_response(),
-        Err(err) => {
-            if is_refresh {
-                inner.counts.refresh_failures += 1;
-            }
-            err.into_response()
+    let response = {
+        let mut inner = shared.lock();
+        inner.last_token = Some(params.map.clone());
+        if let Some(verifier) = params.get("code_verifier") {
+            inner.remember_secret(verifier);
         }
+        let result = token_grant(&shared, &mut inner, &headers, &params);
+        match result {
+            Ok(body) => {
+                if let Some(rt) = body.get("refresh_token").and_then(Value::as_str) {
+                    inner.newest_refresh_token = Some(rt.to_string());
+                }
+                (StatusCode::OK, no_store(), axum::Json(body)).into_response()
+            }
+            Err(err) => {
+                if is_refresh {
+                    inner.counts.refresh_failures += 1;
+                }
+                err.into_response()
+            }
+        }
+    };
+    let reply_delay = shared
+        .token_reply_delay_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if reply_delay > 0 && is_refresh {
+        tokio::time::sleep(Duration::from_millis(reply_delay)).await;
     }
+    response
 }
 
 fn token_grant(
@@ -1424,6 +1465,7 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     };
 
     let inner = &mut *inner;
+    inner.revoked.push(token.to_string());
     let owned = |family: FamilyId| inner.families[family].client_id == client_id;
     // The hint is only an optimisation (RFC 7009 section 2.1): look the token
     // up in both tables regardless. Revoking a refresh token ends its whole

@@ -271,3 +271,115 @@ fn another_user_is_refused() {
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     d.cli_ok(&["status"]);
 }
+
+/// Sockets that connect and say nothing (or half a line) cannot hold the 512 slots: they
+/// are told why and closed after 10 s. A client that has sent requests may stay quiet
+/// between them (it is closed only after 15 minutes idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_and_cannot_exhaust_the_connection_slots() {
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    let status = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\n";
+    // A long-lived client between two calls, and one that stops in the middle of a line.
+    let mut quiet_client = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+    quiet_client.get_mut().write_all(status).await.unwrap();
+    assert!(read_reply(&mut quiet_client).await["result"].is_object());
+    let mut half_line = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+    half_line.get_mut().write_all(status).await.unwrap();
+    assert!(read_reply(&mut half_line).await["result"].is_object());
+    half_line
+        .get_mut()
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,")
+        .await
+        .unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..510 {
+        silent.push(BufReader::new(
+            UnixStream::connect(d.socket()).await.unwrap(),
+        ));
+    }
+    let mut refused = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+    assert_eq!(
+        read_reply(&mut refused).await["error"]["data"]["kind"],
+        "limit_exceeded",
+        "the slots are all taken"
+    );
+
+    // Each silent socket is told why, then closed.
+    let mut first = silent.pop().unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(25), first.read_line(&mut line))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    let r: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(r["error"]["data"]["kind"], "limit_exceeded", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no request within 10 s"),
+        "{r}"
+    );
+    drop(silent);
+    let mut fresh = None;
+    for _ in 0..100 {
+        let mut c = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+        let _ = c.get_mut().write_all(status).await;
+        if read_reply(&mut c).await["result"].is_object() {
+            fresh = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh.is_some(), "the slots are free again");
+    quiet_client.get_mut().write_all(status).await.unwrap();
+    assert!(
+        read_reply(&mut quiet_client).await["result"].is_object(),
+        "a client quiet between calls is still served"
+    );
+
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(25), half_line.read_line(&mut line))
+        .await
+        .expect("the half line is given up in time")
+        .unwrap();
+    assert!(line.contains("not finished within 10 s"), "{line}");
+}
+
+/// A line over the 1 MiB cap, written slowly, in full, before the client reads: the
+/// client's writes all succeed (no broken pipe), and it then reads the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_line_gets_its_error_even_while_the_client_is_still_writing() {
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    let mut c = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
+    c.get_mut()
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\",\"params\":{\"x\":\"")
+        .await
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    for i in 0..48 {
+        c.get_mut()
+            .write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} of 48 failed: {e}"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.get_mut().write_all(b"\"}}\n").await.unwrap();
+    let r = read_reply(&mut c).await;
+    assert_eq!(r["error"]["data"]["kind"], "invalid_request", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 1048576 bytes"),
+        "{r}"
+    );
+    let mut rest = String::new();
+    let n = tokio::time::timeout(Duration::from_secs(15), c.read_line(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "then closed");
+}

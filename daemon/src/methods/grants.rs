@@ -25,8 +25,13 @@ pub async fn get(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> {
 
 /// Revokes at the authorization server (RFC 7009) when asked and offered, then forgets the
 /// grant locally whatever the server said: the user wants it gone from this machine.
+/// Under the grant's refresh lock: a refresh in flight finishes first, so the newest
+/// refresh token is the one revoked and none is stored after the grant is forgotten.
 pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcError> {
-    let row = broker.find_grant(&p.grant).await?;
+    let found = broker.find_grant(&p.grant).await?;
+    let lock = broker.lock_grant(&found.id).await;
+    // Read again under the lock: the refresh it waited for may have changed the row.
+    let row = broker.find_grant(&found.id).await?;
     let info = broker.grant_info(&row).await?;
     let remote = if !p.remote.unwrap_or(true) {
         "skipped".to_string()
@@ -39,7 +44,7 @@ pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcE
             }
         }
     };
-    broker.forget_grant(&row).await?;
+    broker.forget_grant(&row, &lock).await?;
     tracing::info!(grant = %row.id, remote = %remote, "grant revoked");
     super::to_value(RevokeResult {
         grant: info,
@@ -53,7 +58,7 @@ async fn revoke_remotely(broker: &Broker, row: &crate::store::GrantRow) -> Resul
         return Ok("not_supported".into());
     };
     if let Some(rt) = broker
-        .secrets
+        .refresh_tokens
         .get(&keys::refresh_token(&row.id))
         .await
         .map_err(|e| e.to_string())?

@@ -91,20 +91,17 @@ impl Parser<'_> {
         }
     }
 
+    /// The next token, skipping bytes that cannot start one. A loop, not recursion: a
+    /// hostile header of a million such bytes must not exhaust the stack.
     fn token(&mut self) -> Option<String> {
+        while self.peek().is_some_and(|c| !is_tchar(c)) {
+            self.i += 1;
+        }
         let start = self.i;
         while self.peek().is_some_and(is_tchar) {
             self.i += 1;
         }
-        if self.i == start {
-            // Not a token: skip one byte so parsing always advances.
-            if self.i < self.s.len() {
-                self.i += 1;
-                return self.token();
-            }
-            return None;
-        }
-        Some(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+        (self.i > start).then(|| String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
     }
 
     fn token68(&mut self) -> String {
@@ -184,5 +181,29 @@ mod tests {
         let c = parse_bearer([r#"Bearer ,,, =, scope="unterminated"#]).unwrap();
         assert_eq!(c.scope.as_deref(), Some("unterminated"));
         assert!(parse_bearer(["\u{1F600} Bearer scope=x"]).is_some());
+    }
+
+    /// Megabytes of bytes that start no token, and of parameters, in a thread with a small
+    /// stack: parsing is a loop (no recursion a header can deepen), in debug builds too,
+    /// and linear in time.
+    #[test]
+    fn a_huge_hostile_header_neither_exhausts_the_stack_nor_hangs() {
+        let started = std::time::Instant::now();
+        let parsed = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                let junk = "(".repeat(4 << 20);
+                assert_eq!(parse_bearer([junk.as_str()]), None);
+                let tail = format!("{} Bearer scope=\"a\"", "\u{1F600}=".repeat(1 << 20));
+                let c = parse_bearer([tail.as_str()]).unwrap();
+                assert_eq!(c.scope.as_deref(), Some("a"));
+                let params = format!("Bearer {}", "x=y, ".repeat(1 << 20));
+                parse_bearer([params.as_str()]).unwrap()
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(parsed, BearerChallenge::default());
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 }

@@ -56,6 +56,12 @@ pub struct HandOutRecord {
 /// Remembered `find_grant` answers by key (`None`: no such grant).
 type Answers = HashMap<String, Option<Arc<GrantRow>>>;
 
+/// Spellings remembered at most. Callers choose the keys (any string is a lookup), so
+/// without a bound one client could grow the map without end; when it is full it starts
+/// over (the next lookups read the database once more), which keeps the common case — a
+/// few servers asked for again and again — in memory.
+const MAX_REMEMBERED_LOOKUPS: usize = 1024;
+
 /// Answers of `find_grant` kept in memory: it runs on every `token.get`, and grants change
 /// rarely. Every write to the grants table goes through this type's methods, which bump
 /// the generation; a lookup made under an older generation is thrown away.
@@ -82,6 +88,9 @@ impl GrantLookups {
                 return;
             }
             *answers = (generation, HashMap::new());
+        }
+        if answers.1.len() >= MAX_REMEMBERED_LOOKUPS && !answers.1.contains_key(key) {
+            answers.1.clear();
         }
         answers.1.insert(key.to_string(), answer);
     }
@@ -726,6 +735,29 @@ mod tests {
         );
         db.delete_grant("g_1").await.unwrap();
         assert!(db.find_grant(key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn remembered_lookups_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        db.insert_registration(&registration("r_1", "dynamic"))
+            .await
+            .unwrap();
+        let key = "https://h.example/mcp";
+        db.upsert_grant(&grant("g_1", key)).await.unwrap();
+        // A client asking under ever new spellings (each one a lookup of its own).
+        for i in 0..3 * MAX_REMEMBERED_LOOKUPS {
+            let asked = format!("{key}?spelling={i}");
+            assert!(db.find_grant_as(&asked, &asked).await.unwrap().is_none());
+            let remembered = db.lookups.answers.lock().unwrap().1.len();
+            assert!(remembered <= MAX_REMEMBERED_LOOKUPS, "{remembered}");
+        }
+        assert_eq!(db.find_grant(key).await.unwrap().unwrap().id, "g_1");
+        assert!(
+            db.remembered_grant(key).is_some(),
+            "still remembered after the flood"
+        );
     }
 
     #[tokio::test]

@@ -3,14 +3,21 @@
 
 pub mod db;
 pub mod secrets;
+pub mod write_behind;
 
 pub use db::{Db, DbError, GrantRow, RegistrationRow};
 pub use secrets::{SecretStore, SecretStoreError};
+pub use write_behind::WriteBehind;
 
 /// Keys of the secret store, one place so nothing else invents a naming scheme.
 pub mod keys {
     pub fn refresh_token(grant_id: &str) -> String {
         format!("refresh_token:{grant_id}")
+    }
+
+    /// The grant id in a [`refresh_token`] key.
+    pub fn grant_of_refresh_token(key: &str) -> Option<&str> {
+        key.strip_prefix("refresh_token:")
     }
 
     pub fn client_secret(registration_id: &str) -> String {

@@ -100,17 +100,29 @@ impl SecretStore {
         }
     }
 
+    /// Holds the file store's lock, so that every call waits as on a keychain that stalls
+    /// (an unlock prompt nobody answers) until the guard is dropped.
+    #[cfg(test)]
+    pub async fn stall_for_tests(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match &self.backend {
+            Backend::File { lock, .. } => lock.lock().await,
+            Backend::Keychain { .. } => unreachable!("tests stall the file store"),
+        }
+    }
+
     pub fn status(&self) -> SecretStoreStatus {
         match &self.backend {
             Backend::Keychain { name } => SecretStoreStatus {
                 backend: "keychain".into(),
                 detail: (*name).into(),
                 warning: self.warning.clone(),
+                refresh_tokens_not_stored: Vec::new(),
             },
             Backend::File { path, .. } => SecretStoreStatus {
                 backend: "file".into(),
                 detail: path.display().to_string(),
                 warning: self.warning.clone(),
+                refresh_tokens_not_stored: Vec::new(),
             },
         }
     }
@@ -136,10 +148,29 @@ impl SecretStore {
     }
 
     pub async fn set(&self, key: &str, value: &Secret) -> Result<(), SecretStoreError> {
+        self.set_within(key, value, Some(KEYCHAIN_TIMEOUT)).await
+    }
+
+    /// [`SecretStore::set`] that waits for the keychain as long as it takes (an unlock
+    /// prompt): for the one writer of a key that must not have two writes in flight at
+    /// once, which a timed-out call still running in its thread would allow.
+    pub async fn set_patiently(&self, key: &str, value: &Secret) -> Result<(), SecretStoreError> {
+        self.set_within(key, value, None).await
+    }
+
+    async fn set_within(
+        &self,
+        key: &str,
+        value: &Secret,
+        timeout: Option<Duration>,
+    ) -> Result<(), SecretStoreError> {
         match &self.backend {
             Backend::Keychain { .. } => {
                 let (key, value) = (key.to_string(), value.clone());
-                blocking(move || reconnecting(|| entry(&key)?.set_password(value.expose()))).await
+                blocking_within(timeout, move || {
+                    reconnecting(|| entry(&key)?.set_password(value.expose()))
+                })
+                .await
             }
             Backend::File { path, lock } => {
                 let _guard = lock.lock().await;
@@ -150,11 +181,26 @@ impl SecretStore {
         }
     }
 
+    #[cfg(test)]
     pub async fn delete(&self, key: &str) -> Result<(), SecretStoreError> {
+        self.delete_within(key, Some(KEYCHAIN_TIMEOUT)).await
+    }
+
+    /// Deletes `key`, waiting for the keychain as long as it takes (see
+    /// [`SecretStore::set_patiently`]).
+    pub async fn delete_patiently(&self, key: &str) -> Result<(), SecretStoreError> {
+        self.delete_within(key, None).await
+    }
+
+    async fn delete_within(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), SecretStoreError> {
         match &self.backend {
             Backend::Keychain { .. } => {
                 let key = key.to_string();
-                blocking(move || {
+                blocking_within(timeout, move || {
                     reconnecting(|| match entry(&key)?.delete_credential() {
                         Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
                         Err(e) => Err(e),
@@ -274,13 +320,27 @@ fn describe(e: &keyring_core::Error) -> SecretStoreError {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SecretStoreError> + Send + 'static,
 ) -> Result<T, SecretStoreError> {
-    match tokio::time::timeout(KEYCHAIN_TIMEOUT, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(SecretStoreError::Keychain(format!(
+    blocking_within(Some(KEYCHAIN_TIMEOUT), f).await
+}
+
+/// Runs a blocking keychain call off the async runtime, bounded by `timeout` if given.
+/// A call that times out goes on in its thread: the keychain may still apply it later.
+async fn blocking_within<T: Send + 'static>(
+    timeout: Option<Duration>,
+    f: impl FnOnce() -> Result<T, SecretStoreError> + Send + 'static,
+) -> Result<T, SecretStoreError> {
+    let call = tokio::task::spawn_blocking(f);
+    let joined = match timeout {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| SecretStoreError::Timeout)?,
+        None => call.await,
+    };
+    joined.unwrap_or_else(|join| {
+        Err(SecretStoreError::Keychain(format!(
             "keychain call failed: {join}"
-        ))),
-        Err(_) => Err(SecretStoreError::Timeout),
-    }
+        )))
+    })
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> SecretStoreError {
