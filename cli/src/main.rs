@@ -144,6 +144,14 @@ fn attempt(command: &Command) -> next_step::Attempt {
     }
 }
 
+/// One `--scope` value: space-separated RFC 6749 scope tokens, checked before anything is
+/// sent (a clear error instead of a scope no server could grant).
+pub fn scope_value(value: &str) -> Result<String, String> {
+    mcp_authd_ipc::text::parse_scopes(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `--scope` values, each of which may hold several space-separated scopes; `None` when
 /// none were given, so the daemon chooses.
 pub fn scope_args(values: &[String]) -> Option<Vec<String>> {

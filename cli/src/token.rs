@@ -9,7 +9,7 @@ pub struct Args {
     /// The MCP server URL (or a grant id)
     pub server: String,
     /// A scope the token must carry (repeat)
-    #[arg(long = "scope")]
+    #[arg(long = "scope", value_parser = crate::scope_value)]
     pub scopes: Vec<String>,
     /// Seconds the token must stay valid [default: 60]
     #[arg(long)]

@@ -11,6 +11,8 @@ mod framing;
 mod message;
 pub mod methods;
 pub mod socket;
+pub mod text;
+pub mod transport;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorKind, RpcError};

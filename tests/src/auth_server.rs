@@ -63,6 +63,9 @@ pub struct AsOptions {
     /// Like Microsoft Entra ID v2: the RFC 8707 `resource` parameter is an error, and
     /// tokens are for [`IMPLIED_RESOURCE`].
     pub rejects_resource: bool,
+    /// Serve under this host name instead of `127.0.0.1` (e.g. one [`crate::host_alias`]
+    /// maps to loopback): a server mcp-authd must treat as remote.
+    pub host: Option<String>,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -87,6 +90,7 @@ impl Default for AsOptions {
             dcr_auth_method: None,
             path: String::new(),
             rejects_resource: false,
+            host: None,
         }
     }
 }
@@ -161,6 +165,7 @@ impl AuthServer {
         }
 
         let (listener, origin) = bind_loopback().await;
+        let origin = crate::net::named(&origin, opts.host.as_deref());
         let issuer = format!("{origin}{}", opts.path);
         let shared = Arc::new(Shared {
             issuer: issuer.clone(),
