@@ -217,7 +217,7 @@ async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
         ("issuer", "names issuer `https://other.example`"),
         (
             "plainhttp",
-            "the token endpoint `http://as.example.com/token` is not https",
+            "the token endpoint `http://as.example.com/token` is plain http",
         ),
     ];
     for (case, expected) in cases {
