@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::methods::{GrantInfo, LOGIN, LOGIN_PENDING, LoginParams, LoginPending};
-use mcp_authd_ipc::transport::{UrlRefused, check_url};
 use mcp_authd_ipc::{Client, ClientError};
 
 #[derive(clap::Args)]
@@ -32,17 +31,13 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
     };
     eprintln!("Logging in to {} …", args.server);
     // Plain http to another host gets this far only when the daemon's config allows it.
-    let insecure = matches!(
-        check_url("MCP server URL", &args.server, None, false, &args.server),
-        Err(UrlRefused::PlainHttp { .. })
-    );
+    let warning = crate::plain_http_warning(&args.server, "the login and the tokens");
     let warned = std::sync::atomic::AtomicBool::new(false);
     let warn_insecure = || {
-        if insecure && !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            eprintln!(
-                "warning: {} is plain http, allowed by allow_insecure_http in the daemon's config: the login and the tokens travel unencrypted",
-                args.server
-            );
+        if let Some(w) = &warning
+            && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!("{w}");
         }
     };
     let started = Instant::now();

@@ -549,9 +549,9 @@ async fn check_transport(socket: &std::path::Path, server: &str) -> anyhow::Resu
             anyhow::bail!("{}", e.message)
         }
         Err(ClientError::Rpc(_)) | Ok(_) => {
-            log(&format!(
-                "warning: {server} is plain http, allowed by allow_insecure_http in the daemon's config: bearer tokens for it travel unencrypted"
-            ));
+            if let Some(w) = crate::plain_http_warning(server, "bearer tokens for it") {
+                log(&w);
+            }
             Ok(())
         }
         Err(e) => {

@@ -38,10 +38,15 @@ pub async fn headers(client: &mut Client, args: Args) -> Result<(), ClientError>
 }
 
 async fn get(client: &mut Client, args: Args) -> Result<TokenGetResult, ClientError> {
+    let warning = crate::plain_http_warning(&args.server, "tokens for it");
     let params = TokenGetParams {
         server: args.server,
         scopes: crate::scope_args(&args.scopes),
         min_valid_secs: args.min_valid,
     };
-    client.call(TOKEN_GET, &params).await
+    let token = client.call(TOKEN_GET, &params).await?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    Ok(token)
 }

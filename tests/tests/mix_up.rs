@@ -8,9 +8,9 @@ use mcp_authd_tests::daemon::DaemonHome;
 use mcp_authd_tests::tools::{on_path, required};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer, PreRegisteredClient};
 
+/// The redirect path of the first registration at `auth`.
 fn redirect_path(auth: &AuthServer) -> String {
     let regs = auth.registrations();
-    assert_eq!(regs.len(), 1, "{regs:?}");
     let uri = regs[0]["redirect_uris"][0].as_str().unwrap().to_string();
     url::Url::parse(&uri).unwrap().path().to_string()
 }
@@ -29,6 +29,8 @@ async fn each_authorization_server_gets_its_own_redirect_path() {
     let d = home.start(None);
     d.cli_ok(&["login", mcp_a.url()]);
     d.cli_ok(&["login", mcp_b.url()]);
+    assert_eq!(auth_a.counts().registrations, 1);
+    assert_eq!(auth_b.counts().registrations, 1);
     let (a, b) = (redirect_path(&auth_a), redirect_path(&auth_b));
     assert!(
         a.starts_with("/callback/") && b.starts_with("/callback/"),
@@ -153,4 +155,36 @@ async fn a_registration_is_never_used_at_another_issuer() {
     );
     // A's own grant is untouched.
     d.cli_ok(&["token", mcp_a.url()]);
+}
+
+/// A dynamic registration stored with the redirect path every server used to share
+/// (`/callback`) is replaced at the next login by one with the server's own path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_with_the_old_shared_path_is_replaced() {
+    let Some(python) = required("python3", on_path("python3"), "editing the daemon's SQLite")
+    else {
+        return;
+    };
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    d.cli_ok(&["login", mcp.url()]);
+    let own = redirect_path(&auth);
+    d.stop();
+    let edit = format!(
+        "import sqlite3\ndb = sqlite3.connect('{}')\ndb.execute(\"UPDATE registrations SET redirect_uri = 'http://127.0.0.1:1/callback'\")\ndb.commit()\nassert db.total_changes == 1\n",
+        home.path().join("state.db").display()
+    );
+    let out = Command::new(python).arg("-c").arg(edit).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let d = home.start(None);
+    d.cli_ok(&["login", mcp.url()]);
+    assert_eq!(auth.counts().registrations, 2, "registered again");
+    let redirect = auth.last_authorize_params().unwrap()["redirect_uri"].clone();
+    assert!(
+        redirect.ends_with(&own),
+        "{redirect} has the server's own path {own}"
+    );
 }

@@ -178,7 +178,10 @@ async fn allow_insecure_http_lets_a_lab_server_through_and_warns() {
         err.contains("warning") && err.contains("allow_insecure_http"),
         "{err}"
     );
-    let token = d.cli_ok(&["token", &url]).trim().to_string();
+    let out = d.cli(&["token", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(auth.validate_access_token(&token, &url).is_ok());
 
     let out = Command::new(bin("mcp-auth"))
