@@ -114,6 +114,14 @@ pub async fn register(
         )));
     }
     let reg: RegistrationResponse = response.json()?;
+    // The client id is shown by `list` and `inspect`: one a terminal would interpret (or
+    // an empty one) is refused rather than stored.
+    if reg.client_id.is_empty() || reg.client_id.chars().any(char::is_control) {
+        return Err(OAuthError::RegistrationRefused(format!(
+            "{endpoint} assigned the client id `{}`, which is empty or holds control characters",
+            printable(&reg.client_id, 64)
+        )));
+    }
     let auth_method = match reg.token_endpoint_auth_method.as_deref() {
         Some(m) => AuthMethod::parse(m).map_err(OAuthError::RegistrationRefused)?,
         None if reg.client_secret.is_some() => AuthMethod::ClientSecretBasic,
