@@ -33,8 +33,10 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
     for g in &list.grants {
         if let Some(why) = needs_login(g, now) {
             println!(
-                "\n{} needs a new login: {why}\n  run: mcp-auth login {}",
-                g.server, g.server
+                "\n{} needs a new login: {}\n  run: {}",
+                g.server,
+                mcp_authd_ipc::text::printable(&why, 400),
+                mcp_authd_ipc::text::login_command(&g.server, &[])
             );
         }
     }

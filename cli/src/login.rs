@@ -12,7 +12,7 @@ pub struct Args {
     /// The MCP server URL, e.g. https://mcp.example.com/mcp
     pub server: String,
     /// Scope to request (repeat, or space-separate); default: what the server asks for
-    #[arg(long = "scope")]
+    #[arg(long = "scope", value_parser = crate::scope_value)]
     pub scopes: Vec<String>,
     /// Do not open a browser; open the printed URL yourself
     #[arg(long)]
@@ -30,6 +30,16 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         timeout_secs: args.timeout,
     };
     eprintln!("Logging in to {} …", args.server);
+    // Plain http to another host gets this far only when the daemon's config allows it.
+    let warning = crate::plain_http_warning(&args.server, "the login and the tokens");
+    let warned = std::sync::atomic::AtomicBool::new(false);
+    let warn_insecure = || {
+        if let Some(w) = &warning
+            && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!("{w}");
+        }
+    };
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let waiting = Arc::new(Mutex::new(None::<Waiting>));
@@ -40,6 +50,7 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
                 return;
             }
             if let Ok(p) = serde_json::from_value::<LoginPending>(n.params) {
+                warn_insecure();
                 let how = if p.browser_opened {
                     "Your browser should open; if it does not, open"
                 } else {
@@ -60,6 +71,7 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         eprint!("\r\x1b[2K");
     }
     let grant = result?;
+    warn_insecure();
     if json {
         crate::output::print_json(&grant);
     } else {

@@ -165,6 +165,30 @@ fn attempt(command: &Command) -> next_step::Attempt {
     }
 }
 
+/// The warning for a server URL that is plain http to a host that is not loopback: the
+/// daemon serves one only where its config says `allow_insecure_http = true`, and every
+/// use says so on stderr.
+pub fn plain_http_warning(server: &str, what: &str) -> Option<String> {
+    use mcp_authd_ipc::transport::{UrlRefused, check_url};
+    matches!(
+        check_url("MCP server URL", server, None, false, server),
+        Err(UrlRefused::PlainHttp { .. })
+    )
+    .then(|| {
+        format!(
+            "warning: {server} is plain http, allowed by allow_insecure_http in the daemon's config: {what} travel unencrypted"
+        )
+    })
+}
+
+/// One `--scope` value: space-separated RFC 6749 scope tokens, checked before anything is
+/// sent (a clear error instead of a scope no server could grant).
+pub fn scope_value(value: &str) -> Result<String, String> {
+    mcp_authd_ipc::text::parse_scopes(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `--scope` values, each of which may hold several space-separated scopes; `None` when
 /// none were given, so the daemon chooses.
 pub fn scope_args(values: &[String]) -> Option<Vec<String>> {

@@ -2,6 +2,7 @@
 //! mostly do already; for those that do not (an older daemon, a kind with no obvious
 //! fix), the hint is chosen here from the error's kind.
 
+use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable, shell_command};
 use mcp_authd_ipc::{ClientError, ErrorKind};
 
 /// What the failed command was about, for hints that repeat it.
@@ -32,8 +33,19 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
         ClientError::Rpc(rpc) => rpc.data.as_ref().and_then(|d| d.server.clone()),
         _ => None,
     }
-    .or_else(|| attempt.target.clone())
-    .unwrap_or_else(|| "<MCP server URL>".into());
+    .or_else(|| attempt.target.clone());
+    // Commands that name the server are built (and quoted) by the one function for them.
+    let login = |extra: &[&str]| match &server {
+        Some(server) => {
+            let mut args = vec!["mcp-auth", "login", server.as_str()];
+            args.extend_from_slice(extra);
+            shell_command(&args)
+        }
+        None => format!(
+            "mcp-auth login <MCP server URL>{}",
+            extra.iter().map(|a| format!(" {a}")).collect::<String>()
+        ),
+    };
     let kind = match e {
         ClientError::NotRunning { .. } => {
             return "start it: mcp-authd (or install the user service: mcp-auth service install)"
@@ -50,13 +62,13 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
     };
     match kind {
         Some(ErrorKind::AuthorizationRequired | ErrorKind::InsufficientScope) => {
-            format!("run: mcp-auth login {server}")
+            format!("run: {}", login(&[]))
         }
         Some(ErrorKind::LoginTimeout) => {
-            format!("run again with more time: mcp-auth login {server} --timeout 600")
+            format!("run again with more time: {}", login(&["--timeout", "600"]))
         }
         Some(ErrorKind::LoginFailed) => {
-            format!("run again once that is fixed: mcp-auth login {server}")
+            format!("run again once that is fixed: {}", login(&[]))
         }
         Some(ErrorKind::ServerError) => {
             "retry later; check the network and this machine's clock: mcp-auth doctor".into()
@@ -66,7 +78,9 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
                 .into()
         }
         Some(ErrorKind::RegistrationFailed) => format!(
-            "configure a pre-registered client_id under [servers.\"{server}\"] in the config file, then run: mcp-auth reload && mcp-auth login {server}"
+            "configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: mcp-auth reload && {}",
+            printable(server.as_deref().unwrap_or("<MCP server URL>"), MAX_QUOTED_CHARS),
+            login(&[])
         ),
         Some(ErrorKind::NotFound) => "see the grants: mcp-auth list".into(),
         Some(ErrorKind::SecretStore) => {
@@ -161,6 +175,23 @@ mod tests {
             explain(&e, &attempt()),
             "not logged in; run: mcp-auth login https://mcp.example/mcp"
         );
+    }
+
+    /// A hostile server URL in a hint is one quoted word: running the hint runs mcp-auth.
+    #[test]
+    fn hints_quote_the_server() {
+        let e = ClientError::Rpc(
+            RpcError::new(ErrorKind::LoginFailed, "refused")
+                .with_server("https://h.example/mcp;$(touch x)'"),
+        );
+        let text = explain(&e, &attempt());
+        let command = text.split("fixed: ").nth(1).unwrap();
+        assert_eq!(
+            command,
+            shell_command(&["mcp-auth", "login", "https://h.example/mcp;$(touch x)'"]),
+            "{text}"
+        );
+        assert!(!command.contains(" https://h.example/mcp;$("), "{text}");
     }
 
     #[test]

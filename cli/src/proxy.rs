@@ -12,6 +12,8 @@ use mcp_authd_ipc::methods::{
     ChallengeParams, LOGIN_PENDING, LoginPending, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams,
     TokenGetResult,
 };
+use mcp_authd_ipc::text::printable;
+use mcp_authd_ipc::transport::{UrlRefused, check_url};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
@@ -83,6 +85,7 @@ impl Stdout {
 }
 
 pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
+    check_transport(&socket, &args.server).await?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
@@ -594,7 +597,7 @@ fn error_response(id: &Value, code: i64, message: &str) -> Value {
 }
 
 fn excerpt(text: &str) -> String {
-    let t: String = text.trim().chars().take(300).collect();
+    let t = printable(text.trim(), 300);
     if t.is_empty() {
         "(empty body)".into()
     } else {
@@ -602,8 +605,46 @@ fn excerpt(text: &str) -> String {
     }
 }
 
+/// A line on stderr; what it quotes from a server has no control character left.
 fn log(message: &str) {
-    eprintln!("mcp-auth proxy: {message}");
+    eprintln!("mcp-auth proxy: {}", printable(message, 4000));
+}
+
+/// Bearer tokens go to the server only over TLS or loopback. Plain http to another host is
+/// for labs and only the daemon's config may allow it (`allow_insecure_http`): the daemon
+/// is asked before any request reaches the server, and every run says so on stderr.
+async fn check_transport(socket: &std::path::Path, server: &str) -> anyhow::Result<()> {
+    let refused = match check_url("MCP server URL", server, None, false, server) {
+        Ok(_) => return Ok(()),
+        Err(refused @ UrlRefused::PlainHttp { .. }) => refused,
+        Err(other) => anyhow::bail!("{other}"),
+    };
+    let mut daemon = Client::connect(socket).await.map_err(|e| {
+        anyhow::anyhow!("{refused} (and the daemon, which may allow it, cannot be asked: {e})")
+    })?;
+    let asked: Result<TokenGetResult, ClientError> = daemon
+        .call(
+            TOKEN_GET,
+            &TokenGetParams {
+                server: server.to_string(),
+                ..Default::default()
+            },
+        )
+        .await;
+    match asked {
+        Err(ClientError::Rpc(e)) if e.kind() == Some(ErrorKind::InvalidParams) => {
+            anyhow::bail!("{}", e.message)
+        }
+        Err(ClientError::Rpc(_)) | Ok(_) => {
+            if let Some(w) = crate::plain_http_warning(server, "bearer tokens for it") {
+                log(&w);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            anyhow::bail!("{refused} (and the daemon, which may allow it, cannot be asked: {e})")
+        }
+    }
 }
 
 #[cfg(test)]

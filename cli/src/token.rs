@@ -10,7 +10,7 @@ pub struct Args {
     /// The MCP server URL (or a grant id)
     pub server: String,
     /// A scope the token must carry (repeat)
-    #[arg(long = "scope")]
+    #[arg(long = "scope", value_parser = crate::scope_value)]
     pub scopes: Vec<String>,
     /// Seconds the token must stay valid [default: 60]
     #[arg(long)]
@@ -39,13 +39,14 @@ pub async fn headers(client: &mut Client, args: Args) -> Result<(), ClientError>
 }
 
 async fn get(client: &mut Client, args: Args) -> Result<TokenGetResult, ClientError> {
+    let warning = crate::plain_http_warning(&args.server, "tokens for it");
     let params = TokenGetParams {
         server: args.server,
         scopes: crate::scope_args(&args.scopes),
         min_valid_secs: args.min_valid,
     };
     // With `confirm_clients`, the daemon may ask the user first: say what is waited for.
-    client
+    let token = client
         .call_with_notifications(TOKEN_GET, &params, |n| {
             if n.method == CLIENTS_CONFIRM_PENDING
                 && let Ok(r) = serde_json::from_value::<PendingRequest>(n.params)
@@ -53,5 +54,9 @@ async fn get(client: &mut Client, args: Args) -> Result<TokenGetResult, ClientEr
                 eprintln!("{}", crate::clients::waiting_notice(&r));
             }
         })
-        .await
+        .await?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    Ok(token)
 }

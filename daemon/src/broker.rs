@@ -15,8 +15,8 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use crate::challenge::StepUpLimiter;
 use crate::config::{Config, Paths, ServerConfig};
 use crate::oauth::OAuthError;
-use crate::oauth::discovery::normalize_server_url;
-use crate::oauth::http::Http;
+use crate::oauth::discovery::{AsMetadata, check_endpoints, normalize_server_url};
+use crate::oauth::http::{Http, UrlPolicy};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
 use crate::oauth::token::{Tokens, now, request_tokens};
 use crate::secret::Secret;
@@ -302,6 +302,14 @@ impl Broker {
             p.min_valid_secs
                 .unwrap_or(mcp_authd_ipc::methods::DEFAULT_MIN_VALID_SECS) as i64;
         let key = lookup_key(&p.server);
+        // Tokens travel only over TLS or loopback (a URL never given to `login` included).
+        if key.starts_with("http://") {
+            self.check_server_url(&key)?;
+        }
+        for scope in p.scopes.iter().flatten() {
+            mcp_authd_ipc::text::check_scope(scope)
+                .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+        }
         let Some(grant) = self.db.find_grant_as(&p.server, &key).await? else {
             return Err(RpcError::authorization_required(
                 &key,
@@ -309,6 +317,9 @@ impl Broker {
                 "not logged in to this server",
             ));
         };
+        if grant.server_url != key && grant.server_url.starts_with("http://") {
+            self.check_server_url(&grant.server_url)?;
+        }
         if let Some(wanted) = &p.scopes {
             let granted = grant.scope_list();
             let missing: Vec<&String> = wanted.iter().filter(|s| !granted.contains(s)).collect();
@@ -480,7 +491,7 @@ impl Broker {
                 "the access token expired and the authorization server gave no refresh token",
             ));
         };
-        let (metadata, credentials) = self.client_of(grant).await?;
+        let (metadata, credentials, policy) = self.client_of(grant).await?;
         let quirks = self.quirks(grant);
         let mut form = vec![
             ("grant_type", "refresh_token".to_string()),
@@ -495,8 +506,15 @@ impl Broker {
         tracing::debug!(grant = %grant.id, "refreshing the access token");
         crate::crash::point("refresh:before_request");
         let interrupted = self.db.begin_refresh(&grant.id, now()).await?;
-        let tokens = match request_tokens(&self.http, &metadata.token_endpoint, &credentials, form)
-            .await
+        let tokens = match request_tokens(
+            &self.http,
+            &policy,
+            &grant.issuer,
+            &metadata.token_endpoint,
+            &credentials,
+            form,
+        )
+        .await
         {
             Ok(t) => t,
             Err(e) if e.is_invalid_grant() => {
@@ -571,17 +589,48 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    /// The stored AS metadata and client credentials a grant was issued with.
+    /// The transport policy for one operation on `server_url`: its `allow_insecure_http`,
+    /// read from the server's own `[servers."<url>"]` entry.
+    pub fn url_policy(&self, server_url: &str) -> UrlPolicy {
+        UrlPolicy::new(server_url, self.config().allow_insecure_http(server_url))
+    }
+
+    /// An MCP server URL a client gave (`login`, `token.challenge`, `token.get`): https or
+    /// loopback, or plain http allowed for it; else `invalid_params` naming the setting.
+    pub fn check_server_url(&self, server_url: &str) -> Result<(), RpcError> {
+        self.url_policy(server_url)
+            .check("MCP server URL", server_url, None)
+            .map(drop)
+            .map_err(|e| {
+                RpcError::new(ErrorKind::InvalidParams, e.to_string()).with_server(server_url)
+            })
+    }
+
+    /// The stored AS metadata and client credentials a grant was issued with, and the
+    /// transport policy to use them under. The endpoints are checked again (the config
+    /// may have changed since the login), and the registration must be the grant's
+    /// issuer's: a client is never presented to another authorization server.
     pub async fn client_of(
         &self,
         grant: &GrantRow,
-    ) -> Result<(crate::oauth::discovery::AsMetadata, ClientCredentials), RpcError> {
+    ) -> Result<(AsMetadata, ClientCredentials, UrlPolicy), RpcError> {
         let metadata = self.db.as_metadata(&grant.issuer).await?.ok_or_else(|| {
             RpcError::authorization_required(
                 &grant.server_url,
                 &[],
                 "the authorization server's metadata is missing",
             )
+        })?;
+        let policy = self.url_policy(&grant.server_url);
+        check_endpoints(&policy, &metadata).map_err(|e| {
+            RpcError::new(
+                ErrorKind::DiscoveryFailed,
+                format!(
+                    "{e}; nothing was sent. Once that is fixed, run: {}",
+                    mcp_authd_ipc::text::login_command(&grant.server_url, &[])
+                ),
+            )
+            .with_server(&grant.server_url)
         })?;
         let registration = self
             .db
@@ -594,22 +643,37 @@ impl Broker {
                     "the client registration is missing",
                 )
             })?;
+        let cfg = self
+            .config()
+            .client(&grant.server_url, &grant.issuer)
+            .map_err(|e| config_error(&grant.server_url, e))?
+            .cloned();
         let credentials = self
-            .credentials(
-                &registration,
-                self.config().server(&grant.server_url, Some(&grant.issuer)),
-            )
+            .credentials(&registration, &grant.issuer, cfg.as_ref())
             .await?;
-        Ok((metadata, credentials))
+        Ok((metadata, credentials, policy))
     }
 
-    /// Client credentials of a registration: the secret from the config file for a
-    /// pre-registered client, else from the secret store.
+    /// Client credentials of a registration for use at `issuer`: the secret from the config
+    /// file for a pre-registered client (`cfg`, already bound to `issuer` by
+    /// [`Config::client`]), else from the secret store. A registration stored for another
+    /// issuer is refused: its client id and secret belong to that server alone.
     pub async fn credentials(
         &self,
         reg: &RegistrationRow,
+        issuer: &str,
         cfg: Option<&ServerConfig>,
     ) -> Result<ClientCredentials, RpcError> {
+        if reg.issuer != issuer {
+            tracing::warn!(registration = %reg.id, "registration of {} offered for {issuer}; refused", reg.issuer);
+            return Err(RpcError::new(
+                ErrorKind::Internal,
+                format!(
+                    "stored registration {} belongs to the authorization server {}, not {issuer}; it is not used there (possible mix-up); run: mcp-auth doctor",
+                    reg.id, reg.issuer
+                ),
+            ));
+        }
         let auth_method = AuthMethod::parse(&reg.token_endpoint_auth_method).map_err(|e| {
             RpcError::new(
                 ErrorKind::Internal,
@@ -619,7 +683,8 @@ impl Broker {
         let client_secret = if !reg.has_client_secret {
             None
         } else if reg.kind == "pre-registered" {
-            cfg.and_then(|c| c.client_secret.clone())
+            cfg.filter(|c| c.client_id.as_deref() == Some(reg.client_id.as_str()))
+                .and_then(|c| c.client_secret.clone())
         } else {
             self.secrets.get(&keys::client_secret(&reg.id)).await?
         };
@@ -762,6 +827,11 @@ pub fn new_grant_row(
 /// Grant ids pass through; URLs are normalized the way logins store them.
 fn lookup_key(server_or_id: &str) -> String {
     normalize_server_url(server_or_id).unwrap_or_else(|_| server_or_id.trim().to_string())
+}
+
+/// The config names a client that may not be used here (see [`Config::client`]).
+pub fn config_error(server: &str, why: String) -> RpcError {
+    RpcError::new(ErrorKind::ConfigInvalid, why).with_server(server)
 }
 
 pub fn server_error(server: &str, what: &str, e: &OAuthError) -> RpcError {

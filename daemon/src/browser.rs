@@ -1,9 +1,8 @@
 //! Opening the authorization URL: `$MCP_AUTHD_BROWSER` when set, else the platform's
-//! default browser. Never through a shell, and only http(s) URLs.
+//! default browser. Never through a shell, and only http(s) URLs (the authorization
+//! endpoint passed the transport policy at discovery).
 
 use url::Url;
-
-use crate::oauth::http::is_loopback;
 
 /// Environment variable naming a program to run with the URL as its last argument.
 pub const BROWSER_ENV: &str = "MCP_AUTHD_BROWSER";
@@ -12,11 +11,9 @@ pub const BROWSER_ENV: &str = "MCP_AUTHD_BROWSER";
 /// user anyway).
 pub async fn open(url: &str) -> bool {
     match Url::parse(url) {
-        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {}
+        Ok(u) if matches!(u.scheme(), "https" | "http") => {}
         _ => {
-            tracing::warn!(
-                "not opening the authorization URL: only https (or http on loopback) URLs are opened"
-            );
+            tracing::warn!("not opening the authorization URL: only http(s) URLs are opened");
             return false;
         }
     }

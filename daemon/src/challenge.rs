@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mcp_authd_ipc::methods::{
     ChallengeParams, LoginParams, LoginPending, TokenGetParams, TokenGetResult,
 };
+use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, printable};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
 use crate::broker::Broker;
@@ -50,8 +51,8 @@ impl StepUpLimiter {
         attempts.retain(|(at, _)| at.elapsed() < STEP_UP_WINDOW);
         if attempts.iter().any(|(_, s)| *s == sorted) {
             return Err(format!(
-                "a login with scope '{}' was already done and the server still refuses",
-                sorted.join(" ")
+                "a login with scope {} was already done and the server still refuses",
+                printable(&sorted.join(" "), MAX_QUOTED_CHARS)
             ));
         }
         if attempts.len() >= MAX_STEP_UPS_PER_SERVER {
@@ -73,10 +74,18 @@ pub async fn handle(
 ) -> Result<TokenGetResult, RpcError> {
     let server = normalize_server_url(&p.server)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+    broker.check_server_url(&server)?;
     let challenge = p
         .www_authenticate
         .as_deref()
         .and_then(|h| parse_bearer([h]));
+    if let Some(c) = &challenge {
+        // A scope that is not a scope token is refused here, before it can reach a
+        // message, a suggested command or an authorization request.
+        c.check_scopes(&server).map_err(|e| {
+            RpcError::new(ErrorKind::ServerError, e.to_string()).with_server(&server)
+        })?;
+    }
     let grant = broker
         .db
         .grants_of_server(&server)
@@ -103,8 +112,9 @@ pub async fn handle(
                 return Err(RpcError::new(
                     ErrorKind::ServerError,
                     format!(
-                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{server}\"] in the config file, then run: mcp-auth reload",
-                        p.status
+                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{}\"] in the config file, then run: mcp-auth reload",
+                        p.status,
+                        printable(&server, MAX_QUOTED_CHARS)
                     ),
                 )
                 .with_server(&server));
@@ -143,7 +153,8 @@ async fn on_unauthorized(
                     .unwrap_or_else(|| "the grant needs a new login".into())
             } else if let Some(moved_to) = moved(broker, server, &grant, challenge.as_ref()).await {
                 format!(
-                    "the server now uses the authorization server {moved_to} instead of {}",
+                    "the server now uses the authorization server {} instead of {}",
+                    printable(&moved_to, MAX_QUOTED_CHARS),
                     grant.issuer
                 )
             } else {
@@ -181,7 +192,10 @@ async fn on_forbidden(
     };
     let granted = grant.map(|g| g.scope_list()).unwrap_or_default();
     let scopes = union(&granted, &challenge.scopes());
-    let why = format!("the server needs scope '{}'", scopes.join(" "));
+    let why = format!(
+        "the server needs scope {}",
+        printable(&scopes.join(" "), MAX_QUOTED_CHARS)
+    );
     if p.interactive.unwrap_or(false)
         && let Err(refused) = broker.step_ups.admit(server, &scopes)
     {
@@ -189,9 +203,9 @@ async fn on_forbidden(
         return Err(RpcError::new(
             ErrorKind::InsufficientScope,
             format!(
-                "{server} still refuses for lack of scope ({refused}); giving up instead of asking you to log in again. Check that your account may use scope '{}', then run: mcp-auth login {server} --scope '{}'",
-                challenge.scope.as_deref().unwrap_or(""),
-                scopes.join(" ")
+                "{server} still refuses for lack of scope ({refused}); giving up instead of asking you to log in again. Check that your account may use scope {}, then run: {}",
+                printable(challenge.scope.as_deref().unwrap_or(""), MAX_QUOTED_CHARS),
+                login_command(server, &scopes)
             ),
         )
         .with_server(server));
@@ -237,7 +251,8 @@ async fn moved(
     grant: &GrantRow,
     challenge: Option<&BearerChallenge>,
 ) -> Option<String> {
-    match authorization_servers_of(&broker.http, server, challenge).await {
+    let policy = broker.url_policy(server);
+    match authorization_servers_of(&broker.http, &policy, server, challenge).await {
         Ok(Some(servers)) if !servers.contains(&grant.issuer) => {
             Some(servers.first().cloned().unwrap_or_default())
         }

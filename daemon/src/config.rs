@@ -138,6 +138,14 @@ pub struct ServerConfig {
     pub scopes: Option<Vec<String>>,
     /// `confirm_clients` for this server's grants, instead of the global setting.
     pub confirm_clients: Option<bool>,
+    /// The authorization server (issuer) `client_id` and `client_secret` belong to. When
+    /// the entry is keyed by an MCP server URL, a `client_secret` needs it: the secret is
+    /// sent only to this issuer, never to one the server names later.
+    pub issuer: Option<String>,
+    /// Let plain http to a host that is not loopback through, for this server and its
+    /// authorization server (labs only): every use is logged as a warning.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
@@ -226,6 +234,12 @@ impl Config {
                 self.confirm_timeout_secs
             ));
         }
+        for (server, cfg) in &self.servers {
+            for scope in cfg.scopes.iter().flatten() {
+                mcp_authd_ipc::text::check_scope(scope)
+                    .map_err(|e| format!("[servers.\"{server}\"] scopes: {e}"))?;
+            }
+        }
         if let Some(raw) = &self.client_metadata_url {
             let url = url::Url::parse(raw)
                 .map_err(|e| format!("client_metadata_url `{raw}` is not a URL: {e}"))?;
@@ -259,14 +273,59 @@ impl Config {
     /// and URLs are compared as the daemon stores server URLs (see [`key_form`]), so
     /// `https://Example.COM:443/mcp/` in the file finds `https://example.com/mcp`.
     pub fn server(&self, server_url: &str, issuer: Option<&str>) -> Option<&ServerConfig> {
-        let find = |url: &str| {
-            let wanted = key_form(url)?;
+        self.server_with_key(server_url, issuer).map(|(_, v)| v)
+    }
+
+    fn server_with_key(
+        &self,
+        server_url: &str,
+        issuer: Option<&str>,
+    ) -> Option<(&str, &ServerConfig)> {
+        let find = |key: &str| {
             self.servers
                 .iter()
-                .find(|(k, _)| key_form(k).as_ref() == Some(&wanted))
-                .map(|(_, v)| v)
+                .find(|(k, _)| same_url(k, key))
+                .map(|(k, v)| (k.as_str(), v))
         };
         find(server_url).or_else(|| issuer.and_then(find))
+    }
+
+    /// Whether plain http to remote hosts is allowed for this MCP server and its
+    /// authorization server (labs only): set under the server's own URL.
+    pub fn allow_insecure_http(&self, server_url: &str) -> bool {
+        self.server(server_url, None)
+            .is_some_and(|c| c.allow_insecure_http)
+    }
+
+    /// The pre-registered client configured for `server_url` at `issuer`, if any. A client
+    /// is bound to its authorization server: the key of its entry when that is the issuer,
+    /// else the entry's `issuer`. A client configured for another issuer is an error (its
+    /// id and secret are never sent elsewhere); so is a `client_secret` under a server URL
+    /// with no `issuer`, since nothing would say where the secret may go.
+    pub fn client(&self, server_url: &str, issuer: &str) -> Result<Option<&ServerConfig>, String> {
+        let Some((key, cfg)) = self.server_with_key(server_url, Some(issuer)) else {
+            return Ok(None);
+        };
+        if cfg.client_id.is_none() {
+            return Ok(None);
+        }
+        let bound_to = match &cfg.issuer {
+            Some(bound) => bound.as_str(),
+            None if same_url(key, issuer) => issuer,
+            None if cfg.client_secret.is_none() => return Ok(Some(cfg)),
+            None => {
+                return Err(format!(
+                    "[servers.\"{key}\"] has a client_secret but does not say which authorization server it belongs to; if it was registered at {issuer}, add issuer = \"{issuer}\" there, then run: mcp-auth reload"
+                ));
+            }
+        };
+        if same_url(bound_to, issuer) {
+            Ok(Some(cfg))
+        } else {
+            Err(format!(
+                "the client configured under [servers.\"{key}\"] belongs to {bound_to}, but {server_url} now uses the authorization server {issuer}; its client id and secret are not sent there. If {issuer} is right, register a client there and configure it, then run: mcp-auth reload"
+            ))
+        }
     }
 }
 
@@ -277,6 +336,14 @@ fn key_form(url: &str) -> Option<String> {
     crate::oauth::discovery::normalize_server_url(url)
         .ok()
         .map(|u| u.trim_end_matches('/').to_string())
+}
+
+/// Whether two config keys or URLs name the same server (see [`key_form`]).
+fn same_url(a: &str, b: &str) -> bool {
+    match (key_form(a), key_form(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
+    }
 }
 
 #[cfg(test)]
@@ -400,6 +467,55 @@ mod tests {
         assert!(parse("https://app.example/").is_err());
         assert!(parse("http://app.example/client.json").is_err());
         assert!(parse("not a url").is_err());
+    }
+
+    /// A configured client (and its secret) is used only at its own authorization server.
+    #[test]
+    fn configured_clients_are_bound_to_their_issuer() {
+        let c: Config = toml::from_str(
+            r#"
+            [servers."https://a.example/mcp"]
+            client_id = "a"
+            client_secret = "sa"
+            issuer = "https://as-a.example"
+            [servers."https://as-b.example"]
+            client_id = "b"
+            client_secret = "sb"
+            [servers."https://c.example/mcp"]
+            client_id = "c"
+            client_secret = "sc"
+            [servers."https://d.example/mcp"]
+            client_id = "public-d"
+            "#,
+        )
+        .unwrap();
+        let id = |r: Result<Option<&ServerConfig>, String>| {
+            r.map(|c| c.and_then(|c| c.client_id.clone()))
+        };
+        assert_eq!(
+            id(c.client("https://a.example/mcp", "https://as-a.example/")),
+            Ok(Some("a".into()))
+        );
+        let e = id(c.client("https://a.example/mcp", "https://evil.example")).unwrap_err();
+        assert!(
+            e.contains("https://as-a.example") && e.contains("https://evil.example"),
+            "{e}"
+        );
+        assert!(!e.contains("sa"), "{e}");
+        assert_eq!(
+            id(c.client("https://x.example/mcp", "https://as-b.example")),
+            Ok(Some("b".into()))
+        );
+        assert_eq!(
+            id(c.client("https://x.example/mcp", "https://other.example")),
+            Ok(None)
+        );
+        let e = id(c.client("https://c.example/mcp", "https://as-c.example")).unwrap_err();
+        assert!(e.contains("issuer = \"https://as-c.example\""), "{e}");
+        assert_eq!(
+            id(c.client("https://d.example/mcp", "https://any.example")),
+            Ok(Some("public-d".into()))
+        );
     }
 
     #[test]

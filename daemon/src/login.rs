@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_authd_ipc::methods::{GrantInfo, LoginParams, LoginPending};
+use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, shell_command};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 use tokio::sync::watch;
 use url::Url;
@@ -16,7 +17,9 @@ use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
+use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
+use crate::oauth::printable;
 use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
 use crate::oauth::token::{now, request_tokens};
 use crate::secret::Secret;
@@ -38,6 +41,10 @@ pub async fn login(
 ) -> Result<GrantInfo, RpcError> {
     let server_url = normalize_server_url(&p.server)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+    broker.check_server_url(&server_url)?;
+    if let Some(scopes) = &p.scopes {
+        check_requested_scopes(scopes)?;
+    }
     let mut progress = {
         let mut logins = broker.logins.lock().unwrap_or_else(|e| e.into_inner());
         match logins.get(&server_url) {
@@ -89,7 +96,8 @@ async fn run(
     challenge: Option<BearerChallenge>,
     progress: &watch::Sender<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
-    let discovery = discover(&broker.http, server_url, challenge)
+    let policy = broker.url_policy(server_url);
+    let discovery = discover(&broker.http, &policy, server_url, challenge)
         .await
         .map_err(|e| discovery_error(server_url, e))?;
     if discovery.legacy {
@@ -103,9 +111,14 @@ async fn run(
         .cloned();
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
 
+    let client_cfg = broker
+        .config()
+        .client(server_url, &metadata.issuer)
+        .map_err(|why| login_failed(server_url, &why))?
+        .cloned();
     let state = random_token();
     let (registration, credentials, redirect) =
-        client_for(broker, &discovery, server_cfg.as_ref(), &state).await?;
+        client_for(broker, &policy, &discovery, client_cfg.as_ref(), &state).await?;
     let pkce = Pkce::new();
     let quirks = server_cfg
         .as_ref()
@@ -146,14 +159,23 @@ async fn run(
             LoopbackError::Timeout(_) => RpcError::new(
                 ErrorKind::LoginTimeout,
                 format!(
-                    "{e}; run again with more time: mcp-auth login {server_url} --timeout {}",
-                    timeout.saturating_mul(2).max(600)
+                    "{e}; run again with more time: {}",
+                    shell_command(&[
+                        "mcp-auth",
+                        "login",
+                        server_url,
+                        "--timeout",
+                        &timeout.saturating_mul(2).max(600).to_string(),
+                    ])
                 ),
             )
             .with_server(server_url),
             other => RpcError::new(ErrorKind::Internal, other.to_string()),
         })?;
-    check_issuer(&discovery, response.iss.as_deref())
+    // One client id at several authorization servers (a Client ID Metadata Document) has
+    // one redirect path for all of them: only `iss` tells whose response this is.
+    let iss_required = registration.kind == KIND_METADATA_DOCUMENT;
+    check_issuer(&discovery, response.iss.as_deref(), iss_required)
         .map_err(|why| login_failed(server_url, &why))?;
     if let Some(error) = &response.error {
         let description = response
@@ -182,12 +204,19 @@ async fn run(
     if !quirks.omit_resource {
         form.push(("resource", discovery.resource.clone()));
     }
-    let tokens = request_tokens(&broker.http, &metadata.token_endpoint, &credentials, form)
-        .await
-        .map_err(|e| match e {
-            OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
-            other => server_error(server_url, "cannot redeem the authorization code", &other),
-        })?;
+    let tokens = request_tokens(
+        &broker.http,
+        &policy,
+        &metadata.issuer,
+        &metadata.token_endpoint,
+        &credentials,
+        form,
+    )
+    .await
+    .map_err(|e| match e {
+        OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
+        other => server_error(server_url, "cannot redeem the authorization code", &other),
+    })?;
 
     let existing = broker
         .db
@@ -275,13 +304,20 @@ fn choose_scopes(
 /// gives: a pre-registered client from the config; else our Client ID Metadata Document
 /// URL when one is configured and the AS supports them; else the dynamic registration
 /// stored for this issuer (if its port is free); else a new dynamic registration.
+///
+/// The redirect path of a dynamic registration is its issuer's own ([`callback_path`]), so
+/// a response the browser brings from another authorization server (a mix-up attack, RFC
+/// 9700 §4.4) arrives at a path this login does not serve. `cfg` is the pre-registered
+/// client already bound to this issuer ([`crate::config::Config::client`]).
 async fn client_for(
     broker: &Broker,
+    policy: &UrlPolicy,
     d: &Discovery,
     cfg: Option<&ServerConfig>,
     state: &Secret,
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
+    let own_path = callback_path(issuer);
     if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
         let (host, port, path) = match &cfg.redirect_uri {
             Some(uri) => loopback_port_and_path(uri)?,
@@ -318,12 +354,20 @@ async fn client_for(
                 r
             }
         };
-        let credentials = broker.credentials(&reg, Some(cfg)).await?;
+        let credentials = broker.credentials(&reg, issuer, Some(cfg)).await?;
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(url) = &broker.config().client_metadata_url
+    let cimd = broker.config().client_metadata_url.clone();
+    if cimd.is_some()
         && d.metadata.client_id_metadata_document_supported == Some(true)
+        && d.metadata.authorization_response_iss_parameter_supported != Some(true)
+    {
+        tracing::info!(issuer = %issuer, "not using the client metadata document: the authorization server does not send `iss` (RFC 9207), which a client id shared by several servers needs against mix-ups");
+    }
+    if let Some(url) = &cimd
+        && d.metadata.client_id_metadata_document_supported == Some(true)
+        && d.metadata.authorization_response_iss_parameter_supported == Some(true)
     {
         let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
             .await
@@ -349,7 +393,7 @@ async fn client_for(
                 r
             }
         };
-        let credentials = broker.credentials(&reg, None).await?;
+        let credentials = broker.credentials(&reg, issuer, None).await?;
         return Ok((reg, credentials, redirect));
     }
 
@@ -358,32 +402,40 @@ async fn client_for(
             .redirect_uri
             .as_deref()
             .and_then(|u| loopback_port_and_path(u).ok());
-        if let Some((host, port, path)) = port {
-            match LoopbackRedirect::bind(&host, port, &path, state).await {
-                Ok(redirect) => match broker.credentials(&reg, None).await {
-                    Ok(credentials) => return Ok((reg, credentials, redirect)),
-                    Err(e) => tracing::warn!(
-                        "stored registration {} is unusable ({}); registering again",
-                        reg.id,
-                        e.message
-                    ),
-                },
-                Err(e) => tracing::info!("{e}; registering a new redirect URI"),
+        match port {
+            // Registered before redirect paths were per issuer: replaced.
+            Some((_, _, path)) if path != own_path => tracing::info!(
+                "stored registration {} has the shared redirect path {path}; registering again with this server's own",
+                reg.id
+            ),
+            Some((host, port, path)) => {
+                match LoopbackRedirect::bind(&host, port, &path, state).await {
+                    Ok(redirect) => match broker.credentials(&reg, issuer, None).await {
+                        Ok(credentials) => return Ok((reg, credentials, redirect)),
+                        Err(e) => tracing::warn!(
+                            "stored registration {} is unusable ({}); registering again",
+                            reg.id,
+                            e.message
+                        ),
+                    },
+                    Err(e) => tracing::info!("{e}; registering a new redirect URI"),
+                }
             }
+            None => {}
         }
     }
 
-    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
+    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &own_path, state)
         .await
         .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-    let registered = register(&broker.http, &d.metadata, &redirect.redirect_uri)
+    let registered = register(&broker.http, policy, &d.metadata, &redirect.redirect_uri)
         .await
         .map_err(|e| {
             RpcError::new(
                 ErrorKind::RegistrationFailed,
                 format!(
                     "{e}; configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: mcp-auth reload",
-                    d.server_url
+                    printable(&d.server_url, MAX_QUOTED_CHARS)
                 ),
             )
             .with_server(&d.server_url)
@@ -421,7 +473,7 @@ fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcE
         )
     };
     let url = Url::parse(uri).map_err(|_| bad())?;
-    if url.scheme() != "http" || !crate::oauth::http::is_loopback(&url) {
+    if url.scheme() != "http" || !mcp_authd_ipc::transport::is_loopback(&url) {
         return Err(bad());
     }
     let host = match url.host() {
@@ -430,6 +482,24 @@ fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcE
         _ => RedirectHost::Localhost,
     };
     Ok((host, url.port().unwrap_or(80), url.path().to_string()))
+}
+
+/// The redirect path of dynamic registrations at `issuer`: `/callback/` and 16 hex digits
+/// of the issuer's SHA-256, so each authorization server has its own (RFC 9700 §4.4.2).
+fn callback_path(issuer: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(issuer.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{CALLBACK_PATH}/{hex}")
+}
+
+/// Scopes a client asked for: each an RFC 6749 scope token.
+fn check_requested_scopes(scopes: &[String]) -> Result<(), RpcError> {
+    for scope in scopes {
+        mcp_authd_ipc::text::check_scope(scope)
+            .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn authorization_url(
@@ -441,11 +511,9 @@ fn authorization_url(
     scopes: &[String],
     quirks: &Quirks,
 ) -> Result<String, RpcError> {
-    let mut url = crate::oauth::http::require_secure(
-        "authorization endpoint",
-        &d.metadata.authorization_endpoint,
-    )
-    .map_err(|e| discovery_error(&d.server_url, e))?;
+    // Checked by the transport policy at discovery (discovery::check_endpoints).
+    let mut url = Url::parse(&d.metadata.authorization_endpoint)
+        .map_err(|e| discovery_error(&d.server_url, OAuthError::Untrusted(e.to_string())))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -467,14 +535,16 @@ fn authorization_url(
     Ok(url.to_string())
 }
 
-/// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises it.
-fn check_issuer(d: &Discovery, iss: Option<&str>) -> Result<(), String> {
+/// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises
+/// it, or when `required` (a client id shared by several authorization servers).
+fn check_issuer(d: &Discovery, iss: Option<&str>, required: bool) -> Result<(), String> {
     let expected = &d.metadata.issuer;
     match (
         iss,
-        d.metadata
-            .authorization_response_iss_parameter_supported
-            .unwrap_or(false),
+        required
+            || d.metadata
+                .authorization_response_iss_parameter_supported
+                .unwrap_or(false),
     ) {
         (Some(got), _) if got == expected => Ok(()),
         (Some(got), _) => Err(format!(
@@ -482,7 +552,7 @@ fn check_issuer(d: &Discovery, iss: Option<&str>) -> Result<(), String> {
             crate::oauth::printable(got, 200)
         )),
         (None, true) => Err(format!(
-            "{expected} promises an `iss` parameter in its authorization response but sent none; nothing was redeemed"
+            "the authorization response carries no `iss` parameter, which {expected} must send (it promises RFC 9207, or mcp-authd's client id is shared by several servers); nothing was redeemed"
         )),
         (None, false) => Ok(()),
     }
@@ -492,7 +562,8 @@ fn login_failed(server: &str, why: &str) -> RpcError {
     RpcError::new(
         ErrorKind::LoginFailed,
         format!(
-            "login to {server} failed: {why}; run again once that is fixed: mcp-auth login {server}"
+            "login to {server} failed: {why}; run again once that is fixed: {}",
+            login_command(server, &[])
         ),
     )
     .with_server(server)
@@ -503,15 +574,69 @@ fn discovery_error(server: &str, e: OAuthError) -> RpcError {
         OAuthError::Untrusted(_) => ErrorKind::DiscoveryFailed,
         _ => ErrorKind::ServerError,
     };
+    let command = login_command(server, &[]);
     let next = match kind {
         ErrorKind::DiscoveryFailed => format!(
-            "check that {server} is the MCP endpoint itself; if it is, its operator must fix the metadata, then run: mcp-auth login {server}"
+            "check that {server} is the MCP endpoint itself; if it is, its operator must fix the metadata, then run: {command}"
         ),
-        _ => format!("check the URL and the network, then retry: mcp-auth login {server}"),
+        _ => format!("check the URL and the network, then retry: {command}"),
     };
     RpcError::new(
         kind,
         format!("cannot discover how to log in to {server}: {e}; {next}"),
     )
     .with_server(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::discovery::ResourceMetadata;
+
+    fn discovery(iss_supported: Option<bool>) -> Discovery {
+        Discovery {
+            server_url: "https://h.example/mcp".into(),
+            resource: "https://h.example/mcp".into(),
+            resource_metadata: ResourceMetadata {
+                resource: "https://h.example/mcp".into(),
+                authorization_servers: vec!["https://as.example".into()],
+                scopes_supported: None,
+            },
+            challenge: None,
+            metadata: serde_json::from_value(serde_json::json!({
+                "issuer": "https://as.example",
+                "authorization_endpoint": "https://as.example/authorize",
+                "token_endpoint": "https://as.example/token",
+                "authorization_response_iss_parameter_supported": iss_supported,
+            }))
+            .unwrap(),
+            legacy: false,
+        }
+    }
+
+    /// Each authorization server has its own redirect path; the same one every time.
+    #[test]
+    fn callback_paths_are_per_issuer() {
+        let a = callback_path("https://as-a.example");
+        assert_eq!(a, callback_path("https://as-a.example"));
+        assert_ne!(a, callback_path("https://as-b.example"));
+        assert!(
+            a.starts_with("/callback/") && a.len() == "/callback/".len() + 16,
+            "{a}"
+        );
+    }
+
+    /// With a client id shared by several servers (a Client ID Metadata Document) `iss` is
+    /// required even from a server that does not promise it; a wrong one is always refused.
+    #[test]
+    fn iss_is_required_for_a_shared_client_id() {
+        let d = discovery(None);
+        assert!(check_issuer(&d, None, false).is_ok());
+        let e = check_issuer(&d, None, true).unwrap_err();
+        assert!(e.contains("no `iss`"), "{e}");
+        assert!(check_issuer(&d, Some("https://as.example"), true).is_ok());
+        let e = check_issuer(&d, Some("https://evil.example"), false).unwrap_err();
+        assert!(e.contains("mix-up"), "{e}");
+        assert!(check_issuer(&discovery(Some(true)), None, false).is_err());
+    }
 }

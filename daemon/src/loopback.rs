@@ -118,6 +118,7 @@ impl LoopbackRedirect {
         });
         let app = axum::Router::new()
             .route(path, get(callback))
+            .fallback(elsewhere)
             .with_state(shared);
         // Dropping the sender (with the LoopbackRedirect) stops every listener.
         let (stop, stopped) = tokio::sync::watch::channel(());
@@ -197,6 +198,21 @@ async fn callback(
     }
 }
 
+/// A request at another path: with a per-server redirect path, a sign-in response there was
+/// sent for another authorization server (a mix-up attempt, RFC 9700 §4.4). Never
+/// delivered, whatever state it carries; the login keeps waiting for its own.
+async fn elsewhere(uri: axum::http::Uri) -> (StatusCode, Html<String>) {
+    tracing::warn!(
+        "login redirect received a request at {}, which is not this login's redirect path (a response meant for another authorization server?); ignored",
+        crate::oauth::printable(uri.path(), 200)
+    );
+    page(
+        StatusCode::NOT_FOUND,
+        "This sign-in response is not for the login mcp-authd is waiting for",
+        "It came back for another authorization server. Start the login again from your terminal: mcp-auth login <server URL>",
+    )
+}
+
 fn page(status: StatusCode, title: &str, text: &str) -> (StatusCode, Html<String>) {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
@@ -250,6 +266,32 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// The path is part of the check: a response with the right state at another path (the
+    /// redirect URI registered for another authorization server) is never delivered.
+    #[tokio::test]
+    async fn a_response_at_another_path_is_refused() {
+        let state = Secret::new("st4te");
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback/aaaa", &state)
+            .await
+            .unwrap();
+        let other = redirect
+            .redirect_uri
+            .replace("/callback/aaaa", "/callback/bbbb");
+        let client = reqwest::Client::new();
+        for uri in [other.clone(), other.replace("/callback/bbbb", "/callback")] {
+            let r = client
+                .get(format!("{uri}?code=stolen&state=st4te"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{uri}");
+        }
+        assert!(matches!(
+            redirect.wait(Duration::from_millis(200)).await,
+            Err(LoopbackError::Timeout(_))
+        ));
     }
 
     #[tokio::test]

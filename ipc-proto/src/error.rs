@@ -137,12 +137,10 @@ impl RpcError {
         }
     }
 
-    /// An `authorization_required` error naming the login command for `server`.
+    /// An `authorization_required` error naming the login command for `server`, each
+    /// argument quoted for a POSIX shell.
     pub fn authorization_required(server: &str, scopes: &[String], why: &str) -> Self {
-        let mut command = format!("mcp-auth login {server}");
-        if !scopes.is_empty() {
-            command.push_str(&format!(" --scope '{}'", scopes.join(" ")));
-        }
+        let command = crate::text::login_command(server, scopes);
         RpcError {
             code: ErrorKind::AuthorizationRequired.code(),
             message: format!("{why}; run: {command}"),

@@ -13,6 +13,8 @@ pub mod hygiene;
 mod message;
 pub mod methods;
 pub mod socket;
+pub mod text;
+pub mod transport;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorKind, RpcError};

@@ -66,6 +66,9 @@ pub struct AsOptions {
     /// The id_token's `email` instead of [`TEST_ACCOUNT_EMAIL`]: a hostile server's
     /// string that reaches what the daemon shows.
     pub account_email: Option<String>,
+    /// Serve under this host name instead of `127.0.0.1` (e.g. one [`crate::host_alias`]
+    /// maps to loopback): a server mcp-authd must treat as remote.
+    pub host: Option<String>,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -91,6 +94,7 @@ impl Default for AsOptions {
             path: String::new(),
             rejects_resource: false,
             account_email: None,
+            host: None,
         }
     }
 }
@@ -165,6 +169,7 @@ impl AuthServer {
         }
 
         let (listener, origin) = bind_loopback().await;
+        let origin = crate::net::named(&origin, opts.host.as_deref());
         let issuer = format!("{origin}{}", opts.path);
         let shared = Arc::new(Shared {
             issuer: issuer.clone(),

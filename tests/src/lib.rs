@@ -51,6 +51,14 @@ mod net {
         (listener, format!("http://{addr}"))
     }
 
+    /// `origin` (`http://127.0.0.1:PORT`) with `host` instead of the address, if given.
+    pub(crate) fn named(origin: &str, host: Option<&str>) -> String {
+        match host {
+            Some(host) => origin.replace("127.0.0.1", host),
+            None => origin.to_string(),
+        }
+    }
+
     /// Keeps a spawned server alive; dropping it shuts the server down
     /// gracefully so a test never leaks a listening socket into the next one.
     pub(crate) struct ServerHandle {
@@ -89,6 +97,30 @@ mod net {
 
 /// Helpers shared by the unit tests of both servers: a plain HTTP client and
 /// a by-the-book OAuth client flow to obtain tokens.
+/// Makes `name` resolve to 127.0.0.1 through `/etc/hosts` (appended once; the tests run as
+/// root, in CI as on a developer's container). mcp-authd must treat such a name as remote:
+/// it decides "loopback" by the URL alone, never by what a name resolves to. Panics when
+/// the file cannot be written: without the name there is no test.
+pub fn host_alias(name: &str) -> String {
+    use std::io::Write;
+    let hosts = std::path::Path::new("/etc/hosts");
+    let line = format!("127.0.0.1 {name}");
+    let present = std::fs::read_to_string(hosts)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["127.0.0.1", name]);
+    if !present {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(hosts)
+            .expect("append to /etc/hosts (the end-to-end tests run as root)");
+        // One write: concurrent tests never interleave half lines.
+        f.write_all(format!("\n{line}\n").as_bytes())
+            .expect("write /etc/hosts");
+    }
+    name.to_string()
+}
+
 #[cfg(test)]
 mod test_support {
     use base64::Engine;

@@ -49,6 +49,8 @@ pub struct McpOptions {
     /// Answer an invalid or expired token with this status and a JSON body saying
     /// `invalid_token`, without `WWW-Authenticate` (as some gateways do), instead of 401.
     pub invalid_token_status: Option<u16>,
+    /// Serve under this host name instead of `127.0.0.1` (see [`crate::host_alias`]).
+    pub host: Option<String>,
 }
 
 impl Default for McpOptions {
@@ -61,6 +63,7 @@ impl Default for McpOptions {
             always_insufficient: false,
             streaming: false,
             invalid_token_status: None,
+            host: None,
         }
     }
 }
@@ -79,6 +82,7 @@ impl McpServer {
     /// bug).
     pub async fn start(auth: &AuthServer, opts: McpOptions) -> McpServer {
         let (listener, origin) = bind_loopback().await;
+        let origin = crate::net::named(&origin, opts.host.as_deref());
         let url = format!("{origin}/mcp");
         let challenges = Challenges::new(&format!("{origin}{PRM_PATH}"), &opts);
         let state = Arc::new(McpState {

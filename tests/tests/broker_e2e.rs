@@ -360,7 +360,8 @@ async fn pre_registered_client_from_the_config_file() {
     let home = DaemonHome::new(
         "file",
         &format!(
-            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\nclient_id = \"desktop-app\"\nclient_secret = \"{secret}\"\ntoken_endpoint_auth_method = \"client_secret_post\"\nscopes = [\"mcp:read\", \"mcp:write\"]\n"
+            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\nclient_id = \"desktop-app\"\nclient_secret = \"{secret}\"\nissuer = \"{}\"\ntoken_endpoint_auth_method = \"client_secret_post\"\nscopes = [\"mcp:read\", \"mcp:write\"]\n",
+            auth.issuer()
         ),
     );
     let d = home.start(None);

@@ -155,6 +155,11 @@ fn route(base: &str, path: &str) -> Reply {
         ("html", true) => Reply::Body(200, "text/html", "<html><body>Sign in</body></html>".into()),
         ("badjson", true) => Reply::Body(200, "application/json", "{\"resource\": [1, 2".into()),
         ("redirect", true) => Reply::Redirect("http://evil.example/prm"),
+        ("badscope", true) => json(serde_json::json!({
+            "resource": format!("{base}/badscope/mcp"),
+            "authorization_servers": [format!("{base}/badscope")],
+            "scopes_supported": ["files:read", "x\"; rm -rf ~"],
+        })),
         (_, true) => json(prm),
         ("issuer", false) if path.contains("/.well-known/") => json(as_metadata(
             format!("{base}/issuer/token"),
@@ -164,6 +169,16 @@ fn route(base: &str, path: &str) -> Reply {
             "http://as.example.com/token".into(),
             format!("{base}/plainhttp"),
         )),
+        ("badclient", false) if path.contains("/.well-known/") => json(as_metadata(
+            format!("{base}/badclient/token"),
+            format!("{base}/badclient"),
+        )),
+        // A client id that would retitle the user's terminal wherever it is shown.
+        ("badclient", false) if path.ends_with("/register") => Reply::Body(
+            201,
+            "application/json",
+            serde_json::json!({"client_id": "\u{1b}]0;pwned\u{7}id"}).to_string(),
+        ),
         _ => Reply::Body(404, "text/plain", "not found".into()),
     }
 }
@@ -214,7 +229,7 @@ fn healthy_still_works(d: &Daemon, mcp: &McpServer, auth: &AuthServer) {
 async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
     let (auth, mcp, _home, d, base) = setup().await;
     let d = Arc::new(d);
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 9] = [
         ("huge", "larger than 1048576 bytes"),
         ("html", "not the expected JSON"),
         ("badjson", "not the expected JSON"),
@@ -222,9 +237,11 @@ async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
         ("issuer", "names issuer `https://other.example`"),
         (
             "plainhttp",
-            "the token endpoint `http://as.example.com/token` is not https",
+            "the token endpoint `http://as.example.com/token` is plain http",
         ),
         ("unnamed503", "HTTP 503 for the protected resource metadata"),
+        ("badscope", "lists an invalid scope"),
+        ("badclient", "holds control characters"),
     ];
     for (case, expected) in cases {
         let (d2, base2) = (d.clone(), base.clone());
@@ -234,6 +251,10 @@ async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
         .await
         .unwrap();
         assert!(stderr.contains(expected), "{case}: {stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "{case}: no escape reaches the terminal: {stderr:?}"
+        );
     }
     let d2 = d.clone();
     tokio::task::spawn_blocking(move || healthy_still_works(&d2, &mcp, &auth))

@@ -178,7 +178,13 @@ mod tests {
             let own = crate::peer::executable(std::process::id());
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             let mut exe = crate::peer::executable(pid);
-            while exe == own && std::time::Instant::now() < deadline {
+            // The kernel names the new executable before it lays out the new command
+            // line: wait for both.
+            let exec_done = |exe: &Option<String>| {
+                exe != &own
+                    && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+            };
+            while !exec_done(&exe) && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 exe = crate::peer::executable(pid);
             }

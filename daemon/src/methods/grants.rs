@@ -53,27 +53,31 @@ pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcE
 }
 
 async fn revoke_remotely(broker: &Broker, row: &crate::store::GrantRow) -> Result<String, String> {
-    let (metadata, credentials) = broker.client_of(row).await.map_err(|e| e.message)?;
+    let (metadata, credentials, policy) = broker.client_of(row).await.map_err(|e| e.message)?;
     let Some(endpoint) = metadata.revocation_endpoint.as_deref() else {
         return Ok("not_supported".into());
     };
+    let mut tokens = Vec::new();
     if let Some(rt) = broker
         .refresh_tokens
         .get(&keys::refresh_token(&row.id))
         .await
         .map_err(|e| e.to_string())?
     {
-        revoke_at_as(&broker.http, endpoint, &credentials, &rt, "refresh_token")
-            .await
-            .map_err(|e| e.to_string())?;
+        tokens.push((rt, "refresh_token"));
     }
     if let Some(at) = broker.cached_access_token(&row.id) {
+        tokens.push((at.token, "access_token"));
+    }
+    for (token, hint) in &tokens {
         revoke_at_as(
             &broker.http,
+            &policy,
+            &row.issuer,
             endpoint,
             &credentials,
-            &at.token,
-            "access_token",
+            token,
+            hint,
         )
         .await
         .map_err(|e| e.to_string())?;

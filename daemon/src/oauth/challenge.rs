@@ -16,6 +16,19 @@ impl BearerChallenge {
     pub fn scopes(&self) -> Vec<String> {
         self.scope.as_deref().map(split_scopes).unwrap_or_default()
     }
+
+    /// Every challenged scope must be an RFC 6749 §3.3 scope token: a server's `scope` is
+    /// shown to the user and put in a suggested command, so it is checked where it enters.
+    pub fn check_scopes(&self, server_url: &str) -> Result<(), super::OAuthError> {
+        match &self.scope {
+            Some(list) => mcp_authd_ipc::text::parse_scopes(list).map(drop).map_err(|e| {
+                super::OAuthError::Untrusted(format!(
+                    "{server_url} challenged for an invalid scope: {e}; refusing to log in with it"
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 pub fn split_scopes(s: &str) -> Vec<String> {

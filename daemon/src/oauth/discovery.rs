@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::challenge::{BearerChallenge, parse_bearer};
-use super::http::{Http, require_secure};
+use super::http::{Http, UrlPolicy};
 use super::{OAuthError, printable};
 
 /// RFC 9728 metadata, the fields we use.
@@ -84,17 +84,21 @@ pub fn normalize_server_url(raw: &str) -> Result<String, OAuthError> {
 /// A server without PRM is treated as a 2025-03-26 server (see [`legacy_discovery`]).
 pub async fn discover(
     http: &Http,
+    policy: &UrlPolicy,
     server_url: &str,
     challenge: Option<BearerChallenge>,
 ) -> Result<Discovery, OAuthError> {
     let challenge = match challenge {
         Some(c) => Some(c),
-        None => probe(http, server_url).await?,
+        None => probe(http, policy, server_url).await?,
     };
+    if let Some(c) = &challenge {
+        c.check_scopes(server_url)?;
+    }
     let Some(resource_metadata) =
-        fetch_resource_metadata(http, server_url, challenge.as_ref()).await?
+        fetch_resource_metadata(http, policy, server_url, challenge.as_ref()).await?
     else {
-        return legacy_discovery(http, server_url, challenge).await;
+        return legacy_discovery(http, policy, server_url, challenge).await;
     };
     check_resource(server_url, &resource_metadata.resource)?;
     let issuer = resource_metadata.authorization_servers.first().cloned().ok_or_else(|| {
@@ -102,7 +106,8 @@ pub async fn discover(
             "the protected resource metadata of {server_url} names no authorization server (`authorization_servers` is empty)"
         ))
     })?;
-    let metadata = fetch_as_metadata(http, &issuer).await?;
+    policy.check("authorization server (issuer)", &issuer, Some(server_url))?;
+    let metadata = fetch_as_metadata(http, policy, &issuer).await?;
     Ok(Discovery {
         server_url: server_url.to_string(),
         resource: resource_metadata.resource.clone(),
@@ -118,13 +123,14 @@ pub async fn discover(
 /// endpoints `/authorize`, `/token` and `/register` at that origin.
 async fn legacy_discovery(
     http: &Http,
+    policy: &UrlPolicy,
     server_url: &str,
     challenge: Option<BearerChallenge>,
 ) -> Result<Discovery, OAuthError> {
     let url =
         Url::parse(server_url).map_err(|e| OAuthError::Untrusted(format!("{server_url}: {e}")))?;
     let issuer = url.origin().ascii_serialization();
-    let metadata = match find_as_metadata(http, &issuer).await? {
+    let metadata = match find_as_metadata(http, policy, &issuer).await? {
         Found::Metadata(m) => m,
         Found::Nothing(tried) => {
             tracing::info!(
@@ -143,7 +149,7 @@ async fn legacy_discovery(
                 authorization_response_iss_parameter_supported: None,
                 client_id_metadata_document_supported: None,
             };
-            check_as_metadata(&issuer, &metadata)?;
+            check_as_metadata(policy, &issuer, &metadata)?;
             metadata
         }
     };
@@ -162,14 +168,19 @@ async fn legacy_discovery(
 }
 
 /// An unauthenticated MCP request, to read the server's 401 challenge.
-pub async fn probe(http: &Http, server_url: &str) -> Result<Option<BearerChallenge>, OAuthError> {
+pub async fn probe(
+    http: &Http,
+    policy: &UrlPolicy,
+    server_url: &str,
+) -> Result<Option<BearerChallenge>, OAuthError> {
+    let url = policy.check("MCP server URL", server_url, None)?;
     let initialize = serde_json::json!({
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcp-authd", "version": env!("CARGO_PKG_VERSION")}}
     });
     let request = http
         .client()
-        .post(server_url)
+        .post(url)
         .header(header::ACCEPT, "application/json, text/event-stream")
         .json(&initialize);
     let body = http.send(request).await?;
@@ -214,10 +225,11 @@ pub fn resource_metadata_urls(
 /// The authorization servers the resource metadata lists now (`None`: no PRM).
 pub async fn authorization_servers_of(
     http: &Http,
+    policy: &UrlPolicy,
     server_url: &str,
     challenge: Option<&BearerChallenge>,
 ) -> Result<Option<Vec<String>>, OAuthError> {
-    Ok(fetch_resource_metadata(http, server_url, challenge)
+    Ok(fetch_resource_metadata(http, policy, server_url, challenge)
         .await?
         .map(|m| m.authorization_servers))
 }
@@ -226,15 +238,22 @@ pub async fn authorization_servers_of(
 /// server). A `resource_metadata` URL the challenge names must answer.
 async fn fetch_resource_metadata(
     http: &Http,
+    policy: &UrlPolicy,
     server_url: &str,
     challenge: Option<&BearerChallenge>,
 ) -> Result<Option<ResourceMetadata>, OAuthError> {
     let named = challenge.and_then(|c| c.resource_metadata.as_ref());
     let mut tried = Vec::new();
     for url in resource_metadata_urls(server_url, challenge)? {
+        policy.check("resource metadata URL", &url, Some(server_url))?;
         let body = http.get(&url).await?;
         if body.status.is_success() {
-            return body.json().map(Some);
+            let metadata: ResourceMetadata = body.json()?;
+            check_scope_list(
+                &metadata.scopes_supported,
+                &format!("the protected resource metadata of {server_url}"),
+            )?;
+            return Ok(Some(metadata));
         }
         // A server error or a rate limit says nothing about whether the document exists:
         // falling back to the older discovery then would log in against whatever the
@@ -316,8 +335,12 @@ pub fn as_metadata_urls(issuer: &str) -> Result<Vec<String>, OAuthError> {
 }
 
 /// Fetches and checks the metadata of `issuer`.
-pub async fn fetch_as_metadata(http: &Http, issuer: &str) -> Result<AsMetadata, OAuthError> {
-    match find_as_metadata(http, issuer).await? {
+pub async fn fetch_as_metadata(
+    http: &Http,
+    policy: &UrlPolicy,
+    issuer: &str,
+) -> Result<AsMetadata, OAuthError> {
+    match find_as_metadata(http, policy, issuer).await? {
         Found::Metadata(m) => Ok(m),
         Found::Nothing(tried) => Err(OAuthError::BadResponse {
             url: issuer.to_string(),
@@ -335,24 +358,33 @@ enum Found {
     Nothing(Vec<String>),
 }
 
-async fn find_as_metadata(http: &Http, issuer: &str) -> Result<Found, OAuthError> {
+async fn find_as_metadata(
+    http: &Http,
+    policy: &UrlPolicy,
+    issuer: &str,
+) -> Result<Found, OAuthError> {
     let mut tried = Vec::new();
     for url in as_metadata_urls(issuer)? {
+        policy.check("authorization server metadata URL", &url, Some(issuer))?;
         let body = http.get(&url).await?;
         if !body.status.is_success() {
             tried.push(format!("{url} (HTTP {})", body.status.as_u16()));
             continue;
         }
         let metadata: AsMetadata = body.json()?;
-        check_as_metadata(issuer, &metadata)?;
+        check_as_metadata(policy, issuer, &metadata)?;
         return Ok(Found::Metadata(metadata));
     }
     Ok(Found::Nothing(tried))
 }
 
 /// Issuer identical to the one the URL was built from (RFC 8414 §3.3, no normalization),
-/// PKCE S256 advertised, endpoints https or loopback.
-pub fn check_as_metadata(issuer: &str, m: &AsMetadata) -> Result<(), OAuthError> {
+/// PKCE S256 advertised, scopes valid, endpoints through the transport policy.
+pub fn check_as_metadata(
+    policy: &UrlPolicy,
+    issuer: &str,
+    m: &AsMetadata,
+) -> Result<(), OAuthError> {
     if m.issuer != issuer {
         return Err(OAuthError::Untrusted(format!(
             "the authorization server metadata names issuer `{}` but was fetched for `{issuer}`; refusing to use it",
@@ -368,13 +400,33 @@ pub fn check_as_metadata(issuer: &str, m: &AsMetadata) -> Result<(), OAuthError>
             "the authorization server {issuer} does not advertise PKCE S256 (`code_challenge_methods_supported`), which MCP requires; refusing to log in"
         )));
     }
-    require_secure("authorization endpoint", &m.authorization_endpoint)?;
-    require_secure("token endpoint", &m.token_endpoint)?;
+    check_scope_list(
+        &m.scopes_supported,
+        &format!("the authorization server metadata of {issuer}"),
+    )?;
+    check_endpoints(policy, m)
+}
+
+/// Every endpoint of the metadata through the transport policy, named by the issuer: at
+/// discovery, and again before each use of stored metadata (the config may have changed).
+pub fn check_endpoints(policy: &UrlPolicy, m: &AsMetadata) -> Result<(), OAuthError> {
+    let issuer = Some(m.issuer.as_str());
+    policy.check("authorization endpoint", &m.authorization_endpoint, issuer)?;
+    policy.check("token endpoint", &m.token_endpoint, issuer)?;
     if let Some(r) = &m.registration_endpoint {
-        require_secure("registration endpoint", r)?;
+        policy.check("registration endpoint", r, issuer)?;
     }
     if let Some(r) = &m.revocation_endpoint {
-        require_secure("revocation endpoint", r)?;
+        policy.check("revocation endpoint", r, issuer)?;
+    }
+    Ok(())
+}
+
+/// A `scopes_supported` list a server published: every entry an RFC 6749 scope token.
+fn check_scope_list(scopes: &Option<Vec<String>>, whose: &str) -> Result<(), OAuthError> {
+    for scope in scopes.iter().flatten() {
+        mcp_authd_ipc::text::check_scope(scope)
+            .map_err(|e| OAuthError::Untrusted(format!("{whose} lists an invalid scope: {e}")))?;
     }
     Ok(())
 }
@@ -447,18 +499,68 @@ mod tests {
         }
     }
 
+    fn strict() -> UrlPolicy {
+        UrlPolicy::new("https://h.example/mcp", false)
+    }
+
     #[test]
     fn issuer_compared_exactly_and_pkce_required() {
-        assert!(check_as_metadata("https://as.example", &metadata("https://as.example")).is_ok());
-        assert!(check_as_metadata("https://as.example", &metadata("https://as.example/")).is_err());
+        let p = strict();
+        assert!(
+            check_as_metadata(&p, "https://as.example", &metadata("https://as.example")).is_ok()
+        );
+        assert!(
+            check_as_metadata(&p, "https://as.example", &metadata("https://as.example/")).is_err()
+        );
         let mut m = metadata("https://as.example");
         m.code_challenge_methods_supported = Some(vec!["plain".into()]);
-        assert!(check_as_metadata("https://as.example", &m).is_err());
+        assert!(check_as_metadata(&p, "https://as.example", &m).is_err());
         m.code_challenge_methods_supported = None;
-        assert!(check_as_metadata("https://as.example", &m).is_err());
+        assert!(check_as_metadata(&p, "https://as.example", &m).is_err());
         let mut m = metadata("https://as.example");
         m.token_endpoint = "http://as.example/token".into();
-        assert!(check_as_metadata("https://as.example", &m).is_err());
+        assert!(check_as_metadata(&p, "https://as.example", &m).is_err());
+    }
+
+    /// A remote (https) issuer naming an endpoint on this machine is refused, whatever the
+    /// scheme and even with allow_insecure_http: a remote server may not steer the daemon
+    /// at local services.
+    #[test]
+    fn a_remote_issuer_with_a_loopback_endpoint_is_refused() {
+        for endpoint in [
+            "http://127.0.0.1:6379/token",
+            "https://localhost/token",
+            "http://[::1]/t",
+        ] {
+            let mut m = metadata("https://as.example");
+            m.token_endpoint = endpoint.into();
+            for allow in [false, true] {
+                let policy = UrlPolicy::new("https://h.example/mcp", allow);
+                let e = check_as_metadata(&policy, "https://as.example", &m)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains(endpoint) && e.contains("https://as.example") && e.contains("steer"),
+                    "{e}"
+                );
+            }
+        }
+        let mut m = metadata("http://127.0.0.1:9");
+        m.token_endpoint = "http://127.0.0.1:9/token".into();
+        assert!(check_as_metadata(&strict(), "http://127.0.0.1:9", &m).is_ok());
+    }
+
+    #[test]
+    fn invalid_scopes_in_metadata_are_refused_naming_the_server() {
+        let mut m = metadata("https://as.example");
+        m.scopes_supported = Some(vec!["ok".into(), "x\"y\n".into()]);
+        let e = check_as_metadata(&strict(), "https://as.example", &m)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("https://as.example") && e.contains("scope"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The one HTTP client every outbound request goes through: no redirects followed, bounded
 //! time, bounded body size.
 
-use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use mcp_authd_ipc::transport::check_url;
 
 use reqwest::{Response, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -133,31 +135,46 @@ fn transport(url: &str, e: &reqwest::Error) -> OAuthError {
     }
 }
 
-/// Whether a URL's host is a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
+/// The transport rules for one operation (a login, a refresh, a revocation, a challenge)
+/// on one MCP server: every URL it fetches or sends credentials to goes through
+/// [`UrlPolicy::check`], i.e. through [`mcp_authd_ipc::transport::check_url`].
+#[derive(Debug)]
+pub struct UrlPolicy {
+    server_url: String,
+    allow_insecure_http: bool,
+    warned: AtomicBool,
 }
 
-/// Endpoints that receive codes, tokens or secrets must be https, except on loopback.
-pub fn require_secure(what: &str, raw: &str) -> Result<Url, OAuthError> {
-    let url = Url::parse(raw).map_err(|e| {
-        OAuthError::Untrusted(format!(
-            "the {what} `{}` is not a URL: {e}",
-            super::printable(raw, 200)
-        ))
-    })?;
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        _ => Err(OAuthError::Untrusted(format!(
-            "the {what} `{}` is not https (plain http is allowed only on loopback addresses); refusing to send credentials to it",
-            super::printable(raw, 200)
-        ))),
+impl UrlPolicy {
+    /// `allow_insecure_http` comes from the server's `[servers."…"]` entry.
+    pub fn new(server_url: &str, allow_insecure_http: bool) -> UrlPolicy {
+        UrlPolicy {
+            server_url: server_url.to_string(),
+            allow_insecure_http,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Checks `raw` (the `what` of this server, named by `named_by`: the MCP server for its
+    /// metadata and issuer, the issuer for its endpoints). Plain http let through by
+    /// `allow_insecure_http` is logged as a warning, once per operation.
+    pub fn check(&self, what: &str, raw: &str, named_by: Option<&str>) -> Result<Url, OAuthError> {
+        let checked = check_url(
+            what,
+            raw,
+            named_by,
+            self.allow_insecure_http,
+            &self.server_url,
+        )
+        .map_err(|e| OAuthError::Untrusted(e.to_string()))?;
+        if checked.insecure && !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                server = %self.server_url,
+                "plain http to {} ({what}) because allow_insecure_http = true: tokens and codes for this server travel unencrypted",
+                super::printable(raw, 200)
+            );
+        }
+        Ok(checked.url)
     }
 }
 
@@ -166,15 +183,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secure_endpoints() {
-        assert!(require_secure("token endpoint", "https://as.example/token").is_ok());
-        assert!(require_secure("token endpoint", "http://127.0.0.1:8080/token").is_ok());
-        assert!(require_secure("token endpoint", "http://127.3.4.5/token").is_ok());
-        assert!(require_secure("token endpoint", "http://localhost/token").is_ok());
-        assert!(require_secure("token endpoint", "http://[::1]:9/token").is_ok());
-        assert!(require_secure("token endpoint", "http://as.example/token").is_err());
-        assert!(require_secure("token endpoint", "http://10.0.0.1/token").is_err());
-        assert!(require_secure("token endpoint", "file:///etc/passwd").is_err());
-        assert!(require_secure("token endpoint", "javascript:alert(1)").is_err());
+    fn the_policy_checks_and_marks_insecure_urls() {
+        let strict = UrlPolicy::new("http://lab.example/mcp", false);
+        assert!(
+            strict
+                .check("token endpoint", "https://as.example/token", None)
+                .is_ok()
+        );
+        assert!(
+            strict
+                .check("token endpoint", "http://127.0.0.1:8080/token", None)
+                .is_ok()
+        );
+        let e = strict
+            .check("token endpoint", "http://as.example/token", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("http://as.example/token")
+                && e.contains("allow_insecure_http")
+                && e.contains("[servers.\"http://lab.example/mcp\"]"),
+            "{e}"
+        );
+        let lab = UrlPolicy::new("http://lab.example/mcp", true);
+        assert!(
+            lab.check("token endpoint", "http://as.example/token", None)
+                .is_ok()
+        );
+        assert!(
+            lab.check(
+                "token endpoint",
+                "http://127.0.0.1/token",
+                Some("http://as.example")
+            )
+            .is_err(),
+            "allow_insecure_http does not let a remote issuer name a loopback endpoint"
+        );
     }
 }

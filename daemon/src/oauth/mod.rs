@@ -56,12 +56,6 @@ impl fmt::Display for OAuthErrorBody {
     }
 }
 
-/// Text from a remote server, cut short and stripped of control characters, so a hostile
-/// server cannot flood a log line or a terminal.
-pub fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
+/// The one sanitizer of server-controlled text (shared with the clients): control
+/// characters, ANSI escapes and bidi controls removed, length bounded.
+pub use mcp_authd_ipc::text::printable;

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::discovery::AsMetadata;
-use super::http::{Http, require_secure};
+use super::http::{Http, UrlPolicy};
 use super::{OAuthError, printable};
 use crate::secret::Secret;
 
@@ -81,6 +81,7 @@ pub fn preferred_auth_method(metadata: &AsMetadata) -> AuthMethod {
 /// Registers mcp-authd at the AS as a native public client for `redirect_uri`.
 pub async fn register(
     http: &Http,
+    policy: &UrlPolicy,
     metadata: &AsMetadata,
     redirect_uri: &str,
 ) -> Result<Registered, OAuthError> {
@@ -90,7 +91,7 @@ pub async fn register(
             metadata.issuer
         ))
     })?;
-    let endpoint = require_secure("registration endpoint", endpoint)?;
+    let endpoint = policy.check("registration endpoint", endpoint, Some(&metadata.issuer))?;
     let body = serde_json::json!({
         "client_name": "mcp-authd",
         "software_id": "mcp-authd",
@@ -113,6 +114,14 @@ pub async fn register(
         )));
     }
     let reg: RegistrationResponse = response.json()?;
+    // The client id is shown by `list` and `inspect`: one a terminal would interpret (or
+    // an empty one) is refused rather than stored.
+    if reg.client_id.is_empty() || reg.client_id.chars().any(char::is_control) {
+        return Err(OAuthError::RegistrationRefused(format!(
+            "{endpoint} assigned the client id `{}`, which is empty or holds control characters",
+            printable(&reg.client_id, 64)
+        )));
+    }
     let auth_method = match reg.token_endpoint_auth_method.as_deref() {
         Some(m) => AuthMethod::parse(m).map_err(OAuthError::RegistrationRefused)?,
         None if reg.client_secret.is_some() => AuthMethod::ClientSecretBasic,

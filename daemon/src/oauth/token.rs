@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::header;
 use serde::Deserialize;
 
-use super::http::{Http, require_secure};
+use super::http::{Http, UrlPolicy};
 use super::registration::{AuthMethod, ClientCredentials};
 use super::{OAuthError, OAuthErrorBody, printable};
 use crate::secret::Secret;
@@ -56,11 +56,13 @@ pub fn now() -> i64 {
 /// A token endpoint request: the grant's own form fields plus client authentication.
 pub async fn request_tokens(
     http: &Http,
+    policy: &UrlPolicy,
+    issuer: &str,
     token_endpoint: &str,
     client: &ClientCredentials,
     mut form: Vec<(&'static str, String)>,
 ) -> Result<Tokens, OAuthError> {
-    let endpoint = require_secure("token endpoint", token_endpoint)?;
+    let endpoint = policy.check("token endpoint", token_endpoint, Some(issuer))?;
     let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
     let secrets = RequestSecrets::of(&form, client);
     let response = http
@@ -156,13 +158,21 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
             }
         },
     };
+    let scopes = match t.scope.as_deref().map(mcp_authd_ipc::text::parse_scopes) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            return Err(OAuthError::BadResponse {
+                url,
+                detail: format!("a token response with an invalid `scope`: {e}"),
+            });
+        }
+    };
     Ok(Tokens {
         access_token: t.access_token,
         expires_at: now.saturating_add(expires_in),
         refresh_token: t.refresh_token.filter(|r| !r.expose().is_empty()),
-        scopes: t
-            .scope
-            .map(|s| s.split_ascii_whitespace().map(str::to_string).collect()),
+        scopes,
         account: t
             .id_token
             .as_ref()
@@ -174,12 +184,14 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
 /// RFC 7009 revocation of one token. Servers answer 200 even for unknown tokens.
 pub async fn revoke(
     http: &Http,
+    policy: &UrlPolicy,
+    issuer: &str,
     revocation_endpoint: &str,
     client: &ClientCredentials,
     token: &Secret,
     hint: &'static str,
 ) -> Result<(), OAuthError> {
-    let endpoint = require_secure("revocation endpoint", revocation_endpoint)?;
+    let endpoint = policy.check("revocation endpoint", revocation_endpoint, Some(issuer))?;
     let mut form = vec![
         ("token", token.expose().to_string()),
         ("token_type_hint", hint.to_string()),

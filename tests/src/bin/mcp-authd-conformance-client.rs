@@ -116,9 +116,42 @@ fn config(server: &str, context: &Value) -> String {
         ));
         if let Some(secret) = context.get("client_secret").and_then(Value::as_str) {
             config.push_str(&format!("client_secret = {}\n", json!(secret)));
+            // A secret is sent only to the authorization server it is configured for; the
+            // scenario names none, so read it from the server's metadata as a user would.
+            if let Some(issuer) = issuer_of(server) {
+                config.push_str(&format!("issuer = {}\n", json!(issuer)));
+            }
         }
     }
     config
+}
+
+/// The first authorization server the server's protected resource metadata names (at the
+/// path-based well-known URL, else the root one).
+fn issuer_of(server: &str) -> Option<String> {
+    let url = url::Url::parse(server).ok()?;
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        for prm in [
+            format!("{origin}/.well-known/oauth-protected-resource{path}"),
+            format!("{origin}/.well-known/oauth-protected-resource"),
+        ] {
+            let Ok(response) = reqwest::get(&prm).await.and_then(|r| r.error_for_status()) else {
+                continue;
+            };
+            if let Ok(metadata) = response.json::<Value>().await
+                && let Some(issuer) = metadata["authorization_servers"][0].as_str()
+            {
+                return Some(issuer.to_string());
+            }
+        }
+        None
+    })
 }
 
 /// The stdio side of the proxy: one JSON-RPC message per line each way.

@@ -82,10 +82,17 @@ fn follow_loopback_only(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     }
 }
 
-/// `http`/`https` to 127.0.0.0/8, `localhost` or `[::1]`.
+/// `http`/`https` to 127.0.0.0/8, `localhost` or `[::1]`, or a name under `.test`: that
+/// top-level domain is reserved (RFC 2606) and exists here only through the `/etc/hosts`
+/// entries tests make for loopback (`mcp_authd_tests::host_alias`).
 fn is_loopback_http(url: &Url) -> bool {
     let loopback_host = match url.host() {
-        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Domain(domain)) => {
+            domain.eq_ignore_ascii_case("localhost")
+                || (domain.to_ascii_lowercase().ends_with(".test")
+                    && std::net::ToSocketAddrs::to_socket_addrs(&(domain, 80))
+                        .is_ok_and(|mut a| a.all(|a| a.ip().is_loopback())))
+        }
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
