@@ -58,17 +58,15 @@ pub async fn approve(
     match (r.answer, r.remembered) {
         (Answer::Once, _) => println!("Allowed {who} {what}, this time."),
         (Answer::Always, true) => println!(
-            "Allowed {who} {what} from now on; undo with: mcp-auth forget-client {} {}",
-            r.request.grant,
-            quoted(r.request.program.as_deref().unwrap_or_default())
+            "Allowed {who} {what} from now on; undo with: {}",
+            forget_command(&r.request)
         ),
         (Answer::Always, false) => println!(
             "Allowed {who} {what}, this time only: the program cannot be told apart from others"
         ),
         (Answer::Deny, true) => println!(
-            "Denied {who} {what}; it will not be asked again until: mcp-auth forget-client {} {}",
-            r.request.grant,
-            quoted(r.request.program.as_deref().unwrap_or_default())
+            "Denied {who} {what}; it will not be asked again until: {}",
+            forget_command(&r.request)
         ),
         (Answer::Deny, false) => println!("Denied {who} {what}."),
     }
@@ -165,22 +163,13 @@ fn program_of(r: &PendingRequest) -> String {
     }
 }
 
-/// A path or URL from elsewhere on one terminal line: control characters show as `?`.
+/// A path or URL from elsewhere on one terminal line: through the one sanitizer.
 pub fn shown(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    mcp_authd_ipc::text::printable(s, mcp_authd_ipc::text::MAX_QUOTED_CHARS)
 }
 
-/// One shell word (for the suggested `forget-client` command).
-pub fn quoted(s: &str) -> String {
-    let s = shown(s);
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
-    {
-        s
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+/// The `mcp-auth forget-client` command that undoes a remembered answer.
+fn forget_command(r: &PendingRequest) -> String {
+    let program = shown(r.program.as_deref().unwrap_or_default());
+    mcp_authd_ipc::text::shell_command(&["mcp-auth", "forget-client", &r.grant, &program])
 }

@@ -20,7 +20,7 @@ pub fn printable(s: &str, max: usize) -> String {
             skip_escape_sequence(&mut chars);
             continue;
         }
-        if c.is_control() || is_bidi_control(c) {
+        if c.is_control() || is_invisible(c) {
             continue;
         }
         if kept == max {
@@ -59,9 +59,14 @@ fn skip_escape_sequence(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
     }
 }
 
-/// Characters that reorder what a terminal shows (Trojan Source, CVE-2021-42574).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// Characters that move, reorder or hide text instead of showing it: bidirectional
+/// controls (Trojan Source, CVE-2021-42574), zero-width characters, the line and paragraph
+/// separators (a line break in a dialog) and the byte-order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{61c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 /// A command line for a POSIX shell: each argument quoted so that the shell passes it as

@@ -440,8 +440,8 @@ fn show_dialog(
 
 fn describe(program: Option<&Program>) -> String {
     match program {
-        Some(p) if p.via_cli => format!("{} (through mcp-auth)", quote(&p.path)),
-        Some(p) => quote(&p.path),
+        Some(p) if p.via_cli => format!("{} (through mcp-auth)", shown(&p.path)),
+        Some(p) => shown(&p.path),
         None => "this program".into(),
     }
 }
@@ -455,36 +455,19 @@ fn denied(grant: &GrantRow, program: Option<&Program>, remembered: bool) -> RpcE
     );
     if let (true, Some(p)) = (remembered, program) {
         message.push_str(&format!(
-            "; the answer is remembered; to be asked again: mcp-auth forget-client {} {}",
-            grant.id,
-            quote(&p.path)
+            "; the answer is remembered; to be asked again: {}",
+            mcp_authd_ipc::text::shell_command(&[
+                "mcp-auth",
+                "forget-client",
+                &grant.id,
+                &shown(&p.path)
+            ])
         ));
     }
     RpcError::new(ErrorKind::ConfirmationDenied, message).with_server(&grant.server_url)
 }
 
-/// A path in a message or suggested command: one shell word, nothing it could run.
-fn quote(path: &str) -> String {
-    let clean = crate::oauth::printable(path, 500);
-    if !clean.is_empty()
-        && clean
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
-    {
-        clean
-    } else {
-        format!("'{}'", clean.replace('\'', r"'\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quote;
-
-    #[test]
-    fn paths_in_commands_are_one_shell_word() {
-        assert_eq!(quote("/usr/bin/code"), "/usr/bin/code");
-        assert_eq!(quote("/tmp/a b;rm -rf ~"), "'/tmp/a b;rm -rf ~'");
-        assert_eq!(quote("/tmp/it's\n$(x)"), r"'/tmp/it'\''s$(x)'");
-    }
+/// A program's path in a message: through the one sanitizer.
+fn shown(path: &str) -> String {
+    crate::oauth::printable(path, 500)
 }
