@@ -66,6 +66,10 @@ pub struct AsOptions {
     /// The id_token's `email` instead of [`TEST_ACCOUNT_EMAIL`]: a hostile server's
     /// string that reaches what the daemon shows.
     pub account_email: Option<String>,
+    /// The origin clients reach this server at when a TLS front (a real TLS-terminating
+    /// relay) stands before it, e.g. `https://as.corp.mcp-authd.test:PORT`; `None`: its
+    /// own loopback address.
+    pub public_origin: Option<String>,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -91,6 +95,7 @@ impl Default for AsOptions {
             path: String::new(),
             rejects_resource: false,
             account_email: None,
+            public_origin: None,
         }
     }
 }
@@ -145,6 +150,8 @@ pub struct PreRegisteredClient {
 pub struct AuthServer {
     issuer: String,
     shared: Arc<Shared>,
+    /// Where it listens (behind a TLS front, the front forwards here).
+    listen_addr: std::net::SocketAddr,
     _server: ServerHandle,
 }
 
@@ -165,6 +172,8 @@ impl AuthServer {
         }
 
         let (listener, origin) = bind_loopback().await;
+        let listen_addr = listener.local_addr().expect("a bound listener's address");
+        let origin = opts.public_origin.clone().unwrap_or(origin);
         let issuer = format!("{origin}{}", opts.path);
         let shared = Arc::new(Shared {
             issuer: issuer.clone(),
@@ -177,8 +186,14 @@ impl AuthServer {
         AuthServer {
             issuer,
             shared,
+            listen_addr,
             _server: server,
         }
+    }
+
+    /// The loopback address it listens on (what a TLS front forwards to).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen_addr
     }
 
     /// The issuer identifier, without a trailing slash.

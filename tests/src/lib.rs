@@ -18,6 +18,7 @@
 
 mod auth_server;
 pub mod daemon;
+pub mod outside;
 mod mcp_server;
 pub mod planted;
 pub mod procfs;

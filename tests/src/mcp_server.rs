@@ -49,6 +49,9 @@ pub struct McpOptions {
     /// Answer an invalid or expired token with this status and a JSON body saying
     /// `invalid_token`, without `WWW-Authenticate` (as some gateways do), instead of 401.
     pub invalid_token_status: Option<u16>,
+    /// The origin clients reach this server at behind a TLS front; `None`: its own
+    /// loopback address.
+    pub public_origin: Option<String>,
 }
 
 impl Default for McpOptions {
@@ -61,6 +64,7 @@ impl Default for McpOptions {
             always_insufficient: false,
             streaming: false,
             invalid_token_status: None,
+            public_origin: None,
         }
     }
 }
@@ -69,6 +73,7 @@ impl Default for McpOptions {
 pub struct McpServer {
     url: String,
     state: Arc<McpState>,
+    listen_addr: std::net::SocketAddr,
     _server: ServerHandle,
 }
 
@@ -79,6 +84,8 @@ impl McpServer {
     /// bug).
     pub async fn start(auth: &AuthServer, opts: McpOptions) -> McpServer {
         let (listener, origin) = bind_loopback().await;
+        let listen_addr = listener.local_addr().expect("a bound listener's address");
+        let origin = opts.public_origin.clone().unwrap_or(origin);
         let url = format!("{origin}/mcp");
         let challenges = Challenges::new(&format!("{origin}{PRM_PATH}"), &opts);
         let state = Arc::new(McpState {
@@ -106,8 +113,14 @@ impl McpServer {
         McpServer {
             url,
             state,
+            listen_addr,
             _server: spawn_server(listener, app),
         }
+    }
+
+    /// The loopback address it listens on (what a TLS front forwards to).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen_addr
     }
 
     /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
