@@ -43,7 +43,10 @@ pub struct CaFile<'a> {
 /// CIDR ranges, `*`) bypasses them, and so does loopback always. The uppercase name wins
 /// when both are set, as in curl. Server certificates are checked against the OS trust
 /// store (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace it, as in OpenSSL) plus `ca_file`.
-pub fn configure(builder: ClientBuilder, ca_file: Option<CaFile<'_>>) -> Result<ClientBuilder, SetupError> {
+pub fn configure(
+    builder: ClientBuilder,
+    ca_file: Option<CaFile<'_>>,
+) -> Result<ClientBuilder, SetupError> {
     let mut builder = with_env_proxies(builder, &|name| std::env::var(name).ok())?;
     if let Some(ca) = ca_file {
         let bad = |reason: String| SetupError::BadCaFile {
@@ -54,7 +57,9 @@ pub fn configure(builder: ClientBuilder, ca_file: Option<CaFile<'_>>) -> Result<
         let pem = std::fs::read(ca.path).map_err(|e| bad(e.to_string()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(chain(&e)))?;
         if certs.is_empty() {
-            return Err(bad("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()));
+            return Err(bad(
+                "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+            ));
         }
         builder = builder.tls_certs_merge(certs);
     }
@@ -88,11 +93,15 @@ fn with_env_proxies(
             continue;
         };
         let url = proxy_url(value.trim()).map_err(|reason| SetupError::BadProxy { var, reason })?;
-        let proxy = if https { Proxy::https(url) } else { Proxy::http(url) }
-            .map_err(|e| SetupError::BadProxy {
-                var,
-                reason: chain(&e),
-            })?;
+        let proxy = if https {
+            Proxy::https(url)
+        } else {
+            Proxy::http(url)
+        }
+        .map_err(|e| SetupError::BadProxy {
+            var,
+            reason: chain(&e),
+        })?;
         builder = builder.proxy(proxy.no_proxy(NoProxy::from_string(&bypass)));
     }
     Ok(builder)
@@ -196,7 +205,11 @@ mod tests {
             "http://proxy.corp:3128/"
         );
         assert!(proxy_url("https://proxy.corp").is_ok());
-        assert!(proxy_url("socks5://proxy.corp:1080").unwrap_err().contains("socks5"));
+        assert!(
+            proxy_url("socks5://proxy.corp:1080")
+                .unwrap_err()
+                .contains("socks5")
+        );
         assert!(proxy_url("http://").is_err());
     }
 
@@ -226,8 +239,7 @@ mod tests {
                     setting: "ca_file in config.toml",
                 }),
             )
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
             assert!(err.contains("ca_file in config.toml"), "{err}");
             assert!(err.contains(&path.display().to_string()), "{err}");
@@ -244,7 +256,10 @@ mod tests {
         let text = certificate_problem(&io, "as.corp.example", "ca_file").expect("recognised");
         assert!(text.contains("as.corp.example"), "{text}");
         assert!(text.contains("does not trust"), "{text}");
-        assert!(text.contains("ca_file") && text.contains("SSL_CERT_FILE"), "{text}");
+        assert!(
+            text.contains("ca_file") && text.contains("SSL_CERT_FILE"),
+            "{text}"
+        );
         let other = std::io::Error::other("connection refused");
         assert!(certificate_problem(&other, "h", "ca_file").is_none());
     }

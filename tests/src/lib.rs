@@ -18,8 +18,8 @@
 
 mod auth_server;
 pub mod daemon;
-pub mod outside;
 mod mcp_server;
+pub mod outside;
 pub mod planted;
 pub mod procfs;
 pub mod tools;

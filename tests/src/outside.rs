@@ -60,7 +60,10 @@ fn wait_listening(port: u16, what: &str, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited with {status} before listening on port {port}");
         }
-        assert!(Instant::now() < deadline, "{what} did not listen on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -133,7 +136,13 @@ impl TestCa {
             .arg("-out")
             .arg(&ca));
         run(Command::new(&openssl)
-            .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args([
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
             .args(["-nodes", "-subj", &format!("/CN={}", names[0])])
             .arg("-keyout")
             .arg(&server_key)
@@ -322,7 +331,12 @@ impl SshServer {
             Command::new("ssh")
                 .arg("-i")
                 .arg(&self.key)
-                .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                ])
                 .args(["-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes"])
                 .args(["-o", "LogLevel=ERROR", "-N", "-p", &self.port.to_string()])
                 .arg("-R")
@@ -334,9 +348,16 @@ impl SshServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !remote.exists() {
             if let Ok(Some(status)) = group.0.try_wait() {
-                panic!("ssh -R exited with {status} before {} existed", remote.display());
+                panic!(
+                    "ssh -R exited with {status} before {} existed",
+                    remote.display()
+                );
             }
-            assert!(Instant::now() < deadline, "ssh -R did not create {}", remote.display());
+            assert!(
+                Instant::now() < deadline,
+                "ssh -R did not create {}",
+                remote.display()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
         Forward { _ssh: group }

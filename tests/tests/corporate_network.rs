@@ -101,7 +101,10 @@ async fn a_private_ca_is_refused_naming_the_host_the_reason_and_the_setting() {
         said.contains("certificate authority this machine does not trust"),
         "the reason: {said}"
     );
-    assert!(said.contains("ca_file") && said.contains("SSL_CERT_FILE"), "the setting: {said}");
+    assert!(
+        said.contains("ca_file") && said.contains("SSL_CERT_FILE"),
+        "the setting: {said}"
+    );
     assert_eq!(site.mcp.authorized_requests(), 0);
 }
 
@@ -136,14 +139,22 @@ async fn ssl_cert_file_makes_the_private_ca_trusted() {
 async fn https_proxy_carries_the_daemon_and_the_proxy_through_connect() {
     let Some(site) = tls_site().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let Some(proxy) = HttpProxy::start(dir.path()) else { return };
+    let Some(proxy) = HttpProxy::start(dir.path()) else {
+        return;
+    };
     let proxy_url = proxy.url();
     let env = [("HTTPS_PROXY", proxy_url.as_str()), ("NO_PROXY", "")];
     let (_home, d) = daemon(&site, &ca_file_config(&site), &env);
     login_and_token(&d, &site.url);
     let requests = proxy.requests();
     let as_port = site._auth.issuer().rsplit(':').next().unwrap().to_string();
-    let mcp_port = site.url.rsplit(':').next().unwrap().trim_end_matches("/mcp").to_string();
+    let mcp_port = site
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/mcp")
+        .to_string();
     assert!(
         requests
             .iter()
@@ -175,7 +186,9 @@ async fn https_proxy_carries_the_daemon_and_the_proxy_through_connect() {
 async fn no_proxy_and_loopback_go_direct() {
     let Some(site) = tls_site().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let Some(proxy) = HttpProxy::start(dir.path()) else { return };
+    let Some(proxy) = HttpProxy::start(dir.path()) else {
+        return;
+    };
     let proxy_url = proxy.url();
     // Lowercase forms, as many shells set them; the MCP server is excluded by name.
     let env = [
@@ -263,4 +276,3 @@ fn proxy_tools_list(
     let out = child.wait_with_output().expect("the proxy exits");
     (answer, String::from_utf8_lossy(&out.stderr).into_owned())
 }
-
