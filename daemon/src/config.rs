@@ -403,6 +403,18 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_must_be_an_absolute_path() {
+        let check = |v: &str| {
+            toml::from_str::<Config>(&format!("ca_file = \"{v}\"\n"))
+                .unwrap()
+                .check()
+        };
+        assert!(check("/etc/ssl/corp.pem").is_ok());
+        let err = check("corp.pem").unwrap_err();
+        assert!(err.contains("ca_file") && err.contains("absolute"), "{err}");
+    }
+
+    #[test]
     fn client_metadata_url_must_be_https_with_a_path() {
         let parse = |v: &str| {
             toml::from_str::<Config>(&format!("client_metadata_url = \"{v}\"\n"))

@@ -92,7 +92,7 @@ fn login_and_token(d: &Daemon, url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_refused_naming_the_host_the_reason_and_the_setting() {
     let Some(site) = tls_site().await else { return };
-    let (_home, d) = daemon(&site, "", &[]);
+    let (home, d) = daemon(&site, "", &[]);
     let out = d.cli(&["login", &site.url]);
     assert!(!out.status.success(), "{}", text(&out));
     let said = text(&out);
@@ -106,6 +106,18 @@ async fn a_private_ca_is_refused_naming_the_host_the_reason_and_the_setting() {
         "the setting: {said}"
     );
     assert_eq!(site.mcp.authorized_requests(), 0);
+
+    // Adding ca_file: a reload says the client is built at start; after a restart it works.
+    let config = home.path().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&ca_file_config(&site));
+    std::fs::write(&config, text).unwrap();
+    let reloaded: Value = serde_json::from_str(&d.cli_ok(&["reload", "--json"])).unwrap();
+    assert_eq!(reloaded["restart_needed"], json!(["ca_file"]), "{reloaded}");
+    d.stop();
+    let ca = site.ca.ca.display().to_string();
+    let d = home.start_with_env(None, &[("MCP_AUTHD_TEST_BROWSER_CA", &ca)]);
+    login_and_token(&d, &site.url);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
