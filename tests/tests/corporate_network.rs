@@ -19,7 +19,7 @@ struct TlsSite {
     ca: TestCa,
     url: String,
     mcp: McpServer,
-    _auth: AuthServer,
+    auth: AuthServer,
     _fronts: [TlsFront; 2],
     _dir: tempfile::TempDir,
 }
@@ -50,7 +50,7 @@ async fn tls_site() -> Option<TlsSite> {
         url: mcp.url().to_string(),
         ca,
         mcp,
-        _auth: auth,
+        auth,
         _fronts: fronts,
         _dir: dir,
     })
@@ -159,7 +159,7 @@ async fn https_proxy_carries_the_daemon_and_the_proxy_through_connect() {
     let (_home, d) = daemon(&site, &ca_file_config(&site), &env);
     login_and_token(&d, &site.url);
     let requests = proxy.requests();
-    let as_port = site._auth.issuer().rsplit(':').next().unwrap().to_string();
+    let as_port = site.auth.issuer().rsplit(':').next().unwrap().to_string();
     let mcp_port = site
         .url
         .rsplit(':')
