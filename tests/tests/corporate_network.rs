@@ -288,3 +288,16 @@ fn proxy_tools_list(
     let out = child.wait_with_output().expect("the proxy exits");
     (answer, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+#[test]
+fn a_malformed_proxy_variable_stops_the_daemon_naming_it_but_not_its_password() {
+    let home = DaemonHome::new("file", "");
+    let out = home
+        .command(None, &[("HTTPS_PROXY", "http://alice:s3cret-pw@[::1")])
+        .output()
+        .expect("run mcp-authd");
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("HTTPS_PROXY"), "{said}");
+    assert!(!said.contains("s3cret-pw"), "{said}");
+}
