@@ -23,6 +23,13 @@ command -v dbus-run-session >/dev/null || need+=(dbus)
   command -v zsh >/dev/null || need+=(zsh)
   command -v fish >/dev/null || need+=(fish)
   command -v groff >/dev/null || need+=(groff-base)
+  # Corporate networks (tests/tests/corporate_network.rs): a real HTTP proxy, and a test CA
+  # whose certificate a socat TLS front serves.
+  command -v tinyproxy >/dev/null || need+=(tinyproxy)
+  command -v openssl >/dev/null || need+=(openssl)
+  # The broker over a forwarded socket (tests/tests/forwarded_socket.rs): a real ssh -R.
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null || need+=(openssh-client)
 }
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

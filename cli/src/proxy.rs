@@ -14,7 +14,7 @@ use mcp_authd_ipc::methods::{
 };
 use mcp_authd_ipc::text::printable;
 use mcp_authd_ipc::transport::{UrlRefused, check_url};
-use mcp_authd_ipc::{Client, ClientError, ErrorKind};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind, outbound};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -49,7 +49,14 @@ pub struct Args {
     /// Seconds to wait for a browser login [default: the daemon's login_timeout_secs]
     #[arg(long)]
     pub login_timeout: Option<u64>,
+    /// A PEM file of CA certificates to trust besides the OS trust store when talking to
+    /// the server (a TLS-inspecting proxy's CA, a company CA)
+    #[arg(long, env = "MCP_AUTH_CA_FILE", value_name = "PEM_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The setting a certificate error points to.
+const CA_SETTING: &str = "--ca-file (or MCP_AUTH_CA_FILE)";
 
 /// State shared by the tasks of one proxy run.
 struct Proxy {
@@ -86,7 +93,15 @@ impl Stdout {
 
 pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     check_transport(&socket, &args.server).await?;
-    let http = reqwest::Client::builder()
+    // Proxies from HTTPS_PROXY / HTTP_PROXY / NO_PROXY, loopback always direct.
+    let builder = outbound::configure(
+        reqwest::Client::builder(),
+        args.ca_file.as_deref().map(|path| outbound::CaFile {
+            path,
+            setting: CA_SETTING,
+        }),
+    )?;
+    let http = builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .build()?;
@@ -207,7 +222,7 @@ impl Proxy {
             let response = match self.post(&body, token.as_deref(), version.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let why = format!("cannot reach {}: {e}", self.server);
+                    let why = self.unreachable(&e);
                     return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
                 }
             };
@@ -237,6 +252,18 @@ impl Proxy {
                 Ok(t) => token = Some(t),
                 Err(e) => return self.fail(id.as_ref(), UNAUTHORIZED, &e.to_string()).await,
             }
+        }
+    }
+
+    /// Why the server could not be reached: a refused certificate says what to set.
+    fn unreachable(&self, e: &reqwest::Error) -> String {
+        let host = reqwest::Url::parse(&self.server)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        match outbound::certificate_problem(e, &host, CA_SETTING) {
+            Some(problem) => format!("cannot reach {}: {problem}", self.server),
+            None => format!("cannot reach {}: {}", self.server, outbound::chain(e)),
         }
     }
 

@@ -90,6 +90,10 @@ pub struct Config {
     /// How long a program waits for that answer before `confirmation_timeout`.
     #[serde(default = "default_confirm_timeout")]
     pub confirm_timeout_secs: u64,
+    /// A PEM file of CA certificates trusted in addition to the OS trust store (a
+    /// TLS-inspecting proxy's CA, a company CA). Absolute path; read at start.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Per-server settings, keyed by MCP server URL or by authorization server issuer.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
@@ -116,6 +120,7 @@ impl Default for Config {
             client_metadata_url: None,
             confirm_clients: false,
             confirm_timeout_secs: default_confirm_timeout(),
+            ca_file: None,
             servers: BTreeMap::new(),
         }
     }
@@ -203,6 +208,14 @@ impl Config {
 
     /// What TOML types cannot say.
     fn check(&self) -> Result<(), String> {
+        if let Some(path) = &self.ca_file
+            && !path.is_absolute()
+        {
+            return Err(format!(
+                "ca_file `{}` is not an absolute path; write the full path of the PEM file",
+                path.display()
+            ));
+        }
         let mut seen: BTreeMap<String, &str> = BTreeMap::new();
         for server in self.servers.keys() {
             let Some(form) = key_form(server) else {
@@ -454,6 +467,18 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("client_id"), "named");
         let typo = toml::from_str::<Config>("[servers.\"https://a\"]\nrefresh_scopes = true\n");
         assert!(typo.is_err(), "a misspelt quirk is an error, not ignored");
+    }
+
+    #[test]
+    fn ca_file_must_be_an_absolute_path() {
+        let check = |v: &str| {
+            toml::from_str::<Config>(&format!("ca_file = \"{v}\"\n"))
+                .unwrap()
+                .check()
+        };
+        assert!(check("/etc/ssl/corp.pem").is_ok());
+        let err = check("corp.pem").unwrap_err();
+        assert!(err.contains("ca_file") && err.contains("absolute"), "{err}");
     }
 
     #[test]

@@ -89,7 +89,8 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     let secrets = store::SecretStore::open(config.secret_store, &paths.data_dir)
         .await
         .context("the config requires the OS keychain (secret_store = \"keychain\") and it cannot be used")?;
-    let http = oauth::http::Http::new().context("cannot set up the HTTP client")?;
+    let http = oauth::http::Http::new(config.ca_file.as_deref())
+        .context("cannot set up the HTTP client")?;
     let listener = match inherited {
         Some(inherited) => {
             tracing::info!("using the listening socket passed by the service manager");

@@ -12,6 +12,8 @@ mod framing;
 pub mod hygiene;
 mod message;
 pub mod methods;
+#[cfg(feature = "http")]
+pub mod outbound;
 pub mod socket;
 pub mod text;
 pub mod transport;

@@ -69,6 +69,10 @@ pub struct AsOptions {
     /// Serve under this host name instead of `127.0.0.1` (e.g. one [`crate::host_alias`]
     /// maps to loopback): a server mcp-authd must treat as remote.
     pub host: Option<String>,
+    /// The origin clients reach this server at when a TLS front (a real TLS-terminating
+    /// relay) stands before it, e.g. `https://as.corp.mcp-authd.test:PORT`; `None`: its
+    /// own loopback address.
+    pub public_origin: Option<String>,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -95,6 +99,7 @@ impl Default for AsOptions {
             rejects_resource: false,
             account_email: None,
             host: None,
+            public_origin: None,
         }
     }
 }
@@ -149,6 +154,8 @@ pub struct PreRegisteredClient {
 pub struct AuthServer {
     issuer: String,
     shared: Arc<Shared>,
+    /// Where it listens (behind a TLS front, the front forwards here).
+    listen_addr: std::net::SocketAddr,
     _server: ServerHandle,
 }
 
@@ -169,7 +176,11 @@ impl AuthServer {
         }
 
         let (listener, origin) = bind_loopback().await;
-        let origin = crate::net::named(&origin, opts.host.as_deref());
+        let listen_addr = listener.local_addr().expect("a bound listener's address");
+        let origin = opts
+            .public_origin
+            .clone()
+            .unwrap_or_else(|| crate::net::named(&origin, opts.host.as_deref()));
         let issuer = format!("{origin}{}", opts.path);
         let shared = Arc::new(Shared {
             issuer: issuer.clone(),
@@ -182,8 +193,14 @@ impl AuthServer {
         AuthServer {
             issuer,
             shared,
+            listen_addr,
             _server: server,
         }
+    }
+
+    /// The loopback address it listens on (what a TLS front forwards to).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen_addr
     }
 
     /// The issuer identifier, without a trailing slash.

@@ -19,6 +19,7 @@
 mod auth_server;
 pub mod daemon;
 mod mcp_server;
+pub mod outside;
 pub mod planted;
 pub mod procfs;
 pub mod tools;

@@ -51,6 +51,9 @@ pub struct McpOptions {
     pub invalid_token_status: Option<u16>,
     /// Serve under this host name instead of `127.0.0.1` (see [`crate::host_alias`]).
     pub host: Option<String>,
+    /// The origin clients reach this server at behind a TLS front; `None`: its own
+    /// loopback address.
+    pub public_origin: Option<String>,
 }
 
 impl Default for McpOptions {
@@ -64,6 +67,7 @@ impl Default for McpOptions {
             streaming: false,
             invalid_token_status: None,
             host: None,
+            public_origin: None,
         }
     }
 }
@@ -72,6 +76,7 @@ impl Default for McpOptions {
 pub struct McpServer {
     url: String,
     state: Arc<McpState>,
+    listen_addr: std::net::SocketAddr,
     _server: ServerHandle,
 }
 
@@ -82,7 +87,11 @@ impl McpServer {
     /// bug).
     pub async fn start(auth: &AuthServer, opts: McpOptions) -> McpServer {
         let (listener, origin) = bind_loopback().await;
-        let origin = crate::net::named(&origin, opts.host.as_deref());
+        let listen_addr = listener.local_addr().expect("a bound listener's address");
+        let origin = opts
+            .public_origin
+            .clone()
+            .unwrap_or_else(|| crate::net::named(&origin, opts.host.as_deref()));
         let url = format!("{origin}/mcp");
         let challenges = Challenges::new(&format!("{origin}{PRM_PATH}"), &opts);
         let state = Arc::new(McpState {
@@ -110,8 +119,14 @@ impl McpServer {
         McpServer {
             url,
             state,
+            listen_addr,
             _server: spawn_server(listener, app),
         }
+    }
+
+    /// The loopback address it listens on (what a TLS front forwards to).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen_addr
     }
 
     /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.

@@ -33,6 +33,10 @@ pub fn reload(broker: &Broker) -> Result<ReloadResult, RpcError> {
     if new.secret_store != old.secret_store {
         restart_needed.push("secret_store".to_string());
     }
+    // The HTTP client, with its trusted CAs, is built once at start.
+    if new.ca_file != old.ca_file {
+        restart_needed.push("ca_file".to_string());
+    }
     let servers = new.servers.len() as u32;
     broker.replace_config(new);
     tracing::info!(

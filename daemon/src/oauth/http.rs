@@ -1,9 +1,11 @@
 //! The one HTTP client every outbound request goes through: no redirects followed, bounded
 //! time, bounded body size.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use mcp_authd_ipc::outbound;
 use mcp_authd_ipc::transport::check_url;
 
 use reqwest::{Response, StatusCode, header};
@@ -11,6 +13,9 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::OAuthError;
+
+/// The setting a certificate error points to.
+const CA_SETTING: &str = "ca_file (in mcp-authd's config.toml)";
 
 /// Largest response body read from any server.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -42,8 +47,17 @@ impl Body {
 }
 
 impl Http {
-    pub fn new() -> Result<Http, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// Proxies come from the environment (loopback always direct); certificates are checked
+    /// against the OS trust store plus `ca_file`.
+    pub fn new(ca_file: Option<&Path>) -> anyhow::Result<Http> {
+        let builder = outbound::configure(
+            reqwest::Client::builder(),
+            ca_file.map(|path| outbound::CaFile {
+                path,
+                setting: CA_SETTING,
+            }),
+        )?;
+        let client = builder
             // A redirect could move a token request to another host: never follow one.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -114,7 +128,13 @@ fn too_large(url: &str) -> OAuthError {
 }
 
 fn transport(url: &str, e: &reqwest::Error) -> OAuthError {
-    let reason = if e.is_timeout() {
+    let host = Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let reason = if let Some(problem) = outbound::certificate_problem(e, &host, CA_SETTING) {
+        problem
+    } else if e.is_timeout() {
         "no answer in time".to_string()
     } else if e.is_connect() {
         "cannot connect".to_string()

@@ -17,6 +17,8 @@ use reqwest::redirect::{Attempt, Policy};
 use url::Host;
 
 const MAX_REDIRECTS: usize = 10;
+/// A PEM file of CA certificates this browser trusts besides the OS store.
+const TRUST_ENV: &str = "MCP_AUTHD_TEST_BROWSER_CA";
 /// How much of the final page to show; enough to recognise an error page.
 const BODY_PREVIEW_BYTES: usize = 200;
 
@@ -46,11 +48,21 @@ async fn visit(url: &str) -> Result<bool, String> {
             url.host_str()
         ));
     }
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(Policy::custom(follow_loopback_only))
         // Loopback traffic must never be routed through an HTTP(S)_PROXY.
         .no_proxy()
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30));
+    // A test CA the user's browser would trust (tests with a TLS authorization server).
+    if let Some(path) = std::env::var_os(TRUST_ENV) {
+        let pem = std::fs::read(&path).map_err(|err| format!("cannot read {TRUST_ENV}: {err}"))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| format!("{TRUST_ENV} is not PEM: {err}"))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder
         .build()
         .map_err(|err| format!("cannot build HTTP client: {err}"))?;
     let response = client
@@ -82,17 +94,17 @@ fn follow_loopback_only(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     }
 }
 
-/// `http`/`https` to 127.0.0.0/8, `localhost` or `[::1]`, or a name under `.test`: that
-/// top-level domain is reserved (RFC 2606) and exists here only through the `/etc/hosts`
-/// entries tests make for loopback (`mcp_authd_tests::host_alias`).
+/// `http`/`https` to 127.0.0.0/8, `localhost`, `[::1]`, or a `.test` name that resolves to
+/// loopback only (an `/etc/hosts` entry of a test).
 fn is_loopback_http(url: &Url) -> bool {
     let loopback_host = match url.host() {
-        Some(Host::Domain(domain)) => {
-            domain.eq_ignore_ascii_case("localhost")
-                || (domain.to_ascii_lowercase().ends_with(".test")
-                    && std::net::ToSocketAddrs::to_socket_addrs(&(domain, 80))
-                        .is_ok_and(|mut a| a.all(|a| a.ip().is_loopback())))
+        Some(Host::Domain(domain)) if domain.ends_with(".test") => {
+            let port = url.port_or_known_default().unwrap_or(443);
+            std::net::ToSocketAddrs::to_socket_addrs(&(domain, port))
+                .map(|addrs| addrs.collect::<Vec<_>>())
+                .is_ok_and(|addrs| !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
         }
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
