@@ -63,6 +63,14 @@ pub struct AsOptions {
     /// Like Microsoft Entra ID v2: the RFC 8707 `resource` parameter is an error, and
     /// tokens are for [`IMPLIED_RESOURCE`].
     pub rejects_resource: bool,
+    /// A strict OpenID provider: OpenID Connect Discovery metadata (also served at
+    /// `/.well-known/openid-configuration`), and, as OpenID Connect Core §11 says,
+    /// `offline_access` is ignored unless the authorization request carries
+    /// `prompt=consent`: no refresh token without both.
+    pub strict_oidc: bool,
+    /// Like providers whose access tokens are self-contained JWTs: revoking an access
+    /// token answers `unsupported_token_type` (RFC 7009 §2.2.1).
+    pub access_token_revocation_unsupported: bool,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -87,6 +95,8 @@ impl Default for AsOptions {
             dcr_auth_method: None,
             path: String::new(),
             rejects_resource: false,
+            strict_oidc: false,
+            access_token_revocation_unsupported: false,
         }
     }
 }
@@ -389,6 +399,8 @@ struct PendingCode {
     code_challenge: String,
     scope: Option<String>,
     resource: String,
+    /// Whether a refresh token may be issued for this code (see `strict_oidc`).
+    offline: bool,
     issued_at: Instant,
     state: CodeState,
 }
@@ -734,6 +746,10 @@ fn router(shared: &Arc<Shared>) -> Router {
             &format!("/.well-known/oauth-authorization-server{path}"),
             get(metadata),
         )
+        .route(
+            &format!("/.well-known/openid-configuration{path}"),
+            get(openid_configuration),
+        )
         .route(&format!("{path}/authorize"), get(authorize))
         .route(&format!("{path}/token"), post(token));
     if shared.opts.registration_endpoint {
@@ -766,7 +782,21 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
         body["revocation_endpoint"] = json!(format!("{issuer}/revoke"));
         body["revocation_endpoint_auth_methods_supported"] = json!(AuthMethod::ALL);
     }
+    if shared.opts.strict_oidc {
+        // What OpenID Connect Discovery 1.0 §3 requires beyond RFC 8414.
+        body["id_token_signing_alg_values_supported"] = json!(["RS256"]);
+        body["subject_types_supported"] = json!(["public"]);
+        body["jwks_uri"] = json!(format!("{issuer}/jwks"));
+    }
     axum::Json(body).into_response()
+}
+
+/// OpenID Connect Discovery: the same document, only for a `strict_oidc` server.
+async fn openid_configuration(State(shared): State<Arc<Shared>>) -> Response {
+    if !shared.opts.strict_oidc {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    metadata(State(shared)).await
 }
 
 /// RFC 7591 dynamic client registration.
@@ -989,6 +1019,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
                     code_challenge: request.code_challenge,
                     scope: request.scope,
                     resource: request.resource,
+                    offline: request.offline,
                     issued_at: Instant::now(),
                     state: CodeState::Fresh,
                 },
@@ -1018,6 +1049,9 @@ struct AuthorizationRequest {
     code_challenge: String,
     scope: Option<String>,
     resource: String,
+    /// Refresh tokens may be issued: always, except at a `strict_oidc` server, which
+    /// needs `offline_access` and `prompt=consent`.
+    offline: bool,
 }
 
 fn validate_authorization_request(
@@ -1064,10 +1098,16 @@ fn validate_authorization_request(
             "unknown scope {unknown}"
         )));
     }
+    let offline = !opts.strict_oidc
+        || (split_scope(scope).iter().any(|s| s == "offline_access")
+            && params
+                .get("prompt")
+                .is_some_and(|p| p.split(' ').any(|v| v == "consent")));
     Ok(AuthorizationRequest {
         code_challenge: code_challenge.to_owned(),
         scope: scope.map(String::from),
         resource: resource.to_owned(),
+        offline,
     })
 }
 
@@ -1330,7 +1370,11 @@ fn exchange_code(
             family: Some(family),
         };
     }
-    let body = inner.issue(family, pending.scope, opts.issue_refresh_tokens);
+    let body = inner.issue(
+        family,
+        pending.scope,
+        opts.issue_refresh_tokens && pending.offline,
+    );
     inner.counts.code_exchanges += 1;
     Ok(body)
 }
@@ -1426,6 +1470,15 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     } else if let Some(access) = inner.access_tokens.get_mut(token)
         && inner.families[access.family].client_id == client_id
     {
+        if shared.opts.access_token_revocation_unsupported {
+            inner.counts.revocations += 1;
+            return OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_token_type",
+                "access tokens are self-contained and cannot be revoked",
+            )
+            .into_response();
+        }
         access.revoked = true;
     }
     // Tokens of other clients are silently left alone: a 200 for

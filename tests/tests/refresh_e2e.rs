@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mcp_authd_ipc::methods::{GrantsList, TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
 use mcp_authd_ipc::{Client, ClientError};
 use mcp_authd_tests::daemon::{Daemon, DaemonHome};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
@@ -27,10 +27,6 @@ async fn token(d: &Daemon, server: &str) -> Result<TokenGetResult, ClientError> 
         min_valid_secs: Some(1),
     };
     client.call(TOKEN_GET, &params).await
-}
-
-fn grants(d: &Daemon) -> GrantsList {
-    serde_json::from_str(&d.cli_ok(&["list", "--json"])).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,7 +92,7 @@ async fn a_dead_refresh_token_is_noticed_without_a_caller_and_not_retried() {
     // Within a lifetime the scheduler tries, gets invalid_grant, and marks the grant.
     let deadline = std::time::Instant::now() + Duration::from_secs(TTL * 3);
     loop {
-        let list = grants(&d);
+        let list = d.grants();
         if list.grants[0].state == "needs_login" {
             let reason = list.grants[0]
                 .needs_login_reason

@@ -40,9 +40,36 @@ pub struct AsMetadata {
     pub authorization_response_iss_parameter_supported: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
+    /// Required in OpenID Connect Discovery 1.0 §3 metadata: its presence marks an
+    /// OpenID provider, wherever the document was served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// The `prompt` values the provider understands (OpenID Connect "Initiating User
+    /// Registration" §4); few publish it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_values_supported: Option<Vec<String>>,
 }
 
 impl AsMetadata {
+    /// Whether an authorization request asking for `offline_access` needs `prompt=consent`
+    /// to get a refresh token: OpenID Connect Core §11 lets an OpenID provider ignore
+    /// `offline_access` otherwise, and strict ones do. The signal is that the server
+    /// behaves as an OpenID provider (its metadata has the OIDC-required
+    /// `id_token_signing_alg_values_supported`, or lists the `openid` scope, or lists
+    /// `consent` among `prompt_values_supported`), unless its `prompt_values_supported`
+    /// leaves `consent` out. Plain OAuth servers never get a `prompt` they may not know.
+    pub fn wants_prompt_consent(&self) -> bool {
+        let lists =
+            |v: &Option<Vec<String>>, x: &str| v.as_ref().is_some_and(|v| v.iter().any(|s| s == x));
+        if self.prompt_values_supported.is_some() {
+            return lists(&self.prompt_values_supported, "consent");
+        }
+        self.id_token_signing_alg_values_supported
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+            || self.supports_scope("openid")
+    }
+
     pub fn supports_scope(&self, scope: &str) -> bool {
         self.scopes_supported
             .as_ref()
@@ -125,7 +152,7 @@ async fn legacy_discovery(
         Url::parse(server_url).map_err(|e| OAuthError::Untrusted(format!("{server_url}: {e}")))?;
     let issuer = url.origin().ascii_serialization();
     let metadata = match find_as_metadata(http, &issuer).await? {
-        Found::Metadata(m) => m,
+        Found::Metadata(m) => *m,
         Found::Nothing(tried) => {
             tracing::info!(
                 "{server_url} has neither resource nor authorization server metadata (tried {}); using the default endpoints at {issuer}",
@@ -142,6 +169,8 @@ async fn legacy_discovery(
                 token_endpoint_auth_methods_supported: None,
                 authorization_response_iss_parameter_supported: None,
                 client_id_metadata_document_supported: None,
+                id_token_signing_alg_values_supported: None,
+                prompt_values_supported: None,
             };
             check_as_metadata(&issuer, &metadata)?;
             metadata
@@ -306,7 +335,7 @@ pub fn as_metadata_urls(issuer: &str) -> Result<Vec<String>, OAuthError> {
 /// Fetches and checks the metadata of `issuer`.
 pub async fn fetch_as_metadata(http: &Http, issuer: &str) -> Result<AsMetadata, OAuthError> {
     match find_as_metadata(http, issuer).await? {
-        Found::Metadata(m) => Ok(m),
+        Found::Metadata(m) => Ok(*m),
         Found::Nothing(tried) => Err(OAuthError::BadResponse {
             url: issuer.to_string(),
             detail: format!(
@@ -318,7 +347,7 @@ pub async fn fetch_as_metadata(http: &Http, issuer: &str) -> Result<AsMetadata, 
 }
 
 enum Found {
-    Metadata(AsMetadata),
+    Metadata(Box<AsMetadata>),
     /// Every well-known URL answered an error status; what was tried.
     Nothing(Vec<String>),
 }
@@ -333,7 +362,7 @@ async fn find_as_metadata(http: &Http, issuer: &str) -> Result<Found, OAuthError
         }
         let metadata: AsMetadata = body.json()?;
         check_as_metadata(issuer, &metadata)?;
-        return Ok(Found::Metadata(metadata));
+        return Ok(Found::Metadata(Box::new(metadata)));
     }
     Ok(Found::Nothing(tried))
 }
@@ -432,7 +461,31 @@ mod tests {
             token_endpoint_auth_methods_supported: None,
             authorization_response_iss_parameter_supported: None,
             client_id_metadata_document_supported: None,
+            id_token_signing_alg_values_supported: None,
+            prompt_values_supported: None,
         }
+    }
+
+    #[test]
+    fn prompt_consent_only_for_openid_providers_that_allow_it() {
+        let mut m = metadata("https://as.example");
+        assert!(!m.wants_prompt_consent(), "plain OAuth: no prompt");
+        m.id_token_signing_alg_values_supported = Some(vec!["RS256".into()]);
+        assert!(
+            m.wants_prompt_consent(),
+            "OpenID Connect Discovery metadata"
+        );
+        m.prompt_values_supported = Some(vec!["none".into(), "login".into()]);
+        assert!(
+            !m.wants_prompt_consent(),
+            "the provider says it has no consent prompt"
+        );
+        m.prompt_values_supported = Some(vec!["consent".into()]);
+        m.id_token_signing_alg_values_supported = None;
+        assert!(m.wants_prompt_consent());
+        let mut m = metadata("https://as.example");
+        m.scopes_supported = Some(vec!["openid".into(), "offline_access".into()]);
+        assert!(m.wants_prompt_consent(), "the openid scope");
     }
 
     #[test]
