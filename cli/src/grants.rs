@@ -2,8 +2,8 @@
 
 use mcp_authd_ipc::audit::{AuditParams, AuditResult, GRANTS_AUDIT, HandOut};
 use mcp_authd_ipc::methods::{
-    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, RevokeParams,
-    RevokeResult,
+    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, NoRefreshToken,
+    RevokeParams, RevokeResult,
 };
 use mcp_authd_ipc::{Client, ClientError};
 
@@ -35,9 +35,33 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
                 "\n{} needs a new login: {why}\n  run: mcp-auth login {}",
                 g.server, g.server
             );
+        } else if let Some(n) = &g.no_refresh_token {
+            println!("\n{} has no refresh token: {}.", g.server, n.reason);
+        } else {
+            continue;
+        }
+        if let Some(n) = &g.no_refresh_token {
+            println!("  {}", login_again(g, n, now));
+            if let Some(fix) = &n.fix {
+                println!("  may fix it: {fix}");
+            }
         }
     }
     Ok(())
+}
+
+/// When a grant without a refresh token needs the browser again.
+pub fn login_again(g: &GrantInfo, n: &NoRefreshToken, now: i64) -> String {
+    match n.login_again_at {
+        Some(at) if at > now => format!(
+            "A new browser login will be needed {}, when the access token expires (sooner if mcp-authd restarts: it keeps access tokens in memory only).",
+            until(at, now)
+        ),
+        _ => format!(
+            "A new browser login is needed now: mcp-auth login {}",
+            g.server
+        ),
+    }
 }
 
 fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
@@ -156,10 +180,9 @@ pub async fn inspect(
         ),
         (
             "refresh token",
-            if g.has_refresh_token {
-                "held in the secret store".into()
-            } else {
-                "none".into()
+            match &g.no_refresh_token {
+                None => "held in the secret store".into(),
+                Some(n) => format!("none: {}", n.reason),
             },
         ),
         (
@@ -176,6 +199,12 @@ pub async fn inspect(
     ];
     for (k, v) in fields {
         println!("{k:>14}: {v}");
+    }
+    if let Some(n) = &g.no_refresh_token {
+        println!("{:>14}: {}", "log in again", login_again(&g, n, now));
+        if let Some(fix) = &n.fix {
+            println!("{:>14}: {fix}", "may fix it");
+        }
     }
     if audit.hand_outs.is_empty() {
         println!("\nNo access token handed out yet.");
@@ -267,6 +296,7 @@ mod tests {
             last_used_at: Some(NOW - 120),
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
+            no_refresh_token: None,
         }
     }
 

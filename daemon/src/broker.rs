@@ -353,7 +353,10 @@ impl Broker {
             return Err(RpcError::authorization_required(
                 &grant.server_url,
                 &[],
-                "the access token expired and the authorization server gave no refresh token",
+                &format!(
+                    "the access token expired and the authorization server gave no refresh token (why, and what may help: mcp-auth inspect {})",
+                    grant.server_url
+                ),
             ));
         };
         let (metadata, credentials) = self.client_of(grant).await?;
@@ -512,6 +515,21 @@ impl Broker {
     pub async fn grant_info(&self, g: &GrantRow) -> Result<GrantInfo, RpcError> {
         let reg = self.db.registration(&g.registration_id).await?;
         let access = self.cached_access_token(&g.id);
+        let scopes = g.scope_list();
+        let no_refresh_token = if g.has_refresh_token {
+            None
+        } else {
+            let metadata = self.db.as_metadata(&g.issuer).await?;
+            let config = self.config();
+            Some(crate::no_refresh::explain(&crate::no_refresh::Facts {
+                server_url: &g.server_url,
+                issuer: &g.issuer,
+                scopes: &scopes,
+                metadata: metadata.as_ref(),
+                config: config.server(&g.server_url, Some(&g.issuer)),
+                access_expires_at: access.as_ref().map(|a| a.expires_at),
+            }))
+        };
         Ok(GrantInfo {
             id: g.id.clone(),
             server: g.server_url.clone(),
@@ -522,7 +540,7 @@ impl Broker {
                 .map(|r| r.client_id.clone())
                 .unwrap_or_default(),
             registration: reg.map(|r| r.kind).unwrap_or_else(|| "missing".into()),
-            scopes: g.scope_list(),
+            scopes,
             state: g.state.clone(),
             needs_login_reason: g.needs_login_reason.clone(),
             has_refresh_token: g.has_refresh_token,
@@ -531,6 +549,7 @@ impl Broker {
             last_used_at: g.last_used_at,
             last_refresh_at: g.last_refresh_at,
             account: g.account.clone(),
+            no_refresh_token,
         })
     }
 

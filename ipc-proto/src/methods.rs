@@ -182,6 +182,28 @@ pub struct GrantInfo {
     /// absent when the authorization server issued no id_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// Present exactly when the grant holds no refresh token: why, as far as the daemon
+    /// can tell, what may fix it, and when a new login will be needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_refresh_token: Option<NoRefreshToken>,
+}
+
+/// Why a grant has no refresh token, so its user is not surprised by the next login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoRefreshToken {
+    /// Whether the login asked for one (its scopes include `offline_access`).
+    pub offline_access_requested: bool,
+    /// One sentence: what the daemon asked for and what the server did.
+    pub reason: String,
+    /// The setting that may get a refresh token from this provider, and the commands to
+    /// run after it; absent when nothing on this side can help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// Unix seconds: when the access token in memory expires and a new browser login is
+    /// needed (sooner if the daemon restarts: access tokens live in its memory only);
+    /// absent when none is held (a login is needed now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_again_at: Option<i64>,
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.
