@@ -141,8 +141,29 @@ pub struct RevokeParams {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeResult {
     pub grant: GrantInfo,
-    /// `revoked`, `not_supported` (no revocation endpoint), `skipped`, or `failed: …`.
+    /// `revoked` (the server took at least one token and refused none; an access token it
+    /// does not revoke, `unsupported_token_type`, is no failure), `nothing_to_revoke` (no
+    /// token was held), `not_supported` (no revocation endpoint), `skipped`, or `failed: …`
+    /// (a token's revocation failed; `tokens` says which).
     pub remote: String,
+    /// What happened to each token at the authorization server, refresh token first (in
+    /// the order they were sent); empty when nothing was sent (`skipped`, `not_supported`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenRevocation>,
+}
+
+/// One token's RFC 7009 revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevocation {
+    /// `refresh_token` or `access_token`.
+    pub token: String,
+    /// `revoked`; `not_supported` (the server answered `unsupported_token_type`: it does
+    /// not revoke this kind of token, which then stays valid until it expires); `not_held`
+    /// (the daemon had no such token, nothing was sent); `failed`.
+    pub outcome: String,
+    /// What the server answered, for `not_supported` and `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
