@@ -289,6 +289,11 @@ impl AuthServer {
         self.shared.lock().revoked_kinds.clone()
     }
 
+    /// When each successful refresh happened, oldest first.
+    pub fn refresh_times(&self) -> Vec<Instant> {
+        self.shared.lock().refresh_times.clone()
+    }
+
     pub fn last_token_params(&self) -> Option<BTreeMap<String, String>> {
         self.shared.lock().last_token.clone()
     }
@@ -459,6 +464,8 @@ struct Inner {
     /// What each revocation request presented, in order: `refresh_token`,
     /// `access_token` or `unknown`.
     revoked_kinds: Vec<&'static str>,
+    /// When each successful refresh happened.
+    refresh_times: Vec<Instant>,
 }
 
 impl Inner {
@@ -476,6 +483,7 @@ impl Inner {
             last_authorize: None,
             last_token: None,
             revoked_kinds: Vec::new(),
+            refresh_times: Vec::new(),
         }
     }
 
@@ -1450,6 +1458,7 @@ fn refresh(
     }
     let body = inner.issue(family_id, scope, opts.rotate_refresh_tokens);
     inner.counts.refreshes += 1;
+    inner.refresh_times.push(Instant::now());
     Ok(body)
 }
 
