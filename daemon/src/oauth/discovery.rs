@@ -41,12 +41,21 @@ pub struct AsMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
     /// Required in OpenID Connect Discovery 1.0 §3 metadata: its presence marks an
-    /// OpenID provider, wherever the document was served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// OpenID provider, wherever the document was served. Read leniently, like the next
+    /// field: only a hint, so a malformed value must not cost the login.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_strings"
+    )]
     pub id_token_signing_alg_values_supported: Option<Vec<String>>,
     /// The `prompt` values the provider understands (OpenID Connect "Initiating User
     /// Registration" §4); few publish it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_strings"
+    )]
     pub prompt_values_supported: Option<Vec<String>>,
 }
 
@@ -75,6 +84,21 @@ impl AsMetadata {
             .as_ref()
             .is_some_and(|s| s.iter().any(|x| x == scope))
     }
+}
+
+/// An array of strings, or `None` for anything else (its non-string items dropped).
+fn lenient_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => Some(
+            items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    })
 }
 
 /// What discovery found for one MCP server, all of it checked.
@@ -464,6 +488,21 @@ mod tests {
             id_token_signing_alg_values_supported: None,
             prompt_values_supported: None,
         }
+    }
+
+    #[test]
+    fn malformed_openid_hints_cost_nothing() {
+        let m: AsMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": "https://as.example",
+            "authorization_endpoint": "https://as.example/a",
+            "token_endpoint": "https://as.example/t",
+            "id_token_signing_alg_values_supported": "RS256",
+            "prompt_values_supported": [1, "consent", null],
+        }))
+        .unwrap();
+        assert_eq!(m.id_token_signing_alg_values_supported, None);
+        assert_eq!(m.prompt_values_supported, Some(vec!["consent".to_string()]));
+        assert!(m.wants_prompt_consent());
     }
 
     #[test]
