@@ -72,6 +72,16 @@ fn summary(tokens: &[TokenRevocation]) -> String {
     }
 }
 
+/// A server's answer with the token it was sent cut out: it goes to the log and the
+/// user's terminal, where no token may appear, and a hostile server may echo it.
+fn without_secret(detail: String, token: &crate::secret::Secret) -> String {
+    let token = token.expose();
+    if token.is_empty() {
+        return detail;
+    }
+    detail.replace(token, "[token]")
+}
+
 /// The refresh token first (RFC 7009 §2.1: most servers then end the whole grant), then
 /// the access token in memory. `None`: the server has no revocation endpoint.
 async fn revoke_remotely(
@@ -96,14 +106,16 @@ async fn revoke_remotely(
         let (outcome, detail) = match token {
             None => (NOT_HELD, None),
             Some(token) => {
-                match revoke_at_as(&broker.http, endpoint, &credentials, &token, kind).await {
-                    Ok(()) => (REVOKED, None),
-                    Err(OAuthError::TokenError(e)) if e.error == "unsupported_token_type" => {
-                        (NOT_SUPPORTED, Some(e.to_string()))
-                    }
-                    Err(OAuthError::TokenError(e)) => (FAILED, Some(e.to_string())),
-                    Err(e) => (FAILED, Some(e.to_string())),
-                }
+                let (outcome, detail) =
+                    match revoke_at_as(&broker.http, endpoint, &credentials, &token, kind).await {
+                        Ok(()) => (REVOKED, None),
+                        Err(OAuthError::TokenError(e)) if e.error == "unsupported_token_type" => {
+                            (NOT_SUPPORTED, Some(e.to_string()))
+                        }
+                        Err(OAuthError::TokenError(e)) => (FAILED, Some(e.to_string())),
+                        Err(e) => (FAILED, Some(e.to_string())),
+                    };
+                (outcome, detail.map(|d| without_secret(d, &token)))
             }
         };
         tokens.push(TokenRevocation {
@@ -113,4 +125,22 @@ async fn revoke_remotely(
         });
     }
     Ok(Some(tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn an_echoed_token_is_cut_from_the_answer() {
+        let token = Secret::new("rt_s3cr3t");
+        assert_eq!(
+            without_secret(
+                "HTTP 400 invalid_request (bad token rt_s3cr3t)".into(),
+                &token
+            ),
+            "HTTP 400 invalid_request (bad token [token])"
+        );
+    }
 }
