@@ -53,7 +53,7 @@ async fn an_access_token_the_server_cannot_revoke_is_no_failure() {
         d,
         url,
         _mcp,
-        _home,
+        _home: home,
     } = logged_in(AsOptions {
         access_token_revocation_unsupported: true,
         ..Default::default()
@@ -101,6 +101,13 @@ async fn an_access_token_the_server_cannot_revoke_is_no_failure() {
             .contains("unsupported_token_type")
     );
     assert!(d.grants().grants.is_empty());
+
+    // What the server answered reaches the terminal and the log, never a token.
+    let log = home.log_text();
+    for secret in auth.issued_secrets() {
+        assert!(!text.contains(&secret) && !log.contains(&secret));
+        assert!(!format!("{r:?}").contains(&secret));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
