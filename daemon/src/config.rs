@@ -151,6 +151,11 @@ pub struct ServerConfig {
     /// authorization server (labs only): every use is logged as a warning.
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// Send `prompt=consent` with a request for `offline_access` to an authorization
+    /// server that behaves as an OpenID provider (default true): OpenID Connect Core §11
+    /// lets it ignore `offline_access` otherwise, and then it issues no refresh token.
+    /// `false` for a provider that shows its consent screen on every login for it.
+    pub prompt_consent: Option<bool>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
@@ -189,6 +194,13 @@ const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
     "resource",
     "scope",
 ];
+
+impl ServerConfig {
+    /// See [`ServerConfig::prompt_consent`]; on unless turned off.
+    pub fn prompt_consent(&self) -> bool {
+        self.prompt_consent.unwrap_or(true)
+    }
+}
 
 impl Config {
     /// Reads the file; a missing file is the default config.
@@ -459,6 +471,10 @@ mod tests {
         let google = c.server("https://accounts.google.com", None).unwrap();
         assert_eq!(google.quirks.authorization_params["access_type"], "offline");
         assert!(!google.quirks.invalid_token_as_401);
+        assert!(google.prompt_consent(), "on unless turned off");
+        let off: Config =
+            toml::from_str("[servers.\"https://a\"]\nprompt_consent = false\n").unwrap();
+        assert!(!off.server("https://a", None).unwrap().prompt_consent());
 
         let bad: Config = toml::from_str(
             "[servers.\"https://a\"]\nauthorization_params = { client_id = \"x\" }\n",

@@ -124,13 +124,22 @@ async fn run(
         .as_ref()
         .map(|c| c.quirks.clone())
         .unwrap_or_default();
+    let asks_offline = scopes.iter().any(|s| s == "offline_access");
+    // A `prompt` of the config's own wins over ours.
+    let prompt_consent = asks_offline
+        && metadata.wants_prompt_consent()
+        && server_cfg.as_ref().is_none_or(ServerConfig::prompt_consent)
+        && !quirks.authorization_params.contains_key("prompt");
     let authorization_url = authorization_url(
         &discovery,
-        &credentials.client_id,
-        &redirect.redirect_uri,
-        &state,
-        &pkce,
-        &scopes,
+        AuthorizationRequest {
+            client_id: &credentials.client_id,
+            redirect_uri: &redirect.redirect_uri,
+            state: &state,
+            pkce: &pkce,
+            scopes: &scopes,
+            prompt_consent,
+        },
         &quirks,
     )?;
 
@@ -502,15 +511,30 @@ fn check_requested_scopes(scopes: &[String]) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// What one authorization request asks for, beyond the discovered endpoints.
+struct AuthorizationRequest<'a> {
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    state: &'a Secret,
+    pkce: &'a Pkce,
+    scopes: &'a [String],
+    /// Add `prompt=consent` (see [`crate::oauth::discovery::AsMetadata::wants_prompt_consent`]).
+    prompt_consent: bool,
+}
+
 fn authorization_url(
     d: &Discovery,
-    client_id: &str,
-    redirect_uri: &str,
-    state: &Secret,
-    pkce: &Pkce,
-    scopes: &[String],
+    r: AuthorizationRequest<'_>,
     quirks: &Quirks,
 ) -> Result<String, RpcError> {
+    let AuthorizationRequest {
+        client_id,
+        redirect_uri,
+        state,
+        pkce,
+        scopes,
+        prompt_consent,
+    } = r;
     // Checked by the transport policy at discovery (discovery::check_endpoints).
     let mut url = Url::parse(&d.metadata.authorization_endpoint)
         .map_err(|e| discovery_error(&d.server_url, OAuthError::Untrusted(e.to_string())))?;
@@ -527,6 +551,9 @@ fn authorization_url(
         }
         if !scopes.is_empty() {
             q.append_pair("scope", &scopes.join(" "));
+        }
+        if prompt_consent {
+            q.append_pair("prompt", "consent");
         }
         for (name, value) in &quirks.authorization_params {
             q.append_pair(name, value);

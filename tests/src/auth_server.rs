@@ -73,6 +73,14 @@ pub struct AsOptions {
     /// relay) stands before it, e.g. `https://as.corp.mcp-authd.test:PORT`; `None`: its
     /// own loopback address.
     pub public_origin: Option<String>,
+    /// A strict OpenID provider: OpenID Connect Discovery metadata (also served at
+    /// `/.well-known/openid-configuration`), and, as OpenID Connect Core §11 says,
+    /// `offline_access` is ignored unless the authorization request carries
+    /// `prompt=consent`: no refresh token without both.
+    pub strict_oidc: bool,
+    /// Like providers whose access tokens are self-contained JWTs: revoking an access
+    /// token answers `unsupported_token_type` (RFC 7009 §2.2.1).
+    pub access_token_revocation_unsupported: bool,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -100,6 +108,8 @@ impl Default for AsOptions {
             account_email: None,
             host: None,
             public_origin: None,
+            strict_oidc: false,
+            access_token_revocation_unsupported: false,
         }
     }
 }
@@ -320,6 +330,17 @@ impl AuthServer {
     }
 
     /// Form parameters of the most recent `/token` request, unredacted.
+    /// The kind of token each revocation request presented, in order (`refresh_token`,
+    /// `access_token`, `unknown`).
+    pub fn revoked_kinds(&self) -> Vec<&'static str> {
+        self.shared.lock().revoked_kinds.clone()
+    }
+
+    /// When each successful refresh happened, oldest first.
+    pub fn refresh_times(&self) -> Vec<Instant> {
+        self.shared.lock().refresh_times.clone()
+    }
+
     pub fn last_token_params(&self) -> Option<BTreeMap<String, String>> {
         self.shared.lock().last_token.clone()
     }
@@ -438,6 +459,8 @@ struct PendingCode {
     code_challenge: String,
     scope: Option<String>,
     resource: String,
+    /// Whether a refresh token may be issued for this code (see `strict_oidc`).
+    offline: bool,
     issued_at: Instant,
     state: CodeState,
 }
@@ -489,6 +512,11 @@ struct Inner {
     last_token: Option<BTreeMap<String, String>>,
     revoked: Vec<String>,
     newest_refresh_token: Option<String>,
+    /// What each revocation request presented, in order: `refresh_token`,
+    /// `access_token` or `unknown`.
+    revoked_kinds: Vec<&'static str>,
+    /// When each successful refresh happened.
+    refresh_times: Vec<Instant>,
 }
 
 impl Inner {
@@ -507,6 +535,8 @@ impl Inner {
             last_token: None,
             revoked: Vec::new(),
             newest_refresh_token: None,
+            revoked_kinds: Vec::new(),
+            refresh_times: Vec::new(),
         }
     }
 
@@ -787,6 +817,10 @@ fn router(shared: &Arc<Shared>) -> Router {
             &format!("/.well-known/oauth-authorization-server{path}"),
             get(metadata),
         )
+        .route(
+            &format!("/.well-known/openid-configuration{path}"),
+            get(openid_configuration),
+        )
         .route(&format!("{path}/authorize"), get(authorize))
         .route(&format!("{path}/token"), post(token));
     if shared.opts.registration_endpoint {
@@ -819,7 +853,21 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
         body["revocation_endpoint"] = json!(format!("{issuer}/revoke"));
         body["revocation_endpoint_auth_methods_supported"] = json!(AuthMethod::ALL);
     }
+    if shared.opts.strict_oidc {
+        // What OpenID Connect Discovery 1.0 §3 requires beyond RFC 8414.
+        body["id_token_signing_alg_values_supported"] = json!(["RS256"]);
+        body["subject_types_supported"] = json!(["public"]);
+        body["jwks_uri"] = json!(format!("{issuer}/jwks"));
+    }
     axum::Json(body).into_response()
+}
+
+/// OpenID Connect Discovery: the same document, only for a `strict_oidc` server.
+async fn openid_configuration(State(shared): State<Arc<Shared>>) -> Response {
+    if !shared.opts.strict_oidc {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    metadata(State(shared)).await
 }
 
 /// RFC 7591 dynamic client registration.
@@ -1042,6 +1090,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
                     code_challenge: request.code_challenge,
                     scope: request.scope,
                     resource: request.resource,
+                    offline: request.offline,
                     issued_at: Instant::now(),
                     state: CodeState::Fresh,
                 },
@@ -1071,6 +1120,9 @@ struct AuthorizationRequest {
     code_challenge: String,
     scope: Option<String>,
     resource: String,
+    /// Refresh tokens may be issued: always, except at a `strict_oidc` server, which
+    /// needs `offline_access` and `prompt=consent`.
+    offline: bool,
 }
 
 fn validate_authorization_request(
@@ -1117,10 +1169,16 @@ fn validate_authorization_request(
             "unknown scope {unknown}"
         )));
     }
+    let offline = !opts.strict_oidc
+        || (split_scope(scope).iter().any(|s| s == "offline_access")
+            && params
+                .get("prompt")
+                .is_some_and(|p| p.split(' ').any(|v| v == "consent")));
     Ok(AuthorizationRequest {
         code_challenge: code_challenge.to_owned(),
         scope: scope.map(String::from),
         resource: resource.to_owned(),
+        offline,
     })
 }
 
@@ -1402,7 +1460,11 @@ fn exchange_code(
             family: Some(family),
         };
     }
-    let body = inner.issue(family, pending.scope, opts.issue_refresh_tokens);
+    let body = inner.issue(
+        family,
+        pending.scope,
+        opts.issue_refresh_tokens && pending.offline,
+    );
     inner.counts.code_exchanges += 1;
     Ok(body)
 }
@@ -1468,6 +1530,7 @@ fn refresh(
     }
     let body = inner.issue(family_id, scope, opts.rotate_refresh_tokens);
     inner.counts.refreshes += 1;
+    inner.refresh_times.push(Instant::now());
     Ok(body)
 }
 
@@ -1492,6 +1555,14 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     // The hint is only an optimisation (RFC 7009 section 2.1): look the token
     // up in both tables regardless. Revoking a refresh token ends its whole
     // grant, including access tokens issued from it.
+    let kind = if inner.refresh_tokens.contains_key(token) {
+        "refresh_token"
+    } else if inner.access_tokens.contains_key(token) {
+        "access_token"
+    } else {
+        "unknown"
+    };
+    inner.revoked_kinds.push(kind);
     if let Some(family) = inner.refresh_tokens.get(token).map(|r| r.family) {
         if owned(family) {
             inner.revoke_family(family);
@@ -1499,6 +1570,15 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     } else if let Some(access) = inner.access_tokens.get_mut(token)
         && inner.families[access.family].client_id == client_id
     {
+        if shared.opts.access_token_revocation_unsupported {
+            inner.counts.revocations += 1;
+            return OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_token_type",
+                "access tokens are self-contained and cannot be revoked",
+            )
+            .into_response();
+        }
         access.revoked = true;
     }
     // Tokens of other clients are silently left alone: a 200 for

@@ -195,6 +195,11 @@ impl Daemon {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// `mcp-auth list --json`, parsed.
+    pub fn grants(&self) -> mcp_authd_ipc::methods::GrantsList {
+        serde_json::from_str(&self.cli_ok(&["list", "--json"])).expect("list --json")
+    }
+
     /// The daemon's process id (for sending it signals).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("daemon running")

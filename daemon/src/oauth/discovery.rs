@@ -40,14 +40,65 @@ pub struct AsMetadata {
     pub authorization_response_iss_parameter_supported: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
+    /// Required in OpenID Connect Discovery 1.0 §3 metadata: its presence marks an
+    /// OpenID provider, wherever the document was served. Read leniently, like the next
+    /// field: only a hint, so a malformed value must not cost the login.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_strings"
+    )]
+    pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// The `prompt` values the provider understands (OpenID Connect "Initiating User
+    /// Registration" §4); few publish it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_strings"
+    )]
+    pub prompt_values_supported: Option<Vec<String>>,
 }
 
 impl AsMetadata {
+    /// Whether an authorization request asking for `offline_access` needs `prompt=consent`
+    /// to get a refresh token: OpenID Connect Core §11 lets an OpenID provider ignore
+    /// `offline_access` otherwise, and strict ones do. The signal is that the server
+    /// behaves as an OpenID provider (its metadata has the OIDC-required
+    /// `id_token_signing_alg_values_supported`, or lists the `openid` scope, or lists
+    /// `consent` among `prompt_values_supported`), unless its `prompt_values_supported`
+    /// leaves `consent` out. Plain OAuth servers never get a `prompt` they may not know.
+    pub fn wants_prompt_consent(&self) -> bool {
+        let lists =
+            |v: &Option<Vec<String>>, x: &str| v.as_ref().is_some_and(|v| v.iter().any(|s| s == x));
+        if self.prompt_values_supported.is_some() {
+            return lists(&self.prompt_values_supported, "consent");
+        }
+        self.id_token_signing_alg_values_supported
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+            || self.supports_scope("openid")
+    }
+
     pub fn supports_scope(&self, scope: &str) -> bool {
         self.scopes_supported
             .as_ref()
             .is_some_and(|s| s.iter().any(|x| x == scope))
     }
+}
+
+/// An array of strings, or `None` for anything else (its non-string items dropped).
+fn lenient_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => Some(
+            items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    })
 }
 
 /// What discovery found for one MCP server, all of it checked.
@@ -131,7 +182,7 @@ async fn legacy_discovery(
         Url::parse(server_url).map_err(|e| OAuthError::Untrusted(format!("{server_url}: {e}")))?;
     let issuer = url.origin().ascii_serialization();
     let metadata = match find_as_metadata(http, policy, &issuer).await? {
-        Found::Metadata(m) => m,
+        Found::Metadata(m) => *m,
         Found::Nothing(tried) => {
             tracing::info!(
                 "{server_url} has neither resource nor authorization server metadata (tried {}); using the default endpoints at {issuer}",
@@ -148,6 +199,8 @@ async fn legacy_discovery(
                 token_endpoint_auth_methods_supported: None,
                 authorization_response_iss_parameter_supported: None,
                 client_id_metadata_document_supported: None,
+                id_token_signing_alg_values_supported: None,
+                prompt_values_supported: None,
             };
             check_as_metadata(policy, &issuer, &metadata)?;
             metadata
@@ -341,7 +394,7 @@ pub async fn fetch_as_metadata(
     issuer: &str,
 ) -> Result<AsMetadata, OAuthError> {
     match find_as_metadata(http, policy, issuer).await? {
-        Found::Metadata(m) => Ok(m),
+        Found::Metadata(m) => Ok(*m),
         Found::Nothing(tried) => Err(OAuthError::BadResponse {
             url: issuer.to_string(),
             detail: format!(
@@ -353,7 +406,7 @@ pub async fn fetch_as_metadata(
 }
 
 enum Found {
-    Metadata(AsMetadata),
+    Metadata(Box<AsMetadata>),
     /// Every well-known URL answered an error status; what was tried.
     Nothing(Vec<String>),
 }
@@ -373,7 +426,7 @@ async fn find_as_metadata(
         }
         let metadata: AsMetadata = body.json()?;
         check_as_metadata(policy, issuer, &metadata)?;
-        return Ok(Found::Metadata(metadata));
+        return Ok(Found::Metadata(Box::new(metadata)));
     }
     Ok(Found::Nothing(tried))
 }
@@ -496,11 +549,50 @@ mod tests {
             token_endpoint_auth_methods_supported: None,
             authorization_response_iss_parameter_supported: None,
             client_id_metadata_document_supported: None,
+            id_token_signing_alg_values_supported: None,
+            prompt_values_supported: None,
         }
     }
 
     fn strict() -> UrlPolicy {
         UrlPolicy::new("https://h.example/mcp", false)
+    }
+
+    #[test]
+    fn malformed_openid_hints_cost_nothing() {
+        let m: AsMetadata = serde_json::from_value(serde_json::json!({
+            "issuer": "https://as.example",
+            "authorization_endpoint": "https://as.example/a",
+            "token_endpoint": "https://as.example/t",
+            "id_token_signing_alg_values_supported": "RS256",
+            "prompt_values_supported": [1, "consent", null],
+        }))
+        .unwrap();
+        assert_eq!(m.id_token_signing_alg_values_supported, None);
+        assert_eq!(m.prompt_values_supported, Some(vec!["consent".to_string()]));
+        assert!(m.wants_prompt_consent());
+    }
+
+    #[test]
+    fn prompt_consent_only_for_openid_providers_that_allow_it() {
+        let mut m = metadata("https://as.example");
+        assert!(!m.wants_prompt_consent(), "plain OAuth: no prompt");
+        m.id_token_signing_alg_values_supported = Some(vec!["RS256".into()]);
+        assert!(
+            m.wants_prompt_consent(),
+            "OpenID Connect Discovery metadata"
+        );
+        m.prompt_values_supported = Some(vec!["none".into(), "login".into()]);
+        assert!(
+            !m.wants_prompt_consent(),
+            "the provider says it has no consent prompt"
+        );
+        m.prompt_values_supported = Some(vec!["consent".into()]);
+        m.id_token_signing_alg_values_supported = None;
+        assert!(m.wants_prompt_consent());
+        let mut m = metadata("https://as.example");
+        m.scopes_supported = Some(vec!["openid".into(), "offline_access".into()]);
+        assert!(m.wants_prompt_consent(), "the openid scope");
     }
 
     #[test]
