@@ -89,7 +89,13 @@ async fn run(
     challenge: Option<BearerChallenge>,
     progress: &watch::Sender<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
-    let discovery = discover(&broker.http, server_url, challenge)
+    let config = broker.config();
+    let assume_pkce_s256 = |issuer: &str| {
+        config
+            .server(server_url, Some(issuer))
+            .is_some_and(|c| c.quirks.assume_pkce_s256)
+    };
+    let discovery = discover(&broker.http, server_url, challenge, &assume_pkce_s256)
         .await
         .map_err(|e| discovery_error(server_url, e))?;
     if discovery.legacy {
