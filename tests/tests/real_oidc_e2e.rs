@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// Access-token lifetime at the provider: short, so expiry and refresh happen within the
 /// test, long enough for a loaded machine to use a token before it expires.
-const TTL_SECS: u64 = 6;
+const TTL_SECS: u64 = 8;
 /// The account the provider's (scripted) login signs in as.
 const TEST_ACCOUNT: &str = "test-user-7f3a";
 
