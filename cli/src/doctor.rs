@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use mcp_authd_ipc::methods::{DOCTOR, DoctorResult, STATUS, StatusResult};
+use mcp_authd_ipc::methods::{DOCTOR, DoctorResult, GRANTS_LIST, GrantsList, STATUS, StatusResult};
 use mcp_authd_ipc::{Client, ClientError};
 use serde::Serialize;
 
@@ -97,9 +97,21 @@ pub async fn run(socket: &Path, json: bool) -> ExitCode {
                     Some("update mcp-auth and mcp-authd to the same version".into()),
                 )),
             }
+            match client
+                .call::<_, GrantsList>(GRANTS_LIST, &serde_json::json!({}))
+                .await
+            {
+                Ok(list) => checks.extend(refresh_tokens(&list, crate::output::now())),
+                Err(e) => checks.push(check(
+                    "refresh tokens",
+                    Status::Skip,
+                    format!("cannot list the grants: {e}"),
+                    None,
+                )),
+            }
         }
         None => {
-            for name in ["secret store", "database", "clock"] {
+            for name in ["secret store", "database", "clock", "refresh tokens"] {
                 checks.push(check(name, Status::Skip, "needs the daemon".into(), None));
             }
         }
@@ -311,6 +323,49 @@ fn clock(d: &DoctorResult) -> Vec<Check> {
             ),
         })
         .collect()
+}
+
+/// One warning per grant without a refresh token (its user will be sent to the browser at
+/// every expiry), with why and what may help; else one line saying all have one.
+fn refresh_tokens(list: &GrantsList, now: i64) -> Vec<Check> {
+    if list.grants.is_empty() {
+        return vec![check(
+            "refresh tokens",
+            Status::Skip,
+            "no grant yet".into(),
+            None,
+        )];
+    }
+    let without: Vec<Check> = list
+        .grants
+        .iter()
+        .filter_map(|g| {
+            let n = g.no_refresh_token.as_ref()?;
+            Some(check(
+                "refresh tokens",
+                Status::Warn,
+                format!(
+                    "{} has no refresh token: {}. {}",
+                    g.server,
+                    n.reason,
+                    crate::grants::login_again(g, n, now)
+                ),
+                n.fix.clone(),
+            ))
+        })
+        .collect();
+    if !without.is_empty() {
+        return without;
+    }
+    vec![check(
+        "refresh tokens",
+        Status::Ok,
+        format!(
+            "every grant ({}) holds one: no browser login at token expiry",
+            list.grants.len()
+        ),
+        None,
+    )]
 }
 
 fn service() -> Check {

@@ -2,8 +2,8 @@
 
 use mcp_authd_ipc::audit::{AuditParams, AuditResult, GRANTS_AUDIT, HandOut};
 use mcp_authd_ipc::methods::{
-    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, RevokeParams,
-    RevokeResult,
+    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, NoRefreshToken,
+    RevokeParams, RevokeResult, TokenRevocation,
 };
 use mcp_authd_ipc::{Client, ClientError};
 
@@ -35,9 +35,33 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
                 "\n{} needs a new login: {why}\n  run: mcp-auth login {}",
                 g.server, g.server
             );
+        } else if let Some(n) = &g.no_refresh_token {
+            println!("\n{} has no refresh token: {}.", g.server, n.reason);
+        } else {
+            continue;
+        }
+        if let Some(n) = &g.no_refresh_token {
+            println!("  {}", login_again(g, n, now));
+            if let Some(fix) = &n.fix {
+                println!("  may fix it: {fix}");
+            }
         }
     }
     Ok(())
+}
+
+/// When a grant without a refresh token needs the browser again.
+pub fn login_again(g: &GrantInfo, n: &NoRefreshToken, now: i64) -> String {
+    match n.login_again_at {
+        Some(at) if at > now => format!(
+            "A new browser login will be needed {}, when the access token expires (sooner if mcp-authd restarts: it keeps access tokens in memory only).",
+            until(at, now)
+        ),
+        _ => format!(
+            "A new browser login is needed now: mcp-auth login {}",
+            g.server
+        ),
+    }
 }
 
 fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
@@ -156,10 +180,9 @@ pub async fn inspect(
         ),
         (
             "refresh token",
-            if g.has_refresh_token {
-                "held in the secret store".into()
-            } else {
-                "none".into()
+            match &g.no_refresh_token {
+                None => "held in the secret store".into(),
+                Some(n) => format!("none: {}", n.reason),
             },
         ),
         (
@@ -176,6 +199,12 @@ pub async fn inspect(
     ];
     for (k, v) in fields {
         println!("{k:>14}: {v}");
+    }
+    if let Some(n) = &g.no_refresh_token {
+        println!("{:>14}: {}", "log in again", login_again(&g, n, now));
+        if let Some(fix) = &n.fix {
+            println!("{:>14}: {fix}", "may fix it");
+        }
     }
     if audit.hand_outs.is_empty() {
         println!("\nNo access token handed out yet.");
@@ -228,20 +257,54 @@ pub async fn revoke(
         print_json(&r);
         return Ok(());
     }
+    println!("{}", revoke_report(&r, now()));
+    Ok(())
+}
+
+/// `Forgot grant …; ` then what the authorization server did with each token.
+fn revoke_report(r: &RevokeResult, now: i64) -> String {
     let at_server = match r.remote.as_str() {
-        "revoked" => "revoked at the authorization server".to_string(),
         "not_supported" => {
             "the authorization server offers no revocation; the tokens expire on their own"
                 .to_string()
         }
         "skipped" => "not revoked at the authorization server (logout)".to_string(),
+        _ if !r.tokens.is_empty() => {
+            let each: Vec<String> = r
+                .tokens
+                .iter()
+                .map(|t| token_revocation(t, r.grant.access_token_expires_at, now))
+                .collect();
+            format!("at the authorization server: {}", each.join("; "))
+        }
         other => format!("revocation at the authorization server {other}"),
     };
-    println!(
+    format!(
         "Forgot grant {} for {}; {at_server}.",
         r.grant.id, r.grant.server
-    );
-    Ok(())
+    )
+}
+
+fn token_revocation(t: &TokenRevocation, access_expires_at: Option<i64>, now: i64) -> String {
+    let name = t.token.replace('_', " ");
+    let detail = t.detail.as_deref().unwrap_or("no detail");
+    match t.outcome.as_str() {
+        "revoked" => format!("{name} revoked"),
+        "not_held" if t.token == "access_token" => "no access token was held".into(),
+        "not_held" => format!("no {name} was held"),
+        "not_supported" => {
+            let expiry = match access_expires_at {
+                Some(at) if t.token == "access_token" && at > now => {
+                    format!(" ({})", until(at, now))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{name} not revocable there ({detail}): it stays valid until it expires{expiry}"
+            )
+        }
+        _ => format!("{name} revocation FAILED ({detail})"),
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +330,7 @@ mod tests {
             last_used_at: Some(NOW - 120),
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
+            no_refresh_token: None,
         }
     }
 
@@ -307,5 +371,45 @@ mod tests {
         };
         assert_eq!(state(&g, NOW), ("ok, no refresh", Paint::Yellow));
         assert!(needs_login(&g, NOW + 43 * 60).is_some());
+    }
+
+    #[test]
+    fn revoke_says_what_happened_to_each_token() {
+        let t = |token: &str, outcome: &str, detail: Option<&str>| TokenRevocation {
+            token: token.into(),
+            outcome: outcome.into(),
+            detail: detail.map(String::from),
+        };
+        let r = RevokeResult {
+            grant: grant("https://a.example/mcp"),
+            remote: "revoked".into(),
+            tokens: vec![
+                t("refresh_token", "revoked", None),
+                t(
+                    "access_token",
+                    "not_supported",
+                    Some("HTTP 400 unsupported_token_type"),
+                ),
+            ],
+        };
+        assert_eq!(
+            revoke_report(&r, NOW),
+            "Forgot grant g_aaaaaaaaaa for https://a.example/mcp; at the authorization server: \
+             refresh token revoked; access token not revocable there (HTTP 400 unsupported_token_type): \
+             it stays valid until it expires (in 42 min)."
+        );
+        let failed = RevokeResult {
+            remote: "failed: refresh_token: HTTP 503".into(),
+            tokens: vec![
+                t("refresh_token", "failed", Some("HTTP 503")),
+                t("access_token", "not_held", None),
+            ],
+            ..r
+        };
+        let text = revoke_report(&failed, NOW);
+        assert!(
+            text.contains("refresh token revocation FAILED (HTTP 503); no access token was held"),
+            "{text}"
+        );
     }
 }

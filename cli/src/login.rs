@@ -75,10 +75,15 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
             grant.id,
             scopes
         );
-        if !grant.has_refresh_token {
+        if let Some(n) = &grant.no_refresh_token {
+            println!("No refresh token: {}.", n.reason);
             println!(
-                "Note: the authorization server issued no refresh token; you will have to log in again when the token expires."
+                "{}",
+                crate::grants::login_again(&grant, n, crate::output::now())
             );
+            if let Some(fix) = &n.fix {
+                println!("May fix it: {fix}");
+            }
         }
     }
     Ok(())

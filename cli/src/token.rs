@@ -11,7 +11,8 @@ pub struct Args {
     /// A scope the token must carry (repeat)
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
-    /// Seconds the token must stay valid [default: 60]
+    /// Seconds the token must stay valid [default: 60; at most half the lifetime of the
+    /// tokens the server issues]
     #[arg(long)]
     pub min_valid: Option<u64>,
 }

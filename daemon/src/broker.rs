@@ -98,17 +98,40 @@ impl AccessToken {
     /// before expiry, whichever is sooner — but not before half its lifetime, so a token
     /// shorter-lived than 10 minutes is not refreshed again as soon as it arrives.
     pub fn refresh_due_at(&self) -> i64 {
-        let lifetime = (self.expires_at - self.issued_at).max(0);
+        let lifetime = self.lifetime();
         let due = (self.issued_at + lifetime * 3 / 4).min(self.expires_at - 300);
         due.max(self.issued_at + lifetime / 2)
     }
 
-    /// Good for a caller that needs `min_valid` more seconds.
+    /// [`Self::refresh_due_at`] as a wait on the monotonic clock, to the millisecond: the
+    /// refresh of a short-lived token must land before callers stop taking it (see
+    /// [`Self::serves`]), and whole seconds would move it by up to one. Never due within
+    /// [`MIN_REFRESH_AGE`] of arriving, so a server issuing tokens of a second or less is
+    /// not asked again and again.
+    pub fn refresh_due_in(&self) -> std::time::Duration {
+        let offset =
+            std::time::Duration::from_secs((self.refresh_due_at() - self.issued_at).max(0) as u64)
+                .max(MIN_REFRESH_AGE);
+        offset.saturating_sub(self.obtained.elapsed())
+    }
+
+    fn lifetime(&self) -> i64 {
+        (self.expires_at - self.issued_at).max(0)
+    }
+
+    /// Good for a caller that needs `min_valid` more seconds: fresh while at least
+    /// `min(min_valid, half its lifetime)` is left. A token shorter-lived than twice what
+    /// callers ask for (20 s tokens, the default 60 s) is thus handed out for the first
+    /// half of its life, while the background refresh renews it at half-life, instead of
+    /// being refreshed for every caller. Just-issued tokens serve anyway (below).
     fn serves(&self, min_valid: i64, now: i64) -> bool {
-        self.expires_at - now >= min_valid
+        self.expires_at - now >= min_valid.min(self.lifetime() / 2)
             || (self.expires_at > now && self.obtained.elapsed() < JUST_ISSUED)
     }
 }
+
+/// The earliest a token is renewed in the background after it arrived.
+const MIN_REFRESH_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A token the authorization server issued this recently is the best it will give: it is
 /// handed out even when shorter-lived than asked, instead of refreshing again. This is what
@@ -302,12 +325,11 @@ impl Broker {
         self.hand_out(&slot, grant, token, now).await
     }
 
-    /// When the background refresh should next renew this grant: now when no token is in
-    /// memory (after a restart), else its token's due time.
-    pub fn refresh_due_at(&self, grant_id: &str) -> i64 {
+    /// How long until the background refresh should renew this grant: now when no token
+    /// is in memory (after a restart), else when its token is due.
+    pub fn refresh_due_in(&self, grant_id: &str) -> std::time::Duration {
         self.cached_access_token(grant_id)
-            .map(|t| t.refresh_due_at())
-            .unwrap_or_else(now)
+            .map_or(std::time::Duration::ZERO, |t| t.refresh_due_in())
     }
 
     /// The background refresh of one grant: skipped (`Ok(false)`) when a refresh is
@@ -317,7 +339,10 @@ impl Broker {
         let Ok(_refreshing) = slot.refreshing.try_lock() else {
             return Ok(false);
         };
-        if slot.current().is_some_and(|t| t.refresh_due_at() > now()) {
+        if slot
+            .current()
+            .is_some_and(|t| !t.refresh_due_in().is_zero())
+        {
             return Ok(false);
         }
         let fresh = self.refresh(grant).await?;
@@ -353,7 +378,10 @@ impl Broker {
             return Err(RpcError::authorization_required(
                 &grant.server_url,
                 &[],
-                "the access token expired and the authorization server gave no refresh token",
+                &format!(
+                    "the access token expired and the authorization server gave no refresh token (why, and what may help: mcp-auth inspect {})",
+                    grant.server_url
+                ),
             ));
         };
         let (metadata, credentials) = self.client_of(grant).await?;
@@ -512,6 +540,21 @@ impl Broker {
     pub async fn grant_info(&self, g: &GrantRow) -> Result<GrantInfo, RpcError> {
         let reg = self.db.registration(&g.registration_id).await?;
         let access = self.cached_access_token(&g.id);
+        let scopes = g.scope_list();
+        let no_refresh_token = if g.has_refresh_token {
+            None
+        } else {
+            let metadata = self.db.as_metadata(&g.issuer).await?;
+            let config = self.config();
+            Some(crate::no_refresh::explain(&crate::no_refresh::Facts {
+                server_url: &g.server_url,
+                issuer: &g.issuer,
+                scopes: &scopes,
+                metadata: metadata.as_ref(),
+                config: config.server(&g.server_url, Some(&g.issuer)),
+                access_expires_at: access.as_ref().map(|a| a.expires_at),
+            }))
+        };
         Ok(GrantInfo {
             id: g.id.clone(),
             server: g.server_url.clone(),
@@ -522,7 +565,7 @@ impl Broker {
                 .map(|r| r.client_id.clone())
                 .unwrap_or_default(),
             registration: reg.map(|r| r.kind).unwrap_or_else(|| "missing".into()),
-            scopes: g.scope_list(),
+            scopes,
             state: g.state.clone(),
             needs_login_reason: g.needs_login_reason.clone(),
             has_refresh_token: g.has_refresh_token,
@@ -531,6 +574,7 @@ impl Broker {
             last_used_at: g.last_used_at,
             last_refresh_at: g.last_refresh_at,
             account: g.account.clone(),
+            no_refresh_token,
         })
     }
 
@@ -638,5 +682,49 @@ impl From<crate::store::SecretStoreError> for RpcError {
             ErrorKind::SecretStore,
             format!("{e}; unlock the keychain and retry; see: mcp-auth doctor"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token of `lifetime` seconds that arrived `age` ago, at unix time 1000 + age.
+    fn token(lifetime: i64, age: std::time::Duration) -> (AccessToken, i64) {
+        let mut t = AccessToken::new(Secret::new("t"), 0);
+        t.issued_at = 1_000;
+        t.expires_at = 1_000 + lifetime;
+        t.obtained = Instant::now() - age;
+        (t, 1_000 + age.as_secs() as i64)
+    }
+
+    #[test]
+    fn a_short_token_serves_for_half_its_life_and_is_due_then() {
+        let secs = std::time::Duration::from_secs;
+        let (t, now) = token(20, secs(9));
+        assert!(
+            t.serves(60, now),
+            "10+ s of 20 left: fresh for a 60 s caller"
+        );
+        assert!(!t.refresh_due_in().is_zero());
+        assert!(t.refresh_due_in() <= secs(1), "{:?}", t.refresh_due_in());
+        let (t, now) = token(20, secs(11));
+        assert!(!t.serves(60, now), "9 s left is less than half");
+        assert!(t.refresh_due_in().is_zero());
+        assert!(t.serves(5, now), "a caller asking 5 s still takes it");
+
+        let (t, now) = token(3600, secs(3000));
+        assert!(
+            t.serves(60, now),
+            "an hour-long token serves until 60 s are left"
+        );
+        let (t, now) = token(3600, secs(3541));
+        assert!(!t.serves(60, now));
+
+        let (t, _) = token(0, secs(0));
+        assert!(
+            t.refresh_due_in() > std::time::Duration::from_millis(900),
+            "never due right after arriving"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod login;
 mod loopback;
 mod man;
 mod methods;
+mod no_refresh;
 #[cfg(test)]
 mod no_secret_in_debug;
 mod peer;

@@ -2,8 +2,9 @@
 //! so a client asking for a token never waits for a refresh.
 //!
 //! A grant is in use when it was used (or logged in) within `background_refresh_days`.
-//! Its token is renewed when due (see [`AccessToken::refresh_due_at`]); a grant with no
-//! token in memory — after a restart — is renewed at once. Network and server errors back
+//! Its token is renewed when due (see [`AccessToken::refresh_due_at`]), timed to the
+//! millisecond on the monotonic clock; a grant with no token in memory — after a restart —
+//! is renewed at once. Network and server errors back
 //! off exponentially with jitter; `invalid_grant` marks the grant as needing login (in
 //! `Broker::refresh`), which takes it out of the schedule.
 //!
@@ -24,7 +25,10 @@ use crate::store::GrantRow;
 use crate::store::db::STATE_ACTIVE;
 
 /// The longest the scheduler sleeps: new grants and config are picked up this often.
-const MAX_SLEEP_SECS: i64 = 30;
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The shortest: while another task's refresh of a due grant is in flight, look again
+/// this soon rather than spin.
+const MIN_SLEEP: Duration = Duration::from_millis(50);
 const FIRST_BACKOFF_SECS: i64 = 5;
 const MAX_BACKOFF_SECS: i64 = 600;
 
@@ -52,22 +56,22 @@ impl RefreshScheduler {
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::warn!("background refresh: {e}");
-                    MAX_SLEEP_SECS
+                    MAX_SLEEP
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait.max(1) as u64)) => {}
+                _ = tokio::time::sleep(wait.max(MIN_SLEEP)) => {}
                 _ = self.broker.schedule_changed.notified() => {}
                 _ = stop.changed() => return,
             }
         }
     }
 
-    /// Refreshes every grant that is due; returns the seconds until the next one is.
-    async fn tick(&mut self) -> Result<i64, crate::store::DbError> {
+    /// Refreshes every grant that is due; returns the time until the next one is.
+    async fn tick(&mut self) -> Result<Duration, crate::store::DbError> {
         let now = now();
         let window = self.broker.config().background_refresh_days as i64 * 86_400;
-        let mut next = MAX_SLEEP_SECS;
+        let mut next = MAX_SLEEP;
         let mut due = JoinSet::new();
         for grant in self.broker.db.list_grants().await? {
             if !in_schedule(&grant, now, window) {
@@ -75,9 +79,10 @@ impl RefreshScheduler {
                 continue;
             }
             let not_before = self.backoff.get(&grant.id).map_or(0, |b| b.1);
-            let at = self.broker.refresh_due_at(&grant.id).max(not_before);
-            if at > now {
-                next = next.min(at - now);
+            let backing_off = Duration::from_secs((not_before - now).max(0) as u64);
+            let wait = self.broker.refresh_due_in(&grant.id).max(backing_off);
+            if !wait.is_zero() {
+                next = next.min(wait);
                 continue;
             }
             let broker = self.broker.clone();
@@ -91,7 +96,7 @@ impl RefreshScheduler {
             match result {
                 Ok(_) => {
                     self.backoff.remove(&grant.id);
-                    next = next.min((self.broker.refresh_due_at(&grant.id) - now).max(1));
+                    next = next.min(self.broker.refresh_due_in(&grant.id));
                 }
                 Err(e) if e.kind() == Some(ErrorKind::AuthorizationRequired) => {
                     tracing::warn!(grant = %grant.id, "background refresh stopped: {}", e.message);
@@ -103,7 +108,7 @@ impl RefreshScheduler {
                     tracing::warn!(grant = %grant.id, failures, "background refresh failed, retrying in {delay} s: {}", e.message);
                     self.backoff
                         .insert(grant.id.clone(), (failures, now + delay));
-                    next = next.min(delay);
+                    next = next.min(Duration::from_secs(delay as u64));
                 }
             }
         }

@@ -141,8 +141,29 @@ pub struct RevokeParams {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeResult {
     pub grant: GrantInfo,
-    /// `revoked`, `not_supported` (no revocation endpoint), `skipped`, or `failed: …`.
+    /// `revoked` (the server took at least one token and refused none; an access token it
+    /// does not revoke, `unsupported_token_type`, is no failure), `nothing_to_revoke` (no
+    /// token was held), `not_supported` (no revocation endpoint), `skipped`, or `failed: …`
+    /// (a token's revocation failed; `tokens` says which).
     pub remote: String,
+    /// What happened to each token at the authorization server, refresh token first (in
+    /// the order they were sent); empty when nothing was sent (`skipped`, `not_supported`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenRevocation>,
+}
+
+/// One token's RFC 7009 revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevocation {
+    /// `refresh_token` or `access_token`.
+    pub token: String,
+    /// `revoked`; `not_supported` (the server answered `unsupported_token_type`: it does
+    /// not revoke this kind of token, which then stays valid until it expires); `not_held`
+    /// (the daemon had no such token, nothing was sent); `failed`.
+    pub outcome: String,
+    /// What the server answered, for `not_supported` and `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +203,28 @@ pub struct GrantInfo {
     /// absent when the authorization server issued no id_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// Present exactly when the grant holds no refresh token: why, as far as the daemon
+    /// can tell, what may fix it, and when a new login will be needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_refresh_token: Option<NoRefreshToken>,
+}
+
+/// Why a grant has no refresh token, so its user is not surprised by the next login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoRefreshToken {
+    /// Whether the login asked for one (its scopes include `offline_access`).
+    pub offline_access_requested: bool,
+    /// One sentence: what the daemon asked for and what the server did.
+    pub reason: String,
+    /// The setting that may get a refresh token from this provider, and the commands to
+    /// run after it; absent when nothing on this side can help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// Unix seconds: when the access token in memory expires and a new browser login is
+    /// needed (sooner if the daemon restarts: access tokens live in its memory only);
+    /// absent when none is held (a login is needed now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_again_at: Option<i64>,
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.

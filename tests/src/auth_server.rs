@@ -287,6 +287,17 @@ impl AuthServer {
     }
 
     /// Form parameters of the most recent `/token` request, unredacted.
+    /// The kind of token each revocation request presented, in order (`refresh_token`,
+    /// `access_token`, `unknown`).
+    pub fn revoked_kinds(&self) -> Vec<&'static str> {
+        self.shared.lock().revoked_kinds.clone()
+    }
+
+    /// When each successful refresh happened, oldest first.
+    pub fn refresh_times(&self) -> Vec<Instant> {
+        self.shared.lock().refresh_times.clone()
+    }
+
     pub fn last_token_params(&self) -> Option<BTreeMap<String, String>> {
         self.shared.lock().last_token.clone()
     }
@@ -454,6 +465,11 @@ struct Inner {
     registrations: Vec<Value>,
     last_authorize: Option<BTreeMap<String, String>>,
     last_token: Option<BTreeMap<String, String>>,
+    /// What each revocation request presented, in order: `refresh_token`,
+    /// `access_token` or `unknown`.
+    revoked_kinds: Vec<&'static str>,
+    /// When each successful refresh happened.
+    refresh_times: Vec<Instant>,
 }
 
 impl Inner {
@@ -470,6 +486,8 @@ impl Inner {
             registrations: Vec::new(),
             last_authorize: None,
             last_token: None,
+            revoked_kinds: Vec::new(),
+            refresh_times: Vec::new(),
         }
     }
 
@@ -1449,6 +1467,7 @@ fn refresh(
     }
     let body = inner.issue(family_id, scope, opts.rotate_refresh_tokens);
     inner.counts.refreshes += 1;
+    inner.refresh_times.push(Instant::now());
     Ok(body)
 }
 
@@ -1472,6 +1491,14 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     // The hint is only an optimisation (RFC 7009 section 2.1): look the token
     // up in both tables regardless. Revoking a refresh token ends its whole
     // grant, including access tokens issued from it.
+    let kind = if inner.refresh_tokens.contains_key(token) {
+        "refresh_token"
+    } else if inner.access_tokens.contains_key(token) {
+        "access_token"
+    } else {
+        "unknown"
+    };
+    inner.revoked_kinds.push(kind);
     if let Some(family) = inner.refresh_tokens.get(token).map(|r| r.family) {
         if owned(family) {
             inner.revoke_family(family);

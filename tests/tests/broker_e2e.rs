@@ -166,7 +166,10 @@ async fn full_cycle(secret_store: &str) {
 
     // Revoke: RFC 7009 at the AS, then nothing left here.
     let out = d.cli_ok(&["revoke", &url]);
-    assert!(out.contains("revoked at the authorization server"), "{out}");
+    assert!(
+        out.contains("at the authorization server: refresh token revoked; access token revoked"),
+        "{out}"
+    );
     assert!(auth.counts().revocations >= 1);
     assert!(
         auth.current_refresh_tokens().is_empty(),

@@ -1,6 +1,7 @@
 //! The background `RefreshScheduler`, end to end: tokens renewed before they expire so no
-//! client waits, a dead refresh token noticed without any client asking, and a restart
-//! that serves every grant again without a browser login.
+//! client waits, no refresh storm with tokens shorter-lived than callers ask for, a dead
+//! refresh token noticed without any client asking, and a restart that serves every grant
+//! again without a browser login.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -57,6 +58,83 @@ async fn tokens_are_renewed_before_they_expire_and_callers_never_wait() {
     assert_ne!(t.access_token, first.access_token);
     assert!(t.expires_in >= 1, "{t:?}");
     assert!(auth.validate_access_token(&t.access_token, &url).is_ok());
+}
+
+/// 20-second tokens, callers asking for the default 60 s of validity, without pause: a
+/// token is fresh for half its life and renewed in the background at half-life, so the
+/// authorization server sees one refresh per 10 s — not one per 5 s as when only the
+/// "just issued" rule held such a token — and no caller gets an expired token or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_second_tokens_under_constant_load_cause_no_refresh_storm() {
+    const LIFETIME: u64 = 20;
+    const RUN: Duration = Duration::from_secs(40);
+    let auth = std::sync::Arc::new(
+        AuthServer::start(AsOptions {
+            access_token_ttl_secs: LIFETIME,
+            ..Default::default()
+        })
+        .await,
+    );
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+
+    let end = std::time::Instant::now() + RUN;
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let mut client = Client::connect(d.socket()).await.unwrap();
+        let (auth, url) = (auth.clone(), url.clone());
+        callers.push(tokio::spawn(async move {
+            let (mut calls, mut failed, mut expired) = (0u32, Vec::new(), 0u32);
+            while std::time::Instant::now() < end {
+                let params = TokenGetParams {
+                    server: url.clone(),
+                    ..Default::default()
+                };
+                calls += 1;
+                match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
+                    Ok(t) => {
+                        let unix_now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs() as i64;
+                        if t.expires_at <= unix_now
+                            || auth.validate_access_token(&t.access_token, &url).is_err()
+                        {
+                            expired += 1;
+                        }
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (calls, failed, expired)
+        }));
+    }
+    let mut calls = 0;
+    for caller in callers {
+        let (c, failed, expired) = caller.await.unwrap();
+        calls += c;
+        assert!(failed.is_empty(), "failed calls: {failed:?}");
+        assert_eq!(expired, 0, "expired tokens handed out");
+    }
+    assert!(calls > 400, "only {calls} calls");
+
+    let times = auth.refresh_times();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    println!("{calls} calls, {} refreshes, gaps {gaps:?}", times.len());
+    assert!(
+        (3..=4).contains(&times.len()),
+        "{} refreshes in {RUN:?} (gaps {gaps:?})",
+        times.len()
+    );
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(9_900)),
+        "at most one refresh per 10 s: gaps {gaps:?}"
+    );
+    assert_eq!(auth.counts().refresh_failures, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

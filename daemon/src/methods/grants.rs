@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use mcp_authd_ipc::RpcError;
-use mcp_authd_ipc::methods::{GrantRef, GrantsList, RevokeParams, RevokeResult};
+use mcp_authd_ipc::methods::{GrantRef, GrantsList, RevokeParams, RevokeResult, TokenRevocation};
 use serde_json::Value;
 
 use crate::broker::Broker;
+use crate::oauth::OAuthError;
 use crate::oauth::token::revoke as revoke_at_as;
 use crate::store::keys;
 
@@ -28,14 +29,15 @@ pub async fn get(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> {
 pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcError> {
     let row = broker.find_grant(&p.grant).await?;
     let info = broker.grant_info(&row).await?;
-    let remote = if !p.remote.unwrap_or(true) {
-        "skipped".to_string()
+    let (remote, tokens) = if !p.remote.unwrap_or(true) {
+        ("skipped".to_string(), Vec::new())
     } else {
         match revoke_remotely(broker, &row).await {
-            Ok(outcome) => outcome,
+            Ok(Some(tokens)) => (summary(&tokens), tokens),
+            Ok(None) => ("not_supported".to_string(), Vec::new()),
             Err(why) => {
                 tracing::warn!(grant = %row.id, "revocation at the authorization server failed: {why}");
-                format!("failed: {why}")
+                (format!("failed: {why}"), Vec::new())
             }
         }
     };
@@ -44,34 +46,71 @@ pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcE
     super::to_value(RevokeResult {
         grant: info,
         remote,
+        tokens,
     })
 }
 
-async fn revoke_remotely(broker: &Broker, row: &crate::store::GrantRow) -> Result<String, String> {
+const REVOKED: &str = "revoked";
+const NOT_SUPPORTED: &str = "not_supported";
+const NOT_HELD: &str = "not_held";
+const FAILED: &str = "failed";
+
+/// The one-word `remote` of a revocation that reached the server: a failure of either
+/// token is a failure; a token type the server does not revoke is not.
+fn summary(tokens: &[TokenRevocation]) -> String {
+    let failed: Vec<String> = tokens
+        .iter()
+        .filter(|t| t.outcome == FAILED)
+        .map(|t| format!("{}: {}", t.token, t.detail.as_deref().unwrap_or("")))
+        .collect();
+    if !failed.is_empty() {
+        format!("failed: {}", failed.join("; "))
+    } else if tokens.iter().any(|t| t.outcome == REVOKED) {
+        REVOKED.into()
+    } else {
+        "nothing_to_revoke".into()
+    }
+}
+
+/// The refresh token first (RFC 7009 §2.1: most servers then end the whole grant), then
+/// the access token in memory. `None`: the server has no revocation endpoint.
+async fn revoke_remotely(
+    broker: &Broker,
+    row: &crate::store::GrantRow,
+) -> Result<Option<Vec<TokenRevocation>>, String> {
     let (metadata, credentials) = broker.client_of(row).await.map_err(|e| e.message)?;
     let Some(endpoint) = metadata.revocation_endpoint.as_deref() else {
-        return Ok("not_supported".into());
+        return Ok(None);
     };
-    if let Some(rt) = broker
+    let refresh_token = broker
         .secrets
         .get(&keys::refresh_token(&row.id))
         .await
-        .map_err(|e| e.to_string())?
-    {
-        revoke_at_as(&broker.http, endpoint, &credentials, &rt, "refresh_token")
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some(at) = broker.cached_access_token(&row.id) {
-        revoke_at_as(
-            &broker.http,
-            endpoint,
-            &credentials,
-            &at.token,
-            "access_token",
-        )
-        .await
         .map_err(|e| e.to_string())?;
+    let access_token = broker.cached_access_token(&row.id).map(|a| a.token);
+    let mut tokens = Vec::new();
+    for (token, kind) in [
+        (refresh_token, "refresh_token"),
+        (access_token, "access_token"),
+    ] {
+        let (outcome, detail) = match token {
+            None => (NOT_HELD, None),
+            Some(token) => {
+                match revoke_at_as(&broker.http, endpoint, &credentials, &token, kind).await {
+                    Ok(()) => (REVOKED, None),
+                    Err(OAuthError::TokenError(e)) if e.error == "unsupported_token_type" => {
+                        (NOT_SUPPORTED, Some(e.to_string()))
+                    }
+                    Err(OAuthError::TokenError(e)) => (FAILED, Some(e.to_string())),
+                    Err(e) => (FAILED, Some(e.to_string())),
+                }
+            }
+        };
+        tokens.push(TokenRevocation {
+            token: kind.into(),
+            outcome: outcome.into(),
+            detail,
+        });
     }
-    Ok("revoked".into())
+    Ok(Some(tokens))
 }

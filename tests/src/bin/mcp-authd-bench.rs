@@ -6,13 +6,15 @@
 //!   256 concurrent clients;
 //! - for N = 1, 10, 100, 1000 concurrent `token.get` calls arriving when the token has
 //!   expired, the number of refresh requests the authorization server saw;
-//! - a soak: 64 clients asking continuously with 20-second access tokens and rotating
-//!   refresh tokens, counting expired tokens handed out and failed requests;
+//! - a soak: 64 clients asking continuously (for the default 60 s of validity) with
+//!   20-second access tokens and rotating refresh tokens, counting expired tokens handed
+//!   out, failed requests and refreshes (with the shortest gap between two);
 //! - the daemon's resident memory idle and under the 256-client load.
 //!
 //! `cargo build --release --workspace && target/release/mcp-authd-bench [--level-secs S]
-//! [--soak-secs S] [--client-threads N]` (defaults: 5 s per level, a 600 s soak —
-//! `--soak-secs 0` skips it —, latency clients on 2 threads of their own).
+//! [--soak-secs S] [--soak-only] [--client-threads N]` (defaults: 5 s per level, a 600 s
+//! soak — `--soak-secs 0` skips it, `--soak-only` runs nothing else —, latency clients on 2
+//! threads of their own).
 //! Linux only (it talks to the Unix socket directly and reads /proc).
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ async fn main() {
     let mut level_secs = 5u64;
     let mut soak_secs = 600u64;
     let mut client_threads = 2usize;
+    let mut soak_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || {
@@ -45,9 +48,10 @@ async fn main() {
             "--level-secs" => level_secs = value(),
             "--soak-secs" => soak_secs = value(),
             "--client-threads" => client_threads = value() as usize,
+            "--soak-only" => soak_only = true,
             _ => {
                 eprintln!(
-                    "usage: mcp-authd-bench [--level-secs S] [--soak-secs S] [--client-threads N]"
+                    "usage: mcp-authd-bench [--level-secs S] [--soak-secs S] [--soak-only] [--client-threads N]"
                 );
                 std::process::exit(2);
             }
@@ -59,8 +63,10 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    hand_out_latency(level_secs, client_threads).await;
-    refresh_storms().await;
+    if !soak_only {
+        hand_out_latency(level_secs, client_threads).await;
+        refresh_storms().await;
+    }
     if soak_secs > 0 {
         soak(soak_secs).await;
     }
@@ -87,6 +93,14 @@ fn daemon_pid(d: &Daemon) -> u32 {
 fn request_line(id: u64, server: &str, min_valid: u64) -> String {
     format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"token.get\",\"params\":{{\"server\":\"{server}\",\"min_valid_secs\":{min_valid}}}}}\n"
+    )
+}
+
+/// A `token.get` without `min_valid_secs`: the daemon's default (60 s), as `mcp-auth token`
+/// and most clients ask.
+fn default_request_line(id: u64, server: &str) -> String {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"token.get\",\"params\":{{\"server\":\"{server}\"}}}}\n"
     )
 }
 
@@ -354,7 +368,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// 64 clients for `secs` with 20-second tokens and rotating refresh tokens.
+/// 64 clients for `secs` with 20-second tokens (shorter than the 60 s of validity they ask
+/// for) and rotating refresh tokens.
 async fn soak(secs: u64) {
     let (auth, mcp, _home, d) = daemon_with_grant(
         AsOptions {
@@ -388,7 +403,7 @@ async fn soak(secs: u64) {
             let mut id = c << 32;
             while Instant::now() < end {
                 id += 1;
-                conn.send(&request_line(id, &url, 5)).await;
+                conn.send(&default_request_line(id, &url)).await;
                 let answer: Value = serde_json::from_str(conn.answer().await).unwrap_or_default();
                 let n = calls.fetch_add(1, Ordering::Relaxed);
                 let Some(result) = answer.get("result") else {
@@ -411,14 +426,24 @@ async fn soak(secs: u64) {
     for t in tasks {
         t.await.unwrap();
     }
-    println!("\nsoak: 64 clients for {secs} s, 20 s access tokens, rotating refresh tokens");
+    let times = auth.refresh_times();
+    let shortest_gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .min()
+        .unwrap_or_default();
     println!(
-        "  token.get calls {}, expired tokens handed out {}, failed requests {}, sampled tokens the AS rejected {}, AS refreshes {}, refresh failures {}, daemon RSS {:.1} MiB",
+        "\nsoak: 64 clients for {secs} s asking for the default 60 s of validity, 20 s access tokens, rotating refresh tokens"
+    );
+    println!(
+        "  token.get calls {}, expired tokens handed out {}, failed requests {}, sampled tokens the AS rejected {}, AS refreshes {} (one per {:.1} s, shortest gap {:.2} s), refresh failures {}, daemon RSS {:.1} MiB",
         calls.load(Ordering::Relaxed),
         expired.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
         rejected.load(Ordering::Relaxed),
         auth.counts().refreshes,
+        secs as f64 / auth.counts().refreshes.max(1) as f64,
+        shortest_gap.as_secs_f64(),
         auth.counts().refresh_failures,
         rss_kib(pid) as f64 / 1024.0
     );
