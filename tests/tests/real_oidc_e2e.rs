@@ -406,7 +406,23 @@ async fn a_grant_lives_and_ends_at_a_certified_openid_provider() {
     // tokens, and the last refresh token is refused at its token endpoint.
     let (last_refresh, provider_grant) = live_refresh_token(&state);
     seen_secrets.push(last_refresh.clone());
-    d.cli_ok(&["revoke", &url]);
+    // What the daemon reports matches: the refresh token revoked; the JWT access token
+    // is one the provider cannot revoke (RFC 7009 `unsupported_token_type`), no failure.
+    let said: Value = serde_json::from_str(&d.cli_ok(&["revoke", "--json", &url])).unwrap();
+    let outcome = |token: &str| {
+        said["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["token"] == json!(token))
+            .map(|t| t["outcome"].clone())
+    };
+    assert_eq!(outcome("refresh_token"), Some(json!("revoked")), "{said:#}");
+    assert_eq!(
+        outcome("access_token"),
+        Some(json!("not_supported")),
+        "{said:#}"
+    );
     let state = servers.state().await;
     let gone = |list: &str, field: &str| {
         state[list]
