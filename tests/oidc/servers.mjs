@@ -151,10 +151,7 @@ const provider = new Provider(issuer, {
   },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
 });
-provider.on('authorization.accepted', (ctx) => {
-  counts.authorizations += 1;
-  authorizeRequests.push({ ...ctx.oidc.params });
-});
+provider.on('authorization.accepted', () => { counts.authorizations += 1; });
 provider.on('grant.success', (ctx) => {
   if (ctx.oidc.params.grant_type === 'refresh_token') counts.refreshes += 1;
 });
@@ -195,6 +192,12 @@ async function interaction(req, res) {
 const providerCallback = provider.callback();
 asServer.on('request', (req, res) => {
   if (req.method === 'GET' && req.url.startsWith('/interaction/')) return interaction(req, res);
+  // Authorization requests as the client sent them (the library then drops what it
+  // ignores, such as offline_access without prompt=consent).
+  const url = new URL(req.url, issuer);
+  if (req.method === 'GET' && url.pathname === '/auth') {
+    authorizeRequests.push(Object.fromEntries(url.searchParams));
+  }
   return providerCallback(req, res);
 });
 

@@ -509,3 +509,40 @@ async fn the_provider_refuses_a_rotated_refresh_token_and_the_daemon_notices() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_prompt_consent_off_the_provider_keeps_no_refresh_token_and_login_says_why() {
+    let Some(servers) = RealServers::start() else {
+        return;
+    };
+    let url = servers.mcp.clone();
+    let home = DaemonHome::new(
+        "file",
+        &format!("[servers.\"{url}\"]\nprompt_consent = false\n"),
+    );
+    let d = home.start(None);
+    let out = d.cli(&["login", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The provider was asked for offline_access without prompt=consent and, as OpenID
+    // Connect Core §11 allows, dropped it: no refresh token in its records.
+    let state = servers.state().await;
+    let request = &state["authorize_requests"][0];
+    assert!(
+        request["scope"]
+            .as_str()
+            .unwrap()
+            .contains("offline_access"),
+        "{request:#}"
+    );
+    assert_eq!(request["prompt"], Value::Null, "{request:#}");
+    assert_eq!(state["refresh_tokens"], json!([]), "{state:#}");
+    assert_eq!(grant_json(&d)["has_refresh_token"], json!(false));
+    // The login says so, and names the setting that is to blame.
+    assert!(said.contains("prompt_consent = false"), "{said}");
+}
