@@ -14,7 +14,7 @@ use serde_json::Value;
 struct Login {
     auth: AuthServer,
     _mcp: McpServer,
-    _home: DaemonHome,
+    home: DaemonHome,
     d: Daemon,
     url: String,
     authz: BTreeMap<String, String>,
@@ -34,7 +34,7 @@ async fn login(opts: AsOptions, config: &str) -> Login {
     Login {
         auth,
         _mcp: mcp,
-        _home: home,
+        home,
         d,
         url,
         authz,
@@ -176,4 +176,33 @@ async fn a_plain_oauth_server_gets_no_prompt() {
     let l = login(AsOptions::default(), "").await;
     assert!(!l.authz.contains_key("prompt"), "{:?}", l.authz);
     assert_eq!(l.auth.current_refresh_tokens().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prompt_consent_is_switched_by_a_config_reload() {
+    let l = login(strict_oidc(), "").await;
+    assert_eq!(l.authz["prompt"], "consent");
+    let config = |extra: &str| {
+        std::fs::write(
+            l.home.path().join("config.toml"),
+            format!("secret_store = \"file\"\n{extra}"),
+        )
+        .unwrap();
+        let said = l.d.cli_ok(&["reload"]);
+        assert!(said.starts_with("reloaded "), "{said}");
+    };
+
+    config(&format!(
+        "[servers.\"{}\"]\nprompt_consent = false\n",
+        l.url
+    ));
+    l.d.cli_ok(&["login", &l.url]);
+    let authz = l.auth.last_authorize_params().unwrap();
+    assert!(!authz.contains_key("prompt"), "{authz:?}");
+    assert!(!l.d.grants().grants[0].has_refresh_token);
+
+    config("");
+    l.d.cli_ok(&["login", &l.url]);
+    assert_eq!(l.auth.last_authorize_params().unwrap()["prompt"], "consent");
+    assert!(l.d.grants().grants[0].has_refresh_token);
 }
