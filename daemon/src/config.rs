@@ -181,6 +181,11 @@ pub struct Quirks {
     /// as some API gateways in front of MCP servers.
     #[serde(default)]
     pub invalid_token_as_401: bool,
+    /// Take PKCE S256 as supported although the authorization server's metadata lists no
+    /// `code_challenge_methods_supported` (MCP has clients refuse such servers). Microsoft
+    /// Entra ID supports S256 but leaves the field out. Set it under the issuer's key.
+    #[serde(default)]
+    pub assume_pkce_s256: bool,
 }
 
 /// Authorization request parameters the daemon sets itself; the config cannot replace them.

@@ -97,9 +97,21 @@ async fn run(
     progress: &watch::Sender<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
     let policy = broker.url_policy(server_url);
-    let discovery = discover(&broker.http, &policy, server_url, challenge)
-        .await
-        .map_err(|e| discovery_error(server_url, e))?;
+    let config = broker.config();
+    let assume_pkce_s256 = |issuer: &str| {
+        config
+            .server(server_url, Some(issuer))
+            .is_some_and(|c| c.quirks.assume_pkce_s256)
+    };
+    let discovery = discover(
+        &broker.http,
+        &policy,
+        server_url,
+        challenge,
+        &assume_pkce_s256,
+    )
+    .await
+    .map_err(|e| discovery_error(server_url, e))?;
     if discovery.legacy {
         tracing::info!(server = %server_url, issuer = %discovery.metadata.issuer, "no protected resource metadata: 2025-03-26 discovery");
     }

@@ -23,7 +23,13 @@ pub struct Facts<'a> {
 }
 
 pub fn explain(f: &Facts<'_>) -> NoRefreshToken {
-    let offline_access_requested = f.scopes.iter().any(|s| s == OFFLINE_ACCESS);
+    let lists_offline = f.metadata.is_some_and(|m| m.supports_scope(OFFLINE_ACCESS));
+    // The grant keeps the scopes the server granted, and a provider that ignored
+    // offline_access (OpenID Connect Core §11) leaves it out of them. The login asks for
+    // it whenever the issuer lists it and any scope is asked for (`login::choose_scopes`),
+    // so a listed offline_access missing from non-empty scopes was asked for and dropped.
+    let offline_access_requested =
+        f.scopes.iter().any(|s| s == OFFLINE_ACCESS) || (lists_offline && !f.scopes.is_empty());
     let issuer = printable(f.issuer, 200);
     let then = format!(
         "then run: mcp-auth reload && mcp-auth login {}",
@@ -35,7 +41,6 @@ pub fn explain(f: &Facts<'_>) -> NoRefreshToken {
     let own_prompt = f
         .config
         .is_some_and(|c| c.quirks.authorization_params.contains_key("prompt"));
-    let lists_offline = f.metadata.is_some_and(|m| m.supports_scope(OFFLINE_ACCESS));
     let google = url::Url::parse(f.issuer)
         .ok()
         .and_then(|u| u.host_str().map(|h| h == "accounts.google.com"))
@@ -78,7 +83,7 @@ pub fn explain(f: &Facts<'_>) -> NoRefreshToken {
     } else if lists_offline {
         (
             format!(
-                "the login did not ask {issuer} for offline_access, the scope it lists for refresh tokens (the scopes were given by --scope or the config)"
+                "the login did not ask {issuer} for offline_access, the scope it lists for refresh tokens (no scope at all was asked for)"
             ),
             Some(format!(
                 "add \"offline_access\" to the scopes under {section} in the config file (or to --scope); {then}"
@@ -177,12 +182,18 @@ mod tests {
             "{e:?}"
         );
 
+        // A provider that dropped the offline_access it was asked for (what a strict
+        // OpenID provider does without prompt=consent): the granted scopes lack it.
         let e = explain_for(
             "https://as.example",
             &["mcp:read"],
-            &metadata(false, true),
-            None,
+            &metadata(true, true),
+            Some(&off),
         );
+        assert!(e.offline_access_requested);
+        assert!(e.reason.contains("prompt_consent = false"), "{e:?}");
+
+        let e = explain_for("https://as.example", &[], &metadata(false, true), None);
         assert!(!e.offline_access_requested);
         assert!(
             e.fix.as_deref().unwrap().contains("add \"offline_access\""),

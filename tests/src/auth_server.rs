@@ -81,6 +81,9 @@ pub struct AsOptions {
     /// Like providers whose access tokens are self-contained JWTs: revoking an access
     /// token answers `unsupported_token_type` (RFC 7009 §2.2.1).
     pub access_token_revocation_unsupported: bool,
+    /// Like Microsoft Entra ID: takes PKCE S256 (and still requires it) but its metadata
+    /// leaves `code_challenge_methods_supported` out.
+    pub pkce_unadvertised: bool,
 }
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
@@ -110,6 +113,7 @@ impl Default for AsOptions {
             public_origin: None,
             strict_oidc: false,
             access_token_revocation_unsupported: false,
+            pkce_unadvertised: false,
         }
     }
 }
@@ -848,6 +852,11 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
     });
     if shared.opts.registration_endpoint {
         body["registration_endpoint"] = json!(format!("{issuer}/register"));
+    }
+    if shared.opts.pkce_unadvertised {
+        body.as_object_mut()
+            .expect("metadata object")
+            .remove("code_challenge_methods_supported");
     }
     if shared.opts.revocation_endpoint {
         body["revocation_endpoint"] = json!(format!("{issuer}/revoke"));

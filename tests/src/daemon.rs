@@ -168,17 +168,24 @@ impl Daemon {
     /// [`Daemon::cli`] with extra environment variables. The colour switches of the
     /// developer's own environment are removed, so output is the same everywhere.
     pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(bin("mcp-auth"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("MCP_AUTHD_SOCKET")
-            .env_remove("NO_COLOR")
-            .env_remove("CLICOLOR_FORCE")
+        self.cli_command(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("run mcp-auth")
+    }
+
+    /// `mcp-auth --socket <ours> ARGS` to spawn (e.g. a proxy with piped stdio), without
+    /// the developer's colour switches.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("mcp-auth"));
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("MCP_AUTHD_SOCKET")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE");
+        cmd
     }
 
     /// Runs the CLI and insists on success; returns stdout.

@@ -28,6 +28,6 @@ pub fn required(name: &str, found: Option<PathBuf>, needed_for: &str) -> Option<
 }
 
 /// CI services set `CI=true`.
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }

@@ -6,6 +6,18 @@ use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 
 const BACKGROUND_OFF: &str = "background_refresh_days = 0\n";
 
+/// `mcp-auth login URL` with a daemon that has no per-server settings: exit code, stderr.
+fn login_without_settings(url: &str) -> (Option<i32>, String) {
+    let home = DaemonHome::new("file", BACKGROUND_OFF);
+    let d = home.start(None);
+    let out = d.cli(&["login", url]);
+    d.stop();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entra_settings_send_scope_on_refresh_and_no_resource() {
     let auth = AuthServer::start(AsOptions {
@@ -18,15 +30,9 @@ async fn entra_settings_send_scope_on_refresh_and_no_resource() {
     let url = mcp.url().to_string();
 
     // Without the settings the provider refuses the login.
-    let plain = DaemonHome::new("file", BACKGROUND_OFF);
-    let d = plain.start(None);
-    let out = d.cli(&["login", &url]);
-    assert_eq!(out.status.code(), Some(5), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("invalid_target"),
-        "{out:?}"
-    );
-    d.stop();
+    let (code, stderr) = login_without_settings(&url);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("invalid_target"), "{stderr}");
 
     let home = DaemonHome::new(
         "file",
@@ -140,4 +146,39 @@ async fn a_403_invalid_token_is_read_as_a_401_only_when_configured() {
         }
         d.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assume_pkce_s256_lets_a_server_log_in_that_takes_pkce_without_saying_so() {
+    let auth = AuthServer::start(AsOptions {
+        pkce_unadvertised: true,
+        ..Default::default()
+    })
+    .await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+
+    // Without the setting the login stops before the browser, naming the setting.
+    let (code, stderr) = login_without_settings(&url);
+    assert_eq!(code, Some(7), "{stderr}");
+    assert!(
+        stderr.contains("PKCE S256") && stderr.contains("assume_pkce_s256 = true"),
+        "{stderr}"
+    );
+    assert_eq!(auth.counts().authorizations, 0);
+
+    // With it (under the issuer's key, as for Entra), the login runs with S256 — the
+    // server still refuses any code without a verifier.
+    let home = DaemonHome::new(
+        "file",
+        &format!(
+            "{BACKGROUND_OFF}[servers.\"{}\"]\nassume_pkce_s256 = true\n",
+            auth.issuer()
+        ),
+    );
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    let authorize = auth.last_authorize_params().unwrap();
+    assert_eq!(authorize["code_challenge_method"], "S256");
+    assert_eq!(auth.counts().code_exchanges, 1);
 }

@@ -133,11 +133,14 @@ pub fn normalize_server_url(raw: &str) -> Result<String, OAuthError> {
 
 /// Runs discovery: probe (unless the caller already has the challenge), PRM, AS metadata.
 /// A server without PRM is treated as a 2025-03-26 server (see [`legacy_discovery`]).
+/// `assume_pkce_s256(issuer)` says whether the config trusts that authorization server
+/// to take PKCE S256 although its metadata lists no `code_challenge_methods_supported`.
 pub async fn discover(
     http: &Http,
     policy: &UrlPolicy,
     server_url: &str,
     challenge: Option<BearerChallenge>,
+    assume_pkce_s256: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Discovery, OAuthError> {
     let challenge = match challenge {
         Some(c) => Some(c),
@@ -149,7 +152,7 @@ pub async fn discover(
     let Some(resource_metadata) =
         fetch_resource_metadata(http, policy, server_url, challenge.as_ref()).await?
     else {
-        return legacy_discovery(http, policy, server_url, challenge).await;
+        return legacy_discovery(http, policy, server_url, challenge, assume_pkce_s256).await;
     };
     check_resource(server_url, &resource_metadata.resource)?;
     let issuer = resource_metadata.authorization_servers.first().cloned().ok_or_else(|| {
@@ -158,7 +161,7 @@ pub async fn discover(
         ))
     })?;
     policy.check("authorization server (issuer)", &issuer, Some(server_url))?;
-    let metadata = fetch_as_metadata(http, policy, &issuer).await?;
+    let metadata = fetch_as_metadata(http, policy, &issuer, assume_pkce_s256(&issuer)).await?;
     Ok(Discovery {
         server_url: server_url.to_string(),
         resource: resource_metadata.resource.clone(),
@@ -177,11 +180,12 @@ async fn legacy_discovery(
     policy: &UrlPolicy,
     server_url: &str,
     challenge: Option<BearerChallenge>,
+    assume_pkce_s256: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Discovery, OAuthError> {
     let url =
         Url::parse(server_url).map_err(|e| OAuthError::Untrusted(format!("{server_url}: {e}")))?;
     let issuer = url.origin().ascii_serialization();
-    let metadata = match find_as_metadata(http, policy, &issuer).await? {
+    let metadata = match find_as_metadata(http, policy, &issuer, assume_pkce_s256(&issuer)).await? {
         Found::Metadata(m) => *m,
         Found::Nothing(tried) => {
             tracing::info!(
@@ -387,13 +391,14 @@ pub fn as_metadata_urls(issuer: &str) -> Result<Vec<String>, OAuthError> {
     })
 }
 
-/// Fetches and checks the metadata of `issuer`.
+/// Fetches and checks the metadata of `issuer` (see [`check_as_metadata_assuming`]).
 pub async fn fetch_as_metadata(
     http: &Http,
     policy: &UrlPolicy,
     issuer: &str,
+    assume_pkce_s256: bool,
 ) -> Result<AsMetadata, OAuthError> {
-    match find_as_metadata(http, policy, issuer).await? {
+    match find_as_metadata(http, policy, issuer, assume_pkce_s256).await? {
         Found::Metadata(m) => Ok(*m),
         Found::Nothing(tried) => Err(OAuthError::BadResponse {
             url: issuer.to_string(),
@@ -415,6 +420,7 @@ async fn find_as_metadata(
     http: &Http,
     policy: &UrlPolicy,
     issuer: &str,
+    assume_pkce_s256: bool,
 ) -> Result<Found, OAuthError> {
     let mut tried = Vec::new();
     for url in as_metadata_urls(issuer)? {
@@ -425,7 +431,7 @@ async fn find_as_metadata(
             continue;
         }
         let metadata: AsMetadata = body.json()?;
-        check_as_metadata(policy, issuer, &metadata)?;
+        check_as_metadata_assuming(policy, issuer, &metadata, assume_pkce_s256)?;
         return Ok(Found::Metadata(Box::new(metadata)));
     }
     Ok(Found::Nothing(tried))
@@ -438,19 +444,39 @@ pub fn check_as_metadata(
     issuer: &str,
     m: &AsMetadata,
 ) -> Result<(), OAuthError> {
+    check_as_metadata_assuming(policy, issuer, m, false)
+}
+
+/// [`check_as_metadata`], except that with `assume_pkce_s256` (the `assume_pkce_s256`
+/// quirk of the config) metadata that lists no `code_challenge_methods_supported` at all
+/// passes: Microsoft Entra ID takes S256 but does not advertise it. A list without S256
+/// still fails.
+pub fn check_as_metadata_assuming(
+    policy: &UrlPolicy,
+    issuer: &str,
+    m: &AsMetadata,
+    assume_pkce_s256: bool,
+) -> Result<(), OAuthError> {
     if m.issuer != issuer {
         return Err(OAuthError::Untrusted(format!(
             "the authorization server metadata names issuer `{}` but was fetched for `{issuer}`; refusing to use it",
             printable(&m.issuer, 200)
         )));
     }
-    let s256 = m
-        .code_challenge_methods_supported
-        .as_ref()
-        .is_some_and(|v| v.iter().any(|x| x == "S256"));
+    let s256 = match &m.code_challenge_methods_supported {
+        Some(methods) => methods.iter().any(|x| x == "S256"),
+        None => assume_pkce_s256,
+    };
     if !s256 {
+        let hint = if m.code_challenge_methods_supported.is_none() {
+            format!(
+                " (if it does take S256 without saying so, as Microsoft Entra ID does, set `assume_pkce_s256 = true` under [servers.\"{issuer}\"] in the config file)"
+            )
+        } else {
+            String::new()
+        };
         return Err(OAuthError::Untrusted(format!(
-            "the authorization server {issuer} does not advertise PKCE S256 (`code_challenge_methods_supported`), which MCP requires; refusing to log in"
+            "the authorization server {issuer} does not advertise PKCE S256 (`code_challenge_methods_supported`), which MCP requires; refusing to log in{hint}"
         )));
     }
     check_scope_list(
@@ -607,8 +633,13 @@ mod tests {
         let mut m = metadata("https://as.example");
         m.code_challenge_methods_supported = Some(vec!["plain".into()]);
         assert!(check_as_metadata(&p, "https://as.example", &m).is_err());
+        assert!(
+            check_as_metadata_assuming(&p, "https://as.example", &m, true).is_err(),
+            "a list without S256 is never overridden"
+        );
         m.code_challenge_methods_supported = None;
         assert!(check_as_metadata(&p, "https://as.example", &m).is_err());
+        assert!(check_as_metadata_assuming(&p, "https://as.example", &m, true).is_ok());
         let mut m = metadata("https://as.example");
         m.token_endpoint = "http://as.example/token".into();
         assert!(check_as_metadata(&p, "https://as.example", &m).is_err());

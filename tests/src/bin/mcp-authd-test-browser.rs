@@ -50,6 +50,9 @@ async fn visit(url: &str) -> Result<bool, String> {
     }
     let mut builder = reqwest::Client::builder()
         .redirect(Policy::custom(follow_loopback_only))
+        // A real identity provider (oidc-provider) ties its login and consent steps to
+        // cookies it sets along the redirects, as a browser would keep them.
+        .cookie_store(true)
         // Loopback traffic must never be routed through an HTTP(S)_PROXY.
         .no_proxy()
         .timeout(Duration::from_secs(30));
