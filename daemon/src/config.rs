@@ -138,9 +138,103 @@ pub struct ServerConfig {
     pub scopes: Option<Vec<String>>,
     /// `confirm_clients` for this server's grants, instead of the global setting.
     pub confirm_clients: Option<bool>,
+    /// How the daemon obtains this server's tokens; default: the browser login.
+    #[serde(default)]
+    pub grant: GrantKind,
+    /// The client's private key for `token_endpoint_auth_method = "private_key_jwt"`
+    /// (RFC 7523 §2.2): `{ file = "key.pem" }` or `{ keychain = "name" }` (PKCS#8, SEC1 or
+    /// PKCS#1 PEM).
+    pub private_key: Option<Source>,
+    /// `ES256` or `RS256`; default: what the key is (P-256 or RSA).
+    pub signing_algorithm: Option<String>,
+    /// `grant = "jwt_bearer"`: where each grant reads its assertion (a workload identity
+    /// token), fresh every time: `{ file = … }`, `{ command = [...] }` or `{ env = … }`.
+    pub assertion: Option<Source>,
+    /// `grant = "enterprise"`: the enterprise identity provider that turns the user's ID
+    /// token into an ID-JAG for this server (SEP-990).
+    pub enterprise: Option<EnterpriseConfig>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
+}
+
+/// How a server's tokens are obtained and renewed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    /// The browser login: authorization code with PKCE, then refresh tokens.
+    #[default]
+    AuthorizationCode,
+    /// OAuth client credentials (SEP-1046): the client is the principal; no browser.
+    ClientCredentials,
+    /// RFC 7523 JWT-bearer grant with an assertion from outside, such as a workload
+    /// identity token (SEP-1933).
+    JwtBearer,
+    /// Enterprise-managed authorization (SEP-990): an RFC 8693 token exchange at the
+    /// enterprise IdP for an ID-JAG, then the JWT-bearer grant with it.
+    Enterprise,
+}
+
+impl GrantKind {
+    /// The name stored with a grant and shown by `mcp-auth list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::AuthorizationCode => "authorization_code",
+            GrantKind::ClientCredentials => "client_credentials",
+            GrantKind::JwtBearer => "jwt_bearer",
+            GrantKind::Enterprise => "enterprise",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantKind> {
+        [
+            GrantKind::AuthorizationCode,
+            GrantKind::ClientCredentials,
+            GrantKind::JwtBearer,
+            GrantKind::Enterprise,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a secret the user provides is read from, each time it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// A file, such as a projected service-account token that is rotated in place.
+    File(PathBuf),
+    /// A program and its arguments (no shell); its standard output, trimmed.
+    Command(Vec<String>),
+    /// An environment variable of the daemon.
+    Env(String),
+    /// An entry of mcp-authd's secret store (`mcp-auth secret set <name>`).
+    Keychain(String),
+}
+
+impl Source {
+    /// What the source is, for messages (never its value).
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(p) => format!("the file {}", p.display()),
+            Source::Command(argv) => format!("the command `{}`", argv.join(" ")),
+            Source::Env(name) => format!("the environment variable {name}"),
+            Source::Keychain(name) => format!("the secret store entry `{name}`"),
+        }
+    }
+}
+
+/// The enterprise identity provider of a `grant = "enterprise"` server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    /// The IdP's token endpoint, where the RFC 8693 token exchange happens.
+    pub idp_token_endpoint: String,
+    /// The client mcp-authd is at the IdP; sent as `client_id` (or HTTP Basic with a secret).
+    pub idp_client_id: Option<String>,
+    pub idp_client_secret: Option<Secret>,
+    /// The user's ID token at the IdP (the subject token of the exchange).
+    pub id_token: Source,
 }
 
 /// Ways real identity providers depart from the MCP authorization spec, per server.
@@ -207,6 +301,10 @@ impl Config {
                 ));
             }
         }
+        for (server, cfg) in &self.servers {
+            cfg.check_grant()
+                .map_err(|e| format!("[servers.\"{server}\"] {e}"))?;
+        }
         if self.confirm_timeout_secs == 0 || self.confirm_timeout_secs > 3600 {
             return Err(format!(
                 "confirm_timeout_secs = {} is out of range: give 1 to 3600 seconds",
@@ -252,6 +350,63 @@ impl Config {
                 .map(|(_, v)| v)
         };
         find(server_url).or_else(|| issuer.and_then(find))
+    }
+}
+
+impl ServerConfig {
+    /// That a grant kind has what it needs, and nothing it would ignore.
+    fn check_grant(&self) -> Result<(), String> {
+        if let Some(Source::Command(argv)) = &self.assertion
+            && argv.is_empty()
+        {
+            return Err("assertion = { command = [] } names no program".into());
+        }
+        if matches!(
+            self.private_key,
+            Some(Source::Command(_)) | Some(Source::Env(_))
+        ) {
+            return Err("private_key must be { file = \"…\" } or { keychain = \"…\" }".into());
+        }
+        if let Some(alg) = &self.signing_algorithm
+            && !["ES256", "RS256"].contains(&alg.as_str())
+        {
+            return Err(format!(
+                "signing_algorithm `{alg}` is not supported (use ES256 or RS256)"
+            ));
+        }
+        let needs = |what: &str| Err(format!("grant = \"{}\" needs {what}", self.grant.as_str()));
+        match self.grant {
+            GrantKind::AuthorizationCode
+                if self.assertion.is_some() || self.enterprise.is_some() =>
+            {
+                return Err(
+                    "assertion and enterprise need grant = \"jwt_bearer\" or \"enterprise\"".into(),
+                );
+            }
+            GrantKind::ClientCredentials if self.client_id.is_none() => return needs("client_id"),
+            GrantKind::ClientCredentials
+                if self.client_secret.is_none() && self.private_key.is_none() =>
+            {
+                return needs("client_secret or private_key");
+            }
+            GrantKind::JwtBearer if self.assertion.is_none() => return needs("assertion"),
+            GrantKind::Enterprise if self.enterprise.is_none() || self.client_id.is_none() => {
+                return needs("client_id and an [enterprise] table");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The client authentication method at the token endpoint: the configured one, else
+    /// what the configured credentials imply.
+    pub fn auth_method(&self) -> &str {
+        match &self.token_endpoint_auth_method {
+            Some(m) => m,
+            None if self.private_key.is_some() => "private_key_jwt",
+            None if self.client_secret.is_some() => "client_secret_basic",
+            None => "none",
+        }
     }
 }
 

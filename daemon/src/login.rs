@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
-use crate::config::{Quirks, ServerConfig};
+use crate::config::{GrantKind, Quirks, ServerConfig};
 use crate::loopback::{LoopbackError, LoopbackRedirect};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
@@ -102,6 +102,12 @@ async fn run(
         .server(server_url, Some(&metadata.issuer))
         .cloned();
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
+    if let Some(cfg) = server_cfg
+        .as_ref()
+        .filter(|c| c.grant != GrantKind::AuthorizationCode)
+    {
+        return machine_login(broker, server_url, &discovery, cfg, scopes).await;
+    }
 
     let state = random_token();
     let (registration, credentials, redirect) =
@@ -189,6 +195,81 @@ async fn run(
             other => server_error(server_url, "cannot redeem the authorization code", &other),
         })?;
 
+    save_grant(
+        broker,
+        server_url,
+        &discovery,
+        &registration,
+        GrantKind::AuthorizationCode,
+        tokens,
+        scopes,
+    )
+    .await
+}
+
+/// A server configured with a grant that needs no browser: the grant, run once now (and
+/// again at each renewal by the broker).
+async fn machine_login(
+    broker: &Arc<Broker>,
+    server_url: &str,
+    discovery: &Discovery,
+    cfg: &ServerConfig,
+    scopes: Vec<String>,
+) -> Result<GrantInfo, RpcError> {
+    let issuer = &discovery.metadata.issuer;
+    let registration = pre_registered(broker, issuer, cfg).await?;
+    let credentials = broker.credentials(&registration, Some(cfg)).await?;
+    // Nothing to refresh: `offline_access` would only ask for a token that is dropped.
+    let scopes: Vec<String> = scopes
+        .into_iter()
+        .filter(|s| s != "offline_access")
+        .collect();
+    let target = crate::machine::Target {
+        metadata: &discovery.metadata,
+        resource: &discovery.resource,
+        scopes: &scopes,
+        omit_resource: cfg.quirks.omit_resource,
+    };
+    tracing::info!(server = %server_url, grant = cfg.grant.as_str(), "requesting tokens without a browser");
+    let tokens = crate::machine::obtain(broker, cfg.grant, cfg, &credentials, &target)
+        .await
+        .map_err(|e| match e {
+            crate::machine::GrantError::Server(e) => {
+                server_error(server_url, "cannot obtain an access token", &e)
+            }
+            other => RpcError::new(
+                ErrorKind::LoginFailed,
+                format!(
+                    "the {} grant for {server_url} failed: {other}; it is not retried until asked again: fix the cause, then run: mcp-auth login {server_url}",
+                    cfg.grant.as_str()
+                ),
+            )
+            .with_server(server_url),
+        })?;
+    save_grant(
+        broker,
+        server_url,
+        discovery,
+        &registration,
+        cfg.grant,
+        tokens,
+        scopes,
+    )
+    .await
+}
+
+/// Stores what a login obtained: the grant row (new or replacing the last login's), its
+/// refresh token, and the access token in memory.
+async fn save_grant(
+    broker: &Arc<Broker>,
+    server_url: &str,
+    discovery: &Discovery,
+    registration: &RegistrationRow,
+    kind: GrantKind,
+    tokens: crate::oauth::token::Tokens,
+    scopes: Vec<String>,
+) -> Result<GrantInfo, RpcError> {
+    let metadata = &discovery.metadata;
     let existing = broker
         .db
         .grant_by_key(&discovery.resource, &metadata.issuer)
@@ -214,6 +295,7 @@ async fn run(
     row.server_url = server_url.to_string();
     row.registration_id = registration.id.clone();
     row.scopes = tokens.scopes.clone().unwrap_or(scopes).join(" ");
+    row.grant_type = kind.as_str().into();
     row.state = STATE_ACTIVE.into();
     row.needs_login_reason = None;
     row.has_refresh_token = tokens.refresh_token.is_some();
@@ -275,7 +357,7 @@ async fn client_for(
     state: &Secret,
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
-    if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
+    if let Some(cfg) = cfg.filter(|c| c.client_id.is_some()) {
         let (port, path) = match &cfg.redirect_uri {
             Some(uri) => loopback_port_and_path(uri)?,
             None => (0, CALLBACK_PATH.to_string()),
@@ -283,34 +365,7 @@ async fn client_for(
         let redirect = LoopbackRedirect::bind(port, &path, state)
             .await
             .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-        let method = match &cfg.token_endpoint_auth_method {
-            Some(m) => AuthMethod::parse(m).map_err(|e| {
-                RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}"))
-            })?,
-            None if cfg.client_secret.is_some() => AuthMethod::ClientSecretBasic,
-            None => AuthMethod::None,
-        };
-        let reg = match broker
-            .db
-            .find_registration(issuer, "pre-registered", Some(client_id))
-            .await?
-        {
-            Some(r) if r.token_endpoint_auth_method == method.as_str() => r,
-            _ => {
-                let r = RegistrationRow {
-                    id: new_id("r"),
-                    issuer: issuer.clone(),
-                    kind: "pre-registered".into(),
-                    client_id: client_id.clone(),
-                    redirect_uri: cfg.redirect_uri.clone(),
-                    token_endpoint_auth_method: method.as_str().into(),
-                    has_client_secret: cfg.client_secret.is_some(),
-                    created_at: now(),
-                };
-                broker.db.insert_registration(&r).await?;
-                r
-            }
-        };
+        let reg = pre_registered(broker, issuer, cfg).await?;
         let credentials = broker.credentials(&reg, Some(cfg)).await?;
         return Ok((reg, credentials, redirect));
     }
@@ -400,6 +455,39 @@ async fn client_for(
     broker.db.insert_registration(&reg).await?;
     tracing::info!(issuer = %issuer, client_id = %reg.client_id, "registered a client");
     Ok((reg, registered.credentials, redirect))
+}
+
+/// The registration row of the client configured for a server (its `client_id`, or none
+/// for a grant without client authentication), made on first use.
+async fn pre_registered(
+    broker: &Broker,
+    issuer: &str,
+    cfg: &ServerConfig,
+) -> Result<RegistrationRow, RpcError> {
+    let client_id = cfg.client_id.clone().unwrap_or_default();
+    let method = AuthMethod::parse(cfg.auth_method())
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}")))?;
+    match broker
+        .db
+        .find_registration(issuer, "pre-registered", Some(&client_id))
+        .await?
+    {
+        Some(r) if r.token_endpoint_auth_method == method.as_str() => Ok(r),
+        _ => {
+            let r = RegistrationRow {
+                id: new_id("r"),
+                issuer: issuer.to_string(),
+                kind: "pre-registered".into(),
+                client_id,
+                redirect_uri: cfg.redirect_uri.clone(),
+                token_endpoint_auth_method: method.as_str().into(),
+                has_client_secret: cfg.client_secret.is_some(),
+                created_at: now(),
+            };
+            broker.db.insert_registration(&r).await?;
+            Ok(r)
+        }
+    }
 }
 
 fn loopback_port_and_path(uri: &str) -> Result<(u16, String), RpcError> {

@@ -11,6 +11,7 @@ mod connection;
 mod crash;
 mod login;
 mod loopback;
+mod machine;
 mod man;
 mod methods;
 #[cfg(test)]

@@ -37,6 +37,8 @@ fn debug_output_of_every_secret_holder_hides_the_values() {
         client_id: "client".into(),
         client_secret: Some(Secret::new(VALUES[2])),
         auth_method: AuthMethod::ClientSecretPost,
+        signing_key: None,
+        audience: "https://as.example".into(),
     };
     let config: Config = toml::from_str(&format!(
         "[servers.\"https://mcp.example/mcp\"]\nclient_id = \"c\"\nclient_secret = \"{}\"\n",

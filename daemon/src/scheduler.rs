@@ -113,7 +113,8 @@ impl RefreshScheduler {
 
 fn in_schedule(g: &GrantRow, now: i64, window: i64) -> bool {
     g.state == STATE_ACTIVE
-        && g.has_refresh_token
+        && (g.has_refresh_token
+            || g.grant_type != crate::config::GrantKind::AuthorizationCode.as_str())
         && g.last_used_at.unwrap_or(g.created_at).max(g.created_at) >= now - window
 }
 

@@ -18,6 +18,13 @@ impl Secret {
     }
 }
 
+/// Overwritten in memory when dropped, so a key or token does not linger in freed heap.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")

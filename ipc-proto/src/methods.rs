@@ -182,6 +182,14 @@ pub struct GrantInfo {
     /// absent when the authorization server issued no id_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// How the grant's tokens are obtained and renewed: `authorization_code` (the browser
+    /// login), `client_credentials`, `jwt_bearer` or `enterprise` (see README).
+    #[serde(default = "default_grant_type")]
+    pub grant_type: String,
+}
+
+fn default_grant_type() -> String {
+    "authorization_code".into()
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::header;
 use serde::Deserialize;
 
-use super::http::{Http, require_secure};
+use super::http::{Body, Http, require_secure};
 use super::registration::{AuthMethod, ClientCredentials};
 use super::{OAuthError, OAuthErrorBody, printable};
 use crate::secret::Secret;
@@ -58,21 +58,9 @@ pub async fn request_tokens(
     http: &Http,
     token_endpoint: &str,
     client: &ClientCredentials,
-    mut form: Vec<(&'static str, String)>,
+    form: Vec<(&'static str, String)>,
 ) -> Result<Tokens, OAuthError> {
-    let endpoint = require_secure("token endpoint", token_endpoint)?;
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
-    let response = http
-        .send(
-            request
-                .header(header::ACCEPT, "application/json")
-                .form(&form),
-        )
-        .await?;
-    let url = endpoint.to_string();
-    if !response.status.is_success() {
-        return Err(error_from(&url, response.status.as_u16(), &response.bytes));
-    }
+    let (url, response) = post_token_request(http, token_endpoint, client, form).await?;
     parse_token_response(&url, &response.bytes, now()).map_err(|e| {
         // An HTML login page or a form-encoded body: say what came instead of JSON.
         let content_type = response
@@ -97,6 +85,84 @@ pub async fn request_tokens(
             other => other,
         }
     })
+}
+
+/// Every request to a token endpoint (any grant, at an authorization server or at an
+/// enterprise IdP) is built and sent here: client authentication, `Accept`, the form.
+/// A successful (2xx) answer is returned with the endpoint's URL; an error answer
+/// becomes [`OAuthError::TokenError`] when it is an RFC 6749 §5.2 body.
+async fn post_token_request(
+    http: &Http,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    mut form: Vec<(&'static str, String)>,
+) -> Result<(String, Body), OAuthError> {
+    let endpoint = require_secure("token endpoint", token_endpoint)?;
+    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
+    let response = http
+        .send(
+            request
+                .header(header::ACCEPT, "application/json")
+                .form(&form),
+        )
+        .await?;
+    let url = endpoint.to_string();
+    if !response.status.is_success() {
+        return Err(error_from(&url, response.status.as_u16(), &response.bytes));
+    }
+    Ok((url, response))
+}
+
+/// The token type an enterprise IdP issues for an MCP authorization server (SEP-990).
+pub const TOKEN_TYPE_ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+
+/// An RFC 8693 token exchange whose answer is a token to use as an assertion (not an
+/// access token): `issued_token_type` must be the one asked for.
+pub async fn exchange_token(
+    http: &Http,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    requested_token_type: &str,
+    mut form: Vec<(&'static str, String)>,
+) -> Result<Secret, OAuthError> {
+    #[derive(Deserialize)]
+    struct ExchangeResponse {
+        access_token: Secret,
+        #[serde(default)]
+        issued_token_type: Option<String>,
+    }
+    form.insert(
+        0,
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+        ),
+    );
+    form.push(("requested_token_type", requested_token_type.into()));
+    let (url, response) = post_token_request(http, token_endpoint, client, form).await?;
+    let bad = |detail: String| OAuthError::BadResponse {
+        url: url.clone(),
+        detail,
+    };
+    let answer: ExchangeResponse = serde_json::from_slice(&response.bytes).map_err(|e| {
+        bad(format!(
+            "a token exchange response that is not the expected JSON ({e})"
+        ))
+    })?;
+    match answer.issued_token_type.as_deref() {
+        Some(t) if t == requested_token_type && !answer.access_token.expose().is_empty() => {
+            Ok(answer.access_token)
+        }
+        Some(t) if t != requested_token_type => Err(bad(format!(
+            "a `{}` token where `{requested_token_type}` was asked for",
+            printable(t, 80)
+        ))),
+        Some(_) => Err(bad("an empty token".into())),
+        None => Err(bad(
+            "a token exchange response without `issued_token_type` (RFC 8693 §2.2.1 requires it)"
+                .into(),
+        )),
+    }
 }
 
 /// Checks and decodes a successful token endpoint response body (RFC 6749 §5.1) received
@@ -178,7 +244,7 @@ pub async fn revoke(
         ("token", token.expose().to_string()),
         ("token_type_hint", hint.to_string()),
     ];
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
     let response = http.send(request.form(&form)).await?;
     if response.status.is_success() {
         Ok(())
@@ -191,18 +257,20 @@ pub async fn revoke(
     }
 }
 
-/// Adds client authentication as the registration says (RFC 6749 §2.3.1).
+/// Adds client authentication as the registration says (RFC 6749 §2.3.1, RFC 7523 §2.2).
 fn authenticated(
     request: reqwest::RequestBuilder,
     client: &ClientCredentials,
     form: &mut Vec<(&'static str, String)>,
-) -> reqwest::RequestBuilder {
+) -> Result<reqwest::RequestBuilder, OAuthError> {
     let secret = client
         .client_secret
         .as_ref()
         .map(|s| s.expose().to_string())
         .unwrap_or_default();
-    match client.auth_method {
+    Ok(match client.auth_method {
+        // A grant without client authentication (RFC 7523 §3.1 allows it) has no client id.
+        AuthMethod::None if client.client_id.is_empty() => request,
         AuthMethod::None => {
             form.push(("client_id", client.client_id.clone()));
             request
@@ -218,7 +286,25 @@ fn authenticated(
             let basic = STANDARD.encode(format!("{}:{}", enc(&client.client_id), enc(&secret)));
             request.header(header::AUTHORIZATION, format!("Basic {basic}"))
         }
-    }
+        AuthMethod::PrivateKeyJwt => {
+            let key = client.signing_key.as_ref().ok_or_else(|| {
+                OAuthError::Untrusted(format!(
+                    "client {} authenticates with private_key_jwt but has no private key",
+                    client.client_id
+                ))
+            })?;
+            let assertion =
+                super::jwt::client_assertion(key, &client.client_id, &client.audience, now())
+                    .map_err(|e| OAuthError::Untrusted(e.to_string()))?;
+            form.push(("client_id", client.client_id.clone()));
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
+            form.push(("client_assertion", assertion.expose().to_string()));
+            request
+        }
+    })
 }
 
 fn error_from(url: &str, status: u16, body: &[u8]) -> OAuthError {

@@ -13,6 +13,11 @@ pub mod keys {
         format!("refresh_token:{grant_id}")
     }
 
+    /// A secret the user stored for the config to reference (`{ keychain = "name" }`).
+    pub fn config_secret(name: &str) -> String {
+        format!("config:{name}")
+    }
+
     pub fn client_secret(registration_id: &str) -> String {
         format!("client_secret:{registration_id}")
     }
