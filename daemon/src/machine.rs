@@ -20,6 +20,7 @@ use crate::oauth::registration::{AuthMethod, ClientCredentials};
 use crate::oauth::token::{TOKEN_TYPE_ID_JAG, Tokens, exchange_token, request_tokens};
 use crate::secret::Secret;
 use crate::store::keys;
+use zeroize::Zeroizing;
 
 /// RFC 7523 §2.1.
 pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -191,7 +192,8 @@ pub async fn read_source(
             source.describe()
         ))
     };
-    let value = match source {
+    // Every copy of the value is wiped when dropped, not only the returned one.
+    let value: Zeroizing<String> = Zeroizing::new(match source {
         Source::File(path) => {
             let bytes = tokio::fs::read(path)
                 .await
@@ -252,7 +254,7 @@ pub async fn read_source(
             })?
             .expose()
             .to_string(),
-    };
+    });
     let value = value.trim();
     if value.is_empty() {
         return Err(failed("it is empty".into()));
