@@ -160,8 +160,18 @@ mod tests {
             !in_schedule(&g, 12 * day, 7 * day),
             "nothing to refresh with"
         );
-        g.has_refresh_token = true;
+        g.grant_type = "jwt_bearer".into();
+        assert!(
+            in_schedule(&g, 12 * day, 7 * day),
+            "a grant without a browser renews by granting again"
+        );
         g.state = crate::store::db::STATE_NEEDS_LOGIN.into();
+        assert!(
+            !in_schedule(&g, 12 * day, 7 * day),
+            "a refused grant is not retried in the background"
+        );
+        g.grant_type = "authorization_code".into();
+        g.has_refresh_token = true;
         assert!(!in_schedule(&g, 12 * day, 7 * day), "needs a login");
     }
 
