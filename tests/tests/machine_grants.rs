@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_authd_ipc::methods::{GrantInfo, GrantsList};
+use mcp_authd_ipc::methods::{
+    ChallengeParams, GrantInfo, GrantsList, TOKEN_CHALLENGE, TokenGetResult,
+};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use mcp_authd_tests::daemon::{Daemon, DaemonHome, bin};
 use mcp_authd_tests::jwt::{TestKey, unix_now};
 use mcp_authd_tests::{
@@ -261,6 +264,26 @@ async fn jwt_bearer_reads_the_assertion_afresh_and_never_retries_a_refusal() {
     assert_eq!(auth.counts().jwt_bearer_requests, 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(d.cli(&["token", &url]).status.code(), Some(4));
+    // A client reporting a 401 in a way that allows a login (as `mcp-auth proxy` does)
+    // does not run the refused grant again either.
+    let mut client = Client::connect(d.socket()).await.unwrap();
+    let challenged: Result<TokenGetResult, _> = client
+        .call(
+            TOKEN_CHALLENGE,
+            &ChallengeParams {
+                server: url.clone(),
+                status: 401,
+                interactive: Some(true),
+                ..Default::default()
+            },
+        )
+        .await;
+    match challenged {
+        Err(ClientError::Rpc(e)) => {
+            assert_eq!(e.kind(), Some(ErrorKind::AuthorizationRequired), "{e}")
+        }
+        other => panic!("expected authorization_required, got {other:?}"),
+    }
     assert_eq!(auth.counts().jwt_bearer_requests, 3, "never retried");
     let g = grant_of(&d, &url);
     assert_eq!(g.state, "needs_login");
