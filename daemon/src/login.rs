@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
-use crate::config::{GrantKind, Quirks, ServerConfig};
+use crate::config::{GrantKind, ServerConfig};
 use crate::loopback::{LoopbackError, LoopbackRedirect};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
-use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
+use crate::oauth::discovery::{AsMetadata, Discovery, discover, normalize_server_url};
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
 use crate::oauth::token::{now, request_tokens};
@@ -112,19 +112,69 @@ async fn run(
     let state = random_token();
     let (registration, credentials, redirect) =
         client_for(broker, &discovery, server_cfg.as_ref(), &state).await?;
-    let pkce = Pkce::new();
     let quirks = server_cfg
         .as_ref()
         .map(|c| c.quirks.clone())
         .unwrap_or_default();
-    let authorization_url = authorization_url(
+    let tokens = authorize_in_browser(
+        broker,
+        &Authorization {
+            server_url,
+            metadata,
+            resource: (!quirks.omit_resource).then_some(discovery.resource.as_str()),
+            scopes: &scopes,
+            authorization_params: &quirks.authorization_params,
+        },
+        &credentials,
+        redirect,
+        &state,
+        &p,
+        progress,
+    )
+    .await?;
+
+    save_grant(
+        broker,
+        server_url,
         &discovery,
+        &registration,
+        GrantKind::AuthorizationCode,
+        tokens,
+        scopes,
+    )
+    .await
+}
+
+/// What a browser authorization asks for, and of whom.
+pub(crate) struct Authorization<'a> {
+    /// For messages, progress and the next command to run.
+    pub server_url: &'a str,
+    pub metadata: &'a AsMetadata,
+    /// The RFC 8707 resource; `None` to send none.
+    pub resource: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub authorization_params: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Authorization code + PKCE in the browser, the answer at the loopback `redirect`
+/// (`state` and `iss` checked), the code redeemed: the tokens.
+async fn authorize_in_browser(
+    broker: &Arc<Broker>,
+    a: &Authorization<'_>,
+    credentials: &ClientCredentials,
+    redirect: LoopbackRedirect,
+    state: &Secret,
+    p: &LoginParams,
+    progress: &watch::Sender<LoginProgress>,
+) -> Result<crate::oauth::token::Tokens, RpcError> {
+    let server_url = a.server_url;
+    let pkce = Pkce::new();
+    let authorization_url = authorization_url(
+        a,
         &credentials.client_id,
         &redirect.redirect_uri,
-        &state,
+        state,
         &pkce,
-        &scopes,
-        &quirks,
     )?;
 
     let timeout = p
@@ -159,7 +209,7 @@ async fn run(
             .with_server(server_url),
             other => RpcError::new(ErrorKind::Internal, other.to_string()),
         })?;
-    check_issuer(&discovery, response.iss.as_deref())
+    check_issuer(a.metadata, response.iss.as_deref())
         .map_err(|why| login_failed(server_url, &why))?;
     if let Some(error) = &response.error {
         let description = response
@@ -185,26 +235,15 @@ async fn run(
         ("redirect_uri", redirect_uri),
         ("code_verifier", pkce.verifier.expose().to_string()),
     ];
-    if !quirks.omit_resource {
-        form.push(("resource", discovery.resource.clone()));
+    if let Some(resource) = a.resource {
+        form.push(("resource", resource.to_string()));
     }
-    let tokens = request_tokens(&broker.http, &metadata.token_endpoint, &credentials, form)
+    request_tokens(&broker.http, &a.metadata.token_endpoint, credentials, form)
         .await
         .map_err(|e| match e {
             OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
             other => server_error(server_url, "cannot redeem the authorization code", &other),
-        })?;
-
-    save_grant(
-        broker,
-        server_url,
-        &discovery,
-        &registration,
-        GrantKind::AuthorizationCode,
-        tokens,
-        scopes,
-    )
-    .await
+        })
 }
 
 /// A server configured with a grant that needs no browser: the grant, run once now (and
@@ -505,19 +544,17 @@ fn loopback_port_and_path(uri: &str) -> Result<(u16, String), RpcError> {
 }
 
 fn authorization_url(
-    d: &Discovery,
+    a: &Authorization<'_>,
     client_id: &str,
     redirect_uri: &str,
     state: &Secret,
     pkce: &Pkce,
-    scopes: &[String],
-    quirks: &Quirks,
 ) -> Result<String, RpcError> {
     let mut url = crate::oauth::http::require_secure(
         "authorization endpoint",
-        &d.metadata.authorization_endpoint,
+        &a.metadata.authorization_endpoint,
     )
-    .map_err(|e| discovery_error(&d.server_url, e))?;
+    .map_err(|e| discovery_error(a.server_url, e))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -526,13 +563,13 @@ fn authorization_url(
             .append_pair("state", state.expose())
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256");
-        if !quirks.omit_resource {
-            q.append_pair("resource", &d.resource);
+        if let Some(resource) = a.resource {
+            q.append_pair("resource", resource);
         }
-        if !scopes.is_empty() {
-            q.append_pair("scope", &scopes.join(" "));
+        if !a.scopes.is_empty() {
+            q.append_pair("scope", &a.scopes.join(" "));
         }
-        for (name, value) in &quirks.authorization_params {
+        for (name, value) in a.authorization_params {
             q.append_pair(name, value);
         }
     }
@@ -540,11 +577,11 @@ fn authorization_url(
 }
 
 /// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises it.
-fn check_issuer(d: &Discovery, iss: Option<&str>) -> Result<(), String> {
-    let expected = &d.metadata.issuer;
+fn check_issuer(metadata: &AsMetadata, iss: Option<&str>) -> Result<(), String> {
+    let expected = &metadata.issuer;
     match (
         iss,
-        d.metadata
+        metadata
             .authorization_response_iss_parameter_supported
             .unwrap_or(false),
     ) {
