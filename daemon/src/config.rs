@@ -233,8 +233,12 @@ pub struct EnterpriseConfig {
     /// The client mcp-authd is at the IdP; sent as `client_id` (or HTTP Basic with a secret).
     pub idp_client_id: Option<String>,
     pub idp_client_secret: Option<Secret>,
-    /// The user's ID token at the IdP (the subject token of the exchange).
-    pub id_token: Source,
+    /// The user's ID token at the IdP (the subject token of the exchange), from a source;
+    /// unset: from the daemon's own OpenID login at `idp_issuer`.
+    pub id_token: Option<Source>,
+    /// The IdP's issuer, for the daemon's own OpenID login there (authorization code +
+    /// PKCE in the browser, scope `openid`), shared by every server naming that issuer.
+    pub idp_issuer: Option<String>,
 }
 
 /// Ways real identity providers depart from the MCP authorization spec, per server.
@@ -392,6 +396,14 @@ impl ServerConfig {
             GrantKind::JwtBearer if self.assertion.is_none() => return needs("assertion"),
             GrantKind::Enterprise if self.enterprise.is_none() || self.client_id.is_none() => {
                 return needs("client_id and an [enterprise] table");
+            }
+            GrantKind::Enterprise => {
+                let e = self.enterprise.as_ref().expect("checked above");
+                if e.id_token.is_none() && (e.idp_issuer.is_none() || e.idp_client_id.is_none()) {
+                    return needs(
+                        "in [enterprise] either id_token = { … } or idp_issuer and idp_client_id (for an OpenID login at the IdP)",
+                    );
+                }
             }
             _ => {}
         }

@@ -106,7 +106,7 @@ async fn run(
         .as_ref()
         .filter(|c| c.grant != GrantKind::AuthorizationCode)
     {
-        return machine_login(broker, server_url, &discovery, cfg, scopes).await;
+        return machine_login(broker, server_url, &discovery, cfg, scopes, &p, progress).await;
     }
 
     let state = random_token();
@@ -254,7 +254,16 @@ async fn machine_login(
     discovery: &Discovery,
     cfg: &ServerConfig,
     scopes: Vec<String>,
+    p: &LoginParams,
+    progress: &watch::Sender<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
+    if let Some(enterprise) = cfg.enterprise.as_ref().filter(|e| e.id_token.is_none())
+        && cfg.grant == GrantKind::Enterprise
+        && let Err(why) = crate::machine::idp_id_token(broker, enterprise).await
+    {
+        tracing::info!(server = %server_url, "{why}; logging in at the enterprise IdP");
+        idp_login(broker, server_url, enterprise, p, progress).await?;
+    }
     let issuer = &discovery.metadata.issuer;
     let registration = pre_registered(broker, issuer, cfg).await?;
     let credentials = broker.credentials(&registration, Some(cfg)).await?;
@@ -295,6 +304,56 @@ async fn machine_login(
         scopes,
     )
     .await
+}
+
+/// The daemon's own OpenID login at an enterprise IdP (authorization code + PKCE in the
+/// browser, scope `openid`, no `resource`): its ID token serves every server that trusts
+/// the IdP, renewed with its refresh token.
+async fn idp_login(
+    broker: &Arc<Broker>,
+    server_url: &str,
+    enterprise: &crate::config::EnterpriseConfig,
+    p: &LoginParams,
+    progress: &watch::Sender<LoginProgress>,
+) -> Result<(), RpcError> {
+    let issuer = enterprise.idp_issuer.as_deref().ok_or_else(|| {
+        login_failed(
+            server_url,
+            "[enterprise] needs id_token = { … } or idp_issuer",
+        )
+    })?;
+    let metadata = crate::oauth::discovery::fetch_as_metadata(&broker.http, issuer)
+        .await
+        .map_err(|e| discovery_error(server_url, e))?;
+    let state = random_token();
+    let redirect = LoopbackRedirect::bind(0, CALLBACK_PATH, &state)
+        .await
+        .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+    let mut scopes = vec!["openid".to_string()];
+    if metadata.supports_scope("offline_access") {
+        scopes.push("offline_access".into());
+    }
+    let tokens = authorize_in_browser(
+        broker,
+        &Authorization {
+            server_url,
+            metadata: &metadata,
+            resource: None,
+            scopes: &scopes,
+            authorization_params: &Default::default(),
+        },
+        &crate::machine::idp_client(enterprise),
+        redirect,
+        &state,
+        p,
+        progress,
+    )
+    .await?;
+    crate::machine::store_idp_tokens(broker, issuer, &tokens)
+        .await
+        .map_err(|e| login_failed(server_url, &e.to_string()))?;
+    tracing::info!(server = %server_url, idp = %issuer, "logged in at the enterprise IdP");
+    Ok(())
 }
 
 /// Stores what a login obtained: the grant row (new or replacing the last login's), its

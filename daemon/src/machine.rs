@@ -14,10 +14,10 @@ use std::time::Duration;
 use crate::broker::Broker;
 use crate::config::{EnterpriseConfig, GrantKind, ServerConfig, Source};
 use crate::oauth::OAuthError;
-use crate::oauth::discovery::AsMetadata;
+use crate::oauth::discovery::{AsMetadata, fetch_as_metadata};
 use crate::oauth::jwt::{Algorithm, SigningKey};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
-use crate::oauth::token::{TOKEN_TYPE_ID_JAG, Tokens, exchange_token, request_tokens};
+use crate::oauth::token::{TOKEN_TYPE_ID_JAG, Tokens, exchange_token, now, request_tokens};
 use crate::secret::Secret;
 use crate::store::keys;
 use zeroize::Zeroizing;
@@ -120,18 +120,11 @@ async fn id_jag(
     enterprise: &EnterpriseConfig,
     target: &Target<'_>,
 ) -> Result<Secret, GrantError> {
-    let id_token = read_source(broker, &enterprise.id_token, "the ID token").await?;
-    let idp_client = ClientCredentials {
-        client_id: enterprise.idp_client_id.clone().unwrap_or_default(),
-        client_secret: enterprise.idp_client_secret.clone(),
-        auth_method: if enterprise.idp_client_secret.is_some() {
-            AuthMethod::ClientSecretBasic
-        } else {
-            AuthMethod::None
-        },
-        signing_key: None,
-        audience: String::new(),
+    let id_token = match &enterprise.id_token {
+        Some(source) => read_source(broker, source, "the ID token").await?,
+        None => idp_id_token(broker, enterprise).await?,
     };
+    let idp_client = idp_client(enterprise);
     let mut form = vec![
         ("subject_token", id_token.expose().to_string()),
         ("subject_token_type", TOKEN_TYPE_ID_TOKEN.to_string()),
@@ -156,6 +149,97 @@ async fn id_jag(
         }),
         other => other,
     })
+}
+
+/// mcp-authd as a client of the enterprise IdP: its `idp_client_id`, with HTTP Basic when
+/// an `idp_client_secret` is configured.
+pub fn idp_client(enterprise: &EnterpriseConfig) -> ClientCredentials {
+    ClientCredentials {
+        client_id: enterprise.idp_client_id.clone().unwrap_or_default(),
+        client_secret: enterprise.idp_client_secret.clone(),
+        auth_method: if enterprise.idp_client_secret.is_some() {
+            AuthMethod::ClientSecretBasic
+        } else {
+            AuthMethod::None
+        },
+        signing_key: None,
+        audience: enterprise.idp_issuer.clone().unwrap_or_default(),
+    }
+}
+
+/// The ID token of the daemon's own OpenID login at the IdP: the stored one while it has
+/// a minute left, else one renewed with the IdP's refresh token. Without either, the
+/// error says to log in (which runs the OpenID login in the browser).
+pub async fn idp_id_token(
+    broker: &Broker,
+    enterprise: &EnterpriseConfig,
+) -> Result<Secret, GrantError> {
+    let issuer = enterprise.idp_issuer.as_deref().ok_or_else(|| {
+        GrantError::Input("[enterprise] needs id_token = { … } or idp_issuer".into())
+    })?;
+    let store_error = |e: crate::store::SecretStoreError| GrantError::Input(e.to_string());
+    if let Some(token) = broker
+        .secrets
+        .get(&keys::idp_id_token(issuer))
+        .await
+        .map_err(store_error)?
+        && crate::oauth::id_token::expires_at(token.expose()).is_some_and(|exp| exp > now() + 60)
+    {
+        return Ok(token);
+    }
+    let Some(refresh_token) = broker
+        .secrets
+        .get(&keys::idp_refresh_token(issuer))
+        .await
+        .map_err(store_error)?
+    else {
+        return Err(GrantError::Input(format!(
+            "there is no current ID token from {issuer}: the OpenID login there is needed"
+        )));
+    };
+    let metadata = fetch_as_metadata(&broker.http, issuer)
+        .await
+        .map_err(GrantError::Server)?;
+    let form = vec![
+        ("grant_type", "refresh_token".to_string()),
+        ("refresh_token", refresh_token.expose().to_string()),
+    ];
+    let tokens = request_tokens(
+        &broker.http,
+        &metadata.token_endpoint,
+        &idp_client(enterprise),
+        form,
+    )
+    .await
+    .map_err(GrantError::from)?;
+    store_idp_tokens(broker, issuer, &tokens).await
+}
+
+/// Keeps the ID token (and refresh token) of an OpenID login or refresh at the IdP.
+pub async fn store_idp_tokens(
+    broker: &Broker,
+    issuer: &str,
+    tokens: &Tokens,
+) -> Result<Secret, GrantError> {
+    let id_token = tokens.id_token.clone().ok_or_else(|| {
+        GrantError::Input(format!(
+            "{issuer} issued no id_token (is `openid` a scope mcp-authd's client may use there?)"
+        ))
+    })?;
+    let store_error = |e: crate::store::SecretStoreError| GrantError::Input(e.to_string());
+    broker
+        .secrets
+        .set(&keys::idp_id_token(issuer), &id_token)
+        .await
+        .map_err(store_error)?;
+    if let Some(rt) = &tokens.refresh_token {
+        broker
+            .secrets
+            .set(&keys::idp_refresh_token(issuer), rt)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(id_token)
 }
 
 /// The private key of a `private_key_jwt` client, from its file or the secret store.

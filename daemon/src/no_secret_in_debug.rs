@@ -32,6 +32,7 @@ fn debug_output_of_every_secret_holder_hides_the_values() {
         refresh_token: Some(Secret::new(VALUES[1])),
         scopes: None,
         account: None,
+        id_token: None,
     };
     let credentials = ClientCredentials {
         client_id: "client".into(),

@@ -1259,6 +1259,7 @@ fn token_grant(
             &shared.issuer,
             &client_id,
             email.unwrap_or(TEST_ACCOUNT_EMAIL),
+            shared.opts.idp.as_ref().map(|idp| &*idp.key),
         );
         inner.remember_secret(&id_token);
         body["id_token"] = json!(id_token);
@@ -1267,9 +1268,10 @@ fn token_grant(
 }
 
 /// An OpenID Connect id_token for [`TEST_ACCOUNT_EMAIL`] (OIDC Core §2), issued whenever the
-/// granted scope includes `openid`. Its signature is a random value: clients here only
-/// read the claims for display, and a test that starts verifying must fail loudly.
-fn id_token(issuer: &str, client_id: &str, email: &str) -> String {
+/// granted scope includes `openid`. Its signature is a random value — clients here only
+/// read the claims for display, and a test that starts verifying must fail loudly —
+/// except at an enterprise IdP, whose token exchange verifies its own ID tokens.
+fn id_token(issuer: &str, client_id: &str, email: &str, idp_key: Option<&TestKey>) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1283,6 +1285,9 @@ fn id_token(issuer: &str, client_id: &str, email: &str) -> String {
         "email": email,
         "preferred_username": "tester",
     });
+    if let Some(key) = idp_key {
+        return key.sign("JWT", &claims);
+    }
     let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
     format!(
         "{}.{}.{}",

@@ -372,3 +372,62 @@ async fn enterprise_grant_exchanges_the_id_token_for_an_id_jag_at_each_renewal()
     assert_no_leak(&home, &secrets);
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_openid_login_at_the_idp_serves_every_enterprise_server() {
+    let idp_key = Arc::new(TestKey::es256());
+    let idp = AuthServer::start(AsOptions {
+        idp: Some(IdpOptions {
+            key: idp_key.clone(),
+            jag_client_id: "mcp-client".into(),
+        }),
+        // An IdP, not an MCP authorization server: OpenID scopes, no RFC 8707 resource.
+        scopes_supported: vec!["openid".into(), "offline_access".into()],
+        rejects_resource: true,
+        ..Default::default()
+    })
+    .await;
+    idp.register_client(public("mcp-authd-at-idp"));
+    let auth = AuthServer::start(short_lived(AsOptions {
+        trusted_assertion_issuers: vec![(idp.issuer().to_string(), idp_key.verifying_key())],
+        ..Default::default()
+    }))
+    .await;
+    auth.register_client(confidential("mcp-client", "mcp-secret-0123456789"));
+    let (wiki, crm) = (
+        McpServer::start(&auth, McpOptions::default()).await,
+        McpServer::start(&auth, McpOptions::default()).await,
+    );
+    let mut config = ON_DEMAND_ONLY.to_string();
+    for url in [wiki.url(), crm.url()] {
+        config.push_str(&format!(
+            "[servers.\"{url}\"]\ngrant = \"enterprise\"\nclient_id = \"mcp-client\"\nclient_secret = \"mcp-secret-0123456789\"\n\
+             [servers.\"{url}\".enterprise]\nidp_token_endpoint = \"{0}/token\"\nidp_issuer = \"{0}\"\nidp_client_id = \"mcp-authd-at-idp\"\n",
+            idp.issuer()
+        ));
+    }
+    let home = DaemonHome::new("file", &config);
+    let d = home.start(None); // the browser stand-in approves at the IdP
+
+    // The first server: the OpenID login at the IdP in the browser, then the exchange.
+    d.cli_ok(&["login", wiki.url()]);
+    assert_eq!(wiki.status_with_token(&token(&d, wiki.url())).await, 200);
+    assert_eq!(
+        idp.counts().authorizations,
+        1,
+        "one browser login at the IdP"
+    );
+    // The second server and every renewal: the same ID token, no browser.
+    assert_eq!(crm.status_with_token(&token(&d, crm.url())).await, 200);
+    let_tokens_expire().await;
+    assert_eq!(wiki.status_with_token(&token(&d, wiki.url())).await, 200);
+    assert_eq!(idp.counts().authorizations, 1, "still one browser login");
+    assert_eq!(idp.counts().token_exchanges, 3);
+    assert_eq!(auth.counts().jwt_bearer_grants, 3);
+    assert_eq!(grant_of(&d, crm.url()).grant_type, "enterprise");
+
+    let mut secrets = auth.issued_secrets();
+    secrets.extend(idp.issued_secrets());
+    assert_no_leak(&home, &secrets);
+    d.stop();
+}

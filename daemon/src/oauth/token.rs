@@ -27,6 +27,9 @@ pub struct Tokens {
     pub scopes: Option<Vec<String>>,
     /// Who the tokens are for, when an OpenID Connect `id_token` came along (display only).
     pub account: Option<String>,
+    /// That `id_token` itself, for the one use that needs it: the subject token of an
+    /// enterprise IdP's token exchange (SEP-990). Dropped everywhere else.
+    pub id_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -228,6 +231,11 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
             .as_ref()
             .and_then(serde_json::Value::as_str)
             .and_then(super::id_token::account),
+        id_token: t
+            .id_token
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(Secret::new),
     })
 }
 
