@@ -78,8 +78,11 @@ pub struct AsOptions {
 /// An enterprise identity provider's side of SEP-990.
 #[derive(Debug, Clone)]
 pub struct IdpOptions {
-    /// Signs the ID tokens tests mint ([`AuthServer::mint_id_token`]) and the ID-JAGs.
+    /// Signs the ID tokens tests mint ([`AuthServer::mint_id_token`]), the ones its
+    /// OpenID logins issue, and the ID-JAGs.
     pub key: Arc<TestKey>,
+    /// Lifetime of the ID tokens its OpenID logins and refreshes issue.
+    pub id_token_ttl_secs: u64,
     /// The `client_id` claim of the ID-JAGs: the client at the authorization server the
     /// IdP's administrator configured for it.
     pub jag_client_id: String,
@@ -1259,7 +1262,7 @@ fn token_grant(
             &shared.issuer,
             &client_id,
             email.unwrap_or(TEST_ACCOUNT_EMAIL),
-            shared.opts.idp.as_ref().map(|idp| &*idp.key),
+            shared.opts.idp.as_ref().map(|idp| (&*idp.key, idp.id_token_ttl_secs)),
         );
         inner.remember_secret(&id_token);
         body["id_token"] = json!(id_token);
@@ -1271,7 +1274,12 @@ fn token_grant(
 /// granted scope includes `openid`. Its signature is a random value — clients here only
 /// read the claims for display, and a test that starts verifying must fail loudly —
 /// except at an enterprise IdP, whose token exchange verifies its own ID tokens.
-fn id_token(issuer: &str, client_id: &str, email: &str, idp_key: Option<&TestKey>) -> String {
+fn id_token(
+    issuer: &str,
+    client_id: &str,
+    email: &str,
+    idp_key: Option<(&TestKey, u64)>,
+) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1281,11 +1289,11 @@ fn id_token(issuer: &str, client_id: &str, email: &str, idp_key: Option<&TestKey
         "sub": TEST_ACCOUNT_SUBJECT,
         "aud": client_id,
         "iat": now,
-        "exp": now + 3600,
+        "exp": now + idp_key.map_or(3600, |(_, ttl)| ttl),
         "email": email,
         "preferred_username": "tester",
     });
-    if let Some(key) = idp_key {
+    if let Some((key, _)) = idp_key {
         return key.sign("JWT", &claims);
     }
     let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());

@@ -321,6 +321,7 @@ async fn enterprise_grant_exchanges_the_id_token_for_an_id_jag_at_each_renewal()
         idp: Some(IdpOptions {
             key: idp_key.clone(),
             jag_client_id: "mcp-client".into(),
+            id_token_ttl_secs: 3600,
         }),
         ..Default::default()
     })
@@ -380,6 +381,8 @@ async fn one_openid_login_at_the_idp_serves_every_enterprise_server() {
         idp: Some(IdpOptions {
             key: idp_key.clone(),
             jag_client_id: "mcp-client".into(),
+            // Less than the minute the daemon wants left: every grant renews it first.
+            id_token_ttl_secs: 30,
         }),
         // An IdP, not an MCP authorization server: OpenID scopes, no RFC 8707 resource.
         scopes_supported: vec!["openid".into(), "offline_access".into()],
@@ -422,6 +425,11 @@ async fn one_openid_login_at_the_idp_serves_every_enterprise_server() {
     let_tokens_expire().await;
     assert_eq!(wiki.status_with_token(&token(&d, wiki.url())).await, 200);
     assert_eq!(idp.counts().authorizations, 1, "still one browser login");
+    assert!(
+        idp.counts().refreshes >= 3,
+        "the short-lived ID token was renewed with the IdP's (rotated) refresh token: {:?}",
+        idp.counts()
+    );
     assert_eq!(idp.counts().token_exchanges, 3);
     assert_eq!(auth.counts().jwt_bearer_grants, 3);
     assert_eq!(grant_of(&d, crm.url()).grant_type, "enterprise");
