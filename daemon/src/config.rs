@@ -535,6 +535,66 @@ mod tests {
     }
 
     #[test]
+    fn grants_without_a_browser_need_their_inputs() {
+        let check = |body: &str| {
+            toml::from_str::<Config>(&format!("[servers.\"https://a/mcp\"]\n{body}"))
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check().map(|()| c))
+        };
+        let ok = check(
+            "grant = \"client_credentials\"\nclient_id = \"c\"\nprivate_key = { keychain = \"k\" }\n",
+        )
+        .unwrap();
+        let cfg = ok.server("https://a/mcp", None).unwrap();
+        assert_eq!(cfg.grant, GrantKind::ClientCredentials);
+        assert_eq!(cfg.auth_method(), "private_key_jwt", "implied by the key");
+        assert_eq!(cfg.private_key, Some(Source::Keychain("k".into())));
+        for (body, says) in [
+            (
+                "grant = \"client_credentials\"\nclient_secret = \"s\"\n",
+                "client_id",
+            ),
+            (
+                "grant = \"client_credentials\"\nclient_id = \"c\"\n",
+                "client_secret or private_key",
+            ),
+            ("grant = \"jwt_bearer\"\n", "assertion"),
+            (
+                "grant = \"jwt_bearer\"\nassertion = { command = [] }\n",
+                "no program",
+            ),
+            (
+                "client_id = \"c\"\nprivate_key = { env = \"K\" }\n",
+                "private_key must be",
+            ),
+            (
+                "client_id = \"c\"\nsigning_algorithm = \"HS256\"\n",
+                "HS256",
+            ),
+            ("assertion = { file = \"/t\" }\n", "need grant"),
+            (
+                "grant = \"enterprise\"\nclient_id = \"c\"\n[servers.\"https://a/mcp\".enterprise]\nidp_token_endpoint = \"https://idp/token\"\n",
+                "idp_issuer",
+            ),
+            ("grant = \"password\"\n", "unknown variant"),
+            (
+                "grant = \"jwt_bearer\"\nassertion = { file = \"/t\", env = \"X\" }\n",
+                "",
+            ),
+        ] {
+            let e = check(body)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {body}"));
+            assert!(e.contains(says), "{body}: {e}");
+        }
+        let wif = check("grant = \"jwt_bearer\"\nassertion = { env = \"TOKEN\" }\n").unwrap();
+        assert_eq!(
+            wif.server("https://a/mcp", None).unwrap().auth_method(),
+            "none"
+        );
+    }
+
+    #[test]
     fn rejects_unknown_keys_with_the_line() {
         let e = toml::from_str::<Config>("secret_stor = \"file\"\n")
             .unwrap_err()

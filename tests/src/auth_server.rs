@@ -1262,7 +1262,11 @@ fn token_grant(
             &shared.issuer,
             &client_id,
             email.unwrap_or(TEST_ACCOUNT_EMAIL),
-            shared.opts.idp.as_ref().map(|idp| (&*idp.key, idp.id_token_ttl_secs)),
+            shared
+                .opts
+                .idp
+                .as_ref()
+                .map(|idp| (&*idp.key, idp.id_token_ttl_secs)),
         );
         inner.remember_secret(&id_token);
         body["id_token"] = json!(id_token);
