@@ -40,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Log in to an MCP server in the browser and keep the grant
+    /// Log in to an MCP server in the browser (or with the grant its config names) and keep the grant
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),

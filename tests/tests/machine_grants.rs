@@ -105,7 +105,9 @@ async fn client_credentials_need_no_browser_and_renew_by_granting_again() {
     );
     let d = home.start(NO_BROWSER);
 
-    d.cli_ok(&["login", &url]);
+    let out = d.cli_ok(&["login", &url]);
+    assert!(out.contains("with the client_credentials grant"), "{out}");
+    assert!(!out.contains("log in again"), "{out}");
     let first = token(&d, &url);
     assert_eq!(mcp.status_with_token(&first).await, 200);
     let counts = auth.counts();
