@@ -76,6 +76,7 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
         column("EXPIRES", false),
         column("LAST USED", false),
         column("STATE", false),
+        column("KIND", false),
         column("GRANT", false),
     ]);
     for g in grants {
@@ -95,6 +96,7 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
             ),
             Cell::new(ago(g.last_used_at, now)),
             Cell::painted(state, paint),
+            Cell::new(&g.grant_type),
             Cell::new(&g.id),
         ]);
     }
@@ -112,16 +114,22 @@ fn needs_login(g: &GrantInfo, now: i64) -> Option<String> {
         );
     }
     let live = g.access_token_expires_at.is_some_and(|t| t > now);
-    (!g.has_refresh_token && !live).then(|| {
+    (!renewable(g) && !live).then(|| {
         "the access token expired and the authorization server gave no refresh token".into()
     })
+}
+
+/// Whether the daemon can get a new access token without the user: a refresh token, or
+/// a grant without a browser (which is simply granted again).
+fn renewable(g: &GrantInfo) -> bool {
+    g.has_refresh_token || g.grant_type != "authorization_code"
 }
 
 /// `ok`; `ok, no refresh` (works until the access token expires); `needs login`.
 fn state(g: &GrantInfo, now: i64) -> (&'static str, Paint) {
     if needs_login(g, now).is_some() {
         ("needs login", Paint::Red)
-    } else if !g.has_refresh_token {
+    } else if !renewable(g) {
         ("ok, no refresh", Paint::Yellow)
     } else {
         ("ok", Paint::Green)
@@ -178,6 +186,7 @@ pub async fn inspect(
         ("resource", g.resource.clone()),
         ("issuer", g.issuer.clone()),
         ("client id", format!("{} ({})", g.client_id, g.registration)),
+        ("grant type", g.grant_type.clone()),
         ("scopes", g.scopes.join(" ")),
         (
             "account",
@@ -367,6 +376,7 @@ mod tests {
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
             no_refresh_token: None,
+            grant_type: "authorization_code".into(),
         }
     }
 
@@ -386,16 +396,18 @@ mod tests {
         let short = GrantInfo {
             id: "g_cccccccccc".into(),
             has_refresh_token: false,
+            state: "needs_login".into(),
+            grant_type: "client_credentials".into(),
             access_token_expires_at: Some(NOW - 3 * 3600),
             ..grant("https://c.example/mcp")
         };
         let text = grants_table(&[ok, dead, short], NOW).render(None, false);
         assert_eq!(
             text,
-            "SERVER                 ACCOUNT           SCOPES                   EXPIRES          LAST USED  STATE        GRANT\n\
-             https://a.example/mcp  jane@example.com  mcp:read offline_access  in 42 min        2 min ago  ok           g_aaaaaaaaaa\n\
-             https://b.example/mcp  —                 —                        —                never      needs login  g_bbbbbbbbbb\n\
-             https://c.example/mcp  jane@example.com  mcp:read offline_access  expired 3 h ago  2 min ago  needs login  g_cccccccccc\n"
+            "SERVER                 ACCOUNT           SCOPES                   EXPIRES          LAST USED  STATE        KIND                GRANT\n\
+             https://a.example/mcp  jane@example.com  mcp:read offline_access  in 42 min        2 min ago  ok           authorization_code  g_aaaaaaaaaa\n\
+             https://b.example/mcp  —                 —                        —                never      needs login  authorization_code  g_bbbbbbbbbb\n\
+             https://c.example/mcp  jane@example.com  mcp:read offline_access  expired 3 h ago  2 min ago  needs login  client_credentials  g_cccccccccc\n"
         );
     }
 
@@ -407,6 +419,11 @@ mod tests {
         };
         assert_eq!(state(&g, NOW), ("ok, no refresh", Paint::Yellow));
         assert!(needs_login(&g, NOW + 43 * 60).is_some());
+        let machine = GrantInfo {
+            grant_type: "client_credentials".into(),
+            ..g
+        };
+        assert_eq!(state(&machine, NOW + 43 * 60), ("ok", Paint::Green));
     }
 
     #[test]

@@ -80,14 +80,22 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         } else {
             grant.scopes.join(" ")
         };
+        let how = match grant.grant_type.as_str() {
+            "authorization_code" => String::new(),
+            other => format!(" with the {other} grant"),
+        };
         println!(
-            "Logged in to {} in {}s (grant {}, scopes: {})",
+            "Logged in to {}{how} in {}s (grant {}, scopes: {})",
             grant.server,
             started.elapsed().as_secs(),
             grant.id,
             scopes
         );
-        if let Some(n) = &grant.no_refresh_token {
+        if !how.is_empty() {
+            println!(
+                "Its tokens are renewed by running the same grant again; no browser is needed."
+            );
+        } else if let Some(n) = &grant.no_refresh_token {
             println!("No refresh token: {}.", n.reason);
             println!(
                 "{}",

@@ -9,6 +9,7 @@ mod login;
 mod next_step;
 mod output;
 mod proxy;
+mod secret;
 mod service;
 mod status;
 mod table;
@@ -39,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Log in to an MCP server in the browser and keep the grant
+    /// Log in to an MCP server in the browser (or with the grant its config names) and keep the grant
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),
@@ -70,6 +71,9 @@ enum Command {
     Doctor,
     /// Make the daemon re-read its config file (as SIGHUP does); an invalid file is refused and the old config stays
     Reload,
+    /// Store or delete a secret the config file references as { keychain = "<name>" } (a private key, an ID token)
+    #[command(subcommand)]
+    Secret(secret::Action),
     /// Install, remove or check the per-user service (systemd units, LaunchAgent)
     #[command(subcommand)]
     Service(service::Action),
@@ -106,6 +110,16 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let secret_value = match &cli.command {
+        Command::Secret(secret::Action::Set { .. }) => match secret::read_value() {
+            Ok(value) => value,
+            Err(e) => {
+                eprintln!("mcp-auth: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => String::new(),
+    };
     let color = color::for_stdout(cli.color);
     let attempt = attempt(&cli.command);
     let result = async {
@@ -127,6 +141,9 @@ async fn main() -> ExitCode {
             }
             Command::Status => status::run(&mut client, cli.json).await,
             Command::Reload => status::reload(&mut client, cli.json).await,
+            Command::Secret(action) => {
+                secret::run(&mut client, action, secret_value, cli.json).await
+            }
             Command::Service(_) | Command::Completions { .. } | Command::Man(_) => {
                 unreachable!("handled without a connection")
             }
@@ -157,6 +174,7 @@ fn attempt(command: &Command) -> next_step::Attempt {
         Command::Approve(_) => ("approve", None),
         Command::ForgetClient { grant, .. } => ("forget-client", Some(grant)),
         Command::Reload => ("reload", None),
+        Command::Secret(_) => ("secret", None),
         _ => ("help", None),
     };
     next_step::Attempt {

@@ -13,7 +13,7 @@ use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use crate::challenge::StepUpLimiter;
-use crate::config::{Config, Paths, ServerConfig};
+use crate::config::{Config, GrantKind, Paths, ServerConfig};
 use crate::oauth::OAuthError;
 use crate::oauth::discovery::{AsMetadata, check_endpoints, normalize_server_url};
 use crate::oauth::http::{Http, UrlPolicy};
@@ -508,6 +508,19 @@ impl Broker {
             )
             .with_server(&grant.server_url));
         };
+        match GrantKind::parse(&grant.grant_type) {
+            Some(GrantKind::AuthorizationCode) => {}
+            Some(kind) => return self.grant_again(grant, kind).await,
+            None => {
+                return Err(RpcError::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "grant {} has the unknown grant type `{}` (a newer mcp-authd stored it?)",
+                        grant.id, grant.grant_type
+                    ),
+                ));
+            }
+        }
         let key = keys::refresh_token(&grant.id);
         let Some(refresh_token) = self.refresh_tokens.get(&key).await? else {
             return Err(RpcError::authorization_required(
@@ -573,6 +586,63 @@ impl Broker {
         self.commit_refresh(grant, tokens).await
     }
 
+    /// Renews a grant without a browser by running its grant again, with its inputs
+    /// (assertion, ID token, key) read afresh. A refusal marks the grant as needing a
+    /// login and is not retried; a network failure is retried like a failed refresh.
+    async fn grant_again(
+        &self,
+        grant: &GrantRow,
+        kind: GrantKind,
+    ) -> Result<AccessToken, RpcError> {
+        let config = self.config();
+        let Some(cfg) = config
+            .server(&grant.server_url, Some(&grant.issuer))
+            .filter(|c| c.grant == kind)
+        else {
+            let reason = format!(
+                "the config no longer says grant = \"{}\" for this server",
+                kind.as_str()
+            );
+            self.db.mark_needs_login(&grant.id, &reason, now()).await?;
+            return Err(RpcError::authorization_required(
+                &grant.server_url,
+                &[],
+                &reason,
+            ));
+        };
+        let (metadata, credentials, policy) = self.client_of(grant).await?;
+        let scopes = grant.scope_list();
+        let target = crate::machine::Target {
+            policy: &policy,
+            metadata: &metadata,
+            resource: &grant.resource,
+            scopes: &scopes,
+            omit_resource: cfg.quirks.omit_resource,
+        };
+        tracing::debug!(grant = %grant.id, kind = kind.as_str(), "renewing the access token");
+        match crate::machine::obtain(self, kind, cfg, &credentials, &target).await {
+            Ok(tokens) => self.commit_refresh(grant, tokens).await,
+            Err(crate::machine::GrantError::Server(e)) => Err(server_error(
+                &grant.server_url,
+                "cannot renew the access token",
+                &e,
+            )),
+            Err(e) => {
+                let reason = format!(
+                    "the {} grant failed ({e}); it is not retried until asked again",
+                    kind.as_str()
+                );
+                tracing::warn!(grant = %grant.id, "{reason}; the grant needs a new login");
+                self.db.mark_needs_login(&grant.id, &reason, now()).await?;
+                Err(RpcError::authorization_required(
+                    &grant.server_url,
+                    &[],
+                    &reason,
+                ))
+            }
+        }
+    }
+
     async fn commit_refresh(
         &self,
         grant: &GrantRow,
@@ -601,6 +671,7 @@ impl Broker {
                 tokens.expires_at,
                 &scopes,
                 tokens.account.as_deref(),
+                grant.has_refresh_token || tokens.refresh_token.is_some(),
                 now,
             )
             .await?;
@@ -716,7 +787,29 @@ impl Broker {
         } else {
             self.secrets.get(&keys::client_secret(&reg.id)).await?
         };
-        if auth_method != AuthMethod::None && client_secret.is_none() {
+        let signing_key = match (auth_method, cfg) {
+            (AuthMethod::PrivateKeyJwt, Some(cfg)) if reg.kind == "pre-registered" => {
+                Some(crate::machine::signing_key(self, cfg).await.map_err(|e| {
+                    RpcError::new(
+                        ErrorKind::ConfigInvalid,
+                        format!("{e}; fix the config file, then run: mcp-auth reload"),
+                    )
+                })?)
+            }
+            (AuthMethod::PrivateKeyJwt, _) => {
+                return Err(RpcError::new(
+                    ErrorKind::ConfigInvalid,
+                    format!(
+                        "client {} authenticates with private_key_jwt, but no private_key is configured for it",
+                        reg.client_id
+                    ),
+                ));
+            }
+            _ => None,
+        };
+        if !matches!(auth_method, AuthMethod::None | AuthMethod::PrivateKeyJwt)
+            && client_secret.is_none()
+        {
             return Err(RpcError::new(
                 ErrorKind::SecretStore,
                 format!(
@@ -729,6 +822,8 @@ impl Broker {
             client_id: reg.client_id.clone(),
             client_secret,
             auth_method,
+            signing_key,
+            audience: reg.issuer.clone(),
         })
     }
 
@@ -736,7 +831,8 @@ impl Broker {
         let reg = self.db.registration(&g.registration_id).await?;
         let access = self.cached_access_token(&g.id);
         let scopes = g.scope_list();
-        let no_refresh_token = if g.has_refresh_token {
+        // A grant without a browser renews by granting again: no refresh token is expected.
+        let no_refresh_token = if g.has_refresh_token || g.grant_type != "authorization_code" {
             None
         } else {
             let metadata = self.db.as_metadata(&g.issuer).await?;
@@ -770,6 +866,7 @@ impl Broker {
             last_refresh_at: g.last_refresh_at,
             account: g.account.clone(),
             no_refresh_token,
+            grant_type: g.grant_type.clone(),
         })
     }
 
@@ -865,6 +962,7 @@ pub fn new_grant_row(
         last_used_at: None,
         last_refresh_at: None,
         account: None,
+        grant_type: crate::config::GrantKind::AuthorizationCode.as_str().into(),
     }
 }
 

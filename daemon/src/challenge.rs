@@ -20,6 +20,7 @@ use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, printable};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
 use crate::broker::Broker;
+use crate::config::GrantKind;
 use crate::oauth::challenge::{BearerChallenge, parse_bearer};
 use crate::oauth::discovery::{authorization_servers_of, normalize_server_url};
 use crate::store::GrantRow;
@@ -142,15 +143,23 @@ async fn on_unauthorized(
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
     let mut scopes = challenge.as_ref().map(|c| c.scopes()).unwrap_or_default();
+    // A grant without a browser that was refused (now, or before) is not run again by a
+    // client's request: only a login the user asks for tries it again.
+    let without_browser =
+        |grant: &GrantRow| grant.grant_type != GrantKind::AuthorizationCode.as_str();
     let why = match grant {
         None => "not logged in to this server".to_string(),
         Some(grant) => {
             scopes = union(&grant.scope_list(), &scopes);
             if grant.state != STATE_ACTIVE {
-                grant
+                let why = grant
                     .needs_login_reason
                     .clone()
-                    .unwrap_or_else(|| "the grant needs a new login".into())
+                    .unwrap_or_else(|| "the grant needs a new login".into());
+                if without_browser(&grant) {
+                    return Err(RpcError::authorization_required(server, &[], &why));
+                }
+                why
             } else if let Some(moved_to) = moved(broker, server, &grant, challenge.as_ref()).await {
                 format!(
                     "the server now uses the authorization server {} instead of {}",
@@ -159,11 +168,16 @@ async fn on_unauthorized(
                 )
             } else {
                 match broker
-                    .renew_rejected(grant, p.rejected_token.as_deref())
+                    .renew_rejected(grant.clone(), p.rejected_token.as_deref())
                     .await
                 {
                     Ok(token) => return Ok(token),
-                    Err(e) if e.kind() == Some(ErrorKind::AuthorizationRequired) => e.message,
+                    Err(e) if e.kind() == Some(ErrorKind::AuthorizationRequired) => {
+                        if without_browser(&grant) {
+                            return Err(e);
+                        }
+                        e.message
+                    }
                     Err(e) => return Err(e),
                 }
             }

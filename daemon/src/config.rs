@@ -156,9 +156,107 @@ pub struct ServerConfig {
     /// lets it ignore `offline_access` otherwise, and then it issues no refresh token.
     /// `false` for a provider that shows its consent screen on every login for it.
     pub prompt_consent: Option<bool>,
+    /// How the daemon obtains this server's tokens; default: the browser login.
+    #[serde(default)]
+    pub grant: GrantKind,
+    /// The client's private key for `token_endpoint_auth_method = "private_key_jwt"`
+    /// (RFC 7523 §2.2): `{ file = "key.pem" }` or `{ keychain = "name" }` (PKCS#8, SEC1 or
+    /// PKCS#1 PEM).
+    pub private_key: Option<Source>,
+    /// `ES256` or `RS256`; default: what the key is (P-256 or RSA).
+    pub signing_algorithm: Option<String>,
+    /// `grant = "jwt_bearer"`: where each grant reads its assertion (a workload identity
+    /// token), fresh every time: `{ file = … }`, `{ command = [...] }` or `{ env = … }`.
+    pub assertion: Option<Source>,
+    /// `grant = "enterprise"`: the enterprise identity provider that turns the user's ID
+    /// token into an ID-JAG for this server (SEP-990).
+    pub enterprise: Option<EnterpriseConfig>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
+}
+
+/// How a server's tokens are obtained and renewed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    /// The browser login: authorization code with PKCE, then refresh tokens.
+    #[default]
+    AuthorizationCode,
+    /// OAuth client credentials (SEP-1046): the client is the principal; no browser.
+    ClientCredentials,
+    /// RFC 7523 JWT-bearer grant with an assertion from outside, such as a workload
+    /// identity token (SEP-1933).
+    JwtBearer,
+    /// Enterprise-managed authorization (SEP-990): an RFC 8693 token exchange at the
+    /// enterprise IdP for an ID-JAG, then the JWT-bearer grant with it.
+    Enterprise,
+}
+
+impl GrantKind {
+    /// The name stored with a grant and shown by `mcp-auth list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::AuthorizationCode => "authorization_code",
+            GrantKind::ClientCredentials => "client_credentials",
+            GrantKind::JwtBearer => "jwt_bearer",
+            GrantKind::Enterprise => "enterprise",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantKind> {
+        [
+            GrantKind::AuthorizationCode,
+            GrantKind::ClientCredentials,
+            GrantKind::JwtBearer,
+            GrantKind::Enterprise,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a secret the user provides is read from, each time it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// A file, such as a projected service-account token that is rotated in place.
+    File(PathBuf),
+    /// A program and its arguments (no shell); its standard output, trimmed.
+    Command(Vec<String>),
+    /// An environment variable of the daemon.
+    Env(String),
+    /// An entry of mcp-authd's secret store (`mcp-auth secret set <name>`).
+    Keychain(String),
+}
+
+impl Source {
+    /// What the source is, for messages (never its value).
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(p) => format!("the file {}", p.display()),
+            Source::Command(argv) => format!("the command `{}`", argv.join(" ")),
+            Source::Env(name) => format!("the environment variable {name}"),
+            Source::Keychain(name) => format!("the secret store entry `{name}`"),
+        }
+    }
+}
+
+/// The enterprise identity provider of a `grant = "enterprise"` server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    /// The IdP's token endpoint, where the RFC 8693 token exchange happens.
+    pub idp_token_endpoint: String,
+    /// The client mcp-authd is at the IdP; sent as `client_id` (or HTTP Basic with a secret).
+    pub idp_client_id: Option<String>,
+    pub idp_client_secret: Option<Secret>,
+    /// The user's ID token at the IdP (the subject token of the exchange), from a source;
+    /// unset: from the daemon's own OpenID login at `idp_issuer`.
+    pub id_token: Option<Source>,
+    /// The IdP's issuer, for the daemon's own OpenID login there (authorization code +
+    /// PKCE in the browser, scope `openid`), shared by every server naming that issuer.
+    pub idp_issuer: Option<String>,
 }
 
 /// Ways real identity providers depart from the MCP authorization spec, per server.
@@ -257,6 +355,10 @@ impl Config {
                     "[servers.\"{server}\"] authorization_params may not set `{name}`: mcp-authd sets it itself (use `scopes` for scopes)"
                 ));
             }
+        }
+        for (server, cfg) in &self.servers {
+            cfg.check_grant()
+                .map_err(|e| format!("[servers.\"{server}\"] {e}"))?;
         }
         if self.confirm_timeout_secs == 0 || self.confirm_timeout_secs > 3600 {
             return Err(format!(
@@ -373,6 +475,71 @@ fn same_url(a: &str, b: &str) -> bool {
     match (key_form(a), key_form(b)) {
         (Some(a), Some(b)) => a == b,
         _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
+    }
+}
+
+impl ServerConfig {
+    /// That a grant kind has what it needs, and nothing it would ignore.
+    fn check_grant(&self) -> Result<(), String> {
+        if let Some(Source::Command(argv)) = &self.assertion
+            && argv.is_empty()
+        {
+            return Err("assertion = { command = [] } names no program".into());
+        }
+        if matches!(
+            self.private_key,
+            Some(Source::Command(_)) | Some(Source::Env(_))
+        ) {
+            return Err("private_key must be { file = \"…\" } or { keychain = \"…\" }".into());
+        }
+        if let Some(alg) = &self.signing_algorithm
+            && !["ES256", "RS256"].contains(&alg.as_str())
+        {
+            return Err(format!(
+                "signing_algorithm `{alg}` is not supported (use ES256 or RS256)"
+            ));
+        }
+        let needs = |what: &str| Err(format!("grant = \"{}\" needs {what}", self.grant.as_str()));
+        match self.grant {
+            GrantKind::AuthorizationCode
+                if self.assertion.is_some() || self.enterprise.is_some() =>
+            {
+                return Err(
+                    "assertion and enterprise need grant = \"jwt_bearer\" or \"enterprise\"".into(),
+                );
+            }
+            GrantKind::ClientCredentials if self.client_id.is_none() => return needs("client_id"),
+            GrantKind::ClientCredentials
+                if self.client_secret.is_none() && self.private_key.is_none() =>
+            {
+                return needs("client_secret or private_key");
+            }
+            GrantKind::JwtBearer if self.assertion.is_none() => return needs("assertion"),
+            GrantKind::Enterprise if self.enterprise.is_none() || self.client_id.is_none() => {
+                return needs("client_id and an [enterprise] table");
+            }
+            GrantKind::Enterprise => {
+                let e = self.enterprise.as_ref().expect("checked above");
+                if e.id_token.is_none() && (e.idp_issuer.is_none() || e.idp_client_id.is_none()) {
+                    return needs(
+                        "in [enterprise] either id_token = { … } or idp_issuer and idp_client_id (for an OpenID login at the IdP)",
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The client authentication method at the token endpoint: the configured one, else
+    /// what the configured credentials imply.
+    pub fn auth_method(&self) -> &str {
+        match &self.token_endpoint_auth_method {
+            Some(m) => m,
+            None if self.private_key.is_some() => "private_key_jwt",
+            None if self.client_secret.is_some() => "client_secret_basic",
+            None => "none",
+        }
     }
 }
 
@@ -591,6 +758,66 @@ mod tests {
 
         let zero: Config = toml::from_str("confirm_timeout_secs = 0\n").unwrap();
         assert!(zero.check().unwrap_err().contains("confirm_timeout_secs"));
+    }
+
+    #[test]
+    fn grants_without_a_browser_need_their_inputs() {
+        let check = |body: &str| {
+            toml::from_str::<Config>(&format!("[servers.\"https://a/mcp\"]\n{body}"))
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check().map(|()| c))
+        };
+        let ok = check(
+            "grant = \"client_credentials\"\nclient_id = \"c\"\nprivate_key = { keychain = \"k\" }\n",
+        )
+        .unwrap();
+        let cfg = ok.server("https://a/mcp", None).unwrap();
+        assert_eq!(cfg.grant, GrantKind::ClientCredentials);
+        assert_eq!(cfg.auth_method(), "private_key_jwt", "implied by the key");
+        assert_eq!(cfg.private_key, Some(Source::Keychain("k".into())));
+        for (body, says) in [
+            (
+                "grant = \"client_credentials\"\nclient_secret = \"s\"\n",
+                "client_id",
+            ),
+            (
+                "grant = \"client_credentials\"\nclient_id = \"c\"\n",
+                "client_secret or private_key",
+            ),
+            ("grant = \"jwt_bearer\"\n", "assertion"),
+            (
+                "grant = \"jwt_bearer\"\nassertion = { command = [] }\n",
+                "no program",
+            ),
+            (
+                "client_id = \"c\"\nprivate_key = { env = \"K\" }\n",
+                "private_key must be",
+            ),
+            (
+                "client_id = \"c\"\nsigning_algorithm = \"HS256\"\n",
+                "HS256",
+            ),
+            ("assertion = { file = \"/t\" }\n", "need grant"),
+            (
+                "grant = \"enterprise\"\nclient_id = \"c\"\n[servers.\"https://a/mcp\".enterprise]\nidp_token_endpoint = \"https://idp/token\"\n",
+                "idp_issuer",
+            ),
+            ("grant = \"password\"\n", "unknown variant"),
+            (
+                "grant = \"jwt_bearer\"\nassertion = { file = \"/t\", env = \"X\" }\n",
+                "",
+            ),
+        ] {
+            let e = check(body)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {body}"));
+            assert!(e.contains(says), "{body}: {e}");
+        }
+        let wif = check("grant = \"jwt_bearer\"\nassertion = { env = \"TOKEN\" }\n").unwrap();
+        assert_eq!(
+            wif.server("https://a/mcp", None).unwrap().auth_method(),
+            "none"
+        );
     }
 
     #[test]

@@ -12,11 +12,11 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
-use crate::config::{Quirks, ServerConfig};
+use crate::config::{GrantKind, ServerConfig};
 use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
-use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
+use crate::oauth::discovery::{AsMetadata, Discovery, discover, normalize_server_url};
 use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
@@ -122,6 +122,12 @@ async fn run(
         .server(server_url, Some(&metadata.issuer))
         .cloned();
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
+    if let Some(cfg) = server_cfg
+        .as_ref()
+        .filter(|c| c.grant != GrantKind::AuthorizationCode)
+    {
+        return machine_login(broker, server_url, &discovery, cfg, scopes, &p, progress).await;
+    }
 
     let client_cfg = broker
         .config()
@@ -131,7 +137,6 @@ async fn run(
     let state = random_token();
     let (registration, credentials, redirect) =
         client_for(broker, &policy, &discovery, client_cfg.as_ref(), &state).await?;
-    let pkce = Pkce::new();
     let quirks = server_cfg
         .as_ref()
         .map(|c| c.quirks.clone())
@@ -142,17 +147,77 @@ async fn run(
         && metadata.wants_prompt_consent()
         && server_cfg.as_ref().is_none_or(ServerConfig::prompt_consent)
         && !quirks.authorization_params.contains_key("prompt");
-    let authorization_url = authorization_url(
-        &discovery,
-        AuthorizationRequest {
-            client_id: &credentials.client_id,
-            redirect_uri: &redirect.redirect_uri,
-            state: &state,
-            pkce: &pkce,
+    let tokens = authorize_in_browser(
+        broker,
+        &Authorization {
+            server_url,
+            policy: &policy,
+            metadata,
+            resource: (!quirks.omit_resource).then_some(discovery.resource.as_str()),
             scopes: &scopes,
+            authorization_params: &quirks.authorization_params,
             prompt_consent,
+            // One client id at several authorization servers (a Client ID Metadata
+            // Document) has one redirect path for all of them: only `iss` tells whose
+            // response this is.
+            iss_required: registration.kind == KIND_METADATA_DOCUMENT,
         },
-        &quirks,
+        &credentials,
+        redirect,
+        &state,
+        &p,
+        progress,
+    )
+    .await?;
+
+    save_grant(
+        broker,
+        server_url,
+        &discovery,
+        &registration,
+        GrantKind::AuthorizationCode,
+        tokens,
+        scopes,
+    )
+    .await
+}
+
+/// What a browser authorization asks for, and of whom.
+pub(crate) struct Authorization<'a> {
+    /// For messages, progress and the next command to run.
+    pub server_url: &'a str,
+    /// The transport policy every endpoint of this login is checked against.
+    pub policy: &'a UrlPolicy,
+    pub metadata: &'a AsMetadata,
+    /// The RFC 8707 resource; `None` to send none.
+    pub resource: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub authorization_params: &'a std::collections::BTreeMap<String, String>,
+    /// Add `prompt=consent` (see [`AsMetadata::wants_prompt_consent`]).
+    pub prompt_consent: bool,
+    /// Refuse an answer without `iss` even from a server that does not promise RFC 9207.
+    pub iss_required: bool,
+}
+
+/// Authorization code + PKCE in the browser, the answer at the loopback `redirect`
+/// (`state` and `iss` checked), the code redeemed: the tokens.
+async fn authorize_in_browser(
+    broker: &Arc<Broker>,
+    a: &Authorization<'_>,
+    credentials: &ClientCredentials,
+    redirect: LoopbackRedirect,
+    state: &Secret,
+    p: &LoginParams,
+    progress: &watch::Sender<LoginProgress>,
+) -> Result<crate::oauth::token::Tokens, RpcError> {
+    let server_url = a.server_url;
+    let pkce = Pkce::new();
+    let authorization_url = authorization_url(
+        a,
+        &credentials.client_id,
+        &redirect.redirect_uri,
+        state,
+        &pkce,
     )?;
 
     let timeout = p
@@ -193,10 +258,7 @@ async fn run(
             .with_server(server_url),
             other => RpcError::new(ErrorKind::Internal, other.to_string()),
         })?;
-    // One client id at several authorization servers (a Client ID Metadata Document) has
-    // one redirect path for all of them: only `iss` tells whose response this is.
-    let iss_required = registration.kind == KIND_METADATA_DOCUMENT;
-    check_issuer(&discovery, response.iss.as_deref(), iss_required)
+    check_issuer(a.metadata, response.iss.as_deref(), a.iss_required)
         .map_err(|why| login_failed(server_url, &why))?;
     if let Some(error) = &response.error {
         let description = response
@@ -222,23 +284,163 @@ async fn run(
         ("redirect_uri", redirect_uri),
         ("code_verifier", pkce.verifier.expose().to_string()),
     ];
-    if !quirks.omit_resource {
-        form.push(("resource", discovery.resource.clone()));
+    if let Some(resource) = a.resource {
+        form.push(("resource", resource.to_string()));
     }
-    let tokens = request_tokens(
+    request_tokens(
         &broker.http,
-        &policy,
-        &metadata.issuer,
-        &metadata.token_endpoint,
-        &credentials,
+        a.policy,
+        &a.metadata.issuer,
+        &a.metadata.token_endpoint,
+        credentials,
         form,
     )
     .await
     .map_err(|e| match e {
         OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
         other => server_error(server_url, "cannot redeem the authorization code", &other),
-    })?;
+    })
+}
 
+/// A server configured with a grant that needs no browser: the grant, run once now (and
+/// again at each renewal by the broker).
+async fn machine_login(
+    broker: &Arc<Broker>,
+    server_url: &str,
+    discovery: &Discovery,
+    cfg: &ServerConfig,
+    scopes: Vec<String>,
+    p: &LoginParams,
+    progress: &watch::Sender<LoginProgress>,
+) -> Result<GrantInfo, RpcError> {
+    let policy = broker.url_policy(server_url);
+    if let Some(enterprise) = cfg.enterprise.as_ref().filter(|e| e.id_token.is_none())
+        && cfg.grant == GrantKind::Enterprise
+        && let Err(why) = crate::machine::idp_id_token(broker, enterprise, &policy).await
+    {
+        tracing::info!(server = %server_url, "{why}; logging in at the enterprise IdP");
+        idp_login(broker, server_url, enterprise, p, progress).await?;
+    }
+    let issuer = &discovery.metadata.issuer;
+    // A client secret goes only to the authorization server it belongs to.
+    broker
+        .config()
+        .client(server_url, issuer)
+        .map_err(|why| login_failed(server_url, &why))?;
+    let registration = pre_registered(broker, issuer, cfg).await?;
+    let credentials = broker.credentials(&registration, issuer, Some(cfg)).await?;
+    // Nothing to refresh: `offline_access` would only ask for a token that is dropped.
+    let scopes: Vec<String> = scopes
+        .into_iter()
+        .filter(|s| s != "offline_access")
+        .collect();
+    let target = crate::machine::Target {
+        policy: &policy,
+        metadata: &discovery.metadata,
+        resource: &discovery.resource,
+        scopes: &scopes,
+        omit_resource: cfg.quirks.omit_resource,
+    };
+    tracing::info!(server = %server_url, grant = cfg.grant.as_str(), "requesting tokens without a browser");
+    let tokens = crate::machine::obtain(broker, cfg.grant, cfg, &credentials, &target)
+        .await
+        .map_err(|e| match e {
+            crate::machine::GrantError::Server(e) => {
+                server_error(server_url, "cannot obtain an access token", &e)
+            }
+            other => RpcError::new(
+                ErrorKind::LoginFailed,
+                format!(
+                    "the {} grant for {server_url} failed: {other}; it is not retried until asked again: fix the cause, then run: mcp-auth login {server_url}",
+                    cfg.grant.as_str()
+                ),
+            )
+            .with_server(server_url),
+        })?;
+    save_grant(
+        broker,
+        server_url,
+        discovery,
+        &registration,
+        cfg.grant,
+        tokens,
+        scopes,
+    )
+    .await
+}
+
+/// The daemon's own OpenID login at an enterprise IdP (authorization code + PKCE in the
+/// browser, scope `openid`, no `resource`): its ID token serves every server that trusts
+/// the IdP, renewed with its refresh token.
+async fn idp_login(
+    broker: &Arc<Broker>,
+    server_url: &str,
+    enterprise: &crate::config::EnterpriseConfig,
+    p: &LoginParams,
+    progress: &watch::Sender<LoginProgress>,
+) -> Result<(), RpcError> {
+    let issuer = enterprise.idp_issuer.as_deref().ok_or_else(|| {
+        login_failed(
+            server_url,
+            "[enterprise] needs id_token = { … } or idp_issuer",
+        )
+    })?;
+    let policy = broker.url_policy(server_url);
+    let metadata = crate::oauth::discovery::fetch_as_metadata(&broker.http, &policy, issuer, false)
+        .await
+        .map_err(|e| discovery_error(server_url, e))?;
+    let state = random_token();
+    let redirect = LoopbackRedirect::bind(
+        &RedirectHost::DEFAULT,
+        0,
+        &callback_path(&metadata.issuer),
+        &state,
+    )
+    .await
+    .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+    let mut scopes = vec!["openid".to_string()];
+    if metadata.supports_scope("offline_access") {
+        scopes.push("offline_access".into());
+    }
+    let tokens = authorize_in_browser(
+        broker,
+        &Authorization {
+            server_url,
+            policy: &policy,
+            metadata: &metadata,
+            resource: None,
+            scopes: &scopes,
+            authorization_params: &Default::default(),
+            prompt_consent: scopes.iter().any(|s| s == "offline_access")
+                && metadata.wants_prompt_consent(),
+            iss_required: false,
+        },
+        &crate::machine::idp_client(enterprise),
+        redirect,
+        &state,
+        p,
+        progress,
+    )
+    .await?;
+    crate::machine::store_idp_tokens(broker, issuer, &tokens)
+        .await
+        .map_err(|e| login_failed(server_url, &e.to_string()))?;
+    tracing::info!(server = %server_url, idp = %issuer, "logged in at the enterprise IdP");
+    Ok(())
+}
+
+/// Stores what a login obtained: the grant row (new or replacing the last login's), its
+/// refresh token, and the access token in memory.
+async fn save_grant(
+    broker: &Arc<Broker>,
+    server_url: &str,
+    discovery: &Discovery,
+    registration: &RegistrationRow,
+    kind: GrantKind,
+    tokens: crate::oauth::token::Tokens,
+    scopes: Vec<String>,
+) -> Result<GrantInfo, RpcError> {
+    let metadata = &discovery.metadata;
     let existing = broker
         .db
         .grant_by_key(&discovery.resource, &metadata.issuer)
@@ -270,6 +472,7 @@ async fn run(
     row.server_url = server_url.to_string();
     row.registration_id = registration.id.clone();
     row.scopes = tokens.scopes.clone().unwrap_or(scopes).join(" ");
+    row.grant_type = kind.as_str().into();
     row.state = STATE_ACTIVE.into();
     row.needs_login_reason = None;
     row.has_refresh_token = tokens.refresh_token.is_some();
@@ -339,7 +542,7 @@ async fn client_for(
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
     let own_path = callback_path(issuer);
-    if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
+    if let Some(cfg) = cfg.filter(|c| c.client_id.is_some()) {
         let (host, port, path) = match &cfg.redirect_uri {
             Some(uri) => loopback_port_and_path(uri)?,
             None => (RedirectHost::DEFAULT, 0, CALLBACK_PATH.to_string()),
@@ -347,34 +550,7 @@ async fn client_for(
         let redirect = LoopbackRedirect::bind(&host, port, &path, state)
             .await
             .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-        let method = match &cfg.token_endpoint_auth_method {
-            Some(m) => AuthMethod::parse(m).map_err(|e| {
-                RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}"))
-            })?,
-            None if cfg.client_secret.is_some() => AuthMethod::ClientSecretBasic,
-            None => AuthMethod::None,
-        };
-        let reg = match broker
-            .db
-            .find_registration(issuer, "pre-registered", Some(client_id))
-            .await?
-        {
-            Some(r) if r.token_endpoint_auth_method == method.as_str() => r,
-            _ => {
-                let r = RegistrationRow {
-                    id: new_id("r"),
-                    issuer: issuer.clone(),
-                    kind: "pre-registered".into(),
-                    client_id: client_id.clone(),
-                    redirect_uri: cfg.redirect_uri.clone(),
-                    token_endpoint_auth_method: method.as_str().into(),
-                    has_client_secret: cfg.client_secret.is_some(),
-                    created_at: now(),
-                };
-                broker.db.insert_registration(&r).await?;
-                r
-            }
-        };
+        let reg = pre_registered(broker, issuer, cfg).await?;
         let credentials = broker.credentials(&reg, issuer, Some(cfg)).await?;
         return Ok((reg, credentials, redirect));
     }
@@ -482,6 +658,39 @@ async fn client_for(
     Ok((reg, registered.credentials, redirect))
 }
 
+/// The registration row of the client configured for a server (its `client_id`, or none
+/// for a grant without client authentication), made on first use.
+async fn pre_registered(
+    broker: &Broker,
+    issuer: &str,
+    cfg: &ServerConfig,
+) -> Result<RegistrationRow, RpcError> {
+    let client_id = cfg.client_id.clone().unwrap_or_default();
+    let method = AuthMethod::parse(cfg.auth_method())
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}")))?;
+    match broker
+        .db
+        .find_registration(issuer, "pre-registered", Some(&client_id))
+        .await?
+    {
+        Some(r) if r.token_endpoint_auth_method == method.as_str() => Ok(r),
+        _ => {
+            let r = RegistrationRow {
+                id: new_id("r"),
+                issuer: issuer.to_string(),
+                kind: "pre-registered".into(),
+                client_id,
+                redirect_uri: cfg.redirect_uri.clone(),
+                token_endpoint_auth_method: method.as_str().into(),
+                has_client_secret: cfg.client_secret.is_some(),
+                created_at: now(),
+            };
+            broker.db.insert_registration(&r).await?;
+            Ok(r)
+        }
+    }
+}
+
 /// The host (as written: `localhost` stays `localhost`), port and path of a loopback
 /// redirect URI from the config or a stored registration.
 fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcError> {
@@ -523,33 +732,21 @@ fn check_requested_scopes(scopes: &[String]) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// What one authorization request asks for, beyond the discovered endpoints.
-struct AuthorizationRequest<'a> {
-    client_id: &'a str,
-    redirect_uri: &'a str,
-    state: &'a Secret,
-    pkce: &'a Pkce,
-    scopes: &'a [String],
-    /// Add `prompt=consent` (see [`crate::oauth::discovery::AsMetadata::wants_prompt_consent`]).
-    prompt_consent: bool,
-}
-
 fn authorization_url(
-    d: &Discovery,
-    r: AuthorizationRequest<'_>,
-    quirks: &Quirks,
+    a: &Authorization<'_>,
+    client_id: &str,
+    redirect_uri: &str,
+    state: &Secret,
+    pkce: &Pkce,
 ) -> Result<String, RpcError> {
-    let AuthorizationRequest {
-        client_id,
-        redirect_uri,
-        state,
-        pkce,
-        scopes,
-        prompt_consent,
-    } = r;
-    // Checked by the transport policy at discovery (discovery::check_endpoints).
-    let mut url = Url::parse(&d.metadata.authorization_endpoint)
-        .map_err(|e| discovery_error(&d.server_url, OAuthError::Untrusted(e.to_string())))?;
+    let mut url = a
+        .policy
+        .check(
+            "authorization endpoint",
+            &a.metadata.authorization_endpoint,
+            Some(&a.metadata.issuer),
+        )
+        .map_err(|e| discovery_error(a.server_url, e))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -558,16 +755,16 @@ fn authorization_url(
             .append_pair("state", state.expose())
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256");
-        if !quirks.omit_resource {
-            q.append_pair("resource", &d.resource);
+        if let Some(resource) = a.resource {
+            q.append_pair("resource", resource);
         }
-        if !scopes.is_empty() {
-            q.append_pair("scope", &scopes.join(" "));
+        if !a.scopes.is_empty() {
+            q.append_pair("scope", &a.scopes.join(" "));
         }
-        if prompt_consent {
+        if a.prompt_consent {
             q.append_pair("prompt", "consent");
         }
-        for (name, value) in &quirks.authorization_params {
+        for (name, value) in a.authorization_params {
             q.append_pair(name, value);
         }
     }
@@ -576,12 +773,12 @@ fn authorization_url(
 
 /// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises
 /// it, or when `required` (a client id shared by several authorization servers).
-fn check_issuer(d: &Discovery, iss: Option<&str>, required: bool) -> Result<(), String> {
-    let expected = &d.metadata.issuer;
+fn check_issuer(metadata: &AsMetadata, iss: Option<&str>, required: bool) -> Result<(), String> {
+    let expected = &metadata.issuer;
     match (
         iss,
         required
-            || d.metadata
+            || metadata
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false),
     ) {
@@ -670,12 +867,13 @@ mod tests {
     #[test]
     fn iss_is_required_for_a_shared_client_id() {
         let d = discovery(None);
-        assert!(check_issuer(&d, None, false).is_ok());
-        let e = check_issuer(&d, None, true).unwrap_err();
+        let d = &d.metadata;
+        assert!(check_issuer(d, None, false).is_ok());
+        let e = check_issuer(d, None, true).unwrap_err();
         assert!(e.contains("no `iss`"), "{e}");
-        assert!(check_issuer(&d, Some("https://as.example"), true).is_ok());
-        let e = check_issuer(&d, Some("https://evil.example"), false).unwrap_err();
+        assert!(check_issuer(d, Some("https://as.example"), true).is_ok());
+        let e = check_issuer(d, Some("https://evil.example"), false).unwrap_err();
         assert!(e.contains("mix-up"), "{e}");
-        assert!(check_issuer(&discovery(Some(true)), None, false).is_err());
+        assert!(check_issuer(&discovery(Some(true)).metadata, None, false).is_err());
     }
 }

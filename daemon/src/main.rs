@@ -12,6 +12,7 @@ mod crash;
 mod data_lock;
 mod login;
 mod loopback;
+mod machine;
 mod man;
 mod methods;
 mod no_refresh;

@@ -32,15 +32,19 @@ fn debug_output_of_every_secret_holder_hides_the_values() {
         refresh_token: Some(Secret::new(VALUES[1])),
         scopes: None,
         account: None,
+        id_token: None,
     };
     let credentials = ClientCredentials {
         client_id: "client".into(),
         client_secret: Some(Secret::new(VALUES[2])),
         auth_method: AuthMethod::ClientSecretPost,
+        signing_key: None,
+        audience: "https://as.example".into(),
     };
     let config: Config = toml::from_str(&format!(
-        "[servers.\"https://mcp.example/mcp\"]\nclient_id = \"c\"\nclient_secret = \"{}\"\n",
-        VALUES[3]
+        "[servers.\"https://mcp.example/mcp\"]\nclient_id = \"c\"\nclient_secret = \"{}\"\ngrant = \"enterprise\"\n\
+         [servers.\"https://mcp.example/mcp\".enterprise]\nidp_token_endpoint = \"https://idp/token\"\nidp_client_secret = \"{}\"\nid_token = {{ env = \"X\" }}\n",
+        VALUES[3], VALUES[2]
     ))
     .unwrap();
     for printed in [
@@ -50,4 +54,30 @@ fn debug_output_of_every_secret_holder_hides_the_values() {
     ] {
         assert_hidden(&printed);
     }
+}
+
+#[test]
+fn a_signing_key_prints_only_its_algorithm() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use base64::Engine;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let pem = Secret::new(format!(
+        "-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"
+    ));
+    let key = std::sync::Arc::new(crate::oauth::jwt::SigningKey::from_pem(&pem, None).unwrap());
+    let credentials = ClientCredentials {
+        client_id: "client".into(),
+        client_secret: None,
+        auth_method: AuthMethod::PrivateKeyJwt,
+        signing_key: Some(key),
+        audience: "https://as.example".into(),
+    };
+    let printed = format!("{credentials:?} {credentials:#?}");
+    assert!(printed.contains("SigningKey(ES256, ***)"), "{printed}");
+    assert!(!printed.contains(&b64[40..60]), "{printed}");
 }

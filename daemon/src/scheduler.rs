@@ -118,7 +118,8 @@ impl RefreshScheduler {
 
 fn in_schedule(g: &GrantRow, now: i64, window: i64) -> bool {
     g.state == STATE_ACTIVE
-        && g.has_refresh_token
+        && (g.has_refresh_token
+            || g.grant_type != crate::config::GrantKind::AuthorizationCode.as_str())
         && g.last_used_at.unwrap_or(g.created_at).max(g.created_at) >= now - window
 }
 
@@ -164,8 +165,18 @@ mod tests {
             !in_schedule(&g, 12 * day, 7 * day),
             "nothing to refresh with"
         );
-        g.has_refresh_token = true;
+        g.grant_type = "jwt_bearer".into();
+        assert!(
+            in_schedule(&g, 12 * day, 7 * day),
+            "a grant without a browser renews by granting again"
+        );
         g.state = crate::store::db::STATE_NEEDS_LOGIN.into();
+        assert!(
+            !in_schedule(&g, 12 * day, 7 * day),
+            "a refused grant is not retried in the background"
+        );
+        g.grant_type = "authorization_code".into();
+        g.has_refresh_token = true;
         assert!(!in_schedule(&g, 12 * day, 7 * day), "needs a login");
     }
 

@@ -13,6 +13,11 @@ pub const TOKEN_CHALLENGE: &str = "token.challenge";
 pub const DOCTOR: &str = "doctor";
 /// Re-reads the config file (as SIGHUP does).
 pub const CONFIG_RELOAD: &str = "config.reload";
+/// Stores a secret the config file references as `{ keychain = "name" }` (a private key,
+/// an ID token), in the daemon's secret store.
+pub const SECRET_SET: &str = "secret.set";
+/// Removes such a secret.
+pub const SECRET_DELETE: &str = "secret.delete";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
 
@@ -252,6 +257,10 @@ pub struct GrantInfo {
     /// can tell, what may fix it, and when a new login will be needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_refresh_token: Option<NoRefreshToken>,
+    /// How the grant's tokens are obtained and renewed: `authorization_code` (the browser
+    /// login), `client_credentials`, `jwt_bearer` or `enterprise` (see README).
+    #[serde(default = "default_grant_type")]
+    pub grant_type: String,
 }
 
 /// Why a grant has no refresh token, so its user is not surprised by the next login.
@@ -270,6 +279,10 @@ pub struct NoRefreshToken {
     /// absent when none is held (a login is needed now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_again_at: Option<i64>,
+}
+
+fn default_grant_type() -> String {
+    "authorization_code".into()
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.
@@ -308,6 +321,37 @@ pub struct ReloadResult {
     /// Changes that take effect only at the next start (e.g. `secret_store`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_needed: Vec<String>,
+}
+
+/// `secret.set`: a named secret for the config file to reference.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SecretSetParams {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretSetParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretSetParams {{ name: {:?}, value: *** }}", self.name)
+    }
+}
+
+/// `secret.delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+/// What `secret.set` and `secret.delete` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretResult {
+    pub name: String,
+    /// `keychain` or `file`, as `status` reports the secret store.
+    pub secret_store: String,
+    /// `secret.delete`: whether there was such a secret. Absent for `secret.set`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existed: Option<bool>,
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
+use crate::jwt::{TestKey, VerifyingKey};
 use crate::net::{ServerHandle, bind_loopback, spawn_server};
 
 /// How long an authorization code may wait before being exchanged.
@@ -84,7 +85,33 @@ pub struct AsOptions {
     /// Like Microsoft Entra ID: takes PKCE S256 (and still requires it) but its metadata
     /// leaves `code_challenge_methods_supported` out.
     pub pkce_unadvertised: bool,
+    /// Issuers whose signed JWTs the RFC 7523 JWT-bearer grant accepts as assertions (a
+    /// workload identity provider, an enterprise IdP issuing ID-JAGs), with their keys.
+    pub trusted_assertion_issuers: Vec<(String, VerifyingKey)>,
+    /// Act as an enterprise IdP (SEP-990): RFC 8693 token exchange of an ID token signed
+    /// with this key for an ID-JAG, signed with it too.
+    pub idp: Option<IdpOptions>,
 }
+
+/// An enterprise identity provider's side of SEP-990.
+#[derive(Debug, Clone)]
+pub struct IdpOptions {
+    /// Signs the ID tokens tests mint ([`AuthServer::mint_id_token`]), the ones its
+    /// OpenID logins issue, and the ID-JAGs.
+    pub key: Arc<TestKey>,
+    /// Lifetime of the ID tokens its OpenID logins and refreshes issue.
+    pub id_token_ttl_secs: u64,
+    /// The `client_id` claim of the ID-JAGs: the client at the authorization server the
+    /// IdP's administrator configured for it.
+    pub jag_client_id: String,
+}
+
+/// RFC 7523 §2.1.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// RFC 8693 §2.1.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const TOKEN_TYPE_ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 
 /// The `email` of the id_token issued when the granted scope includes `openid`.
 pub const TEST_ACCOUNT_EMAIL: &str = "tester@example.test";
@@ -114,6 +141,8 @@ impl Default for AsOptions {
             strict_oidc: false,
             access_token_revocation_unsupported: false,
             pkce_unadvertised: false,
+            trusted_assertion_issuers: Vec::new(),
+            idp: None,
         }
     }
 }
@@ -135,6 +164,14 @@ pub struct Counts {
     /// Authenticated, well-formed revocation requests (RFC 7009 answers 200
     /// even for unknown tokens, so this counts requests, not tokens).
     pub revocations: u32,
+    /// Successful `client_credentials` grants.
+    pub client_credentials: u32,
+    /// `jwt-bearer` grant requests, successful or not.
+    pub jwt_bearer_requests: u32,
+    /// Successful `jwt-bearer` grants.
+    pub jwt_bearer_grants: u32,
+    /// Successful token exchanges for an ID-JAG (as an IdP).
+    pub token_exchanges: u32,
 }
 
 /// Why [`AuthServer::validate_access_token`] refused a token.
@@ -277,8 +314,52 @@ impl AuthServer {
                 secret: client.client_secret,
                 method,
                 redirect_uris: client.redirect_uris,
+                jwt_key: None,
             },
         );
+    }
+
+    /// Adds a client that authenticates with `private_key_jwt` (RFC 7523 §2.2) using the
+    /// private half of `key`.
+    pub fn register_jwt_client(&self, client_id: &str, key: VerifyingKey) {
+        self.shared.lock().clients.insert(
+            client_id.to_string(),
+            Client {
+                secret: None,
+                method: AuthMethod::PrivateKeyJwt,
+                redirect_uris: Vec::new(),
+                jwt_key: Some(key),
+            },
+        );
+    }
+
+    /// The assertions presented to the JWT-bearer grant so far, in order.
+    pub fn assertions_seen(&self) -> Vec<String> {
+        self.shared.lock().assertions_seen.clone()
+    }
+
+    /// From now on, refuse every JWT-bearer grant with `invalid_grant` (a revoked
+    /// workload identity, a user removed at the IdP).
+    pub fn reject_assertions(&self, reject: bool) {
+        self.shared.lock().reject_assertions = reject;
+    }
+
+    /// An ID token of this IdP (see [`AsOptions::idp`]) for `subject`, for `audience`
+    /// (the IdP client), as the user's OpenID login at the IdP would give.
+    pub fn mint_id_token(&self, subject: &str, audience: &str) -> String {
+        let idp = self
+            .shared
+            .opts
+            .idp
+            .as_ref()
+            .expect("AsOptions::idp is set");
+        let now = crate::jwt::unix_now();
+        let token = idp.key.sign(
+            "JWT",
+            &json!({"iss": self.issuer, "sub": subject, "aud": audience, "iat": now, "exp": now + 3600}),
+        );
+        self.shared.lock().remember_secret(&token);
+        token
     }
 
     /// Changes the lifetime of access tokens issued from now on; `0` makes
@@ -410,6 +491,8 @@ enum AuthMethod {
     None,
     ClientSecretBasic,
     ClientSecretPost,
+    /// Registered with [`AuthServer::register_jwt_client`] only.
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -429,6 +512,7 @@ impl AuthMethod {
             Self::None => "none",
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -437,6 +521,8 @@ struct Client {
     secret: Option<String>,
     method: AuthMethod,
     redirect_uris: Vec<String>,
+    /// The public key of a `private_key_jwt` client.
+    jwt_key: Option<VerifyingKey>,
 }
 
 impl Client {
@@ -521,6 +607,10 @@ struct Inner {
     revoked_kinds: Vec<&'static str>,
     /// When each successful refresh happened.
     refresh_times: Vec<Instant>,
+    assertions_seen: Vec<String>,
+    reject_assertions: bool,
+    /// `jti`s of client assertions already used (RFC 7523 §3).
+    used_jtis: BTreeSet<String>,
 }
 
 impl Inner {
@@ -541,6 +631,9 @@ impl Inner {
             newest_refresh_token: None,
             revoked_kinds: Vec::new(),
             refresh_times: Vec::new(),
+            assertions_seen: Vec::new(),
+            reject_assertions: false,
+            used_jtis: BTreeSet::new(),
         }
     }
 
@@ -844,12 +937,19 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
         "response_types_supported": ["code"],
-        "grant_types_supported": GRANT_TYPES,
+        "grant_types_supported": GRANT_TYPES.iter().chain(&["client_credentials", JWT_BEARER]).collect::<Vec<_>>(),
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": AuthMethod::ALL,
+        "token_endpoint_auth_methods_supported": AuthMethod::ALL.iter().chain(&["private_key_jwt"]).collect::<Vec<_>>(),
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
         "scopes_supported": shared.opts.scopes_supported,
         "authorization_response_iss_parameter_supported": true,
     });
+    if shared.opts.idp.is_some() {
+        body["grant_types_supported"]
+            .as_array_mut()
+            .expect("an array")
+            .push(json!(TOKEN_EXCHANGE));
+    }
     if shared.opts.registration_endpoint {
         body["registration_endpoint"] = json!(format!("{issuer}/register"));
     }
@@ -1025,6 +1125,7 @@ fn register_client(
             secret,
             method,
             redirect_uris,
+            jwt_key: None,
         },
     );
     inner.counts.registrations += 1;
@@ -1265,10 +1366,15 @@ fn token_grant(
     params: &Params,
 ) -> Result<Value, OAuthError> {
     check_form_request(headers, params)?;
-    let client_id = authenticate_client(inner, headers, params)?;
+    let client_id = authenticate_client(&shared.issuer, inner, headers, params)?;
     let mut body = match params.require("grant_type")? {
         "authorization_code" => exchange_code(&shared.opts, inner, &client_id, params)?,
         "refresh_token" => refresh(&shared.opts, inner, &client_id, params)?,
+        "client_credentials" => client_credentials(shared, inner, &client_id, params)?,
+        JWT_BEARER => jwt_bearer(shared, inner, &client_id, params)?,
+        TOKEN_EXCHANGE if shared.opts.idp.is_some() => {
+            token_exchange(shared, inner, &client_id, params)?
+        }
         other => {
             return Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
@@ -1286,6 +1392,11 @@ fn token_grant(
             &shared.issuer,
             &client_id,
             email.unwrap_or(TEST_ACCOUNT_EMAIL),
+            shared
+                .opts
+                .idp
+                .as_ref()
+                .map(|idp| (&*idp.key, idp.id_token_ttl_secs)),
         );
         inner.remember_secret(&id_token);
         body["id_token"] = json!(id_token);
@@ -1294,9 +1405,15 @@ fn token_grant(
 }
 
 /// An OpenID Connect id_token for [`TEST_ACCOUNT_EMAIL`] (OIDC Core §2), issued whenever the
-/// granted scope includes `openid`. Its signature is a random value: clients here only
-/// read the claims for display, and a test that starts verifying must fail loudly.
-fn id_token(issuer: &str, client_id: &str, email: &str) -> String {
+/// granted scope includes `openid`. Its signature is a random value — clients here only
+/// read the claims for display, and a test that starts verifying must fail loudly —
+/// except at an enterprise IdP, whose token exchange verifies its own ID tokens.
+fn id_token(
+    issuer: &str,
+    client_id: &str,
+    email: &str,
+    idp_key: Option<(&TestKey, u64)>,
+) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1306,10 +1423,13 @@ fn id_token(issuer: &str, client_id: &str, email: &str) -> String {
         "sub": TEST_ACCOUNT_SUBJECT,
         "aud": client_id,
         "iat": now,
-        "exp": now + 3600,
+        "exp": now + idp_key.map_or(3600, |(_, ttl)| ttl),
         "email": email,
         "preferred_username": "tester",
     });
+    if let Some((key, _)) = idp_key {
+        return key.sign("JWT", &claims);
+    }
     let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
     format!(
         "{}.{}.{}",
@@ -1331,10 +1451,14 @@ fn check_form_request(headers: &HeaderMap, params: &Params) -> Result<(), OAuthE
 /// Authenticates the client with exactly the method it registered
 /// (RFC 6749 section 2.3) and returns its client_id.
 fn authenticate_client(
-    inner: &Inner,
+    issuer: &str,
+    inner: &mut Inner,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<String, OAuthError> {
+    if params.get("client_assertion").is_some() || params.get("client_assertion_type").is_some() {
+        return authenticate_jwt_client(issuer, inner, headers, params);
+    }
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         let (id, secret) = parse_basic(authorization)?;
         if params.get("client_secret").is_some() {
@@ -1387,7 +1511,218 @@ fn authenticate_client(
         AuthMethod::ClientSecretBasic => Err(OAuthError::invalid_client(
             "client is registered for client_secret_basic: use HTTP Basic",
         )),
+        AuthMethod::PrivateKeyJwt => Err(OAuthError::invalid_client(
+            "client is registered for private_key_jwt: send a client_assertion",
+        )),
     }
+}
+
+/// RFC 7523 §2.2 / §3: a client assertion signed with the client's registered key, with
+/// `iss` = `sub` = the client, `aud` this issuer, a live `exp` and an unused `jti`.
+fn authenticate_jwt_client(
+    issuer: &str,
+    inner: &mut Inner,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<String, OAuthError> {
+    if headers.contains_key(header::AUTHORIZATION) || params.get("client_secret").is_some() {
+        return Err(OAuthError::invalid_request(
+            "use only one client authentication method",
+        ));
+    }
+    if params.get("client_assertion_type")
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return Err(OAuthError::invalid_client("wrong client_assertion_type"));
+    }
+    let assertion = params.require("client_assertion")?;
+    inner.remember_secret(assertion);
+    let (_, unverified) = crate::jwt::peek(assertion)
+        .map_err(|e| OAuthError::invalid_client(format!("client_assertion: {e}")))?;
+    let id = unverified["sub"].as_str().unwrap_or_default().to_string();
+    let key = inner
+        .clients
+        .get(&id)
+        .filter(|c| c.method == AuthMethod::PrivateKeyJwt)
+        .and_then(|c| c.jwt_key.clone())
+        .ok_or_else(|| OAuthError::invalid_client("unknown private_key_jwt client"))?;
+    let (_, claims) = key
+        .verify(assertion)
+        .map_err(|e| OAuthError::invalid_client(format!("client_assertion: {e}")))?;
+    if claims["iss"] != id.as_str() {
+        return Err(OAuthError::invalid_client(
+            "client_assertion iss is not the client",
+        ));
+    }
+    if params.get("client_id").is_some_and(|form_id| form_id != id) {
+        return Err(OAuthError::invalid_request(
+            "client_id differs from the assertion",
+        ));
+    }
+    crate::jwt::check_assertion_claims(&claims, issuer)
+        .map_err(|e| OAuthError::invalid_client(format!("client_assertion: {e}")))?;
+    let jti = claims["jti"]
+        .as_str()
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion has no jti"))?;
+    if !inner.used_jtis.insert(jti.to_string()) {
+        return Err(OAuthError::invalid_client(
+            "client_assertion replayed (jti seen before)",
+        ));
+    }
+    Ok(id)
+}
+
+/// `grant_type=client_credentials` (OAuth 2.1 section 4.2): confidential clients only;
+/// no refresh token (RFC 6749 §4.4.3).
+fn client_credentials(
+    shared: &Shared,
+    inner: &mut Inner,
+    client_id: &str,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    if inner.clients.get(client_id).map(|c| c.method) == Some(AuthMethod::None) {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "public clients may not use client_credentials",
+        ));
+    }
+    let resource = requested_resource(&shared.opts, params)?;
+    let scope = supported_scope(&shared.opts, params)?;
+    let family = inner.new_family(client_id, scope.clone(), resource);
+    let body = inner.issue(family, scope, false);
+    inner.counts.client_credentials += 1;
+    Ok(body)
+}
+
+/// The requested `scope`, refused when it names a scope this server does not offer.
+fn supported_scope(opts: &AsOptions, params: &Params) -> Result<Option<String>, OAuthError> {
+    let scope = params.get("scope").map(str::to_owned);
+    if let Some(bad) = split_scope(scope.as_deref())
+        .into_iter()
+        .find(|s| !opts.scopes_supported.contains(s))
+    {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {bad} is not offered"
+        )));
+    }
+    Ok(scope)
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1): an assertion
+/// signed by a trusted issuer, for this server (`aud`), live. An ID-JAG
+/// (SEP-990, `typ` `oauth-id-jag+jwt`) must also name the authenticated client and the
+/// requested resource.
+fn jwt_bearer(
+    shared: &Shared,
+    inner: &mut Inner,
+    client_id: &str,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    inner.counts.jwt_bearer_requests += 1;
+    let assertion = params.require("assertion")?.to_string();
+    inner.remember_secret(&assertion);
+    inner.assertions_seen.push(assertion.clone());
+    if inner.reject_assertions {
+        return Err(OAuthError::invalid_grant(
+            "the assertion's subject is no longer authorized",
+        ));
+    }
+    let (_, unverified) = crate::jwt::peek(&assertion).map_err(OAuthError::invalid_grant)?;
+    let iss = unverified["iss"].as_str().unwrap_or_default();
+    let key = shared
+        .opts
+        .trusted_assertion_issuers
+        .iter()
+        .find(|(trusted, _)| trusted == iss)
+        .map(|(_, key)| key)
+        .ok_or_else(|| {
+            OAuthError::invalid_grant(format!("assertion issuer {iss} is not trusted"))
+        })?;
+    let (header, claims) = key.verify(&assertion).map_err(OAuthError::invalid_grant)?;
+    // No replay check: like the workload identity federation of real clouds, a projected
+    // token is accepted again until it expires (RFC 7523 §3 leaves it to the server).
+    crate::jwt::check_assertion_claims(&claims, &shared.issuer)
+        .map_err(OAuthError::invalid_grant)?;
+    let resource = requested_resource(&shared.opts, params)?;
+    if header["typ"] == "oauth-id-jag+jwt" {
+        if claims["client_id"] != client_id {
+            return Err(OAuthError::invalid_grant(
+                "the ID-JAG is for another client",
+            ));
+        }
+        if claims["resource"] != resource.as_str() {
+            return Err(OAuthError::invalid_target(
+                "the ID-JAG is for another resource",
+            ));
+        }
+    }
+    let scope = supported_scope(&shared.opts, params)?;
+    let family = inner.new_family(client_id, scope.clone(), resource);
+    let body = inner.issue(family, scope, false);
+    inner.counts.jwt_bearer_grants += 1;
+    Ok(body)
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693) at an
+/// enterprise IdP: an ID token it issued, exchanged for an ID-JAG addressed to
+/// `audience` for `resource` (SEP-990).
+fn token_exchange(
+    shared: &Shared,
+    inner: &mut Inner,
+    _client_id: &str,
+    params: &Params,
+) -> Result<Value, OAuthError> {
+    let idp = shared.opts.idp.as_ref().expect("checked by the caller");
+    if params.require("requested_token_type")? != TOKEN_TYPE_ID_JAG {
+        return Err(OAuthError::invalid_request(
+            "requested_token_type must be the ID-JAG type",
+        ));
+    }
+    if params.require("subject_token_type")? != TOKEN_TYPE_ID_TOKEN {
+        return Err(OAuthError::invalid_request(
+            "subject_token_type must be id_token",
+        ));
+    }
+    let audience = params.require("audience")?.to_string();
+    let resource = params.require("resource")?.to_string();
+    let subject_token = params.require("subject_token")?;
+    let (_, id_token) = idp
+        .key
+        .verifying_key()
+        .verify(subject_token)
+        .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
+    if id_token["iss"] != shared.issuer.as_str()
+        || id_token["exp"]
+            .as_i64()
+            .is_none_or(|exp| exp <= crate::jwt::unix_now())
+    {
+        return Err(OAuthError::invalid_grant(
+            "subject_token is not a live ID token of this IdP",
+        ));
+    }
+    let now = crate::jwt::unix_now();
+    let jag = idp.key.sign(
+        "oauth-id-jag+jwt",
+        &json!({
+            "iss": shared.issuer,
+            "sub": id_token["sub"],
+            "aud": audience,
+            "resource": resource,
+            "client_id": idp.jag_client_id,
+            "iat": now,
+            "exp": now + 300,
+            "jti": random_token("jti_"),
+        }),
+    );
+    inner.remember_secret(&jag);
+    inner.counts.token_exchanges += 1;
+    Ok(json!({
+        "access_token": jag,
+        "issued_token_type": TOKEN_TYPE_ID_JAG,
+        "token_type": "N_A",
+        "expires_in": 300,
+    }))
 }
 
 /// Parses `Authorization: Basic base64(urlencode(id):urlencode(secret))`.
@@ -1548,7 +1883,7 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let params = Params::parse(&body);
     let mut inner = shared.lock();
     let result = check_form_request(&headers, &params)
-        .and_then(|()| authenticate_client(&inner, &headers, &params))
+        .and_then(|()| authenticate_client(&shared.issuer, &mut inner, &headers, &params))
         .and_then(|client_id| {
             let token = params.require("token")?;
             Ok((client_id, token))

@@ -18,6 +18,7 @@
 
 mod auth_server;
 pub mod daemon;
+pub mod jwt;
 mod mcp_server;
 pub mod outside;
 pub mod planted;
@@ -25,8 +26,8 @@ pub mod procfs;
 pub mod tools;
 
 pub use auth_server::{
-    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, PreRegisteredClient, TEST_ACCOUNT_EMAIL,
-    TEST_ACCOUNT_SUBJECT, TokenProblem,
+    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, IdpOptions, PreRegisteredClient,
+    TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT, TokenProblem,
 };
 pub use mcp_server::{McpOptions, McpServer};
 

@@ -48,6 +48,7 @@ async fn list_through_a_pipe_is_a_plain_table_naming_the_account() {
             "EXPIRES",
             "LAST USED",
             "STATE",
+            "KIND",
             "GRANT"
         ]
     );
@@ -58,6 +59,7 @@ async fn list_through_a_pipe_is_a_plain_table_naming_the_account() {
         "mcp:read openid offline_access",
         "never",
         " ok ",
+        "authorization_code",
     ] {
         assert!(row.contains(want), "{want:?} missing from {row:?}");
     }

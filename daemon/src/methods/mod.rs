@@ -6,6 +6,7 @@ mod config_reload;
 mod doctor;
 mod grants;
 mod login;
+mod secret;
 mod status;
 mod token_challenge;
 pub(crate) mod token_get;
@@ -45,6 +46,8 @@ pub async fn dispatch(
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,
         m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
+        m::SECRET_SET => secret::set(broker, parse(params)?).await,
+        m::SECRET_DELETE => secret::delete(broker, parse(params)?).await,
         mcp_authd_ipc::audit::GRANTS_AUDIT => audit::list(broker, parse(params)?).await,
         c::CLIENTS_PENDING => clients::pending(broker),
         c::CLIENTS_ANSWER => clients::answer(broker, parse(params)?).await,

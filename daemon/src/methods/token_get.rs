@@ -1,10 +1,11 @@
-//! `token.get`: an access token for a server, refreshed when needed; every hand-out is
-//! written to the audit log with the process it went to.
+//! `token.get`: an access token for a server, refreshed when needed (or, for a server
+//! configured with a grant without a browser, obtained at the first ask); every hand-out
+//! is written to the audit log with the process it went to.
 
 use std::sync::Arc;
 
-use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams};
-use mcp_authd_ipc::{Reply, Request, RpcError};
+use mcp_authd_ipc::methods::{LoginParams, TOKEN_GET, TokenGetParams};
+use mcp_authd_ipc::{ErrorKind, Reply, Request, RpcError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -25,13 +26,48 @@ pub async fn apply(
     {
         crate::confirm::check(broker, &grant, peer, notifier).await?;
     }
-    let result = broker.token_get(params).await?;
+    let result = match broker.token_get(params.clone()).await {
+        Err(e)
+            if e.kind() == Some(ErrorKind::AuthorizationRequired)
+                && first_grant_without_browser(broker, &server).await =>
+        {
+            // Nothing to ask the user: run the configured grant, as a login would.
+            let login = LoginParams {
+                server: server.clone(),
+                scopes: params.scopes.clone(),
+                open_browser: Some(false),
+                timeout_secs: None,
+            };
+            crate::login::login(broker, login, None, |_| {}).await?;
+            if broker.confirm.is_enabled() {
+                let grant = broker.find_grant(&server).await?;
+                crate::confirm::check(broker, &grant, peer, notifier).await?;
+            }
+            broker.token_get(params).await?
+        }
+        other => other?,
+    };
     // The hand-out is counted for the audit log before the token leaves.
     broker
         .audit
         .record(&result.grant, &server, peer, crate::oauth::token::now());
     tracing::debug!(grant = %result.grant, pid = ?peer.pid, exe = ?peer.exe, "access token handed out");
     super::to_value(result)
+}
+
+/// Whether `server` (by its URL) is configured with a grant that needs no browser and
+/// has no grant yet. A grant that exists but needs a login (a refused assertion) is left
+/// alone: such a grant is only tried again when a login asks.
+async fn first_grant_without_browser(broker: &Broker, server: &str) -> bool {
+    let configured = broker
+        .config()
+        .server(server, None)
+        .is_some_and(|c| c.grant != crate::config::GrantKind::AuthorizationCode);
+    configured
+        && matches!(
+            broker.find_grant(server).await,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound)
+        )
 }
 
 /// The hot path of `token.get`, for the connection to answer inline: the reply line when

@@ -27,6 +27,15 @@ pub fn account(id_token: &str) -> Option<String> {
         .find(|v| !v.is_empty())
 }
 
+/// The `exp` claim (Unix seconds) of a JWS-compact token, unverified: when a stored ID
+/// token must be replaced.
+pub fn expires_at(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

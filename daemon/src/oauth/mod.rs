@@ -10,6 +10,7 @@ pub mod challenge;
 pub mod discovery;
 pub mod http;
 pub mod id_token;
+pub mod jwt;
 pub mod pkce;
 pub mod registration;
 pub mod token;

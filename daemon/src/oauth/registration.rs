@@ -14,6 +14,8 @@ pub enum AuthMethod {
     None,
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 §2.2: a JWT signed with the client's private key (configured clients only).
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -22,8 +24,9 @@ impl AuthMethod {
             "none" => Ok(AuthMethod::None),
             "client_secret_basic" => Ok(AuthMethod::ClientSecretBasic),
             "client_secret_post" => Ok(AuthMethod::ClientSecretPost),
+            "private_key_jwt" => Ok(AuthMethod::PrivateKeyJwt),
             other => Err(format!(
-                "unsupported token_endpoint_auth_method `{}` (use none, client_secret_basic or client_secret_post)",
+                "unsupported token_endpoint_auth_method `{}` (use none, client_secret_basic, client_secret_post or private_key_jwt)",
                 printable(other, 64)
             )),
         }
@@ -34,6 +37,7 @@ impl AuthMethod {
             AuthMethod::None => "none",
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -44,6 +48,10 @@ pub struct ClientCredentials {
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub auth_method: AuthMethod,
+    /// The private key of a `private_key_jwt` client.
+    pub signing_key: Option<std::sync::Arc<super::jwt::SigningKey>>,
+    /// The `aud` of its client assertions: the authorization server's issuer.
+    pub audience: String,
 }
 
 /// The result of a successful registration.
@@ -127,7 +135,9 @@ pub async fn register(
         None if reg.client_secret.is_some() => AuthMethod::ClientSecretBasic,
         None => AuthMethod::None,
     };
-    if auth_method != AuthMethod::None && reg.client_secret.is_none() {
+    if auth_method == AuthMethod::PrivateKeyJwt
+        || (auth_method != AuthMethod::None && reg.client_secret.is_none())
+    {
         return Err(OAuthError::RegistrationRefused(format!(
             "{endpoint} registered a client for {} but gave no client_secret",
             auth_method.as_str()
@@ -138,6 +148,8 @@ pub async fn register(
             client_id: reg.client_id,
             client_secret: reg.client_secret,
             auth_method,
+            signing_key: None,
+            audience: metadata.issuer.clone(),
         },
         redirect_uri: redirect_uri.to_string(),
     })

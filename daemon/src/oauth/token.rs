@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::header;
 use serde::Deserialize;
 
-use super::http::{Http, UrlPolicy};
+use super::http::{Body, Http, UrlPolicy};
 use super::registration::{AuthMethod, ClientCredentials};
 use super::{OAuthError, OAuthErrorBody, printable};
 use crate::secret::Secret;
@@ -27,6 +27,9 @@ pub struct Tokens {
     pub scopes: Option<Vec<String>>,
     /// Who the tokens are for, when an OpenID Connect `id_token` came along (display only).
     pub account: Option<String>,
+    /// That `id_token` itself, for the one use that needs it: the subject token of an
+    /// enterprise IdP's token exchange (SEP-990). Dropped everywhere else.
+    pub id_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -60,27 +63,10 @@ pub async fn request_tokens(
     issuer: &str,
     token_endpoint: &str,
     client: &ClientCredentials,
-    mut form: Vec<(&'static str, String)>,
+    form: Vec<(&'static str, String)>,
 ) -> Result<Tokens, OAuthError> {
-    let endpoint = policy.check("token endpoint", token_endpoint, Some(issuer))?;
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
-    let secrets = RequestSecrets::of(&form, client);
-    let response = http
-        .send(
-            request
-                .header(header::ACCEPT, "application/json")
-                .form(&form),
-        )
-        .await?;
-    let url = endpoint.to_string();
-    if !response.status.is_success() {
-        return Err(error_from(
-            &url,
-            response.status.as_u16(),
-            &response.bytes,
-            &secrets,
-        ));
-    }
+    let (url, response) =
+        post_token_request(http, policy, Some(issuer), token_endpoint, client, form).await?;
     parse_token_response(&url, &response.bytes, now()).map_err(|e| {
         // An HTML login page or a form-encoded body: say what came instead of JSON.
         let content_type = response
@@ -105,6 +91,97 @@ pub async fn request_tokens(
             other => other,
         }
     })
+}
+
+/// Every request to a token endpoint (any grant, at an authorization server or at an
+/// enterprise IdP) is built and sent here: client authentication, `Accept`, the form.
+/// The endpoint passes the transport policy first (`named_by`: the issuer whose metadata
+/// named it, `None` when the config did); secrets of the request are masked in an error
+/// body. A successful (2xx) answer is returned with the endpoint's URL; an error answer
+/// becomes [`OAuthError::TokenError`] when it is an RFC 6749 §5.2 body.
+async fn post_token_request(
+    http: &Http,
+    policy: &UrlPolicy,
+    named_by: Option<&str>,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    mut form: Vec<(&'static str, String)>,
+) -> Result<(String, Body), OAuthError> {
+    let endpoint = policy.check("token endpoint", token_endpoint, named_by)?;
+    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
+    let secrets = RequestSecrets::of(&form, client);
+    let response = http
+        .send(
+            request
+                .header(header::ACCEPT, "application/json")
+                .form(&form),
+        )
+        .await?;
+    let url = endpoint.to_string();
+    if !response.status.is_success() {
+        return Err(error_from(
+            &url,
+            response.status.as_u16(),
+            &response.bytes,
+            &secrets,
+        ));
+    }
+    Ok((url, response))
+}
+
+/// The token type an enterprise IdP issues for an MCP authorization server (SEP-990).
+pub const TOKEN_TYPE_ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+
+/// An RFC 8693 token exchange whose answer is a token to use as an assertion (not an
+/// access token): `issued_token_type` must be the one asked for.
+pub async fn exchange_token(
+    http: &Http,
+    policy: &UrlPolicy,
+    named_by: Option<&str>,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    requested_token_type: &str,
+    mut form: Vec<(&'static str, String)>,
+) -> Result<Secret, OAuthError> {
+    #[derive(Deserialize)]
+    struct ExchangeResponse {
+        access_token: Secret,
+        #[serde(default)]
+        issued_token_type: Option<String>,
+    }
+    form.insert(
+        0,
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+        ),
+    );
+    form.push(("requested_token_type", requested_token_type.into()));
+    let (url, response) =
+        post_token_request(http, policy, named_by, token_endpoint, client, form).await?;
+    let bad = |detail: String| OAuthError::BadResponse {
+        url: url.clone(),
+        detail,
+    };
+    let answer: ExchangeResponse = serde_json::from_slice(&response.bytes).map_err(|e| {
+        bad(format!(
+            "a token exchange response that is not the expected JSON ({e})"
+        ))
+    })?;
+    match answer.issued_token_type.as_deref() {
+        Some(t) if t == requested_token_type && !answer.access_token.expose().is_empty() => {
+            Ok(answer.access_token)
+        }
+        Some(t) if t != requested_token_type => Err(bad(format!(
+            "a `{}` token where `{requested_token_type}` was asked for",
+            printable(t, 80)
+        ))),
+        Some(_) => Err(bad("an empty token".into())),
+        None => Err(bad(
+            "a token exchange response without `issued_token_type` (RFC 8693 §2.2.1 requires it)"
+                .into(),
+        )),
+    }
 }
 
 /// Checks and decodes a successful token endpoint response body (RFC 6749 §5.1) received
@@ -178,6 +255,11 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
             .as_ref()
             .and_then(serde_json::Value::as_str)
             .and_then(super::id_token::account),
+        id_token: t
+            .id_token
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(Secret::new),
     })
 }
 
@@ -196,7 +278,7 @@ pub async fn revoke(
         ("token", token.expose().to_string()),
         ("token_type_hint", hint.to_string()),
     ];
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
     let secrets = RequestSecrets::of(&form, client);
     let response = http.send(request.form(&form)).await?;
     if response.status.is_success() {
@@ -211,18 +293,20 @@ pub async fn revoke(
     }
 }
 
-/// Adds client authentication as the registration says (RFC 6749 §2.3.1).
+/// Adds client authentication as the registration says (RFC 6749 §2.3.1, RFC 7523 §2.2).
 fn authenticated(
     request: reqwest::RequestBuilder,
     client: &ClientCredentials,
     form: &mut Vec<(&'static str, String)>,
-) -> reqwest::RequestBuilder {
+) -> Result<reqwest::RequestBuilder, OAuthError> {
     let secret = client
         .client_secret
         .as_ref()
         .map(|s| s.expose().to_string())
         .unwrap_or_default();
-    match client.auth_method {
+    Ok(match client.auth_method {
+        // A grant without client authentication (RFC 7523 §3.1 allows it) has no client id.
+        AuthMethod::None if client.client_id.is_empty() => request,
         AuthMethod::None => {
             form.push(("client_id", client.client_id.clone()));
             request
@@ -236,7 +320,25 @@ fn authenticated(
             header::AUTHORIZATION,
             format!("Basic {}", basic_credentials(&client.client_id, &secret)),
         ),
-    }
+        AuthMethod::PrivateKeyJwt => {
+            let key = client.signing_key.as_ref().ok_or_else(|| {
+                OAuthError::Untrusted(format!(
+                    "client {} authenticates with private_key_jwt but has no private key",
+                    client.client_id
+                ))
+            })?;
+            let assertion =
+                super::jwt::client_assertion(key, &client.client_id, &client.audience, now())
+                    .map_err(|e| OAuthError::Untrusted(e.to_string()))?;
+            form.push(("client_id", client.client_id.clone()));
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
+            form.push(("client_assertion", assertion.expose().to_string()));
+            request
+        }
+    })
 }
 
 /// The `client_id:client_secret` pair of HTTP Basic authentication (RFC 6749 §2.3.1: each
@@ -253,6 +355,11 @@ const SECRET_FIELDS: &[&str] = &[
     "refresh_token",
     "client_secret",
     "token",
+    // Grants without a browser (RFC 7523, RFC 8693): signed assertions and ID tokens.
+    "client_assertion",
+    "assertion",
+    "subject_token",
+    "actor_token",
 ];
 
 /// The secrets one request carried, in every spelling a server could echo them back in
@@ -378,15 +485,18 @@ mod tests {
             client_id: "c1".into(),
             client_secret: Some(Secret::new("s3cr+t/value")),
             auth_method: AuthMethod::ClientSecretBasic,
+            signing_key: None,
+            audience: "https://as.example".into(),
         };
         let form = vec![
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", "rt_live-refresh-token".to_string()),
             ("code_verifier", "verifier_abcdefghijklmnop".to_string()),
+            ("assertion", "eyJworkload.assertion.sig".to_string()),
         ];
         let secrets = RequestSecrets::of(&form, &client);
         let quoted = format!(
-            "grant_type=refresh_token&refresh_token=rt_live-refresh-token&code_verifier=verifier_abcdefghijklmnop&client_secret=s3cr%2Bt%2Fvalue; Authorization: Basic {}",
+            "grant_type=refresh_token&refresh_token=rt_live-refresh-token&code_verifier=verifier_abcdefghijklmnop&assertion=eyJworkload.assertion.sig&client_secret=s3cr%2Bt%2Fvalue; Authorization: Basic {}",
             basic_credentials("c1", "s3cr+t/value")
         );
         let json = serde_json::json!({"error": "invalid_request", "error_description": quoted});
@@ -395,6 +505,7 @@ mod tests {
             for secret in [
                 "rt_live",
                 "verifier_abc",
+                "eyJworkload",
                 "s3cr",
                 &basic_credentials("c1", "s3cr+t/value")[..12],
             ] {

@@ -130,6 +130,9 @@ pub struct GrantRow {
     pub last_refresh_at: Option<i64>,
     /// Who the grant is for, from the last id_token (display only; see `oauth::id_token`).
     pub account: Option<String>,
+    /// `authorization_code`, `client_credentials`, `jwt_bearer` or `enterprise`
+    /// (`config::GrantKind`).
+    pub grant_type: String,
 }
 
 impl GrantRow {
@@ -356,13 +359,13 @@ impl Db {
     pub async fn upsert_grant(&self, g: &GrantRow) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state, needs_login_reason,
-                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at, account)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at, account, grant_type)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET
                 server_url = excluded.server_url, registration_id = excluded.registration_id, scopes = excluded.scopes,
                 state = excluded.state, needs_login_reason = excluded.needs_login_reason,
                 has_refresh_token = excluded.has_refresh_token, access_expires_at = excluded.access_expires_at,
-                updated_at = excluded.updated_at, account = excluded.account",
+                updated_at = excluded.updated_at, account = excluded.account, grant_type = excluded.grant_type",
         )
         .bind(&g.id)
         .bind(&g.server_url)
@@ -379,6 +382,7 @@ impl Db {
         .bind(g.last_used_at)
         .bind(g.last_refresh_at)
         .bind(&g.account)
+        .bind(&g.grant_type)
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
@@ -404,24 +408,27 @@ impl Db {
         Ok(earlier.flatten())
     }
 
-    /// A refresh succeeded: the grant holds a (possibly rotated) refresh token again.
-    /// `account` replaces the stored one only when the response named one.
+    /// A refresh (or the renewal of a grant without a browser) succeeded; the grant holds
+    /// a refresh token or not as `has_refresh_token` says. `account` replaces the stored
+    /// one only when the response named one.
     pub async fn record_refresh(
         &self,
         id: &str,
         expires_at: i64,
         scopes: &str,
         account: Option<&str>,
+        has_refresh_token: bool,
         now: i64,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = 1, last_refresh_at = ?, updated_at = ?,
+            "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = ?, last_refresh_at = ?, updated_at = ?,
                                state = 'active', needs_login_reason = NULL, refresh_started_at = NULL,
                                account = COALESCE(?, account)
              WHERE id = ?",
         )
         .bind(expires_at)
         .bind(scopes)
+        .bind(has_refresh_token)
         .bind(now)
         .bind(now)
         .bind(account)
@@ -563,6 +570,7 @@ mod tests {
             last_used_at: None,
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
+            grant_type: "authorization_code".into(),
         }
     }
 
@@ -606,7 +614,9 @@ mod tests {
             .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(g.state, STATE_NEEDS_LOGIN);
-        db.record_refresh("g_1", 200, "a", None, 6).await.unwrap();
+        db.record_refresh("g_1", 200, "a", None, true, 6)
+            .await
+            .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(
             (g.state.as_str(), g.access_expires_at, g.scopes.as_str()),
@@ -617,7 +627,7 @@ mod tests {
             Some("jane@example.com"),
             "a refresh without an id_token keeps the account"
         );
-        db.record_refresh("g_1", 201, "a", Some("jane2"), 7)
+        db.record_refresh("g_1", 201, "a", Some("jane2"), true, 7)
             .await
             .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
@@ -728,7 +738,9 @@ mod tests {
             db.find_grant(key).await.unwrap().unwrap().state,
             STATE_NEEDS_LOGIN
         );
-        db.record_refresh("g_1", 9, "a", None, 3).await.unwrap();
+        db.record_refresh("g_1", 9, "a", None, true, 3)
+            .await
+            .unwrap();
         assert_eq!(
             db.find_grant(key).await.unwrap().unwrap().access_expires_at,
             Some(9)

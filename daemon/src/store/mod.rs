@@ -20,6 +20,21 @@ pub mod keys {
         key.strip_prefix("refresh_token:")
     }
 
+    /// A secret the user stored for the config to reference (`{ keychain = "name" }`).
+    pub fn config_secret(name: &str) -> String {
+        format!("config:{name}")
+    }
+
+    /// The ID token of the daemon's own OpenID login at an enterprise IdP, and the refresh
+    /// token that renews it: one login at the IdP for every server that trusts it.
+    pub fn idp_id_token(idp_issuer: &str) -> String {
+        format!("idp_id_token:{idp_issuer}")
+    }
+
+    pub fn idp_refresh_token(idp_issuer: &str) -> String {
+        format!("idp_refresh_token:{idp_issuer}")
+    }
+
     pub fn client_secret(registration_id: &str) -> String {
         format!("client_secret:{registration_id}")
     }

@@ -181,7 +181,6 @@ impl SecretStore {
         }
     }
 
-    #[cfg(test)]
     pub async fn delete(&self, key: &str) -> Result<(), SecretStoreError> {
         self.delete_within(key, Some(KEYCHAIN_TIMEOUT)).await
     }

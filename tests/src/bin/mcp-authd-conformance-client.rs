@@ -13,6 +13,7 @@
 //! daemon's log on stderr).
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -36,7 +37,13 @@ fn main() -> ExitCode {
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or(Value::Null);
 
-    let home = DaemonHome::new("file", &config(&server, &context));
+    let home = DaemonHome::new("file", "");
+    let extra = config(&server, &context, home.path());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(home.path().join("config.toml"))
+        .expect("config file");
+    file.write_all(extra.as_bytes()).expect("write the config");
     let daemon = home.start(None);
     let mut proxy = Command::new(bin("mcp-auth"))
         .arg("--socket")
@@ -106,22 +113,64 @@ fn main() -> ExitCode {
     }
 }
 
-/// The daemon's config: our CIMD URL, and the scenario's pre-registered client if any.
-fn config(server: &str, context: &Value) -> String {
+/// The daemon's config, as a user would write it for the scenario's server: our CIMD URL,
+/// and the scenario's pre-registered client if any. Extension scenarios name the grant the
+/// server expects (a user knows whether a server wants client credentials, a workload
+/// token or the enterprise IdP); their keys and tokens go to files in the daemon's home,
+/// which the config points at.
+fn config(server: &str, context: &Value, home: &Path) -> String {
     let mut config = format!("client_metadata_url = \"{CLIENT_METADATA_URL}\"\n");
-    if let Some(id) = context.get("client_id").and_then(Value::as_str) {
-        config.push_str(&format!(
-            "[servers.\"{server}\"]\nclient_id = {}\n",
-            json!(id)
-        ));
-        if let Some(secret) = context.get("client_secret").and_then(Value::as_str) {
-            config.push_str(&format!("client_secret = {}\n", json!(secret)));
-            // A secret is sent only to the authorization server it is configured for; the
-            // scenario names none, so read it from the server's metadata as a user would.
-            if let Some(issuer) = issuer_of(server) {
-                config.push_str(&format!("issuer = {}\n", json!(issuer)));
+    let text = |key: &str| context.get(key).and_then(Value::as_str);
+    let Some(id) = text("client_id") else {
+        return config;
+    };
+    let secret_file = |name: &str, value: &str| {
+        let path = home.join(name);
+        std::fs::write(&path, value).expect("write a credential file");
+        json!(path.display().to_string())
+    };
+    config.push_str(&format!(
+        "[servers.\"{server}\"]\nclient_id = {}\n",
+        json!(id)
+    ));
+    if let Some(secret) = text("client_secret") {
+        config.push_str(&format!("client_secret = {}\n", json!(secret)));
+        // A secret is sent only to the authorization server it is configured for; the
+        // scenario names none, so read it from the server's metadata as a user would.
+        if let Some(issuer) = issuer_of(server) {
+            config.push_str(&format!("issuer = {}\n", json!(issuer)));
+        }
+    }
+    match text("name").unwrap_or_default() {
+        "auth/client-credentials-basic" => config.push_str("grant = \"client_credentials\"\n"),
+        "auth/client-credentials-jwt" => {
+            let key = secret_file(
+                "client-key.pem",
+                text("private_key_pem").unwrap_or_default(),
+            );
+            config.push_str(&format!(
+                "grant = \"client_credentials\"\nprivate_key = {{ file = {key} }}\n"
+            ));
+            if let Some(alg) = text("signing_algorithm") {
+                config.push_str(&format!("signing_algorithm = {}\n", json!(alg)));
             }
         }
+        "auth/wif-jwt-bearer" => {
+            let token = secret_file("workload-token.jwt", text("valid_jwt").unwrap_or_default());
+            config.push_str(&format!(
+                "grant = \"jwt_bearer\"\nassertion = {{ file = {token} }}\n"
+            ));
+        }
+        "auth/enterprise-managed-authorization" => {
+            let id_token =
+                secret_file("idp-id-token.jwt", text("idp_id_token").unwrap_or_default());
+            config.push_str(&format!(
+                "grant = \"enterprise\"\n[servers.\"{server}\".enterprise]\nidp_token_endpoint = {}\nidp_client_id = {}\nid_token = {{ file = {id_token} }}\n",
+                json!(text("idp_token_endpoint").unwrap_or_default()),
+                json!(text("idp_client_id").unwrap_or_default()),
+            ));
+        }
+        _ => {}
     }
     config
 }
