@@ -138,6 +138,10 @@ pub struct ServerConfig {
     pub scopes: Option<Vec<String>>,
     /// `confirm_clients` for this server's grants, instead of the global setting.
     pub confirm_clients: Option<bool>,
+    /// DPoP-bound tokens (RFC 9449): `true` always sends proofs, `false` never does; unset,
+    /// a login uses DPoP when the authorization server lists ES256 in
+    /// `dpop_signing_alg_values_supported`. Read at login; a grant keeps what it got.
+    pub dpop: Option<bool>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,

@@ -16,9 +16,10 @@ use crate::loopback::{LoopbackError, LoopbackRedirect};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
+use crate::oauth::dpop::{self, DpopKey};
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
-use crate::oauth::token::{now, request_tokens};
+use crate::oauth::token::{DpopSigner, now, request_tokens_with_dpop};
 use crate::secret::Secret;
 use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
@@ -182,12 +183,28 @@ async fn run(
     if !quirks.omit_resource {
         form.push(("resource", discovery.resource.clone()));
     }
-    let tokens = request_tokens(&broker.http, &metadata.token_endpoint, &credentials, form)
-        .await
-        .map_err(|e| match e {
-            OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
-            other => server_error(server_url, "cannot redeem the authorization code", &other),
-        })?;
+    // A new key per login: the grant's tokens are bound to it (RFC 9449).
+    let dpop_key = server_cfg
+        .as_ref()
+        .and_then(|c| c.dpop)
+        .unwrap_or_else(|| dpop::offered(metadata.dpop_signing_alg_values_supported.as_deref()))
+        .then(DpopKey::generate);
+    let signer = dpop_key.as_ref().map(|key| DpopSigner {
+        key,
+        nonces: &broker.dpop_nonces,
+    });
+    let tokens = request_tokens_with_dpop(
+        &broker.http,
+        &metadata.token_endpoint,
+        &credentials,
+        form,
+        signer,
+    )
+    .await
+    .map_err(|e| match e {
+        OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
+        other => server_error(server_url, "cannot redeem the authorization code", &other),
+    })?;
 
     let existing = broker
         .db
@@ -197,6 +214,10 @@ async fn run(
         .as_ref()
         .map(|g| g.id.clone())
         .unwrap_or_else(|| new_id("g"));
+    if let Some(key) = &dpop_key {
+        tracing::info!(server = %server_url, grant = %grant_id, jkt = %key.thumbprint(), token_type = tokens.token_type.as_str(), "DPoP key made for the grant");
+    }
+    broker.save_dpop_key(&grant_id, dpop_key).await?;
     let refresh_key = keys::refresh_token(&grant_id);
     match &tokens.refresh_token {
         Some(rt) => broker.secrets.set(&refresh_key, rt).await?,
@@ -228,10 +249,7 @@ async fn run(
             broker.forget_grant(&old).await?;
         }
     }
-    broker.cache_access_token(
-        &grant_id,
-        AccessToken::new(tokens.access_token, tokens.expires_at),
-    );
+    broker.cache_access_token(&grant_id, AccessToken::from_tokens(&tokens));
     tracing::info!(server = %server_url, grant = %grant_id, "logged in");
     broker.grant_info(&row).await
 }

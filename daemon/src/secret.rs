@@ -18,6 +18,13 @@ impl Secret {
     }
 }
 
+/// The value is wiped from memory when dropped (the DPoP private key is one of them).
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")

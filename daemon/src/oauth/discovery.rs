@@ -40,6 +40,10 @@ pub struct AsMetadata {
     pub authorization_response_iss_parameter_supported: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
+    /// RFC 9449 §5.1: the algorithms the AS accepts DPoP proofs in; absent when it has
+    /// no DPoP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 impl AsMetadata {
@@ -142,6 +146,7 @@ async fn legacy_discovery(
                 token_endpoint_auth_methods_supported: None,
                 authorization_response_iss_parameter_supported: None,
                 client_id_metadata_document_supported: None,
+                dpop_signing_alg_values_supported: None,
             };
             check_as_metadata(&issuer, &metadata)?;
             metadata
@@ -432,6 +437,7 @@ mod tests {
             token_endpoint_auth_methods_supported: None,
             authorization_response_iss_parameter_supported: None,
             client_id_metadata_document_supported: None,
+            dpop_signing_alg_values_supported: None,
         }
     }
 

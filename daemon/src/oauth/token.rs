@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::header;
 use serde::Deserialize;
 
+use super::dpop::{DpopKey, Nonces};
 use super::http::{Http, require_secure};
 use super::registration::{AuthMethod, ClientCredentials};
 use super::{OAuthError, OAuthErrorBody, printable};
@@ -27,7 +28,39 @@ pub struct Tokens {
     pub scopes: Option<Vec<String>>,
     /// Who the tokens are for, when an OpenID Connect `id_token` came along (display only).
     pub account: Option<String>,
+    pub token_type: TokenType,
 }
+
+/// How an access token is presented: `Bearer` (RFC 6750), or `DPoP` (RFC 9449: bound to
+/// the grant's DPoP key, sent with a fresh proof per request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenType {
+    #[default]
+    Bearer,
+    DPoP,
+}
+
+impl TokenType {
+    /// The `Authorization` scheme, as `token.get` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Bearer => "Bearer",
+            TokenType::DPoP => "DPoP",
+        }
+    }
+}
+
+/// What a token request needs to carry DPoP proofs: the grant's key and the nonces
+/// servers gave.
+#[derive(Clone, Copy)]
+pub struct DpopSigner<'a> {
+    pub key: &'a DpopKey,
+    pub nonces: &'a Nonces,
+}
+
+/// The header a DPoP proof travels in, and the one a server's nonce comes in.
+pub const DPOP_HEADER: &str = "DPoP";
+pub const DPOP_NONCE_HEADER: &str = "DPoP-Nonce";
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -58,22 +91,74 @@ pub async fn request_tokens(
     http: &Http,
     token_endpoint: &str,
     client: &ClientCredentials,
-    mut form: Vec<(&'static str, String)>,
+    form: Vec<(&'static str, String)>,
+) -> Result<Tokens, OAuthError> {
+    request_tokens_with_dpop(http, token_endpoint, client, form, None).await
+}
+
+/// [`request_tokens`], with a DPoP proof (RFC 9449 §5) when `dpop` is given. A
+/// `use_dpop_nonce` answer is retried once, with a new proof carrying the server's nonce
+/// (§8); every nonce the server sends is remembered for the next request.
+pub async fn request_tokens_with_dpop(
+    http: &Http,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    form: Vec<(&'static str, String)>,
+    dpop: Option<DpopSigner<'_>>,
 ) -> Result<Tokens, OAuthError> {
     let endpoint = require_secure("token endpoint", token_endpoint)?;
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
-    let response = http
-        .send(
-            request
-                .header(header::ACCEPT, "application/json")
-                .form(&form),
-        )
-        .await?;
     let url = endpoint.to_string();
-    if !response.status.is_success() {
-        return Err(error_from(&url, response.status.as_u16(), &response.bytes));
+    let mut nonce_retried = false;
+    let response = loop {
+        let mut form = form.clone();
+        let mut request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
+        if let Some(d) = dpop {
+            let nonce = d.nonces.get(&url);
+            let proof = d
+                .key
+                .proof("POST", &url, None, nonce.as_deref(), now())
+                .map_err(|e| OAuthError::Untrusted(e.to_string()))?;
+            request = request.header(DPOP_HEADER, proof);
+        }
+        let response = http
+            .send(
+                request
+                    .header(header::ACCEPT, "application/json")
+                    .form(&form),
+            )
+            .await?;
+        let nonce = response
+            .headers
+            .get(DPOP_NONCE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(d), Some(nonce)) = (dpop, nonce) {
+            d.nonces.remember(&url, nonce);
+        }
+        if response.status.is_success() {
+            break response;
+        }
+        let error = error_from(&url, response.status.as_u16(), &response.bytes);
+        let wants_nonce =
+            matches!(&error, OAuthError::TokenError(e) if e.error == "use_dpop_nonce");
+        if dpop.is_some() && wants_nonce && nonce.is_some() && !nonce_retried {
+            nonce_retried = true;
+            tracing::debug!("{url} asked for a DPoP nonce; retrying with it");
+            continue;
+        }
+        return Err(error);
+    };
+    let tokens = parse_response(&url, &response)?;
+    if tokens.token_type == TokenType::DPoP && dpop.is_none() {
+        return Err(OAuthError::BadResponse {
+            url,
+            detail: "a DPoP-bound token to a request that carried no DPoP proof".into(),
+        });
     }
-    parse_token_response(&url, &response.bytes, now()).map_err(|e| {
+    Ok(tokens)
+}
+
+fn parse_response(url: &str, response: &super::http::Body) -> Result<Tokens, OAuthError> {
+    parse_token_response(url, &response.bytes, now()).map_err(|e| {
         // An HTML login page or a form-encoded body: say what came instead of JSON.
         let content_type = response
             .headers
@@ -100,20 +185,21 @@ pub async fn request_tokens(
 }
 
 /// Checks and decodes a successful token endpoint response body (RFC 6749 §5.1) received
-/// at `now` (Unix seconds): a Bearer token, not empty, with a believable lifetime.
+/// at `now` (Unix seconds): a Bearer or DPoP token, not empty, with a believable lifetime.
 pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, OAuthError> {
     let url = url.to_string();
     let t: TokenResponse = serde_json::from_slice(body).map_err(|e| OAuthError::BadResponse {
         url: url.clone(),
         detail: format!("a token response that is not the expected JSON ({e})"),
     })?;
-    match t.token_type.as_deref() {
-        Some(tt) if tt.eq_ignore_ascii_case("bearer") => {}
+    let token_type = match t.token_type.as_deref() {
+        Some(tt) if tt.eq_ignore_ascii_case("bearer") => TokenType::Bearer,
+        Some(tt) if tt.eq_ignore_ascii_case("dpop") => TokenType::DPoP,
         Some(tt) => {
             return Err(OAuthError::BadResponse {
                 url,
                 detail: format!(
-                    "a `{}` token; only Bearer tokens are supported",
+                    "a `{}` token; only Bearer and DPoP tokens are supported",
                     printable(tt, 32)
                 ),
             });
@@ -124,7 +210,7 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
                 detail: "a token without `token_type` (RFC 6749 §5.1 requires it)".into(),
             });
         }
-    }
+    };
     if t.access_token.expose().is_empty() {
         return Err(OAuthError::BadResponse {
             url,
@@ -162,6 +248,7 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
             .as_ref()
             .and_then(serde_json::Value::as_str)
             .and_then(super::id_token::account),
+        token_type,
     })
 }
 
