@@ -18,6 +18,7 @@
 
 mod auth_server;
 pub mod daemon;
+mod dpop;
 mod mcp_server;
 pub mod procfs;
 pub mod tools;
