@@ -282,6 +282,21 @@ async fn the_config_turns_dpop_off_or_on_per_server() {
     assert_eq!(off.token_type, "Bearer");
     assert_eq!(offered.counts().dpop_proofs, 0);
     assert_eq!(offered_mcp.status_with_token(&off.access_token).await, 200);
+    let refused = proof(
+        &d,
+        DpopProofParams {
+            server: offered_mcp.url().into(),
+            method: "POST".into(),
+            url: offered_mcp.url().into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("is not DPoP-bound"),
+        "{refused}"
+    );
     // On: proofs go to an AS that advertises nothing; it ignores them (no DPoP there),
     // so the token stays a bearer one, and the grant keeps its key for refreshes.
     let on = token(&d, plain_mcp.url()).await;

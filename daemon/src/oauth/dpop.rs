@@ -73,9 +73,11 @@ impl DpopKey {
     /// The key as the secret store keeps it.
     pub fn to_secret(&self) -> Secret {
         let mut bytes = self.key.to_bytes();
-        let stored = format!("{STORED_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let mut encoded = URL_SAFE_NO_PAD.encode(bytes);
         bytes.zeroize();
-        Secret::new(stored)
+        let stored = Secret::new(format!("{STORED_PREFIX}{encoded}"));
+        encoded.zeroize();
+        stored
     }
 
     pub fn from_secret(stored: &Secret) -> Result<DpopKey, DpopError> {
