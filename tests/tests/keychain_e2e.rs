@@ -74,3 +74,33 @@ async fn grants_survive_a_keychain_restart() {
     );
     assert_eq!(auth.counts().authorizations, 1, "no second browser login");
 }
+
+/// A DPoP-bound grant's private key goes to the real keychain, not to a file: a restarted
+/// daemon refreshes with a proof by the same key, read back from the Secret Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpop_key_lives_in_the_keychain() {
+    if std::env::var(KEYCHAIN_ENV).as_deref() != Ok("required") {
+        eprintln!("SKIPPED: needs {KEYCHAIN_ENV}=required inside a Secret Service session");
+        return;
+    }
+    let auth = AuthServer::start(AsOptions {
+        access_token_ttl_secs: TTL,
+        dpop: true,
+        ..Default::default()
+    })
+    .await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("keychain", "background_refresh_days = 0\n");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    let first = d.cli_ok(&["token", &url]).trim().to_string();
+    let jkt = auth.dpop_binding(&first).expect("a DPoP-bound token");
+
+    d.stop();
+    let d = home.start(None);
+    let renewed = d.cli_ok(&["token", &url]).trim().to_string();
+    assert_eq!(auth.counts().refreshes, 1);
+    assert_eq!(auth.dpop_binding(&renewed), Some(jkt));
+    assert!(!home.path().join("secrets.json").exists());
+}
