@@ -43,10 +43,9 @@ for s in resource-mismatch offline-access-scope offline-access-not-supported \
   runs+=("$s 2026-07-28")
 done
 
-# The extension scenarios (not on the spec timeline: the suite runs them at its default
-# wire) that mcp-authd passes; auth/dpop and auth/dpop-nonce are not among them yet.
+# Extension scenarios are on no spec timeline: they run without --spec-version.
 for s in client-credentials-basic client-credentials-jwt enterprise-managed-authorization \
-         wif-jwt-bearer; do
+         wif-jwt-bearer dpop dpop-nonce; do
   runs+=("$s extension")
 done
 

@@ -44,7 +44,7 @@ enum Command {
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),
-    /// Print {"Authorization": "Bearer …"} for an MCP server (Claude Code's headersHelper)
+    /// Print {"Authorization": "Bearer …"} for an MCP server (Claude Code's headersHelper); refuses a DPoP-bound grant
     Headers(token::Args),
     /// Bridge stdio to an MCP server over Streamable HTTP, with tokens from mcp-authd
     Proxy(proxy::Args),

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcp_authd_ipc::methods::{
-    ChallengeParams, LOGIN_PENDING, LoginPending, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams,
-    TokenGetResult,
+    ChallengeParams, DpopProofParams, DpopProofResult, LOGIN_PENDING, LoginPending,
+    TOKEN_CHALLENGE, TOKEN_DPOP_PROOF, TOKEN_GET, TokenGetParams, TokenGetResult,
 };
 use mcp_authd_ipc::text::printable;
 use mcp_authd_ipc::transport::{UrlRefused, check_url};
@@ -22,6 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 const SESSION_HEADER: &str = "mcp-session-id";
+/// RFC 9449: the proof header, and the header a server's nonce comes in.
+const DPOP_HEADER: &str = "dpop";
+const DPOP_NONCE_HEADER: &str = "dpop-nonce";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Where a stateless (2026-07-28) request names its protocol version.
 const META_VERSION: &str = "/params/_meta/io.modelcontextprotocol~1protocolVersion";
@@ -69,6 +72,8 @@ struct Proxy {
     daemon: tokio::sync::Mutex<Option<Client>>,
     session: Mutex<Option<String>>,
     protocol_version: Mutex<Option<String>>,
+    /// The latest `DPoP-Nonce` the server sent (RFC 9449 §9), for the next proof.
+    dpop_nonce: Mutex<Option<String>>,
     out: Stdout,
 }
 
@@ -88,6 +93,23 @@ impl Stdout {
             return;
         };
         let _ = self.lines.send((line, permit));
+    }
+}
+
+/// An access token from the daemon and how to present it.
+struct Token {
+    value: String,
+    /// DPoP-bound: sent as `Authorization: DPoP …` with a proof the daemon signs.
+    dpop: bool,
+}
+
+impl From<TokenGetResult> for Token {
+    fn from(mut t: TokenGetResult) -> Token {
+        Token {
+            dpop: t.token_type.eq_ignore_ascii_case("dpop"),
+            // Taken out: the rest of the result zeroes its copy when dropped.
+            value: std::mem::take(&mut t.access_token),
+        }
     }
 }
 
@@ -130,6 +152,7 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
         daemon: tokio::sync::Mutex::new(None),
         session: Mutex::new(None),
         protocol_version: Mutex::new(None),
+        dpop_nonce: Mutex::new(None),
         out,
     });
 
@@ -218,8 +241,9 @@ impl Proxy {
 
         let mut token = self.token().await;
         let mut challenged: Option<StatusCode> = None;
+        let mut nonce_retried = false;
         loop {
-            let response = match self.post(&body, token.as_deref(), version.as_deref()).await {
+            let response = match self.post(&body, token.as_ref(), version.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => {
                     let why = self.unreachable(&e);
@@ -227,6 +251,11 @@ impl Proxy {
                 }
             };
             let status = response.status();
+            // RFC 9449 §9: the server wants its nonce in the proof; once, with a new proof.
+            if self.asks_for_nonce(&response, token.as_ref()) && !nonce_retried {
+                nonce_retried = true;
+                continue;
+            }
             let may_challenge = matches!(status.as_u16(), 400 | 401 | 403);
             // One retry per kind of challenge: a 401 then a 403 is a login then a step-up;
             // the same challenge twice means the new token did not help.
@@ -246,7 +275,12 @@ impl Proxy {
             challenged = Some(status);
             let excerpt = (!text.is_empty()).then(|| text.chars().take(2048).collect());
             match self
-                .challenge(status, www_authenticate, excerpt, token.take())
+                .challenge(
+                    status,
+                    www_authenticate,
+                    excerpt,
+                    token.take().map(|t| t.value),
+                )
                 .await
             {
                 Ok(t) => token = Some(t),
@@ -270,27 +304,54 @@ impl Proxy {
     async fn post(
         &self,
         body: &str,
-        token: Option<&str>,
+        token: Option<&Token>,
         version: Option<&str>,
     ) -> reqwest::Result<reqwest::Response> {
-        let mut request = self
+        let request = self
             .http
             .post(&self.server)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream")
             .body(body.to_string());
-        request = self.common_headers(request, token, version);
-        request.send().await
+        let request = self.common_headers(request, token, version, "POST").await;
+        let response = request.send().await?;
+        if let Some(nonce) = response
+            .headers()
+            .get(DPOP_NONCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            *self.dpop_nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce.to_string());
+        }
+        Ok(response)
     }
 
-    fn common_headers(
+    /// A 401 whose DPoP challenge says `use_dpop_nonce` and that came with a nonce.
+    fn asks_for_nonce(&self, response: &reqwest::Response, token: Option<&Token>) -> bool {
+        response.status() == StatusCode::UNAUTHORIZED
+            && token.is_some_and(|t| t.dpop)
+            && response.headers().contains_key(DPOP_NONCE_HEADER)
+            && joined(response.headers(), header::WWW_AUTHENTICATE)
+                .is_some_and(|w| w.contains("use_dpop_nonce"))
+    }
+
+    /// The headers every request carries: the token (with a new DPoP proof for `method`
+    /// when it is DPoP-bound), the session, the protocol version.
+    async fn common_headers(
         &self,
         mut request: reqwest::RequestBuilder,
-        token: Option<&str>,
+        token: Option<&Token>,
         version: Option<&str>,
+        method: &str,
     ) -> reqwest::RequestBuilder {
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        match token {
+            Some(t) if t.dpop => {
+                request = request.header(header::AUTHORIZATION, format!("DPoP {}", t.value));
+                if let Some(proof) = self.dpop_proof(method, &t.value).await {
+                    request = request.header(DPOP_HEADER, proof);
+                }
+            }
+            Some(t) => request = request.bearer_auth(&t.value),
+            None => {}
         }
         if let Some(session) = self.session() {
             request = request.header(SESSION_HEADER, session);
@@ -419,7 +480,9 @@ impl Proxy {
                 .http
                 .get(&self.server)
                 .header(header::ACCEPT, "text/event-stream");
-            let request = self.common_headers(request, token.as_deref(), None);
+            let request = self
+                .common_headers(request, token.as_ref(), None, "GET")
+                .await;
             match request.send().await {
                 Ok(mut response) if response.status().is_success() => {
                     backoff = Duration::from_secs(1);
@@ -442,7 +505,14 @@ impl Proxy {
             return;
         }
         let token = self.token().await;
-        let request = self.common_headers(self.http.delete(&self.server), token.as_deref(), None);
+        let request = self
+            .common_headers(
+                self.http.delete(&self.server),
+                token.as_ref(),
+                None,
+                "DELETE",
+            )
+            .await;
         if let Err(e) = request.timeout(Duration::from_secs(5)).send().await {
             log(&format!("could not end the session: {e}"));
         }
@@ -450,7 +520,7 @@ impl Proxy {
 
     /// A token from the daemon, or none (not logged in yet, or the daemon is away: the
     /// request goes without one, and a challenge will say what the server needs).
-    async fn token(&self) -> Option<String> {
+    async fn token(&self) -> Option<Token> {
         let mut daemon = self.daemon.lock().await;
         let params = TokenGetParams {
             server: self.server.clone(),
@@ -471,7 +541,7 @@ impl Proxy {
             }
             let client = daemon.as_mut()?;
             match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
-                Ok(mut t) => return Some(std::mem::take(&mut t.access_token)),
+                Ok(t) => return Some(t.into()),
                 Err(ClientError::Rpc(e))
                     if e.kind() == Some(ErrorKind::LimitExceeded) && !fresh =>
                 {
@@ -499,7 +569,7 @@ impl Proxy {
         www_authenticate: Option<String>,
         body: Option<String>,
         rejected_token: Option<String>,
-    ) -> Result<String, ClientError> {
+    ) -> Result<Token, ClientError> {
         let mut client = Client::connect(&self.socket).await?;
         let params = ChallengeParams {
             server: self.server.clone(),
@@ -511,7 +581,7 @@ impl Proxy {
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
         };
-        let mut token: TokenGetResult = client
+        let token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {
                 if n.method != LOGIN_PENDING {
                     return;
@@ -524,7 +594,43 @@ impl Proxy {
                 }
             })
             .await?;
-        Ok(std::mem::take(&mut token.access_token))
+        Ok(token.into())
+    }
+
+    /// A DPoP proof for one request, signed by the daemon (the key never comes here);
+    /// `None` when the daemon cannot sign, so the server's answer says what is wrong.
+    async fn dpop_proof(&self, method: &str, token: &str) -> Option<String> {
+        let nonce = self
+            .dpop_nonce
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let params = DpopProofParams {
+            server: self.server.clone(),
+            method: method.to_string(),
+            url: self.server.clone(),
+            access_token: Some(token.to_string()),
+            ath: None,
+            nonce,
+        };
+        let mut daemon = self.daemon.lock().await;
+        if daemon.is_none() {
+            *daemon = Client::connect(&self.socket).await.ok();
+        }
+        let client = daemon.as_mut()?;
+        match client
+            .call::<_, DpopProofResult>(TOKEN_DPOP_PROOF, &params)
+            .await
+        {
+            Ok(r) => Some(r.proof),
+            Err(e) => {
+                log(&format!("mcp-authd signed no DPoP proof: {e}"));
+                if !matches!(e, ClientError::Rpc(_)) {
+                    *daemon = None;
+                }
+                None
+            }
+        }
     }
 }
 

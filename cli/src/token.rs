@@ -3,7 +3,7 @@
 
 use mcp_authd_ipc::clients::{CLIENTS_CONFIRM_PENDING, PendingRequest};
 use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
-use mcp_authd_ipc::{Client, ClientError};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind, RpcError};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,8 +30,19 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
 
 /// `mcp-auth headers`: `{"Authorization": "Bearer …"}`, the shape Claude Code's
 /// `headersHelper` (and any tool that merges JSON headers) expects.
+/// A DPoP-bound token is refused: it needs a new proof per request, which a header
+/// computed once cannot carry.
 pub async fn headers(client: &mut Client, args: Args) -> Result<(), ClientError> {
+    let server = args.server.clone();
     let token = get(client, args).await?;
+    if token.token_type.eq_ignore_ascii_case("dpop") {
+        return Err(ClientError::Rpc(RpcError::new(
+            ErrorKind::InvalidParams,
+            format!(
+                "the grant for {server} is DPoP-bound (RFC 9449): each request needs a fresh proof signed by mcp-authd, so no fixed header works; run the client through `mcp-auth proxy {server}`, or have it call token.dpop_proof (ipc-proto/PROTOCOL.md)"
+            ),
+        )));
+    }
     let headers = serde_json::json!({
         "Authorization": format!("{} {}", token.token_type, token.access_token)
     });

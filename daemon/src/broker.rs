@@ -16,9 +16,10 @@ use crate::challenge::StepUpLimiter;
 use crate::config::{Config, GrantKind, Paths, ServerConfig};
 use crate::oauth::OAuthError;
 use crate::oauth::discovery::{AsMetadata, check_endpoints, normalize_server_url};
+use crate::oauth::dpop::{DpopKey, Nonces};
 use crate::oauth::http::{Http, UrlPolicy};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
-use crate::oauth::token::{Tokens, now, request_tokens};
+use crate::oauth::token::{DpopSigner, TokenType, Tokens, now, request_tokens_with_dpop};
 use crate::secret::Secret;
 use crate::store::db::{STATE_ACTIVE, STATE_NEEDS_LOGIN};
 use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, WriteBehind, keys};
@@ -47,6 +48,8 @@ pub struct Broker {
     /// `confirm_clients`: which programs may have which grants' tokens.
     pub confirm: crate::confirm::Confirmations,
     refreshes: RefreshGate,
+    /// The latest DPoP nonce each server origin asked for (RFC 9449 §8, §9).
+    pub dpop_nonces: Nonces,
 }
 
 /// Refreshes in flight, and whether new ones may start: a stopping daemon starts none and
@@ -123,6 +126,8 @@ pub(crate) struct GrantSlot {
     /// Set when the grant is revoked or logged out: a caller that queued behind its lock
     /// must not refresh it again.
     forgotten: AtomicBool,
+    /// The grant's DPoP key once read from the secret store (DPoP-bound grants only).
+    dpop_key: Mutex<Option<Arc<DpopKey>>>,
 }
 
 impl GrantSlot {
@@ -158,6 +163,7 @@ pub struct AccessToken {
     /// Unix seconds when the authorization server issued it.
     pub issued_at: i64,
     pub obtained: Instant,
+    pub token_type: TokenType,
 }
 
 impl AccessToken {
@@ -167,6 +173,15 @@ impl AccessToken {
             expires_at,
             issued_at: now(),
             obtained: Instant::now(),
+            token_type: TokenType::Bearer,
+        }
+    }
+
+    /// The access token of a token response, presented as the response said.
+    pub fn from_tokens(tokens: &Tokens) -> AccessToken {
+        AccessToken {
+            token_type: tokens.token_type,
+            ..AccessToken::new(tokens.access_token.clone(), tokens.expires_at)
         }
     }
 
@@ -240,6 +255,7 @@ impl Broker {
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
             refreshes: RefreshGate::default(),
+            dpop_nonces: Nonces::default(),
         }
     }
 
@@ -305,6 +321,53 @@ impl Broker {
     pub fn cache_access_token(&self, grant_id: &str, token: AccessToken) {
         self.slot(grant_id).set(Some(token));
         self.schedule_changed.notify_one();
+    }
+
+    /// A grant's DPoP key: from memory, else from the secret store; `None` for a grant
+    /// whose tokens are not DPoP-bound.
+    pub async fn dpop_key(&self, grant_id: &str) -> Result<Option<Arc<DpopKey>>, RpcError> {
+        let slot = self.slot(grant_id);
+        if let Some(key) = slot
+            .dpop_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(Some(key));
+        }
+        let Some(stored) = self.secrets.get(&keys::dpop_key(grant_id)).await? else {
+            return Ok(None);
+        };
+        let key = Arc::new(DpopKey::from_secret(&stored).map_err(|e| {
+            RpcError::new(ErrorKind::SecretStore, format!("grant {grant_id}: {e}"))
+        })?);
+        *slot.dpop_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+        Ok(Some(key))
+    }
+
+    /// Stores a login's DPoP key (or, with `None`, removes the one an earlier login left).
+    pub async fn save_dpop_key(
+        &self,
+        grant_id: &str,
+        key: Option<DpopKey>,
+    ) -> Result<(), RpcError> {
+        let name = keys::dpop_key(grant_id);
+        let key = match key {
+            Some(key) => {
+                self.secrets.set(&name, &key.to_secret()).await?;
+                Some(Arc::new(key))
+            }
+            None => {
+                self.secrets.delete(&name).await?;
+                None
+            }
+        };
+        *self
+            .slot(grant_id)
+            .dpop_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
     }
 
     /// The cached access token of a grant, if any (for display and revocation).
@@ -545,15 +608,22 @@ impl Broker {
             form.push(("scope", grant.scopes.clone()));
         }
         tracing::debug!(grant = %grant.id, "refreshing the access token");
+        // A DPoP-bound grant proves possession at each refresh too (RFC 9449 §5).
+        let dpop_key = self.dpop_key(&grant.id).await?;
+        let dpop = dpop_key.as_deref().map(|key| DpopSigner {
+            key,
+            nonces: &self.dpop_nonces,
+        });
         crate::crash::point("refresh:before_request");
         let interrupted = self.db.begin_refresh(&grant.id, now()).await?;
-        let tokens = match request_tokens(
+        let tokens = match request_tokens_with_dpop(
             &self.http,
             &policy,
             &grant.issuer,
             &metadata.token_endpoint,
             &credentials,
             form,
+            dpop,
         )
         .await
         {
@@ -662,6 +732,7 @@ impl Broker {
         crate::crash::point("refresh:after_secret_store");
         let scopes = tokens
             .scopes
+            .as_ref()
             .map(|s| s.join(" "))
             .unwrap_or_else(|| grant.scopes.clone());
         let now = now();
@@ -677,7 +748,7 @@ impl Broker {
             .await?;
         crate::crash::point("refresh:after_database");
         tracing::info!(grant = %grant.id, expires_in = tokens.expires_at - now, "access token refreshed");
-        Ok(AccessToken::new(tokens.access_token, tokens.expires_at))
+        Ok(AccessToken::from_tokens(&tokens))
     }
 
     /// The identity-provider quirks configured for a grant's server or issuer.
@@ -892,6 +963,8 @@ impl Broker {
             .refresh_tokens
             .delete(&keys::refresh_token(&g.id))
             .await;
+        // A DPoP-bound grant's private key goes with it.
+        self.secrets.delete(&keys::dpop_key(&g.id)).await?;
         self.db.delete_grant(&g.id).await?;
         deleted.map_err(|e| {
             RpcError::new(
@@ -930,7 +1003,7 @@ impl Broker {
 fn token_result(grant: String, scopes: Vec<String>, t: &AccessToken, now: i64) -> TokenGetResult {
     TokenGetResult {
         access_token: t.token.expose().to_string(),
-        token_type: "Bearer".into(),
+        token_type: t.token_type.as_str().into(),
         expires_at: t.expires_at,
         expires_in: t.expires_at - now,
         scopes,

@@ -171,6 +171,10 @@ pub struct ServerConfig {
     /// `grant = "enterprise"`: the enterprise identity provider that turns the user's ID
     /// token into an ID-JAG for this server (SEP-990).
     pub enterprise: Option<EnterpriseConfig>,
+    /// DPoP-bound tokens (RFC 9449): `true` always sends proofs, `false` never does; unset,
+    /// a login uses DPoP when the authorization server lists ES256 in
+    /// `dpop_signing_alg_values_supported`. Read at login; a grant keeps what it got.
+    pub dpop: Option<bool>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,

@@ -17,11 +17,12 @@ use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::discovery::{AsMetadata, Discovery, discover, normalize_server_url};
+use crate::oauth::dpop::{self, DpopKey};
 use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
 use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
-use crate::oauth::token::{now, request_tokens};
+use crate::oauth::token::{DpopSigner, now, request_tokens_with_dpop};
 use crate::secret::Secret;
 use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
@@ -147,6 +148,12 @@ async fn run(
         && metadata.wants_prompt_consent()
         && server_cfg.as_ref().is_none_or(ServerConfig::prompt_consent)
         && !quirks.authorization_params.contains_key("prompt");
+    // A new key per login: the grant's tokens are bound to it (RFC 9449).
+    let dpop_key = server_cfg
+        .as_ref()
+        .and_then(|c| c.dpop)
+        .unwrap_or_else(|| dpop::offered(metadata.dpop_signing_alg_values_supported.as_deref()))
+        .then(DpopKey::generate);
     let tokens = authorize_in_browser(
         broker,
         &Authorization {
@@ -161,6 +168,10 @@ async fn run(
             // Document) has one redirect path for all of them: only `iss` tells whose
             // response this is.
             iss_required: registration.kind == KIND_METADATA_DOCUMENT,
+            dpop: dpop_key.as_ref().map(|key| DpopSigner {
+                key,
+                nonces: &broker.dpop_nonces,
+            }),
         },
         &credentials,
         redirect,
@@ -175,9 +186,12 @@ async fn run(
         server_url,
         &discovery,
         &registration,
-        GrantKind::AuthorizationCode,
-        tokens,
-        scopes,
+        Obtained {
+            kind: GrantKind::AuthorizationCode,
+            tokens,
+            dpop_key,
+            scopes,
+        },
     )
     .await
 }
@@ -197,6 +211,8 @@ pub(crate) struct Authorization<'a> {
     pub prompt_consent: bool,
     /// Refuse an answer without `iss` even from a server that does not promise RFC 9207.
     pub iss_required: bool,
+    /// The grant's DPoP key, when its tokens are to be bound to one (RFC 9449).
+    pub dpop: Option<DpopSigner<'a>>,
 }
 
 /// Authorization code + PKCE in the browser, the answer at the loopback `redirect`
@@ -287,13 +303,14 @@ async fn authorize_in_browser(
     if let Some(resource) = a.resource {
         form.push(("resource", resource.to_string()));
     }
-    request_tokens(
+    request_tokens_with_dpop(
         &broker.http,
         a.policy,
         &a.metadata.issuer,
         &a.metadata.token_endpoint,
         credentials,
         form,
+        a.dpop,
     )
     .await
     .map_err(|e| match e {
@@ -362,9 +379,13 @@ async fn machine_login(
         server_url,
         discovery,
         &registration,
-        cfg.grant,
-        tokens,
-        scopes,
+        Obtained {
+            kind: cfg.grant,
+            tokens,
+            // Grants without a browser are granted again, as bearer grants.
+            dpop_key: None,
+            scopes,
+        },
     )
     .await
 }
@@ -414,6 +435,7 @@ async fn idp_login(
             prompt_consent: scopes.iter().any(|s| s == "offline_access")
                 && metadata.wants_prompt_consent(),
             iss_required: false,
+            dpop: None,
         },
         &crate::machine::idp_client(enterprise),
         redirect,
@@ -429,17 +451,31 @@ async fn idp_login(
     Ok(())
 }
 
+/// What a login obtained.
+struct Obtained {
+    kind: GrantKind,
+    tokens: crate::oauth::token::Tokens,
+    /// The key the tokens are bound to (DPoP), if any.
+    dpop_key: Option<DpopKey>,
+    /// The scopes asked for (the tokens' own, when the server said, win).
+    scopes: Vec<String>,
+}
+
 /// Stores what a login obtained: the grant row (new or replacing the last login's), its
-/// refresh token, and the access token in memory.
+/// refresh token and DPoP key, and the access token in memory.
 async fn save_grant(
     broker: &Arc<Broker>,
     server_url: &str,
     discovery: &Discovery,
     registration: &RegistrationRow,
-    kind: GrantKind,
-    tokens: crate::oauth::token::Tokens,
-    scopes: Vec<String>,
+    obtained: Obtained,
 ) -> Result<GrantInfo, RpcError> {
+    let Obtained {
+        kind,
+        tokens,
+        dpop_key,
+        scopes,
+    } = obtained;
     let metadata = &discovery.metadata;
     let existing = broker
         .db
@@ -452,6 +488,10 @@ async fn save_grant(
     // A refresh of the grant in flight finishes before this login's tokens replace its
     // own, and none starts until they are in place.
     let _lock = broker.lock_grant(&grant_id).await;
+    if let Some(key) = &dpop_key {
+        tracing::info!(server = %server_url, grant = %grant_id, jkt = %key.thumbprint(), token_type = tokens.token_type.as_str(), "DPoP key made for the grant");
+    }
+    broker.save_dpop_key(&grant_id, dpop_key).await?;
     let refresh_key = keys::refresh_token(&grant_id);
     let stored = match &tokens.refresh_token {
         Some(rt) => broker.refresh_tokens.set(&refresh_key, rt).await,
@@ -488,10 +528,7 @@ async fn save_grant(
             broker.forget_grant(&old, &lock).await?;
         }
     }
-    broker.cache_access_token(
-        &grant_id,
-        AccessToken::new(tokens.access_token, tokens.expires_at),
-    );
+    broker.cache_access_token(&grant_id, AccessToken::from_tokens(&tokens));
     tracing::info!(server = %server_url, grant = %grant_id, "logged in");
     broker.grant_info(&row).await
 }

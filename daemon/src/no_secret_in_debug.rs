@@ -33,7 +33,15 @@ fn debug_output_of_every_secret_holder_hides_the_values() {
         scopes: None,
         account: None,
         id_token: None,
+        token_type: crate::oauth::token::TokenType::DPoP,
     };
+    // A DPoP key prints its public thumbprint, never its private scalar.
+    let dpop = crate::oauth::dpop::DpopKey::generate();
+    let stored = dpop.to_secret();
+    let private = stored.expose().rsplit(':').next().unwrap().to_string();
+    let printed = format!("{dpop:?} {dpop:#?} {stored:?}");
+    assert!(!printed.contains(&private), "{printed}");
+    assert!(printed.contains(&dpop.thumbprint()), "{printed}");
     let credentials = ClientCredentials {
         client_id: "client".into(),
         client_secret: Some(Secret::new(VALUES[2])),

@@ -9,6 +9,9 @@ pub const GRANTS_LIST: &str = "grants.list";
 pub const GRANTS_GET: &str = "grants.get";
 pub const GRANTS_REVOKE: &str = "grants.revoke";
 pub const TOKEN_CHALLENGE: &str = "token.challenge";
+/// Signs a DPoP proof (RFC 9449) with a DPoP-bound grant's key, which never leaves the
+/// daemon.
+pub const TOKEN_DPOP_PROOF: &str = "token.dpop_proof";
 /// Self-checks for `mcp-auth doctor`: database integrity, schema, clock skew.
 pub const DOCTOR: &str = "doctor";
 /// Re-reads the config file (as SIGHUP does).
@@ -72,6 +75,8 @@ pub struct TokenGetParams {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TokenGetResult {
     pub access_token: String,
+    /// `Bearer`, or `DPoP` for a DPoP-bound token: sent as `Authorization: DPoP <token>`
+    /// with a fresh proof from `token.dpop_proof` on every request.
     pub token_type: String,
     /// Unix time, seconds.
     pub expires_at: i64,
@@ -97,6 +102,38 @@ impl Drop for TokenGetResult {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.access_token);
     }
+}
+
+/// Params of `token.dpop_proof`: the request a proof is for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DpopProofParams {
+    /// The MCP server URL (or a grant id) whose grant signs.
+    pub server: String,
+    /// The HTTP method of the request (`htm`), e.g. `POST`.
+    pub method: String,
+    /// The request URL (`htu`; query and fragment are dropped). Must be at the grant's MCP
+    /// server origin.
+    pub url: String,
+    /// The access token the request carries; the proof's `ath` is its hash. Give this or
+    /// `ath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// base64url(SHA-256(access token)), for a caller that would rather not send the
+    /// token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ath: Option<String>,
+    /// The `DPoP-Nonce` the server sent; omitted, the latest nonce the daemon saw for the
+    /// URL's origin is used (if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DpopProofResult {
+    /// The proof JWT, for the request's `DPoP` header. Good for one request.
+    pub proof: String,
+    /// The grant whose key signed.
+    pub grant: String,
 }
 
 /// Params of `token.challenge`: a client reports the 401 or 403 an MCP server answered,

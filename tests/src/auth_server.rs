@@ -11,7 +11,7 @@
 //! secrets) and the in-process [`crate::McpServer`] can validate tokens
 //! without an introspection round trip.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -91,6 +91,13 @@ pub struct AsOptions {
     /// Act as an enterprise IdP (SEP-990): RFC 8693 token exchange of an ID token signed
     /// with this key for an ID-JAG, signed with it too.
     pub idp: Option<IdpOptions>,
+    /// RFC 9449: advertise `dpop_signing_alg_values_supported: ["ES256"]`; a token request
+    /// with a valid proof gets a DPoP-bound token (`cnf.jkt` kept here), and a bound
+    /// grant's refresh needs a proof by the same key.
+    pub dpop: bool,
+    /// With `dpop`: a proof without [`AuthServer::dpop_nonce`] is answered
+    /// `use_dpop_nonce` (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// An enterprise identity provider's side of SEP-990.
@@ -143,6 +150,8 @@ impl Default for AsOptions {
             pkce_unadvertised: false,
             trusted_assertion_issuers: Vec::new(),
             idp: None,
+            dpop: false,
+            dpop_nonce: false,
         }
     }
 }
@@ -172,6 +181,10 @@ pub struct Counts {
     pub jwt_bearer_grants: u32,
     /// Successful token exchanges for an ID-JAG (as an IdP).
     pub token_exchanges: u32,
+    /// Token requests that carried a valid DPoP proof.
+    pub dpop_proofs: u32,
+    /// `use_dpop_nonce` answers from the token endpoint.
+    pub dpop_nonce_challenges: u32,
 }
 
 /// Why [`AuthServer::validate_access_token`] refused a token.
@@ -239,6 +252,7 @@ impl AuthServer {
             opts,
             token_delay_ms: Default::default(),
             token_reply_delay_ms: Default::default(),
+            dpop_nonce: random_token("nonce-"),
         });
         let server = spawn_server(listener, router(&shared));
         AuthServer {
@@ -257,6 +271,11 @@ impl AuthServer {
     /// The issuer identifier, without a trailing slash.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// Whether `token` is DPoP-bound, and to which key thumbprint (`cnf.jkt`).
+    pub fn dpop_binding(&self, token: &str) -> Option<String> {
+        self.shared.dpop_binding(token)
     }
 
     pub fn counts(&self) -> Counts {
@@ -449,6 +468,7 @@ pub(crate) struct Shared {
     token_delay_ms: std::sync::atomic::AtomicU64,
     /// Milliseconds `/token` waits after doing a refresh, before it answers.
     token_reply_delay_ms: std::sync::atomic::AtomicU64,
+    dpop_nonce: String,
 }
 
 impl Shared {
@@ -461,6 +481,25 @@ impl Shared {
 
     pub(crate) fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The thumbprint of the key an access token is bound to (`cnf.jkt`), if it is
+    /// DPoP-bound.
+    pub(crate) fn dpop_binding(&self, token: &str) -> Option<String> {
+        let inner = self.lock();
+        let record = inner.access_tokens.get(token)?;
+        inner.families[record.family].jkt.clone()
+    }
+
+    /// The nonce this server demands in DPoP proofs (its token endpoint and its MCP
+    /// server's resource requests).
+    pub(crate) fn dpop_nonce(&self) -> &str {
+        &self.dpop_nonce
+    }
+
+    /// Records a proof's `jti`; false when it was seen before (a replay).
+    pub(crate) fn fresh_jti(&self, jti: &str) -> bool {
+        self.lock().dpop_jtis.insert(jti.to_owned())
     }
 
     pub(crate) fn validate_access_token(
@@ -572,6 +611,8 @@ struct Family {
     scope: Option<String>,
     resource: String,
     revoked: bool,
+    /// The DPoP key thumbprint the grant's tokens are bound to.
+    jkt: Option<String>,
 }
 
 struct RefreshRecord {
@@ -611,6 +652,8 @@ struct Inner {
     reject_assertions: bool,
     /// `jti`s of client assertions already used (RFC 7523 §3).
     used_jtis: BTreeSet<String>,
+    /// Every DPoP proof `jti` seen (token endpoint and MCP server): none may come twice.
+    dpop_jtis: HashSet<String>,
 }
 
 impl Inner {
@@ -634,6 +677,7 @@ impl Inner {
             assertions_seen: Vec::new(),
             reject_assertions: false,
             used_jtis: BTreeSet::new(),
+            dpop_jtis: HashSet::new(),
         }
     }
 
@@ -650,12 +694,19 @@ impl Inner {
         value
     }
 
-    fn new_family(&mut self, client_id: &str, scope: Option<String>, resource: String) -> FamilyId {
+    fn new_family(
+        &mut self,
+        client_id: &str,
+        scope: Option<String>,
+        resource: String,
+        jkt: Option<String>,
+    ) -> FamilyId {
         self.families.push(Family {
             client_id: client_id.to_owned(),
             scope,
             resource,
             revoked: false,
+            jkt,
         });
         self.families.len() - 1
     }
@@ -682,9 +733,13 @@ impl Inner {
                 revoked: false,
             },
         );
+        let token_type = match self.families[family].jkt {
+            Some(_) => "DPoP",
+            None => "Bearer",
+        };
         let mut body = json!({
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": token_type,
             "expires_in": ttl.as_secs(),
         });
         if let Some(scope) = scope {
@@ -758,6 +813,8 @@ struct OAuthError {
     status: StatusCode,
     code: &'static str,
     description: String,
+    /// A `DPoP-Nonce` to send with the error (RFC 9449 §8).
+    nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -766,7 +823,13 @@ impl OAuthError {
             status,
             code,
             description: description.into(),
+            nonce: None,
         }
+    }
+
+    fn with_nonce(mut self, nonce: &str) -> Self {
+        self.nonce = Some(nonce.to_owned());
+        self
     }
 
     fn invalid_request(description: impl Into<String>) -> Self {
@@ -804,6 +867,9 @@ impl IntoResponse for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"mcp-authd-test-as\""),
             );
+        }
+        if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            response.headers_mut().insert("dpop-nonce", nonce);
         }
         response
     }
@@ -967,6 +1033,9 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
         body["id_token_signing_alg_values_supported"] = json!(["RS256"]);
         body["subject_types_supported"] = json!(["public"]);
         body["jwks_uri"] = json!(format!("{issuer}/jwks"));
+    }
+    if shared.opts.dpop {
+        body["dpop_signing_alg_values_supported"] = json!(["ES256"]);
     }
     axum::Json(body).into_response()
 }
@@ -1334,7 +1403,8 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         if let Some(verifier) = params.get("code_verifier") {
             inner.remember_secret(verifier);
         }
-        let result = token_grant(&shared, &mut inner, &headers, &params);
+        let result = dpop_proof(&shared, &mut inner, &headers)
+            .and_then(|jkt| token_grant(&shared, &mut inner, &headers, &params, jkt));
         match result {
             Ok(body) => {
                 if let Some(rt) = body.get("refresh_token").and_then(Value::as_str) {
@@ -1359,17 +1429,51 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     response
 }
 
+/// The token request's DPoP proof (RFC 9449 §5), when the server does DPoP: the
+/// thumbprint of its key, or `None` without a proof.
+fn dpop_proof(
+    shared: &Shared,
+    inner: &mut Inner,
+    headers: &HeaderMap,
+) -> Result<Option<String>, OAuthError> {
+    if !shared.opts.dpop {
+        return Ok(None);
+    }
+    let invalid = |why: String| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why);
+    let Some(proof) = crate::dpop::header(headers).map_err(invalid)? else {
+        return Ok(None);
+    };
+    let htu = format!("{}/token", shared.issuer);
+    let proof = crate::dpop::verify(proof, "POST", &htu, None).map_err(invalid)?;
+    if !inner.dpop_jtis.insert(proof.jti.clone()) {
+        return Err(invalid("the proof's jti was used before".into()));
+    }
+    if shared.opts.dpop_nonce && proof.nonce.as_deref() != Some(shared.dpop_nonce.as_str()) {
+        inner.counts.dpop_nonce_challenges += 1;
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "use_dpop_nonce",
+            "the authorization server requires a DPoP nonce",
+        )
+        .with_nonce(&shared.dpop_nonce));
+    }
+    inner.counts.dpop_proofs += 1;
+    Ok(Some(proof.jkt))
+}
+
 fn token_grant(
     shared: &Shared,
     inner: &mut Inner,
     headers: &HeaderMap,
     params: &Params,
+    jkt: Option<String>,
 ) -> Result<Value, OAuthError> {
     check_form_request(headers, params)?;
     let client_id = authenticate_client(&shared.issuer, inner, headers, params)?;
     let mut body = match params.require("grant_type")? {
-        "authorization_code" => exchange_code(&shared.opts, inner, &client_id, params)?,
-        "refresh_token" => refresh(&shared.opts, inner, &client_id, params)?,
+        "authorization_code" => exchange_code(&shared.opts, inner, &client_id, params, jkt)?,
+        "refresh_token" => refresh(&shared.opts, inner, &client_id, params, jkt)?,
+        // Grants without a browser issue bearer tokens here.
         "client_credentials" => client_credentials(shared, inner, &client_id, params)?,
         JWT_BEARER => jwt_bearer(shared, inner, &client_id, params)?,
         TOKEN_EXCHANGE if shared.opts.idp.is_some() => {
@@ -1589,7 +1693,7 @@ fn client_credentials(
     }
     let resource = requested_resource(&shared.opts, params)?;
     let scope = supported_scope(&shared.opts, params)?;
-    let family = inner.new_family(client_id, scope.clone(), resource);
+    let family = inner.new_family(client_id, scope.clone(), resource, None);
     let body = inner.issue(family, scope, false);
     inner.counts.client_credentials += 1;
     Ok(body)
@@ -1658,7 +1762,7 @@ fn jwt_bearer(
         }
     }
     let scope = supported_scope(&shared.opts, params)?;
-    let family = inner.new_family(client_id, scope.clone(), resource);
+    let family = inner.new_family(client_id, scope.clone(), resource, None);
     let body = inner.issue(family, scope, false);
     inner.counts.jwt_bearer_grants += 1;
     Ok(body)
@@ -1750,6 +1854,7 @@ fn exchange_code(
     inner: &mut Inner,
     client_id: &str,
     params: &Params,
+    jkt: Option<String>,
 ) -> Result<Value, OAuthError> {
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
@@ -1798,7 +1903,7 @@ fn exchange_code(
         ));
     }
 
-    let family = inner.new_family(client_id, pending.scope.clone(), pending.resource);
+    let family = inner.new_family(client_id, pending.scope.clone(), pending.resource, jkt);
     if let Some(stored) = inner.codes.get_mut(code) {
         stored.state = CodeState::Consumed {
             family: Some(family),
@@ -1820,6 +1925,7 @@ fn refresh(
     inner: &mut Inner,
     client_id: &str,
     params: &Params,
+    jkt: Option<String>,
 ) -> Result<Value, OAuthError> {
     let presented = params.require("refresh_token")?;
     let record = inner
@@ -1836,6 +1942,12 @@ fn refresh(
     }
     if family.revoked {
         return Err(OAuthError::invalid_grant("refresh token was revoked"));
+    }
+    // RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
+    if family.jkt.is_some() && family.jkt != jkt {
+        return Err(OAuthError::invalid_grant(
+            "refresh token is bound to a DPoP key the request did not prove",
+        ));
     }
     if rotated {
         inner.revoke_family(family_id);

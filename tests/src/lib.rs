@@ -18,6 +18,7 @@
 
 mod auth_server;
 pub mod daemon;
+mod dpop;
 pub mod jwt;
 mod mcp_server;
 pub mod outside;

@@ -54,6 +54,9 @@ pub struct McpOptions {
     /// The origin clients reach this server at behind a TLS front; `None`: its own
     /// loopback address.
     pub public_origin: Option<String>,
+    /// RFC 9449 §9: a DPoP proof without the server's nonce is answered 401
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header.
+    pub dpop_nonce: bool,
 }
 
 impl Default for McpOptions {
@@ -68,6 +71,7 @@ impl Default for McpOptions {
             invalid_token_status: None,
             host: None,
             public_origin: None,
+            dpop_nonce: false,
         }
     }
 }
@@ -105,6 +109,9 @@ impl McpServer {
             authorized: AtomicU32::new(0),
             streams: AtomicU32::new(0),
             deleted: AtomicU32::new(0),
+            dpop_requests: AtomicU32::new(0),
+            dpop_nonce_challenges: AtomicU32::new(0),
+            url: url.clone(),
         });
         let app = Router::new()
             .route(PRM_PATH, get(protected_resource_metadata))
@@ -138,6 +145,16 @@ impl McpServer {
     /// scopes).
     pub fn authorized_requests(&self) -> u32 {
         self.state.authorized.load(Ordering::SeqCst)
+    }
+
+    /// Requests admitted with a DPoP-bound token and a valid proof.
+    pub fn dpop_requests(&self) -> u32 {
+        self.state.dpop_requests.load(Ordering::SeqCst)
+    }
+
+    /// `use_dpop_nonce` answers, with `dpop_nonce`.
+    pub fn dpop_nonce_challenges(&self) -> u32 {
+        self.state.dpop_nonce_challenges.load(Ordering::SeqCst)
     }
 
     /// Server streams (GET) opened, with `streaming`.
@@ -180,6 +197,10 @@ struct McpState {
     authorized: AtomicU32,
     streams: AtomicU32,
     deleted: AtomicU32,
+    dpop_requests: AtomicU32,
+    dpop_nonce_challenges: AtomicU32,
+    /// The MCP endpoint: what a DPoP proof's `htu` must name.
+    url: String,
 }
 
 const SESSION_ID: &str = "session-1";
@@ -259,16 +280,40 @@ enum Rejection {
     MissingToken,
     InvalidToken,
     InsufficientScope,
+    /// A DPoP proof without the server's nonce (RFC 9449 §9).
+    UseDpopNonce,
 }
 
-/// Admits a request only with a valid bearer token carrying the required
-/// scopes, counting admitted requests.
-fn authorize(state: &McpState, headers: &HeaderMap) -> Result<(), Rejection> {
-    let token = bearer_token(headers).ok_or(Rejection::MissingToken)?;
+/// Admits a request only with a valid token carrying the required scopes, counting
+/// admitted requests: a bearer token as `Bearer`, a DPoP-bound one as `DPoP` with a fresh
+/// proof for this request by the key it is bound to (RFC 9449 §7).
+fn authorize(state: &McpState, headers: &HeaderMap, method: &str) -> Result<(), Rejection> {
+    let (scheme, token) = authorization(headers).ok_or(Rejection::MissingToken)?;
     let scopes = state
         .auth
         .validate_access_token(token, &state.resource)
         .map_err(|_| Rejection::InvalidToken)?;
+    match state.auth.dpop_binding(token) {
+        None if scheme.eq_ignore_ascii_case("bearer") => {}
+        Some(jkt) if scheme.eq_ignore_ascii_case("dpop") => {
+            let proof = crate::dpop::header(headers)
+                .ok()
+                .flatten()
+                .ok_or(Rejection::InvalidToken)?;
+            let proof = crate::dpop::verify(proof, method, &state.url, Some(token))
+                .map_err(|_| Rejection::InvalidToken)?;
+            if proof.jkt != jkt || !state.auth.fresh_jti(&proof.jti) {
+                return Err(Rejection::InvalidToken);
+            }
+            if state.opts.dpop_nonce && proof.nonce.as_deref() != Some(state.auth.dpop_nonce()) {
+                state.dpop_nonce_challenges.fetch_add(1, Ordering::SeqCst);
+                return Err(Rejection::UseDpopNonce);
+            }
+            state.dpop_requests.fetch_add(1, Ordering::SeqCst);
+        }
+        // A bound token sent as a bearer one, or the other way round.
+        _ => return Err(Rejection::InvalidToken),
+    }
     if state.opts.always_insufficient
         || !state
             .opts
@@ -288,6 +333,23 @@ fn challenge(state: &McpState, rejection: Rejection) -> Response {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         return (status, axum::Json(json!({"error": "invalid_token"}))).into_response();
     }
+    if rejection == Rejection::UseDpopNonce {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [
+                (
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("DPoP error=\"use_dpop_nonce\", algs=\"ES256\""),
+                ),
+                (
+                    header::HeaderName::from_static("dpop-nonce"),
+                    HeaderValue::from_str(state.auth.dpop_nonce()).expect("a header-safe nonce"),
+                ),
+            ],
+            axum::Json(json!({"error": "use_dpop_nonce"})),
+        )
+            .into_response();
+    }
     let (status, value, error) = match rejection {
         Rejection::MissingToken => (
             StatusCode::UNAUTHORIZED,
@@ -304,23 +366,24 @@ fn challenge(state: &McpState, rejection: Rejection) -> Response {
             &state.challenges.insufficient_scope,
             "insufficient_scope",
         ),
+        Rejection::UseDpopNonce => unreachable!("answered above"),
     };
     let body = axum::Json(json!({"error": error}));
     (status, [(header::WWW_AUTHENTICATE, value.clone())], body).into_response()
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme is
-/// case-insensitive per RFC 9110 section 11.1).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The scheme and token of an `Authorization: <scheme> <token>` header (the scheme is
+/// case-insensitive per RFC 9110 section 11.1; the caller checks it).
+fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    (!token.is_empty()).then_some((scheme, token))
 }
 
 /// The server offers no SSE stream, which the transport allows with a 405.
 async fn mcp_get(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
-    if let Err(rejection) = authorize(&state, &headers) {
+    if let Err(rejection) = authorize(&state, &headers, "GET") {
         return challenge(&state, rejection);
     }
     if !state.opts.streaming {
@@ -335,7 +398,7 @@ async fn mcp_get(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Resp
 }
 
 async fn mcp_delete(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
-    if let Err(rejection) = authorize(&state, &headers) {
+    if let Err(rejection) = authorize(&state, &headers, "DELETE") {
         return challenge(&state, rejection);
     }
     if !state.opts.streaming {
@@ -357,7 +420,7 @@ fn method_not_allowed() -> Response {
 }
 
 async fn mcp_post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(rejection) = authorize(&state, &headers) {
+    if let Err(rejection) = authorize(&state, &headers, "POST") {
         return challenge(&state, rejection);
     }
     let message = match serde_json::from_slice::<Value>(&body) {

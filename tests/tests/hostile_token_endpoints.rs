@@ -152,6 +152,8 @@ fn route(base: &str, target: &str, request_body: &str) -> (u16, String, &'static
         "astronomic" => token(serde_json::json!({"expires_in": 1e300})),
         "notype" => json(serde_json::json!({"access_token": "at-notype", "expires_in": 3600})),
         "mac" => token(serde_json::json!({"token_type": "mac"})),
+        // A DPoP-bound token though the AS advertised no DPoP and got no proof.
+        "unasked-dpop" => token(serde_json::json!({"token_type": "DPoP"})),
         "badjson" => (
             200,
             String::new(),
@@ -262,11 +264,18 @@ async fn broken_token_responses_fail_clearly_and_odd_lifetimes_are_bounded() {
     let base = hostile_as().await;
     let d = Arc::new(d);
 
-    let failing: [(&str, &str); 7] = [
+    let failing: [(&str, &str); 8] = [
         ("negative", "expires_in = -5"),
         ("zero", "expires_in = 0"),
         ("notype", "without `token_type`"),
-        ("mac", "a `mac` token; only Bearer tokens are supported"),
+        (
+            "mac",
+            "a `mac` token; only Bearer and DPoP tokens are supported",
+        ),
+        (
+            "unasked-dpop",
+            "a DPoP-bound token to a request that carried no DPoP proof",
+        ),
         ("badjson", "a token response that is not the expected JSON"),
         (
             "html",

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mcp_authd_tests::daemon::DaemonHome;
+use mcp_authd_tests::daemon::{Daemon, DaemonHome};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 
 const KEYCHAIN_ENV: &str = "MCP_AUTHD_TEST_KEYCHAIN";
@@ -31,6 +31,24 @@ fn restart_gnome_keyring(password: &str) {
     assert!(child.wait().unwrap().success());
 }
 
+/// A daemon on the keychain, logged in to a server whose tokens live `TTL` seconds.
+async fn logged_in_with_keychain(
+    dpop: bool,
+) -> (AuthServer, McpServer, String, DaemonHome, Daemon) {
+    let auth = AuthServer::start(AsOptions {
+        access_token_ttl_secs: TTL,
+        dpop,
+        ..Default::default()
+    })
+    .await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("keychain", "background_refresh_days = 0\n");
+    let d = home.start(None);
+    d.cli_ok(&["login", &url]);
+    (auth, mcp, url, home, d)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grants_survive_a_keychain_restart() {
     let (Ok("required"), Ok(password)) = (
@@ -42,16 +60,7 @@ async fn grants_survive_a_keychain_restart() {
         );
         return;
     };
-    let auth = AuthServer::start(AsOptions {
-        access_token_ttl_secs: TTL,
-        ..Default::default()
-    })
-    .await;
-    let mcp = McpServer::start(&auth, McpOptions::default()).await;
-    let url = mcp.url().to_string();
-    let home = DaemonHome::new("keychain", "background_refresh_days = 0\n");
-    let d = home.start(None);
-    d.cli_ok(&["login", &url]);
+    let (auth, _mcp, url, home, d) = logged_in_with_keychain(false).await;
 
     // The keychain restarts under the running daemon; the next refresh reads and rotates
     // the refresh token in the new keychain process.
@@ -73,4 +82,24 @@ async fn grants_survive_a_keychain_restart() {
         "the restarted daemon refreshed once"
     );
     assert_eq!(auth.counts().authorizations, 1, "no second browser login");
+}
+
+/// A DPoP-bound grant's private key goes to the real keychain, not to a file: a restarted
+/// daemon refreshes with a proof by the same key, read back from the Secret Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpop_key_lives_in_the_keychain() {
+    if std::env::var(KEYCHAIN_ENV).as_deref() != Ok("required") {
+        eprintln!("SKIPPED: needs {KEYCHAIN_ENV}=required inside a Secret Service session");
+        return;
+    }
+    let (auth, _mcp, url, home, d) = logged_in_with_keychain(true).await;
+    let first = d.cli_ok(&["token", &url]).trim().to_string();
+    let jkt = auth.dpop_binding(&first).expect("a DPoP-bound token");
+
+    d.stop();
+    let d = home.start(None);
+    let renewed = d.cli_ok(&["token", &url]).trim().to_string();
+    assert_eq!(auth.counts().refreshes, 1);
+    assert_eq!(auth.dpop_binding(&renewed), Some(jkt));
+    assert!(!home.path().join("secrets.json").exists());
 }

@@ -9,6 +9,7 @@ mod login;
 mod secret;
 mod status;
 mod token_challenge;
+mod token_dpop_proof;
 pub(crate) mod token_get;
 
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub async fn dispatch(
         m::CONFIG_RELOAD => config_reload::apply(broker).await,
         m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer, &notifier).await,
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier, peer).await,
+        m::TOKEN_DPOP_PROOF => {
+            token_dpop_proof::apply(broker, parse(params)?, peer, &notifier).await
+        }
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,

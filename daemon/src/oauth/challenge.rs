@@ -36,12 +36,15 @@ pub fn split_scopes(s: &str) -> Vec<String> {
 }
 
 /// Finds the `Bearer` challenge among the header values (a header may carry several
-/// challenges, and several headers may be sent). `None` when there is none.
+/// challenges, and several headers may be sent), else a `DPoP` one (RFC 9449 §7.1: same
+/// parameters, and RFC 9728's `resource_metadata` is scheme-independent). `None` when
+/// there is neither.
 pub fn parse_bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
-    values
-        .into_iter()
-        .flat_map(parse_challenges)
-        .find(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+    let all: Vec<_> = values.into_iter().flat_map(parse_challenges).collect();
+    let scheme = |name: &str| all.iter().position(|(s, _)| s.eq_ignore_ascii_case(name));
+    let found = scheme("bearer").or_else(|| scheme("dpop"))?;
+    all.into_iter()
+        .nth(found)
         .map(|(_, mut params)| BearerChallenge {
             resource_metadata: params.remove("resource_metadata"),
             scope: params.remove("scope"),
@@ -189,6 +192,16 @@ mod tests {
             BearerChallenge::default()
         );
         assert_eq!(parse_bearer(["Basic realm=x"]), None);
+        let dpop =
+            parse_bearer([r#"DPoP error="use_dpop_nonce", resource_metadata="https://r/m""#])
+                .unwrap();
+        assert_eq!(dpop.resource_metadata.as_deref(), Some("https://r/m"));
+        let both = parse_bearer([r#"DPoP algs="ES256", Bearer scope="a""#]).unwrap();
+        assert_eq!(
+            both.scope.as_deref(),
+            Some("a"),
+            "Bearer wins when both are offered"
+        );
         assert_eq!(parse_bearer([""]), None);
         // Unterminated quote and stray bytes never panic or loop.
         let c = parse_bearer([r#"Bearer ,,, =, scope="unterminated"#]).unwrap();

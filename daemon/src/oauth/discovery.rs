@@ -57,6 +57,10 @@ pub struct AsMetadata {
         deserialize_with = "lenient_strings"
     )]
     pub prompt_values_supported: Option<Vec<String>>,
+    /// RFC 9449 §5.1: the algorithms the AS accepts DPoP proofs in; absent when it has
+    /// no DPoP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 impl AsMetadata {
@@ -205,6 +209,7 @@ async fn legacy_discovery(
                 client_id_metadata_document_supported: None,
                 id_token_signing_alg_values_supported: None,
                 prompt_values_supported: None,
+                dpop_signing_alg_values_supported: None,
             };
             check_as_metadata(policy, &issuer, &metadata)?;
             metadata
@@ -577,6 +582,7 @@ mod tests {
             client_id_metadata_document_supported: None,
             id_token_signing_alg_values_supported: None,
             prompt_values_supported: None,
+            dpop_signing_alg_values_supported: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod challenge;
 pub mod discovery;
+pub mod dpop;
 pub mod http;
 pub mod id_token;
 pub mod jwt;

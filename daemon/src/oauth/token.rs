@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::header;
 use serde::Deserialize;
 
+use super::dpop::{DpopKey, Nonces};
 use super::http::{Body, Http, UrlPolicy};
 use super::registration::{AuthMethod, ClientCredentials};
 use super::{OAuthError, OAuthErrorBody, printable};
@@ -30,7 +31,39 @@ pub struct Tokens {
     /// That `id_token` itself, for the one use that needs it: the subject token of an
     /// enterprise IdP's token exchange (SEP-990). Dropped everywhere else.
     pub id_token: Option<Secret>,
+    pub token_type: TokenType,
 }
+
+/// How an access token is presented: `Bearer` (RFC 6750), or `DPoP` (RFC 9449: bound to
+/// the grant's DPoP key, sent with a fresh proof per request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenType {
+    #[default]
+    Bearer,
+    DPoP,
+}
+
+impl TokenType {
+    /// The `Authorization` scheme, as `token.get` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Bearer => "Bearer",
+            TokenType::DPoP => "DPoP",
+        }
+    }
+}
+
+/// What a token request needs to carry DPoP proofs: the grant's key and the nonces
+/// servers gave.
+#[derive(Clone, Copy)]
+pub struct DpopSigner<'a> {
+    pub key: &'a DpopKey,
+    pub nonces: &'a Nonces,
+}
+
+/// The header a DPoP proof travels in, and the one a server's nonce comes in.
+pub const DPOP_HEADER: &str = "DPoP";
+pub const DPOP_NONCE_HEADER: &str = "DPoP-Nonce";
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -65,9 +98,42 @@ pub async fn request_tokens(
     client: &ClientCredentials,
     form: Vec<(&'static str, String)>,
 ) -> Result<Tokens, OAuthError> {
-    let (url, response) =
-        post_token_request(http, policy, Some(issuer), token_endpoint, client, form).await?;
-    parse_token_response(&url, &response.bytes, now()).map_err(|e| {
+    request_tokens_with_dpop(http, policy, issuer, token_endpoint, client, form, None).await
+}
+
+/// [`request_tokens`], with a DPoP proof (RFC 9449 §5) when `dpop` is given (see
+/// [`post_token_request`]).
+pub async fn request_tokens_with_dpop(
+    http: &Http,
+    policy: &UrlPolicy,
+    issuer: &str,
+    token_endpoint: &str,
+    client: &ClientCredentials,
+    form: Vec<(&'static str, String)>,
+    dpop: Option<DpopSigner<'_>>,
+) -> Result<Tokens, OAuthError> {
+    let (url, response) = post_token_request(
+        http,
+        policy,
+        Some(issuer),
+        token_endpoint,
+        client,
+        form,
+        dpop,
+    )
+    .await?;
+    let tokens = parse_response(&url, &response)?;
+    if tokens.token_type == TokenType::DPoP && dpop.is_none() {
+        return Err(OAuthError::BadResponse {
+            url,
+            detail: "a DPoP-bound token to a request that carried no DPoP proof".into(),
+        });
+    }
+    Ok(tokens)
+}
+
+fn parse_response(url: &str, response: &Body) -> Result<Tokens, OAuthError> {
+    parse_token_response(url, &response.bytes, now()).map_err(|e| {
         // An HTML login page or a form-encoded body: say what came instead of JSON.
         let content_type = response
             .headers
@@ -94,39 +160,66 @@ pub async fn request_tokens(
 }
 
 /// Every request to a token endpoint (any grant, at an authorization server or at an
-/// enterprise IdP) is built and sent here: client authentication, `Accept`, the form.
-/// The endpoint passes the transport policy first (`named_by`: the issuer whose metadata
-/// named it, `None` when the config did); secrets of the request are masked in an error
-/// body. A successful (2xx) answer is returned with the endpoint's URL; an error answer
-/// becomes [`OAuthError::TokenError`] when it is an RFC 6749 §5.2 body.
+/// enterprise IdP) is built and sent here: the endpoint passes the transport policy first
+/// (`named_by`: the issuer whose metadata named it, `None` when the config did); then client
+/// authentication, `Accept`, the form, and a DPoP proof (RFC 9449 §5) when `dpop` is given.
+/// A `use_dpop_nonce` answer is retried once, with a new proof carrying the server's nonce
+/// (§8); every nonce the server sends is remembered for the next request. Secrets of the
+/// request are masked in an error body. A successful (2xx) answer is returned with the
+/// endpoint's URL; an error answer becomes [`OAuthError::TokenError`] when it is an RFC
+/// 6749 §5.2 body.
 async fn post_token_request(
     http: &Http,
     policy: &UrlPolicy,
     named_by: Option<&str>,
     token_endpoint: &str,
     client: &ClientCredentials,
-    mut form: Vec<(&'static str, String)>,
+    form: Vec<(&'static str, String)>,
+    dpop: Option<DpopSigner<'_>>,
 ) -> Result<(String, Body), OAuthError> {
     let endpoint = policy.check("token endpoint", token_endpoint, named_by)?;
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
-    let secrets = RequestSecrets::of(&form, client);
-    let response = http
-        .send(
-            request
-                .header(header::ACCEPT, "application/json")
-                .form(&form),
-        )
-        .await?;
     let url = endpoint.to_string();
-    if !response.status.is_success() {
-        return Err(error_from(
-            &url,
-            response.status.as_u16(),
-            &response.bytes,
-            &secrets,
-        ));
+    let mut nonce_retried = false;
+    loop {
+        // Built afresh for the retry: a client assertion must not be used twice.
+        let mut form = form.clone();
+        let mut request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
+        let secrets = RequestSecrets::of(&form, client);
+        if let Some(d) = dpop {
+            let nonce = d.nonces.get(&url);
+            let proof = d
+                .key
+                .proof("POST", &url, None, nonce.as_deref(), now())
+                .map_err(|e| OAuthError::Untrusted(e.to_string()))?;
+            request = request.header(DPOP_HEADER, proof);
+        }
+        let response = http
+            .send(
+                request
+                    .header(header::ACCEPT, "application/json")
+                    .form(&form),
+            )
+            .await?;
+        let nonce = response
+            .headers
+            .get(DPOP_NONCE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(d), Some(nonce)) = (dpop, nonce) {
+            d.nonces.remember(&url, nonce);
+        }
+        if response.status.is_success() {
+            return Ok((url, response));
+        }
+        let error = error_from(&url, response.status.as_u16(), &response.bytes, &secrets);
+        let wants_nonce =
+            matches!(&error, OAuthError::TokenError(e) if e.error == "use_dpop_nonce");
+        if dpop.is_some() && wants_nonce && nonce.is_some() && !nonce_retried {
+            nonce_retried = true;
+            tracing::debug!("{url} asked for a DPoP nonce; retrying with it");
+            continue;
+        }
+        return Err(error);
     }
-    Ok((url, response))
 }
 
 /// The token type an enterprise IdP issues for an MCP authorization server (SEP-990).
@@ -158,7 +251,7 @@ pub async fn exchange_token(
     );
     form.push(("requested_token_type", requested_token_type.into()));
     let (url, response) =
-        post_token_request(http, policy, named_by, token_endpoint, client, form).await?;
+        post_token_request(http, policy, named_by, token_endpoint, client, form, None).await?;
     let bad = |detail: String| OAuthError::BadResponse {
         url: url.clone(),
         detail,
@@ -185,20 +278,21 @@ pub async fn exchange_token(
 }
 
 /// Checks and decodes a successful token endpoint response body (RFC 6749 §5.1) received
-/// at `now` (Unix seconds): a Bearer token, not empty, with a believable lifetime.
+/// at `now` (Unix seconds): a Bearer or DPoP token, not empty, with a believable lifetime.
 pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, OAuthError> {
     let url = url.to_string();
     let t: TokenResponse = serde_json::from_slice(body).map_err(|e| OAuthError::BadResponse {
         url: url.clone(),
         detail: format!("a token response that is not the expected JSON ({e})"),
     })?;
-    match t.token_type.as_deref() {
-        Some(tt) if tt.eq_ignore_ascii_case("bearer") => {}
+    let token_type = match t.token_type.as_deref() {
+        Some(tt) if tt.eq_ignore_ascii_case("bearer") => TokenType::Bearer,
+        Some(tt) if tt.eq_ignore_ascii_case("dpop") => TokenType::DPoP,
         Some(tt) => {
             return Err(OAuthError::BadResponse {
                 url,
                 detail: format!(
-                    "a `{}` token; only Bearer tokens are supported",
+                    "a `{}` token; only Bearer and DPoP tokens are supported",
                     printable(tt, 32)
                 ),
             });
@@ -209,7 +303,7 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
                 detail: "a token without `token_type` (RFC 6749 §5.1 requires it)".into(),
             });
         }
-    }
+    };
     if t.access_token.expose().is_empty() {
         return Err(OAuthError::BadResponse {
             url,
@@ -260,6 +354,7 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
             .as_ref()
             .and_then(serde_json::Value::as_str)
             .map(Secret::new),
+        token_type,
     })
 }
 

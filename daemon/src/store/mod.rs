@@ -35,6 +35,11 @@ pub mod keys {
         format!("idp_refresh_token:{idp_issuer}")
     }
 
+    /// A grant's DPoP private key (RFC 9449), when its tokens are DPoP-bound.
+    pub fn dpop_key(grant_id: &str) -> String {
+        format!("dpop_key:{grant_id}")
+    }
+
     pub fn client_secret(registration_id: &str) -> String {
         format!("client_secret:{registration_id}")
     }
