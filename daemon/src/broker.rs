@@ -126,8 +126,10 @@ pub(crate) struct GrantSlot {
     /// Set when the grant is revoked or logged out: a caller that queued behind its lock
     /// must not refresh it again.
     forgotten: AtomicBool,
-    /// The grant's DPoP key once read from the secret store (DPoP-bound grants only).
-    dpop_key: Mutex<Option<Arc<DpopKey>>>,
+    /// The grant's DPoP key once known: `Some(None)` for a bearer grant, so that its
+    /// refreshes never wait for the secret store (its refresh token may be in memory only,
+    /// see `refresh_tokens`); `None` until read or saved.
+    dpop_key: Mutex<Option<Option<Arc<DpopKey>>>>,
 }
 
 impl GrantSlot {
@@ -327,22 +329,22 @@ impl Broker {
     /// whose tokens are not DPoP-bound.
     pub async fn dpop_key(&self, grant_id: &str) -> Result<Option<Arc<DpopKey>>, RpcError> {
         let slot = self.slot(grant_id);
-        if let Some(key) = slot
+        if let Some(known) = slot
             .dpop_key
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
-            return Ok(Some(key));
+            return Ok(known);
         }
-        let Some(stored) = self.secrets.get(&keys::dpop_key(grant_id)).await? else {
-            return Ok(None);
+        let key = match self.secrets.get(&keys::dpop_key(grant_id)).await? {
+            Some(stored) => Some(Arc::new(DpopKey::from_secret(&stored).map_err(|e| {
+                RpcError::new(ErrorKind::SecretStore, format!("grant {grant_id}: {e}"))
+            })?)),
+            None => None,
         };
-        let key = Arc::new(DpopKey::from_secret(&stored).map_err(|e| {
-            RpcError::new(ErrorKind::SecretStore, format!("grant {grant_id}: {e}"))
-        })?);
         *slot.dpop_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
-        Ok(Some(key))
+        Ok(key)
     }
 
     /// Stores a login's DPoP key (or, with `None`, removes the one an earlier login left).
@@ -366,7 +368,7 @@ impl Broker {
             .slot(grant_id)
             .dpop_key
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = key;
+            .unwrap_or_else(|p| p.into_inner()) = Some(key);
         Ok(())
     }
 

@@ -100,7 +100,8 @@ async fn client_credentials_need_no_browser_and_renew_by_granting_again() {
     let home = DaemonHome::new(
         "file",
         &format!(
-            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\ngrant = \"client_credentials\"\nclient_id = \"cc-client\"\nclient_secret = \"cc-secret-0123456789\"\nscopes = [\"mcp:read\"]\n"
+            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\ngrant = \"client_credentials\"\nclient_id = \"cc-client\"\nclient_secret = \"cc-secret-0123456789\"\nissuer = \"{}\"\nscopes = [\"mcp:read\"]\n",
+            auth.issuer()
         ),
     );
     let d = home.start(NO_BROWSER);
@@ -341,8 +342,9 @@ async fn enterprise_grant_exchanges_the_id_token_for_an_id_jag_at_each_renewal()
     let home = DaemonHome::new(
         "file",
         &format!(
-            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\ngrant = \"enterprise\"\nclient_id = \"mcp-client\"\nclient_secret = \"mcp-secret-0123456789\"\n\
+            "{ON_DEMAND_ONLY}[servers.\"{url}\"]\ngrant = \"enterprise\"\nclient_id = \"mcp-client\"\nclient_secret = \"mcp-secret-0123456789\"\nissuer = \"{}\"\n\
              [servers.\"{url}\".enterprise]\nidp_token_endpoint = \"{}/token\"\nidp_client_id = \"idp-client\"\nid_token = {{ env = \"TEST_IDP_ID_TOKEN\" }}\n",
+            auth.issuer(),
             idp.issuer()
         ),
     );
@@ -406,9 +408,10 @@ async fn one_openid_login_at_the_idp_serves_every_enterprise_server() {
     let mut config = ON_DEMAND_ONLY.to_string();
     for url in [wiki.url(), crm.url()] {
         config.push_str(&format!(
-            "[servers.\"{url}\"]\ngrant = \"enterprise\"\nclient_id = \"mcp-client\"\nclient_secret = \"mcp-secret-0123456789\"\n\
+            "[servers.\"{url}\"]\ngrant = \"enterprise\"\nclient_id = \"mcp-client\"\nclient_secret = \"mcp-secret-0123456789\"\nissuer = \"{1}\"\n\
              [servers.\"{url}\".enterprise]\nidp_token_endpoint = \"{0}/token\"\nidp_issuer = \"{0}\"\nidp_client_id = \"mcp-authd-at-idp\"\n",
-            idp.issuer()
+            idp.issuer(),
+            auth.issuer()
         ));
     }
     let home = DaemonHome::new("file", &config);

@@ -57,7 +57,13 @@ fn every_config_example_in_the_readme_is_accepted_by_the_daemon() {
             "the daemon refused this README example:\n{block}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let entries = block.lines().filter(|l| l.starts_with("[servers.")).count();
+        // `[servers."…"]`, not its sub-tables (`[servers."…".enterprise]`).
+        let entries = block
+            .lines()
+            .filter(|l| {
+                l.starts_with("[servers.") && l.split(']').next().is_some_and(|t| t.ends_with('"'))
+            })
+            .count();
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(
             said.contains(&format!("({entries} server entr")),
