@@ -19,7 +19,7 @@ use crate::oauth::discovery::{AsMetadata, check_endpoints, normalize_server_url}
 use crate::oauth::dpop::{DpopKey, Nonces};
 use crate::oauth::http::{Http, UrlPolicy};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
-use crate::oauth::token::{DpopSigner, TokenType, Tokens, now, request_tokens_with_dpop};
+use crate::oauth::token::{DpopSigner, TokenType, Tokens, now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::{STATE_ACTIVE, STATE_NEEDS_LOGIN};
 use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, WriteBehind, keys};
@@ -618,7 +618,7 @@ impl Broker {
         });
         crate::crash::point("refresh:before_request");
         let interrupted = self.db.begin_refresh(&grant.id, now()).await?;
-        let tokens = match request_tokens_with_dpop(
+        let tokens = match request_tokens(
             &self.http,
             &policy,
             &grant.issuer,

@@ -22,7 +22,7 @@ use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
 use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
-use crate::oauth::token::{DpopSigner, now, request_tokens_with_dpop};
+use crate::oauth::token::{DpopSigner, now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
@@ -303,7 +303,7 @@ async fn authorize_in_browser(
     if let Some(resource) = a.resource {
         form.push(("resource", resource.to_string()));
     }
-    request_tokens_with_dpop(
+    request_tokens(
         &broker.http,
         a.policy,
         &a.metadata.issuer,

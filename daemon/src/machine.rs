@@ -116,6 +116,8 @@ pub async fn obtain(
         &target.metadata.token_endpoint,
         client,
         form,
+        // Grants without a browser are bearer grants.
+        None,
     )
     .await
     .map_err(GrantError::from)?;
@@ -225,6 +227,7 @@ pub async fn idp_id_token(
         &metadata.token_endpoint,
         &idp_client(enterprise),
         form,
+        None,
     )
     .await
     .map_err(GrantError::from)?;

@@ -89,21 +89,9 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// A token endpoint request: the grant's own form fields plus client authentication.
+/// A token endpoint request: the grant's own form fields plus client authentication, and
+/// a DPoP proof (RFC 9449 §5) when `dpop` is given (see [`post_token_request`]).
 pub async fn request_tokens(
-    http: &Http,
-    policy: &UrlPolicy,
-    issuer: &str,
-    token_endpoint: &str,
-    client: &ClientCredentials,
-    form: Vec<(&'static str, String)>,
-) -> Result<Tokens, OAuthError> {
-    request_tokens_with_dpop(http, policy, issuer, token_endpoint, client, form, None).await
-}
-
-/// [`request_tokens`], with a DPoP proof (RFC 9449 §5) when `dpop` is given (see
-/// [`post_token_request`]).
-pub async fn request_tokens_with_dpop(
     http: &Http,
     policy: &UrlPolicy,
     issuer: &str,
