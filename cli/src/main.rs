@@ -111,7 +111,7 @@ async fn main() -> ExitCode {
     let result = async {
         let mut client = Client::connect(&path).await?;
         match cli.command {
-            Command::Login(args) => login::run(&mut client, args, cli.json).await,
+            Command::Login(args) => login::run(&mut client, &path, args, cli.json).await,
             Command::Token(args) => token::run(&mut client, args, cli.json).await,
             Command::Headers(args) => token::headers(&mut client, args).await,
             Command::Proxy(_) => unreachable!("handled before connecting"),

@@ -40,6 +40,9 @@ pub struct AsMetadata {
     pub authorization_response_iss_parameter_supported: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
+    /// RFC 8628 §4: where a device login starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
 }
 
 impl AsMetadata {
@@ -142,6 +145,7 @@ async fn legacy_discovery(
                 token_endpoint_auth_methods_supported: None,
                 authorization_response_iss_parameter_supported: None,
                 client_id_metadata_document_supported: None,
+                device_authorization_endpoint: None,
             };
             check_as_metadata(&issuer, &metadata)?;
             metadata
@@ -444,6 +448,7 @@ mod tests {
             token_endpoint_auth_methods_supported: None,
             authorization_response_iss_parameter_supported: None,
             client_id_metadata_document_supported: None,
+            device_authorization_endpoint: None,
         }
     }
 
