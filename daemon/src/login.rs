@@ -319,24 +319,22 @@ impl Consent<'_> {
                 .with_server(server_url),
                 other => RpcError::new(ErrorKind::Internal, other.to_string()),
             })?;
-        check_issuer(d, response.iss.as_deref()).map_err(|why| login_failed(server_url, &why))?;
+        let failed = |why: &str| login_failed_again(server_url, why, again);
+        check_issuer(d, response.iss.as_deref()).map_err(|why| failed(&why))?;
         if let Some(error) = &response.error {
             let description = response
                 .error_description
                 .as_deref()
                 .map(|d| format!(" ({})", crate::oauth::printable(d, 200)))
                 .unwrap_or_default();
-            return Err(login_failed(
-                server_url,
-                &format!(
-                    "the authorization server refused: {}{description}",
-                    crate::oauth::printable(error, 64)
-                ),
-            ));
+            return Err(failed(&format!(
+                "the authorization server refused: {}{description}",
+                crate::oauth::printable(error, 64)
+            )));
         }
-        let code = response.code.ok_or_else(|| {
-            login_failed(server_url, "the authorization response carried no code")
-        })?;
+        let code = response
+            .code
+            .ok_or_else(|| failed("the authorization response carried no code"))?;
 
         let mut form = vec![
             ("grant_type", "authorization_code".to_string()),
@@ -355,7 +353,7 @@ impl Consent<'_> {
         )
         .await
         .map_err(|e| match e {
-            OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
+            OAuthError::TokenError(_) => failed(&e.to_string()),
             other => server_error(server_url, "cannot redeem the authorization code", &other),
         })
     }
@@ -776,10 +774,15 @@ fn check_issuer(d: &Discovery, iss: Option<&str>) -> Result<(), String> {
 }
 
 fn login_failed(server: &str, why: &str) -> RpcError {
+    login_failed_again(server, why, "")
+}
+
+/// As [`login_failed`], naming the flag (`" --manual"`) to run the same login again with.
+fn login_failed_again(server: &str, why: &str, flag: &str) -> RpcError {
     RpcError::new(
         ErrorKind::LoginFailed,
         format!(
-            "login to {server} failed: {why}; run again once that is fixed: mcp-auth login {server}"
+            "login to {server} failed: {why}; run again once that is fixed: mcp-auth login {server}{flag}"
         ),
     )
     .with_server(server)

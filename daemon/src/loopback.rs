@@ -429,6 +429,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pasted_response_passes_the_same_state_check() {
+        let state = Secret::new("st4te");
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &state)
+            .await
+            .unwrap();
+        let uri = redirect.redirect_uri.clone();
+        let inbox = redirect.inbox(true);
+        for (pasted, refused) in [
+            ("", "nothing was pasted"),
+            ("c0de", "paste the whole URL"),
+            (
+                "https://as.example/callback?code=c&state=st4te",
+                "must start with",
+            ),
+            ("?code=c&state=other", "`state` differs"),
+            ("code=a&code=b&state=st4te", "names `code` twice"),
+        ] {
+            let e = inbox.deliver_pasted(pasted).unwrap_err().to_string();
+            assert!(e.contains(refused), "{pasted}: {e}");
+        }
+        // Only the query, with surrounding blanks, is enough.
+        inbox
+            .deliver_pasted("  ?code=c2&state=st4te&iss=https%3A%2F%2Fas \n")
+            .unwrap();
+        let e = inbox
+            .deliver_pasted(&format!("{uri}?code=c3&state=st4te"))
+            .unwrap_err();
+        assert!(e.to_string().contains("already received"), "{e}");
+        let got = redirect.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            (got.code.unwrap().expose(), got.iss.as_deref()),
+            ("c2", Some("https://as"))
+        );
+        // Where the server sends no `iss`, the code alone is the response to our request.
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &state)
+            .await
+            .unwrap();
+        redirect.inbox(false).deliver_pasted("c0de").unwrap();
+        let got = redirect.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got.code.unwrap().expose(), "c0de");
+    }
+
+    #[tokio::test]
     async fn times_out() {
         let redirect =
             LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &Secret::new("s"))

@@ -357,14 +357,18 @@ mod tests {
             TOKEN_CHALLENGE,
             serde_json::to_value(&challenge).unwrap(),
         );
-        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?}");
+        let paste = LoginPasteParams {
+            server: "https://mcp.example/mcp".into(),
+            response: format!("http://127.0.0.1:1/callback?code={TOKEN}"),
+        };
+        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?} {paste:?}");
         assert!(!printed.contains(TOKEN), "{printed}");
         // The rest is still there to debug with.
         assert!(
             printed.contains("g_1") && printed.contains("mcp.example"),
             "{printed}"
         );
-        assert!(printed.matches("***").count() >= 4, "{printed}");
+        assert!(printed.matches("***").count() >= 5, "{printed}");
         // Masking is for printing only: the wire form keeps the token.
         assert!(serde_json::to_string(&result).unwrap().contains(TOKEN));
     }

@@ -472,6 +472,10 @@ async fn a_pasted_response_with_a_wrong_issuer_or_no_code_redeems_nothing() {
         let (status, out) = run.finish();
         assert_eq!(status.code(), Some(5), "{out}");
         assert!(out.contains(reason), "{reason}: {out}");
+        assert!(
+            out.contains(&format!("mcp-auth login {url} --manual")),
+            "{out}"
+        );
     }
     assert_eq!(auth.counts().code_exchanges, 0, "nothing was redeemed");
     d.cli_ok(&["status"]);
