@@ -412,11 +412,35 @@ impl Consent<'_> {
             verification_uri: Some(started.verification_uri.clone()),
             verification_uri_complete: started.verification_uri_complete.clone(),
         }));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.timeout);
-        let mut interval = started.interval;
+        // The code's own end (plus a little, so the server's `expired_token` is heard),
+        // or the login's timeout, whichever comes first.
+        let code_ends = started.expires_in + CODE_EXPIRY_GRACE;
+        let by_code = code_ends < Duration::from_secs(self.timeout);
+        let deadline = tokio::time::Instant::now()
+            + if by_code {
+                code_ends
+            } else {
+                Duration::from_secs(self.timeout)
+            };
         let again = format!("mcp-auth login {server_url} --device");
+        let expired = |why: &str| {
+            RpcError::new(
+                ErrorKind::LoginTimeout,
+                format!(
+                    "the device code for {server_url} expired before the login was approved ({why}); run again for a new code: {again}"
+                ),
+            )
+            .with_server(server_url)
+        };
+        let mut interval = started.interval;
+        // Extra wait after a failed connection (RFC 8628 §3.5: back off exponentially).
+        let mut backoff = Duration::ZERO;
         loop {
-            if tokio::time::Instant::now() + interval > deadline {
+            let wait = interval + backoff;
+            if tokio::time::Instant::now() + wait > deadline {
+                if by_code {
+                    return Err(expired("its expires_in passed"));
+                }
                 return Err(RpcError::new(
                     ErrorKind::LoginTimeout,
                     format!(
@@ -427,7 +451,7 @@ impl Consent<'_> {
                 )
                 .with_server(server_url));
             }
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(wait).await;
             let polled = device::poll(
                 &self.broker.http,
                 &d.metadata.token_endpoint,
@@ -435,11 +459,26 @@ impl Consent<'_> {
                 &started.device_code,
                 &resource,
             )
-            .await
-            .map_err(|e| match e {
-                OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
-                other => server_error(server_url, "cannot complete the device login", &other),
-            })?;
+            .await;
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(e @ OAuthError::Transport { .. }) => {
+                    backoff = (backoff * 2).max(interval).min(MAX_POLL_BACKOFF);
+                    tracing::warn!(server = %server_url, "polling for the device login failed ({e}); trying again in {} s", (interval + backoff).as_secs());
+                    continue;
+                }
+                Err(e @ OAuthError::TokenError(_)) => {
+                    return Err(login_failed_again(server_url, &e.to_string(), " --device"));
+                }
+                Err(other) => {
+                    return Err(server_error(
+                        server_url,
+                        "cannot complete the device login",
+                        &other,
+                    ));
+                }
+            };
+            backoff = Duration::ZERO;
             match polled {
                 Poll::Granted(tokens) => return Ok(tokens),
                 Poll::Pending => {}
@@ -456,19 +495,17 @@ impl Consent<'_> {
                     )
                     .with_server(server_url));
                 }
-                Poll::Expired => {
-                    return Err(RpcError::new(
-                        ErrorKind::LoginTimeout,
-                        format!(
-                            "the device code for {server_url} expired before the login was approved (expired_token); run again for a new code: {again}"
-                        ),
-                    )
-                    .with_server(server_url));
-                }
+                Poll::Expired => return Err(expired("expired_token")),
             }
         }
     }
 }
+
+/// How long after a device code's `expires_in` the daemon still polls, so that the
+/// server's own `expired_token` (or a late approval) is heard despite clock differences.
+const CODE_EXPIRY_GRACE: Duration = Duration::from_secs(5);
+/// The longest extra wait between polls after failed connections.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A `manual` login's door for `login.paste`, open while the login waits.
 struct PasteSlot<'a> {
