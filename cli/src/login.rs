@@ -22,7 +22,7 @@ pub struct Args {
     /// Do not open a browser; open the printed URL yourself
     #[arg(long)]
     pub no_browser: bool,
-    /// Seconds to wait for the browser login [default: the daemon's login_timeout_secs]
+    /// Seconds to wait for the login [default: the daemon's login_timeout_secs]
     #[arg(long)]
     pub timeout: Option<u64>,
     /// Device login (RFC 8628): enter a code on any device; the default in a remote

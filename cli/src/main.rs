@@ -39,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Log in to an MCP server in the browser and keep the grant
+    /// Log in to an MCP server (in the browser, with a device code, or by pasting back) and keep the grant
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),
