@@ -39,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Log in to an MCP server in the browser and keep the grant
+    /// Log in to an MCP server (in the browser, with a device code, or by pasting back) and keep the grant
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),
@@ -111,7 +111,7 @@ async fn main() -> ExitCode {
     let result = async {
         let mut client = Client::connect(&path).await?;
         match cli.command {
-            Command::Login(args) => login::run(&mut client, args, cli.json).await,
+            Command::Login(args) => login::run(&mut client, &path, args, cli.json).await,
             Command::Token(args) => token::run(&mut client, args, cli.json).await,
             Command::Headers(args) => token::headers(&mut client, args).await,
             Command::Proxy(_) => unreachable!("handled before connecting"),

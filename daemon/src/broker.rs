@@ -41,6 +41,8 @@ pub struct Broker {
     started: Instant,
     slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
     pub(crate) logins: Mutex<HashMap<String, watch::Receiver<LoginProgress>>>,
+    /// `manual` logins waiting for a pasted authorization response, by server URL.
+    pub(crate) pastes: Mutex<HashMap<String, crate::loopback::Inbox>>,
     pub(crate) step_ups: StepUpLimiter,
     /// Wakes the background refresh when a grant gets a new token (a login).
     pub(crate) schedule_changed: tokio::sync::Notify,
@@ -237,6 +239,7 @@ impl Broker {
             started: Instant::now(),
             slots: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
+            pastes: Mutex::new(HashMap::new()),
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
             refreshes: RefreshGate::default(),

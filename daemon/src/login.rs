@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_authd_ipc::methods::{GrantInfo, LoginParams, LoginPending};
+use mcp_authd_ipc::methods::{GrantInfo, LoginFlow, LoginParams, LoginPending};
 use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, shell_command};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 use tokio::sync::watch;
@@ -13,9 +13,10 @@ use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
 use crate::config::{Quirks, ServerConfig};
-use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
+use crate::loopback::{Inbox, LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
+use crate::oauth::device::{self, Poll};
 use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
 use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
@@ -131,7 +132,6 @@ async fn run(
     let state = random_token();
     let (registration, credentials, redirect) =
         client_for(broker, &policy, &discovery, client_cfg.as_ref(), &state).await?;
-    let pkce = Pkce::new();
     let quirks = server_cfg
         .as_ref()
         .map(|c| c.quirks.clone())
@@ -142,102 +142,50 @@ async fn run(
         && metadata.wants_prompt_consent()
         && server_cfg.as_ref().is_none_or(ServerConfig::prompt_consent)
         && !quirks.authorization_params.contains_key("prompt");
-    let authorization_url = authorization_url(
-        &discovery,
-        AuthorizationRequest {
-            client_id: &credentials.client_id,
-            redirect_uri: &redirect.redirect_uri,
-            state: &state,
-            pkce: &pkce,
-            scopes: &scopes,
-            prompt_consent,
-        },
-        &quirks,
-    )?;
-
     let timeout = p
         .timeout_secs
         .unwrap_or(broker.config().login_timeout_secs)
         .max(1);
-    let browser_opened = if p.open_browser.unwrap_or(true) {
-        crate::browser::open(&authorization_url).await
-    } else {
-        false
+    let consent = Consent {
+        broker,
+        policy: &policy,
+        // One client id at several authorization servers (a Client ID Metadata Document)
+        // has one redirect path for all of them: only `iss` tells whose response this is.
+        iss_required: registration.kind == KIND_METADATA_DOCUMENT,
+        prompt_consent,
+        discovery: &discovery,
+        credentials: &credentials,
+        scopes: &scopes,
+        quirks: &quirks,
+        timeout,
+        progress,
     };
-    tracing::info!(server = %server_url, browser_opened, "waiting up to {timeout} s for the browser login");
-    let _ = progress.send(LoginProgress::Pending(LoginPending {
-        server: server_url.to_string(),
-        authorization_url: authorization_url.clone(),
-        timeout_secs: timeout,
-        browser_opened,
-    }));
-
-    let redirect_uri = redirect.redirect_uri.clone();
-    let response = redirect
-        .wait(Duration::from_secs(timeout))
-        .await
-        .map_err(|e| match e {
-            LoopbackError::Timeout(_) => RpcError::new(
-                ErrorKind::LoginTimeout,
-                format!(
-                    "{e}; run again with more time: {}",
-                    shell_command(&[
-                        "mcp-auth",
-                        "login",
-                        server_url,
-                        "--timeout",
-                        &timeout.saturating_mul(2).max(600).to_string(),
-                    ])
+    let tokens = match choose_flow(p.flow, &discovery) {
+        Chosen::Device => {
+            // The registration is shared with the browser flow; its listener is not needed.
+            drop(redirect);
+            consent.device().await?
+        }
+        Chosen::NoDevice => {
+            return Err(login_failed(
+                server_url,
+                &format!(
+                    "{} offers no device login (its metadata has no device_authorization_endpoint); log in with `{}` instead",
+                    metadata.issuer,
+                    again_command(server_url, " --manual")
                 ),
-            )
-            .with_server(server_url),
-            other => RpcError::new(ErrorKind::Internal, other.to_string()),
-        })?;
-    // One client id at several authorization servers (a Client ID Metadata Document) has
-    // one redirect path for all of them: only `iss` tells whose response this is.
-    let iss_required = registration.kind == KIND_METADATA_DOCUMENT;
-    check_issuer(&discovery, response.iss.as_deref(), iss_required)
-        .map_err(|why| login_failed(server_url, &why))?;
-    if let Some(error) = &response.error {
-        let description = response
-            .error_description
-            .as_deref()
-            .map(|d| format!(" ({})", crate::oauth::printable(d, 200)))
-            .unwrap_or_default();
-        return Err(login_failed(
-            server_url,
-            &format!(
-                "the authorization server refused: {}{description}",
-                crate::oauth::printable(error, 64)
-            ),
-        ));
-    }
-    let code = response
-        .code
-        .ok_or_else(|| login_failed(server_url, "the authorization response carried no code"))?;
-
-    let mut form = vec![
-        ("grant_type", "authorization_code".to_string()),
-        ("code", code.expose().to_string()),
-        ("redirect_uri", redirect_uri),
-        ("code_verifier", pkce.verifier.expose().to_string()),
-    ];
-    if !quirks.omit_resource {
-        form.push(("resource", discovery.resource.clone()));
-    }
-    let tokens = request_tokens(
-        &broker.http,
-        &policy,
-        &metadata.issuer,
-        &metadata.token_endpoint,
-        &credentials,
-        form,
-    )
-    .await
-    .map_err(|e| match e {
-        OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
-        other => server_error(server_url, "cannot redeem the authorization code", &other),
-    })?;
+            ));
+        }
+        Chosen::Code {
+            manual,
+            open_browser,
+        } => {
+            let open_browser = open_browser && !manual && p.open_browser.unwrap_or(true);
+            consent
+                .authorization_code(redirect, &state, manual, open_browser)
+                .await?
+        }
+    };
 
     let existing = broker
         .db
@@ -291,6 +239,394 @@ async fn run(
     );
     tracing::info!(server = %server_url, grant = %grant_id, "logged in");
     broker.grant_info(&row).await
+}
+
+/// Which way `login` asks for consent, once the authorization server's metadata is known.
+enum Chosen {
+    Device,
+    /// `device` asked for, and the server offers none.
+    NoDevice,
+    /// Authorization code + PKCE; `manual` takes a pasted response too.
+    Code {
+        manual: bool,
+        open_browser: bool,
+    },
+}
+
+fn choose_flow(flow: Option<LoginFlow>, d: &Discovery) -> Chosen {
+    let device = d.metadata.device_authorization_endpoint.is_some();
+    match flow.unwrap_or_default() {
+        LoginFlow::Browser => Chosen::Code {
+            manual: false,
+            open_browser: true,
+        },
+        LoginFlow::Manual => Chosen::Code {
+            manual: true,
+            open_browser: false,
+        },
+        LoginFlow::Device if device => Chosen::Device,
+        LoginFlow::Device => Chosen::NoDevice,
+        LoginFlow::DeviceIfSupported if device => Chosen::Device,
+        // No display to open a browser on: show the URL only.
+        LoginFlow::DeviceIfSupported => Chosen::Code {
+            manual: false,
+            open_browser: false,
+        },
+    }
+}
+
+/// Everything a consent flow needs to end in tokens for the chosen client.
+struct Consent<'a> {
+    broker: &'a Arc<Broker>,
+    policy: &'a UrlPolicy,
+    /// The authorization response must carry `iss` (see [`check_issuer`]).
+    iss_required: bool,
+    /// Add `prompt=consent` (see [`AuthorizationRequest::prompt_consent`]).
+    prompt_consent: bool,
+    discovery: &'a Discovery,
+    credentials: &'a ClientCredentials,
+    scopes: &'a [String],
+    quirks: &'a Quirks,
+    timeout: u64,
+    progress: &'a watch::Sender<LoginProgress>,
+}
+
+impl Consent<'_> {
+    /// Authorization code + PKCE: the browser brings the response to the loopback
+    /// redirect, or (`manual`) the user pastes it (`login.paste`); both go through the
+    /// listener's state check, then the same `iss` check and code exchange.
+    async fn authorization_code(
+        &self,
+        redirect: LoopbackRedirect,
+        state: &Secret,
+        manual: bool,
+        open_browser: bool,
+    ) -> Result<crate::oauth::token::Tokens, RpcError> {
+        let (d, server_url, timeout) = (
+            self.discovery,
+            self.discovery.server_url.as_str(),
+            self.timeout,
+        );
+        let pkce = Pkce::new();
+        let authorization_url = authorization_url(
+            d,
+            AuthorizationRequest {
+                client_id: &self.credentials.client_id,
+                redirect_uri: &redirect.redirect_uri,
+                state,
+                pkce: &pkce,
+                scopes: self.scopes,
+                prompt_consent: self.prompt_consent,
+            },
+            self.quirks,
+        )?;
+        let browser_opened = if open_browser {
+            crate::browser::open(&authorization_url).await
+        } else {
+            false
+        };
+        let _paste = manual.then(|| {
+            let iss_promised = d
+                .metadata
+                .authorization_response_iss_parameter_supported
+                .unwrap_or(false);
+            PasteSlot::open(self.broker, server_url, redirect.inbox(iss_promised))
+        });
+        tracing::info!(server = %server_url, browser_opened, manual, "waiting up to {timeout} s for the browser login");
+        let _ = self.progress.send(LoginProgress::Pending(LoginPending {
+            server: server_url.to_string(),
+            authorization_url: authorization_url.clone(),
+            timeout_secs: timeout,
+            browser_opened,
+            flow: Some(if manual {
+                LoginFlow::Manual
+            } else {
+                LoginFlow::Browser
+            }),
+            user_code: None,
+            verification_uri: None,
+            verification_uri_complete: None,
+        }));
+
+        let redirect_uri = redirect.redirect_uri.clone();
+        let again = if manual { " --manual" } else { "" };
+        let response = redirect
+            .wait(Duration::from_secs(timeout))
+            .await
+            .map_err(|e| match e {
+                LoopbackError::Timeout(_) => RpcError::new(
+                    ErrorKind::LoginTimeout,
+                    format!(
+                        "{e}; run again with more time: {}",
+                        again_command(
+                            server_url,
+                            &format!("{again} --timeout {}", timeout.saturating_mul(2).max(600))
+                        )
+                    ),
+                )
+                .with_server(server_url),
+                other => RpcError::new(ErrorKind::Internal, other.to_string()),
+            })?;
+        let failed = |why: &str| login_failed_again(server_url, why, again);
+        check_issuer(d, response.iss.as_deref(), self.iss_required).map_err(|why| failed(&why))?;
+        if let Some(error) = &response.error {
+            let description = response
+                .error_description
+                .as_deref()
+                .map(|d| format!(" ({})", crate::oauth::printable(d, 200)))
+                .unwrap_or_default();
+            return Err(failed(&format!(
+                "the authorization server refused: {}{description}",
+                crate::oauth::printable(error, 64)
+            )));
+        }
+        let code = response
+            .code
+            .ok_or_else(|| failed("the authorization response carried no code"))?;
+
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.expose().to_string()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", pkce.verifier.expose().to_string()),
+        ];
+        if !self.quirks.omit_resource {
+            form.push(("resource", d.resource.clone()));
+        }
+        request_tokens(
+            &self.broker.http,
+            self.policy,
+            &d.metadata.issuer,
+            &d.metadata.token_endpoint,
+            self.credentials,
+            form,
+        )
+        .await
+        .map_err(|e| match e {
+            OAuthError::TokenError(_) => failed(&e.to_string()),
+            other => server_error(server_url, "cannot redeem the authorization code", &other),
+        })
+    }
+
+    /// RFC 8628: a code for the user to enter on any device, then polling the token
+    /// endpoint at the server's pace until the user approved, denied, or time ran out.
+    async fn device(&self) -> Result<crate::oauth::token::Tokens, RpcError> {
+        let d = self.discovery;
+        let server_url = d.server_url.as_str();
+        let Some(endpoint) = d.metadata.device_authorization_endpoint.as_deref() else {
+            return Err(RpcError::new(
+                ErrorKind::Internal,
+                "no device authorization endpoint",
+            ));
+        };
+        // The resource indicator goes with both requests, as on the browser path.
+        let resource: Vec<(&'static str, String)> = if self.quirks.omit_resource {
+            Vec::new()
+        } else {
+            vec![("resource", d.resource.clone())]
+        };
+        let mut form = resource.clone();
+        if !self.scopes.is_empty() {
+            form.push(("scope", self.scopes.join(" ")));
+        }
+        // Extra authorization parameters (an `audience`, say) apply here too; `prompt`
+        // is about a browser page and has no meaning for a device login.
+        let extra: Vec<(String, String)> = self
+            .quirks
+            .authorization_params
+            .iter()
+            .filter(|(name, _)| name.as_str() != "prompt")
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let started = device::start(
+            &self.broker.http,
+            self.policy,
+            &d.metadata.issuer,
+            endpoint,
+            self.credentials,
+            form,
+            &extra,
+        )
+        .await
+        .map_err(|e| match e {
+            OAuthError::TokenError(_) => login_failed(
+                server_url,
+                &format!("the device authorization endpoint answered {e}"),
+            ),
+            other => server_error(server_url, "cannot start the device login", &other),
+        })?;
+        let deadline_secs = self.timeout.min(started.expires_in.as_secs().max(1));
+        tracing::info!(server = %server_url, interval = started.interval.as_secs(), "waiting up to {deadline_secs} s for the device login");
+        let _ = self.progress.send(LoginProgress::Pending(LoginPending {
+            server: server_url.to_string(),
+            authorization_url: started
+                .verification_uri_complete
+                .clone()
+                .unwrap_or_else(|| started.verification_uri.clone()),
+            timeout_secs: deadline_secs,
+            browser_opened: false,
+            flow: Some(LoginFlow::Device),
+            user_code: Some(started.user_code.clone()),
+            verification_uri: Some(started.verification_uri.clone()),
+            verification_uri_complete: started.verification_uri_complete.clone(),
+        }));
+        // The code's own end (plus a little, so the server's `expired_token` is heard),
+        // or the login's timeout, whichever comes first.
+        let code_ends = started.expires_in + CODE_EXPIRY_GRACE;
+        let by_code = code_ends < Duration::from_secs(self.timeout);
+        let deadline = tokio::time::Instant::now()
+            + if by_code {
+                code_ends
+            } else {
+                Duration::from_secs(self.timeout)
+            };
+        let again = again_command(server_url, " --device");
+        let expired = |why: &str| {
+            RpcError::new(
+                ErrorKind::LoginTimeout,
+                format!(
+                    "the device code for {server_url} expired before the login was approved ({why}); run again for a new code: {again}"
+                ),
+            )
+            .with_server(server_url)
+        };
+        let mut interval = started.interval;
+        // Extra wait after a failed connection (RFC 8628 §3.5: back off exponentially).
+        let mut backoff = Duration::ZERO;
+        loop {
+            let wait = interval + backoff;
+            if tokio::time::Instant::now() + wait > deadline {
+                if by_code {
+                    return Err(expired("its expires_in passed"));
+                }
+                return Err(RpcError::new(
+                    ErrorKind::LoginTimeout,
+                    format!(
+                        "the device login was not approved within {} s; run again with more time: {}",
+                        self.timeout,
+                        again_command(
+                            server_url,
+                            &format!(" --device --timeout {}", self.timeout.saturating_mul(2).max(600))
+                        )
+                    ),
+                )
+                .with_server(server_url));
+            }
+            tokio::time::sleep(wait).await;
+            let polled = device::poll(
+                &self.broker.http,
+                self.policy,
+                &d.metadata.issuer,
+                &d.metadata.token_endpoint,
+                self.credentials,
+                &started.device_code,
+                &resource,
+            )
+            .await;
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(e @ OAuthError::Transport { .. }) => {
+                    backoff = (backoff * 2).max(interval).min(MAX_POLL_BACKOFF);
+                    tracing::warn!(server = %server_url, "polling for the device login failed ({e}); trying again in {} s", (interval + backoff).as_secs());
+                    continue;
+                }
+                Err(e @ OAuthError::TokenError(_)) => {
+                    return Err(login_failed_again(server_url, &e.to_string(), " --device"));
+                }
+                Err(other) => {
+                    return Err(server_error(
+                        server_url,
+                        "cannot complete the device login",
+                        &other,
+                    ));
+                }
+            };
+            backoff = Duration::ZERO;
+            match polled {
+                Poll::Granted(tokens) => return Ok(tokens),
+                Poll::Pending => {}
+                Poll::SlowDown => {
+                    interval += Duration::from_secs(device::SLOW_DOWN_STEP_SECS);
+                    tracing::info!(server = %server_url, "the authorization server asked to poll more slowly: every {} s now", interval.as_secs());
+                }
+                Poll::Denied => {
+                    return Err(RpcError::new(
+                        ErrorKind::LoginFailed,
+                        format!(
+                            "login to {server_url} failed: the device login was denied (access_denied); to try again, run: {again}"
+                        ),
+                    )
+                    .with_server(server_url));
+                }
+                Poll::Expired => return Err(expired("expired_token")),
+            }
+        }
+    }
+}
+
+/// How long after a device code's `expires_in` the daemon still polls, so that the
+/// server's own `expired_token` (or a late approval) is heard despite clock differences.
+const CODE_EXPIRY_GRACE: Duration = Duration::from_secs(5);
+/// The longest extra wait between polls after failed connections.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A `manual` login's door for `login.paste`, open while the login waits.
+struct PasteSlot<'a> {
+    broker: &'a Broker,
+    server_url: String,
+}
+
+impl<'a> PasteSlot<'a> {
+    fn open(broker: &'a Broker, server_url: &str, inbox: Inbox) -> PasteSlot<'a> {
+        broker
+            .pastes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server_url.to_string(), inbox);
+        PasteSlot {
+            broker,
+            server_url: server_url.to_string(),
+        }
+    }
+}
+
+impl Drop for PasteSlot<'_> {
+    fn drop(&mut self) {
+        self.broker
+            .pastes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.server_url);
+    }
+}
+
+/// `login.paste`: hands what the user pasted to the `manual` login waiting for `server`.
+pub fn paste(broker: &Broker, server: &str, pasted: &str) -> Result<(), RpcError> {
+    let server_url = normalize_server_url(server)
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+    let inbox = broker
+        .pastes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&server_url)
+        .cloned()
+        .ok_or_else(|| {
+            RpcError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no manual login to {server_url} is waiting for a pasted response; start one: {}",
+                    again_command(&server_url, " --manual")
+                ),
+            )
+            .with_server(&server_url)
+        })?;
+    inbox.deliver_pasted(pasted).map_err(|e| {
+        RpcError::new(
+            ErrorKind::InvalidParams,
+            format!("{e}; the login is still waiting: paste the URL your browser ended on"),
+        )
+        .with_server(&server_url)
+    })
 }
 
 /// Scopes as the MCP spec chooses them: explicit ones (caller, then config), else the
@@ -598,14 +934,27 @@ fn check_issuer(d: &Discovery, iss: Option<&str>, required: bool) -> Result<(), 
 }
 
 fn login_failed(server: &str, why: &str) -> RpcError {
+    login_failed_again(server, why, "")
+}
+
+/// As [`login_failed`], naming the flag (`" --manual"`) to run the same login again with.
+fn login_failed_again(server: &str, why: &str, flag: &str) -> RpcError {
     RpcError::new(
         ErrorKind::LoginFailed,
         format!(
             "login to {server} failed: {why}; run again once that is fixed: {}",
-            login_command(server, &[])
+            again_command(server, flag)
         ),
     )
     .with_server(server)
+}
+
+/// `mcp-auth login <server>` with `flags` (e.g. `" --device --timeout 600"`), built by
+/// the one command builder.
+fn again_command(server: &str, flags: &str) -> String {
+    let mut args = vec!["mcp-auth", "login", server];
+    args.extend(flags.split_whitespace());
+    shell_command(&args)
 }
 
 fn discovery_error(server: &str, e: OAuthError) -> RpcError {

@@ -15,6 +15,25 @@ pub const DOCTOR: &str = "doctor";
 pub const CONFIG_RELOAD: &str = "config.reload";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
+/// Hands a `manual` login the authorization response the user pasted.
+pub const LOGIN_PASTE: &str = "login.paste";
+
+/// How `login` gets the user's consent (`LoginParams::flow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginFlow {
+    /// Authorization code + PKCE through the loopback redirect (the default).
+    #[default]
+    Browser,
+    /// RFC 8628 device authorization: a code the user enters on any device.
+    Device,
+    /// Authorization code + PKCE; the user pastes back the URL the browser ended on
+    /// (`login.paste`). The loopback redirect still listens, whichever comes first.
+    Manual,
+    /// The caller has no usable browser (a remote session without a display): `device`
+    /// when the authorization server offers it, else `browser` without opening one.
+    DeviceIfSupported,
+}
 
 /// Seconds of validity `token.get` guarantees when the caller does not say.
 pub const DEFAULT_MIN_VALID_SECS: u64 = 60;
@@ -157,16 +176,58 @@ pub struct LoginParams {
     /// How long to wait for the browser (default: the daemon's `login_timeout_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// How the user consents (default `browser`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<LoginFlow>,
 }
 
 /// Params of the `login.pending` notification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginPending {
     pub server: String,
+    /// The URL to open: the authorization URL, or for a device login its
+    /// `verification_uri_complete` (else `verification_uri`).
     pub authorization_url: String,
     pub timeout_secs: u64,
     /// Whether the daemon managed to start a browser.
     pub browser_opened: bool,
+    /// The flow this login runs (`browser`, `device` or `manual`); absent means `browser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<LoginFlow>,
+    /// Device login: the code the user enters at `verification_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_code: Option<String>,
+    /// Device login: where the user enters `user_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri: Option<String>,
+    /// Device login: the same page with the code filled in, when the server offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri_complete: Option<String>,
+}
+
+/// Params of `login.paste`. Its `Debug` masks `response` (it carries the code).
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct LoginPasteParams {
+    /// The MCP server URL of the `manual` login in progress.
+    pub server: String,
+    /// What the user pasted: the URL the browser ended on, its query, or only the code.
+    pub response: String,
+}
+
+impl std::fmt::Debug for LoginPasteParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginPasteParams")
+            .field("server", &self.server)
+            .field("response", &"***")
+            .finish()
+    }
+}
+
+/// Result of `login.paste`: the login took the response (its outcome is the `login`
+/// call's result).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginPasteResult {
+    pub accepted: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -339,14 +400,18 @@ mod tests {
             TOKEN_CHALLENGE,
             serde_json::to_value(&challenge).unwrap(),
         );
-        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?}");
+        let paste = LoginPasteParams {
+            server: "https://mcp.example/mcp".into(),
+            response: format!("http://127.0.0.1:1/callback?code={TOKEN}"),
+        };
+        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?} {paste:?}");
         assert!(!printed.contains(TOKEN), "{printed}");
         // The rest is still there to debug with.
         assert!(
             printed.contains("g_1") && printed.contains("mcp.example"),
             "{printed}"
         );
-        assert!(printed.matches("***").count() >= 4, "{printed}");
+        assert!(printed.matches("***").count() >= 5, "{printed}");
         // Masking is for printing only: the wire form keeps the token.
         assert!(serde_json::to_string(&result).unwrap().contains(TOKEN));
     }

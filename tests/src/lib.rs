@@ -25,8 +25,8 @@ pub mod procfs;
 pub mod tools;
 
 pub use auth_server::{
-    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, PreRegisteredClient, TEST_ACCOUNT_EMAIL,
-    TEST_ACCOUNT_SUBJECT, TokenProblem,
+    AsOptions, AuthServer, Counts, DEVICE_GRANT, DeviceOptions, DevicePoll, IMPLIED_RESOURCE,
+    PreRegisteredClient, TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT, TokenProblem,
 };
 pub use mcp_server::{McpOptions, McpServer};
 

@@ -57,6 +57,9 @@ pub struct AsMetadata {
         deserialize_with = "lenient_strings"
     )]
     pub prompt_values_supported: Option<Vec<String>>,
+    /// RFC 8628 §4: where a device login starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
 }
 
 impl AsMetadata {
@@ -205,6 +208,7 @@ async fn legacy_discovery(
                 client_id_metadata_document_supported: None,
                 id_token_signing_alg_values_supported: None,
                 prompt_values_supported: None,
+                device_authorization_endpoint: None,
             };
             check_as_metadata(policy, &issuer, &metadata)?;
             metadata
@@ -577,6 +581,7 @@ mod tests {
             client_id_metadata_document_supported: None,
             id_token_signing_alg_values_supported: None,
             prompt_values_supported: None,
+            device_authorization_endpoint: None,
         }
     }
 

@@ -92,13 +92,19 @@ pub async fn register(
         ))
     })?;
     let endpoint = policy.check("registration endpoint", endpoint, Some(&metadata.issuer))?;
+    // The device grant only where the server offers it: a strict server refuses a
+    // registration naming a grant type it does not know.
+    let mut grant_types = vec!["authorization_code", "refresh_token"];
+    if metadata.device_authorization_endpoint.is_some() {
+        grant_types.push(crate::oauth::device::GRANT_TYPE);
+    }
     let body = serde_json::json!({
         "client_name": "mcp-authd",
         "software_id": "mcp-authd",
         "software_version": env!("CARGO_PKG_VERSION"),
         "application_type": "native",
         "redirect_uris": [redirect_uri],
-        "grant_types": ["authorization_code", "refresh_token"],
+        "grant_types": grant_types,
         "response_types": ["code"],
         "token_endpoint_auth_method": preferred_auth_method(metadata).as_str(),
     });

@@ -60,27 +60,11 @@ pub async fn request_tokens(
     issuer: &str,
     token_endpoint: &str,
     client: &ClientCredentials,
-    mut form: Vec<(&'static str, String)>,
+    form: Vec<(&'static str, String)>,
 ) -> Result<Tokens, OAuthError> {
     let endpoint = policy.check("token endpoint", token_endpoint, Some(issuer))?;
-    let request = authenticated(http.client().post(endpoint.clone()), client, &mut form);
-    let secrets = RequestSecrets::of(&form, client);
-    let response = http
-        .send(
-            request
-                .header(header::ACCEPT, "application/json")
-                .form(&form),
-        )
-        .await?;
     let url = endpoint.to_string();
-    if !response.status.is_success() {
-        return Err(error_from(
-            &url,
-            response.status.as_u16(),
-            &response.bytes,
-            &secrets,
-        ));
-    }
+    let response = post_authenticated(http, endpoint, client, form, &[]).await?;
     parse_token_response(&url, &response.bytes, now()).map_err(|e| {
         // An HTML login page or a form-encoded body: say what came instead of JSON.
         let content_type = response
@@ -105,6 +89,42 @@ pub async fn request_tokens(
             other => other,
         }
     })
+}
+
+/// POSTs `form` and `extra` fields with client authentication as the registration says
+/// (RFC 6749 §2.3.1) and asks for JSON; an error status becomes the error the server
+/// named, with the request's secrets masked.
+pub(super) async fn post_authenticated(
+    http: &Http,
+    endpoint: url::Url,
+    client: &ClientCredentials,
+    mut form: Vec<(&'static str, String)>,
+    extra: &[(String, String)],
+) -> Result<super::http::Body, OAuthError> {
+    let url = endpoint.to_string();
+    let request = authenticated(http.client().post(endpoint), client, &mut form);
+    let secrets = RequestSecrets::of(&form, client);
+    let fields: Vec<(&str, &str)> = form
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect();
+    let response = http
+        .send(
+            request
+                .header(header::ACCEPT, "application/json")
+                .form(&fields),
+        )
+        .await?;
+    if !response.status.is_success() {
+        return Err(error_from(
+            &url,
+            response.status.as_u16(),
+            &response.bytes,
+            &secrets,
+        ));
+    }
+    Ok(response)
 }
 
 /// Checks and decodes a successful token endpoint response body (RFC 6749 §5.1) received
@@ -249,6 +269,7 @@ fn basic_credentials(client_id: &str, secret: &str) -> String {
 /// Form fields of token and revocation requests whose values are secrets.
 const SECRET_FIELDS: &[&str] = &[
     "code",
+    "device_code",
     "code_verifier",
     "refresh_token",
     "client_secret",
@@ -262,7 +283,10 @@ const SECRET_FIELDS: &[&str] = &[
 struct RequestSecrets(Vec<Secret>);
 
 impl RequestSecrets {
-    fn of(form: &[(&'static str, String)], client: &ClientCredentials) -> RequestSecrets {
+    pub(super) fn of(
+        form: &[(&'static str, String)],
+        client: &ClientCredentials,
+    ) -> RequestSecrets {
         let mut values: Vec<Secret> = Vec::new();
         let mut add = |value: &str| {
             if value.is_empty() {
