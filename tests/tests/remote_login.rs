@@ -462,7 +462,7 @@ async fn a_pasted_response_with_a_wrong_issuer_or_no_code_redeems_nothing() {
             Some("https://evil.example"),
             "possible mix-up attack",
         ),
-        ("iss", None, "promises an `iss` parameter"),
+        ("iss", None, "carries no `iss` parameter"),
         ("code", None, "carried no code"),
     ] {
         let mut run = LoginRun::start(&d, &[&url, "--manual"], &[], &[]);
