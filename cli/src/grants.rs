@@ -32,8 +32,13 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
     );
     for g in &list.grants {
         if let Some(why) = needs_login(g, now) {
+            let account = g
+                .account_name
+                .as_deref()
+                .map(|a| format!(" --account {a}"))
+                .unwrap_or_default();
             println!(
-                "\n{} needs a new login: {why}\n  run: mcp-auth login {}",
+                "\n{} needs a new login: {why}\n  run: mcp-auth login {}{account}",
                 g.server, g.server
             );
         }
@@ -56,7 +61,7 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
         let (state, paint) = state(g, now);
         table.push(vec![
             Cell::new(&g.server),
-            Cell::new(g.account.as_deref().unwrap_or(UNKNOWN)),
+            Cell::new(account(g)),
             Cell::new(if g.scopes.is_empty() {
                 UNKNOWN.to_string()
             } else {
@@ -73,6 +78,18 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
         ]);
     }
     table
+}
+
+/// The account column: the name the user gave, with who the id_token says it is beside
+/// it (`work (jane@corp.example)`); for the default account the identity alone, as before
+/// accounts had names; `—` when neither is known.
+fn account(g: &GrantInfo) -> String {
+    match (&g.account_name, &g.account) {
+        (Some(name), Some(who)) if name != who => format!("{name} ({who})"),
+        (Some(name), _) => name.clone(),
+        (None, Some(who)) => who.clone(),
+        (None, None) => UNKNOWN.into(),
+    }
 }
 
 /// Why a grant cannot hand out a token without a new login, if it cannot: the daemon
@@ -105,6 +122,7 @@ fn state(g: &GrantInfo, now: i64) -> (&'static str, Paint) {
 pub async fn inspect(
     client: &mut Client,
     grant: &str,
+    account_name: Option<String>,
     json: bool,
     color: bool,
 ) -> Result<(), ClientError> {
@@ -113,6 +131,7 @@ pub async fn inspect(
             GRANTS_GET,
             &GrantRef {
                 grant: grant.into(),
+                account: account_name,
             },
         )
         .await?;
@@ -130,6 +149,7 @@ pub async fn inspect(
             CLIENTS_LIST,
             &GrantRef {
                 grant: g.id.clone(),
+                account: None,
             },
         )
         .await?;
@@ -153,10 +173,7 @@ pub async fn inspect(
         ("issuer", g.issuer.clone()),
         ("client id", format!("{} ({})", g.client_id, g.registration)),
         ("scopes", g.scopes.join(" ")),
-        (
-            "account",
-            g.account.clone().unwrap_or_else(|| UNKNOWN.into()),
-        ),
+        ("account", account(&g)),
         (
             "state",
             match needs_login(&g, now) {
@@ -246,6 +263,7 @@ struct Inspected<'a> {
 pub async fn revoke(
     client: &mut Client,
     grant: &str,
+    account_name: Option<String>,
     remote: bool,
     json: bool,
 ) -> Result<(), ClientError> {
@@ -255,6 +273,7 @@ pub async fn revoke(
             &RevokeParams {
                 grant: grant.into(),
                 remote: Some(remote),
+                account: account_name,
             },
         )
         .await?;
@@ -271,8 +290,14 @@ pub async fn revoke(
         "skipped" => "not revoked at the authorization server (logout)".to_string(),
         other => format!("revocation at the authorization server {other}"),
     };
+    let of_account = r
+        .grant
+        .account_name
+        .as_deref()
+        .map(|a| format!(" (account {a})"))
+        .unwrap_or_default();
     println!(
-        "Forgot grant {} for {}; {at_server}.",
+        "Forgot grant {} for {}{of_account}; {at_server}.",
         r.grant.id, r.grant.server
     );
     Ok(())
@@ -301,6 +326,7 @@ mod tests {
             last_used_at: Some(NOW - 120),
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
+            account_name: None,
         }
     }
 

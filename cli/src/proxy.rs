@@ -47,6 +47,9 @@ pub struct Args {
     /// Seconds to wait for a browser login [default: the daemon's login_timeout_secs]
     #[arg(long)]
     pub login_timeout: Option<u64>,
+    /// The account of the server to use (and to log in as) [default: the default account]
+    #[arg(long, value_name = "NAME", value_parser = crate::account_arg)]
+    pub account: Option<String>,
 }
 
 /// State shared by the tasks of one proxy run.
@@ -424,6 +427,7 @@ impl Proxy {
         let mut daemon = self.daemon.lock().await;
         let params = TokenGetParams {
             server: self.server.clone(),
+            account: self.args.account.clone(),
             ..Default::default()
         };
         // A kept connection may have been closed meanwhile (the daemon closes connections
@@ -480,6 +484,7 @@ impl Proxy {
             interactive: Some(!self.args.no_login),
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
+            account: self.args.account.clone(),
         };
         let mut token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {

@@ -122,6 +122,9 @@ pub struct ErrorData {
     /// The MCP server URL the error is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The account (`--account`) the error is about; absent for the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl RpcError {
@@ -133,6 +136,7 @@ impl RpcError {
                 kind,
                 command: None,
                 server: None,
+                account: None,
             }),
         }
     }
@@ -150,6 +154,7 @@ impl RpcError {
                 kind: ErrorKind::AuthorizationRequired,
                 command: Some(command),
                 server: Some(server.to_string()),
+                account: None,
             }),
         }
     }
@@ -157,6 +162,28 @@ impl RpcError {
     pub fn with_server(mut self, server: &str) -> Self {
         if let Some(data) = self.data.as_mut() {
             data.server = Some(server.to_string());
+        }
+        self
+    }
+
+    /// The error as it concerns `account` (none: the default account, unchanged): the
+    /// `mcp-auth login <server>` commands in the message and in `data.command` gain
+    /// `--account <account>`, and `data.account` names it.
+    pub fn for_account(mut self, account: Option<&str>) -> Self {
+        let (Some(account), Some(data)) = (account, self.data.as_mut()) else {
+            return self;
+        };
+        if data.account.is_some() {
+            return self;
+        }
+        data.account = Some(account.to_string());
+        if let Some(server) = &data.server {
+            let login = format!("mcp-auth login {server}");
+            let with_account = format!("{login} --account {account}");
+            self.message = self.message.replace(&login, &with_account);
+            if let Some(command) = data.command.as_mut() {
+                *command = command.replace(&login, &with_account);
+            }
         }
         self
     }
@@ -174,3 +201,24 @@ impl std::fmt::Display for RpcError {
 }
 
 impl std::error::Error for RpcError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_for_an_account_names_it_in_every_login_command() {
+        let server = "https://mcp.example/mcp";
+        let e = RpcError::authorization_required(server, &["read".into()], "not logged in")
+            .for_account(Some("work"));
+        let want = format!("mcp-auth login {server} --account work --scope 'read'");
+        assert_eq!(e.message, format!("not logged in; run: {want}"));
+        let data = e.data.as_ref().unwrap();
+        assert_eq!(data.command.as_deref(), Some(want.as_str()));
+        assert_eq!(data.account.as_deref(), Some("work"));
+        // Applied once only, and not at all for the default account.
+        assert_eq!(e.clone().for_account(Some("work")), e);
+        let plain = RpcError::authorization_required(server, &[], "x");
+        assert_eq!(plain.clone().for_account(None), plain);
+    }
+}
