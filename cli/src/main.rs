@@ -63,6 +63,9 @@ enum Command {
         grant: String,
         /// The program as `mcp-auth inspect` lists it
         program: String,
+        /// With a server URL: this account's grant instead of the default account's
+        #[arg(long, value_name = "NAME", value_parser = account_arg)]
+        account: Option<String>,
     },
     /// Show the daemon's state and where it keeps secrets
     Status,
@@ -141,9 +144,11 @@ async fn main() -> ExitCode {
                 grants::revoke(&mut client, &g.grant, g.account, false, cli.json).await
             }
             Command::Approve(args) => clients::approve(&mut client, args, cli.json).await,
-            Command::ForgetClient { grant, program } => {
-                clients::forget(&mut client, &grant, &program, cli.json).await
-            }
+            Command::ForgetClient {
+                grant,
+                program,
+                account,
+            } => clients::forget(&mut client, &grant, &program, account, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
             Command::Reload => status::reload(&mut client, cli.json).await,
             Command::Service(_) | Command::Completions { .. } | Command::Man(_) => {

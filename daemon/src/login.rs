@@ -264,7 +264,7 @@ async fn run(
         &grant_id,
         AccessToken::new(tokens.access_token, tokens.expires_at),
     );
-    tracing::info!(server = %server_url, grant = %grant_id, "logged in");
+    tracing::info!(server = %server_url, grant = %grant_id, account = %account_name, "logged in");
     broker.grant_info(&row).await
 }
 

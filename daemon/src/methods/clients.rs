@@ -33,7 +33,9 @@ pub async fn list(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> 
 }
 
 pub async fn forget(broker: &Arc<Broker>, p: ForgetParams) -> Result<Value, RpcError> {
-    let grant = broker.find_grant(&p.grant, None).await?;
+    let grant = broker
+        .find_grant(&p.grant, super::account(&p.account)?)
+        .await?;
     match broker
         .confirm
         .forget(&broker.db, &grant.id, &p.program)
