@@ -5,8 +5,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 
-use mcp_authd_ipc::Client;
-use mcp_authd_ipc::methods::{ChallengeParams, TOKEN_CHALLENGE, TokenGetResult};
+use mcp_authd_ipc::methods::{
+    ChallengeParams, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams, TokenGetResult,
+};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use mcp_authd_tests::daemon::{Daemon, DaemonHome, bin};
 use mcp_authd_tests::{
     AsOptions, AuthServer, McpOptions, McpServer, TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT,
@@ -218,9 +220,34 @@ async fn two_accounts_of_one_server_are_kept_apart() {
     );
     assert_eq!(token(&d, &url, Some(PERSONAL), &[]), personal);
 
-    // Account names that would need quoting in a suggested command are refused early.
+    // Account names that would need quoting in a suggested command are refused early,
+    // by the CLI and by the daemon; so is a login_hint with a control character.
     let stderr = failed(&d.cli(&["token", &url, "--account", "a b"]), 2);
     assert!(stderr.contains("not an account name"), "{stderr}");
+    let params = TokenGetParams {
+        server: url.clone(),
+        account: Some("$(reboot)".into()),
+        ..Default::default()
+    };
+    match client.call::<_, TokenGetResult>(TOKEN_GET, &params).await {
+        Err(ClientError::Rpc(e)) => {
+            assert_eq!(e.kind(), Some(ErrorKind::InvalidParams), "{e:?}");
+            assert!(e.message.contains("not an account name"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let stderr = failed(
+        &d.cli(&[
+            "login",
+            &url,
+            "--account",
+            "x",
+            "--login-hint",
+            "jane\nFake: line",
+        ]),
+        1,
+    );
+    assert!(stderr.contains("control character"), "{stderr}");
 
     d.stop();
     let db = home.database_bytes();
