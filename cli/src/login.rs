@@ -20,6 +20,14 @@ pub struct Args {
     /// Seconds to wait for the browser login [default: the daemon's login_timeout_secs]
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Log in as this account of the server (e.g. work, personal): only its grant is
+    /// created or replaced; other accounts keep theirs [default: the default account]
+    #[arg(long, value_name = "NAME", value_parser = crate::account_arg)]
+    pub account: Option<String>,
+    /// Ask the authorization server to pre-fill this user (OpenID Connect login_hint)
+    /// [default: the account's last hint, else --account when it is an email]
+    #[arg(long, value_name = "EMAIL")]
+    pub login_hint: Option<String>,
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
@@ -28,8 +36,13 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         scopes: crate::scope_args(&args.scopes),
         open_browser: Some(!args.no_browser),
         timeout_secs: args.timeout,
+        account: args.account.clone(),
+        login_hint: args.login_hint.clone(),
     };
-    eprintln!("Logging in to {} …", args.server);
+    match &args.account {
+        Some(account) => eprintln!("Logging in to {} as account {account} …", args.server),
+        None => eprintln!("Logging in to {} …", args.server),
+    }
     // Plain http to another host gets this far only when the daemon's config allows it.
     let warning = crate::plain_http_warning(&args.server, "the login and the tokens");
     let warned = std::sync::atomic::AtomicBool::new(false);
@@ -80,8 +93,14 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         } else {
             grant.scopes.join(" ")
         };
+        let account = match (&grant.account_name, &grant.account) {
+            (Some(name), Some(who)) => format!(" as account {name} ({who})"),
+            (Some(name), None) => format!(" as account {name}"),
+            (None, Some(who)) => format!(" as {who}"),
+            (None, None) => String::new(),
+        };
         println!(
-            "Logged in to {} in {}s (grant {}, scopes: {})",
+            "Logged in to {}{account} in {}s (grant {}, scopes: {})",
             grant.server,
             started.elapsed().as_secs(),
             grant.id,

@@ -53,6 +53,9 @@ pub struct Args {
     /// the server (a TLS-inspecting proxy's CA, a company CA)
     #[arg(long, env = "MCP_AUTH_CA_FILE", value_name = "PEM_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The account of the server to use (and to log in as) [default: the default account]
+    #[arg(long, value_name = "NAME", value_parser = crate::account_arg)]
+    pub account: Option<String>,
 }
 
 /// The setting a certificate error points to.
@@ -454,6 +457,7 @@ impl Proxy {
         let mut daemon = self.daemon.lock().await;
         let params = TokenGetParams {
             server: self.server.clone(),
+            account: self.args.account.clone(),
             ..Default::default()
         };
         // A kept connection may have been closed meanwhile (the daemon closes connections
@@ -510,6 +514,7 @@ impl Proxy {
             interactive: Some(!self.args.no_login),
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
+            account: self.args.account.clone(),
         };
         let mut token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {

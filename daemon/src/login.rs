@@ -27,6 +27,8 @@ use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
 
 const CALLBACK_PATH: &str = "/callback";
+/// Longest `login_hint` sent (an email or user name; anything longer is a mistake).
+const MAX_LOGIN_HINT_LEN: usize = 256;
 const KIND_METADATA_DOCUMENT: &str = "metadata-document";
 
 /// Runs (or joins) the login for `p.server`; `on_pending` gets the authorization URL as
@@ -45,13 +47,18 @@ pub async fn login(
     if let Some(scopes) = &p.scopes {
         check_requested_scopes(scopes)?;
     }
+    if let Some(hint) = &p.login_hint {
+        check_login_hint(hint).map_err(|why| RpcError::new(ErrorKind::InvalidParams, why))?;
+    }
+    // One login per account of a server: a second account's login runs beside it.
+    let key = (server_url.clone(), p.account.clone().unwrap_or_default());
     let mut progress = {
         let mut logins = broker.logins.lock().unwrap_or_else(|e| e.into_inner());
-        match logins.get(&server_url) {
+        match logins.get(&key) {
             Some(rx) if !matches!(*rx.borrow(), LoginProgress::Done(_)) => rx.clone(),
             _ => {
                 let (tx, rx) = watch::channel(LoginProgress::Starting);
-                logins.insert(server_url.clone(), rx.clone());
+                logins.insert(key.clone(), rx.clone());
                 let (broker, server_url) = (broker.clone(), server_url.clone());
                 tokio::spawn(async move {
                     let result = run(&broker, &server_url, p, challenge, &tx).await;
@@ -63,7 +70,7 @@ pub async fn login(
                         .logins
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&server_url);
+                        .remove(&key);
                 });
                 rx
             }
@@ -122,6 +129,16 @@ async fn run(
         .server(server_url, Some(&metadata.issuer))
         .cloned();
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
+    let account_name = p.account.clone().unwrap_or_default();
+    let login_hint = match p.login_hint.clone() {
+        Some(hint) => Some(hint),
+        None => broker
+            .db
+            .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
+            .await?
+            .and_then(|g| g.login_hint)
+            .or_else(|| p.account.as_deref().and_then(hint_of_account)),
+    };
 
     let client_cfg = broker
         .config()
@@ -152,7 +169,7 @@ async fn run(
             scopes: &scopes,
             prompt_consent,
         },
-        &quirks,
+        &with_login_hint(&quirks, login_hint.as_deref()),
     )?;
 
     let timeout = p
@@ -170,6 +187,7 @@ async fn run(
         authorization_url: authorization_url.clone(),
         timeout_secs: timeout,
         browser_opened,
+        account: p.account.clone(),
     }));
 
     let redirect_uri = redirect.redirect_uri.clone();
@@ -241,7 +259,7 @@ async fn run(
 
     let existing = broker
         .db
-        .grant_by_key(&discovery.resource, &metadata.issuer)
+        .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
         .await?;
     let grant_id = existing
         .as_ref()
@@ -265,6 +283,7 @@ async fn run(
             &discovery.resource,
             &metadata.issuer,
             &registration.id,
+            &account_name,
         )
     });
     row.server_url = server_url.to_string();
@@ -276,9 +295,15 @@ async fn run(
     row.access_expires_at = Some(tokens.expires_at);
     // A new login may be another account: what this login's id_token says, or unknown.
     row.account = tokens.account.clone();
+    row.login_hint = login_hint;
     row.updated_at = now();
     broker.db.upsert_grant(&row).await?;
-    for old in broker.db.grants_of_server(server_url).await? {
+    // Only this account's: the other accounts of the server keep their grants.
+    for old in broker
+        .db
+        .grants_of_server(server_url, &account_name)
+        .await?
+    {
         if old.id != grant_id {
             tracing::info!(server = %server_url, grant = %old.id, issuer = %old.issuer, "the server moved to {}; forgetting the grant of its former authorization server", metadata.issuer);
             let lock = broker.lock_grant(&old.id).await;
@@ -289,7 +314,7 @@ async fn run(
         &grant_id,
         AccessToken::new(tokens.access_token, tokens.expires_at),
     );
-    tracing::info!(server = %server_url, grant = %grant_id, "logged in");
+    tracing::info!(server = %server_url, grant = %grant_id, account = %account_name, "logged in");
     broker.grant_info(&row).await
 }
 
@@ -574,6 +599,42 @@ fn authorization_url(
     Ok(url.to_string())
 }
 
+/// The quirks with the login's `login_hint` among the extra authorization parameters: the
+/// user's hint (or the account's) replaces one the config file sets for every login.
+fn with_login_hint(quirks: &Quirks, login_hint: Option<&str>) -> Quirks {
+    let mut quirks = quirks.clone();
+    if let Some(hint) = login_hint {
+        quirks
+            .authorization_params
+            .insert("login_hint".to_string(), hint.to_string());
+    }
+    quirks
+}
+
+/// The `login_hint` an account name implies: the name itself when it looks like an email
+/// (`jane@example.com`), since that is what identity providers pre-fill; else none (a
+/// name like `work` means nothing to the authorization server).
+fn hint_of_account(name: &str) -> Option<String> {
+    let (user, domain) = name.split_once('@')?;
+    (!user.is_empty() && domain.contains('.') && !domain.contains('@')).then(|| name.to_string())
+}
+
+/// A `login_hint` from the user: printable, at most [`MAX_LOGIN_HINT_LEN`] bytes.
+fn check_login_hint(hint: &str) -> Result<(), String> {
+    if hint.trim().is_empty() {
+        return Err("`login_hint` is empty; omit it to send none".into());
+    }
+    if hint.len() > MAX_LOGIN_HINT_LEN {
+        return Err(format!(
+            "`login_hint` is longer than {MAX_LOGIN_HINT_LEN} bytes"
+        ));
+    }
+    if hint.chars().any(char::is_control) {
+        return Err("`login_hint` holds a control character".into());
+    }
+    Ok(())
+}
+
 /// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises
 /// it, or when `required` (a client id shared by several authorization servers).
 fn check_issuer(d: &Discovery, iss: Option<&str>, required: bool) -> Result<(), String> {
@@ -677,5 +738,25 @@ mod tests {
         let e = check_issuer(&d, Some("https://evil.example"), false).unwrap_err();
         assert!(e.contains("mix-up"), "{e}");
         assert!(check_issuer(&discovery(Some(true)), None, false).is_err());
+    }
+
+    #[test]
+    fn only_an_email_like_account_name_is_a_login_hint() {
+        assert_eq!(
+            hint_of_account("jane@corp.example").as_deref(),
+            Some("jane@corp.example")
+        );
+        for not_a_hint in ["work", "@corp.example", "jane@corp", "a@b@c.example"] {
+            assert_eq!(hint_of_account(not_a_hint), None, "{not_a_hint}");
+        }
+    }
+
+    #[test]
+    fn a_login_hint_is_printable_and_short() {
+        assert!(check_login_hint("jane@corp.example").is_ok());
+        assert!(check_login_hint("Jane Doe").is_ok());
+        for bad in ["", "  ", "a\nb", &"x".repeat(MAX_LOGIN_HINT_LEN + 1)] {
+            assert!(check_login_hint(bad).is_err(), "{bad:?}");
+        }
     }
 }

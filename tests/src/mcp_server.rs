@@ -105,6 +105,7 @@ impl McpServer {
             authorized: AtomicU32::new(0),
             streams: AtomicU32::new(0),
             deleted: AtomicU32::new(0),
+            last_token: Default::default(),
         });
         let app = Router::new()
             .route(PRM_PATH, get(protected_resource_metadata))
@@ -138,6 +139,16 @@ impl McpServer {
     /// scopes).
     pub fn authorized_requests(&self) -> u32 {
         self.state.authorized.load(Ordering::SeqCst)
+    }
+
+    /// The access token of the last request this server authorized (for a test to ask the
+    /// authorization server whose it is: [`crate::AuthServer::subject_of`]).
+    pub fn last_authorized_token(&self) -> Option<String> {
+        self.state
+            .last_token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Server streams (GET) opened, with `streaming`.
@@ -180,6 +191,8 @@ struct McpState {
     authorized: AtomicU32,
     streams: AtomicU32,
     deleted: AtomicU32,
+    /// The token of the last authorized request (whose account made it).
+    last_token: std::sync::Mutex<Option<String>>,
 }
 
 const SESSION_ID: &str = "session-1";
@@ -279,6 +292,10 @@ fn authorize(state: &McpState, headers: &HeaderMap) -> Result<(), Rejection> {
         return Err(Rejection::InsufficientScope);
     }
     state.authorized.fetch_add(1, Ordering::SeqCst);
+    *state
+        .last_token
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token.to_string());
     Ok(())
 }
 

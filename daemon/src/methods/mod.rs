@@ -70,6 +70,16 @@ fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("invalid params: {e}")))
 }
 
+/// A request's `account`, checked: `None` is the default account.
+pub(crate) fn account(account: &Option<String>) -> Result<Option<&str>, RpcError> {
+    match account.as_deref() {
+        None => Ok(None),
+        Some(name) => mcp_authd_ipc::methods::check_account_name(name)
+            .map(|()| Some(name))
+            .map_err(|why| RpcError::new(ErrorKind::InvalidParams, format!("`account`: {why}"))),
+    }
+}
+
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
 }
