@@ -20,6 +20,53 @@ pub struct Args {
     /// Seconds to wait for the browser login [default: the daemon's login_timeout_secs]
     #[arg(long)]
     pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub callback: Callback,
+}
+
+/// A fixed redirect URI for the login, for authorization servers that accept only the one
+/// registered with them (mcp-remote's port argument, `--host` and `--callback-path`).
+#[derive(clap::Args, Clone, Default)]
+pub struct Callback {
+    /// Listen for the login redirect on this port only (http://127.0.0.1:PORT/callback);
+    /// a port in use fails the login instead of moving [default: the config's redirect_uri, else any free port]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub callback_port: Option<u16>,
+    /// The host of that redirect URI
+    #[arg(long, value_name = "HOST", requires = "callback_port", value_parser = ["127.0.0.1", "localhost", "::1"])]
+    pub callback_host: Option<String>,
+    /// The path of that redirect URI [default: /callback]
+    #[arg(long, value_name = "PATH", requires = "callback_port", value_parser = callback_path)]
+    pub callback_path: Option<String>,
+}
+
+impl Callback {
+    /// The redirect URI the flags give, if any.
+    pub fn redirect_uri(&self) -> Option<String> {
+        let port = self.callback_port?;
+        let host = match self.callback_host.as_deref() {
+            Some("::1") => "[::1]",
+            Some(h) => h,
+            None => "127.0.0.1",
+        };
+        let path = self.callback_path.as_deref().unwrap_or("/callback");
+        Some(format!("http://{host}:{port}{path}"))
+    }
+}
+
+fn callback_path(path: &str) -> Result<String, String> {
+    let fine = path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if fine {
+        Ok(path.to_string())
+    } else {
+        Err(
+            "give a path such as /callback: a `/` then letters, digits, `-`, `.`, `_`, `~` or `/`"
+                .into(),
+        )
+    }
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
@@ -28,6 +75,7 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         scopes: crate::scope_args(&args.scopes),
         open_browser: Some(!args.no_browser),
         timeout_secs: args.timeout,
+        redirect_uri: args.callback.redirect_uri(),
     };
     eprintln!("Logging in to {} …", args.server);
     let started = Instant::now();

@@ -3,6 +3,11 @@
 //! mcp-authd; JSON and SSE answers go to stdout, one message per line. A 401 or 403 is
 //! reported to the daemon (`token.challenge`), which refreshes, steps up or logs in; the
 //! request is then retried with the new token. stdout carries protocol messages only.
+//!
+//! Servers that only speak the older HTTP+SSE transport (protocol 2024-11-05: a GET opens
+//! an event stream whose `endpoint` event names where to POST; answers come back on the
+//! stream) are reached too: `--transport` chooses, and the default tries Streamable HTTP
+//! first and falls back when the server refuses it with 404 or 405, as mcp-remote does.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,8 +17,10 @@ use mcp_authd_ipc::methods::{
     ChallengeParams, LOGIN_PENDING, LoginPending, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams,
     TokenGetResult,
 };
+use mcp_authd_ipc::methods::{SERVER_HEADERS, ServerHeadersParams, ServerHeadersResult};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
-use reqwest::{StatusCode, header};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url, header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -47,12 +54,51 @@ pub struct Args {
     /// Seconds to wait for a browser login [default: the daemon's login_timeout_secs]
     #[arg(long)]
     pub login_timeout: Option<u64>,
+    /// An extra HTTP header for every request to the server, as 'Name: value' (repeat);
+    /// `${VAR}` in the value is replaced by that environment variable. Added to the
+    /// server's `headers` in the config file, replacing one of the same name
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Which MCP transport to use: Streamable HTTP, the older HTTP+SSE (2024-11-05), or
+    /// one then the other when the server refuses the first (HTTP 404 or 405)
+    #[arg(long, value_enum, default_value_t = Transport::HttpFirst)]
+    pub transport: Transport,
+    #[command(flatten)]
+    pub callback: crate::login::Callback,
+}
+
+/// The transport strategies of mcp-remote's `--transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    HttpFirst,
+    SseFirst,
+    HttpOnly,
+    SseOnly,
+}
+
+/// The transport a proxy run settled on (with its first message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    Undecided,
+    Streamable,
+    /// HTTP+SSE: messages are POSTed to `endpoint`; answers come on the event stream.
+    Legacy {
+        endpoint: Url,
+    },
+}
+
+/// Why the HTTP+SSE transport could not be opened.
+enum LegacyError {
+    /// The server answered the GET with this status, or without an event stream.
+    Refused(StatusCode),
+    Failed(String),
 }
 
 /// State shared by the tasks of one proxy run.
 struct Proxy {
     http: reqwest::Client,
     server: String,
+    server_url: Url,
     socket: PathBuf,
     args: Args,
     /// The connection `token.get` goes through (challenges open their own: they may wait
@@ -61,6 +107,9 @@ struct Proxy {
     session: Mutex<Option<String>>,
     protocol_version: Mutex<Option<String>>,
     out: Stdout,
+    /// Headers from `--header` and the config, sent with every request to the server.
+    extra_headers: HeaderMap,
+    mode: Mutex<Mode>,
 }
 
 /// The lines on their way to stdout, bounded in bytes: each holds its share of the budget
@@ -82,7 +131,91 @@ impl Stdout {
     }
 }
 
+/// Parses `--header` values (`Name: value`, `${VAR}` expanded); why not, naming the flag.
+pub fn parse_header_args(args: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for arg in args {
+        let Some((name, value)) = arg.split_once(':') else {
+            anyhow::bail!("--header `{arg}` is not `Name: value`");
+        };
+        let (name, value) = (name.trim(), expand_env(value.trim())?);
+        insert_header(&mut headers, name, &value)
+            .map_err(|why| anyhow::anyhow!("--header `{name}`: {why}"))?;
+    }
+    Ok(headers)
+}
+
+/// Adds one header; why not: an invalid name or value, or one the proxy owns.
+fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
+    if parsed == header::AUTHORIZATION {
+        return Err(
+            "Authorization cannot be set: mcp-authd sends the access token itself; to use a fixed credential instead of a login, give it another header name if the server accepts one".into(),
+        );
+    }
+    if [SESSION_HEADER, VERSION_HEADER].contains(&parsed.as_str()) {
+        return Err(format!("{name} cannot be set: the transport sets it"));
+    }
+    let value = HeaderValue::from_str(value)
+        .map_err(|_| "the value holds a line break or a control character".to_string())?;
+    headers.insert(parsed, value);
+    Ok(())
+}
+
+/// Replaces `${NAME}` with the environment variable NAME, as mcp-remote does: MCP clients
+/// start the proxy without a shell, but can set its environment. An unset variable is an
+/// error rather than an empty header.
+fn expand_env(value: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        let Ok(found) = std::env::var(name) else {
+            anyhow::bail!("--header: the environment variable `{name}` is not set");
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&found);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The config file's headers for `server`, through the daemon (the one reader of the
+/// config); none when the daemon cannot be reached (the first request will say so).
+async fn config_headers(socket: &std::path::Path, server: &str) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    let Ok(mut client) = Client::connect(socket).await else {
+        return Ok(headers);
+    };
+    let params = ServerHeadersParams {
+        server: server.to_string(),
+    };
+    let result: ServerHeadersResult = match client.call(SERVER_HEADERS, &params).await {
+        Ok(r) => r,
+        // An older daemon without the method: no configured headers.
+        Err(ClientError::Rpc(e)) if e.kind() == Some(ErrorKind::MethodNotFound) => {
+            return Ok(headers);
+        }
+        Err(e) => anyhow::bail!("cannot read the configured headers for {server}: {e}"),
+    };
+    for (name, value) in &result.headers {
+        insert_header(&mut headers, name, value)
+            .map_err(|why| anyhow::anyhow!("config file, headers of {server}: `{name}`: {why}"))?;
+    }
+    Ok(headers)
+}
+
 pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
+    let server_url = Url::parse(&args.server)
+        .map_err(|e| anyhow::anyhow!("`{}` is not a URL: {e}", args.server))?;
+    let cli_headers = parse_header_args(&args.headers)?;
+    let mut extra_headers = config_headers(&socket, &args.server).await?;
+    extra_headers.extend(cli_headers);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
@@ -107,12 +240,15 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy {
         http,
         server: args.server.clone(),
+        server_url,
         socket,
         args,
         daemon: tokio::sync::Mutex::new(None),
         session: Mutex::new(None),
         protocol_version: Mutex::new(None),
         out,
+        extra_headers,
+        mode: Mutex::new(Mode::Undecided),
     });
 
     let mut in_flight = JoinSet::new();
@@ -136,6 +272,11 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
+        // The first message settles the transport; the rest may then go concurrently.
+        if proxy.mode() == Mode::Undecided {
+            proxy.forward(message).await;
+            continue;
+        }
         let p = proxy.clone();
         in_flight.spawn(async move { p.forward(message).await });
         while let Some(done) = in_flight.try_join_next() {
@@ -166,6 +307,14 @@ impl Proxy {
             .clone()
     }
 
+    fn mode(&self) -> Mode {
+        self.mode.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
     async fn emit(&self, message: &Value) {
         self.out.send(message.to_string()).await;
     }
@@ -181,7 +330,7 @@ impl Proxy {
 
     /// Sends one message and delivers what the server answers; a request that fails gets
     /// a JSON-RPC error, so the client is never left waiting.
-    async fn forward(&self, message: Value) {
+    async fn forward(self: &Arc<Self>, message: Value) {
         let id = message
             .get("method")
             .and(message.get("id"))
@@ -198,6 +347,31 @@ impl Proxy {
             .map(str::to_string);
         let body = message.to_string();
 
+        if self.mode() == Mode::Undecided
+            && matches!(
+                self.args.transport,
+                Transport::SseFirst | Transport::SseOnly
+            )
+        {
+            match self.open_legacy().await {
+                Ok(()) => {}
+                Err(LegacyError::Refused(status))
+                    if self.args.transport == Transport::SseFirst
+                        && matches!(status.as_u16(), 404 | 405) =>
+                {
+                    log(&format!(
+                        "{} refused the HTTP+SSE transport (HTTP {}); using Streamable HTTP",
+                        self.server,
+                        status.as_u16()
+                    ));
+                    self.set_mode(Mode::Streamable);
+                }
+                Err(e) => {
+                    let why = self.legacy_failure(e);
+                    return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
+                }
+            }
+        }
         let mut token = self.token().await;
         let mut challenged: Option<StatusCode> = None;
         loop {
@@ -209,6 +383,26 @@ impl Proxy {
                 }
             };
             let status = response.status();
+            if self.mode() == Mode::Undecided {
+                if matches!(status.as_u16(), 404 | 405)
+                    && self.args.transport == Transport::HttpFirst
+                {
+                    log(&format!(
+                        "{} refused Streamable HTTP (HTTP {}); trying the HTTP+SSE transport",
+                        self.server,
+                        status.as_u16()
+                    ));
+                    if let Err(e) = self.open_legacy().await {
+                        let why = self.legacy_failure(e);
+                        return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
+                    }
+                    token = self.token().await;
+                    continue;
+                }
+                if !matches!(status.as_u16(), 400 | 401 | 403) {
+                    self.set_mode(Mode::Streamable);
+                }
+            }
             let may_challenge = matches!(status.as_u16(), 400 | 401 | 403);
             // One retry per kind of challenge: a 401 then a 403 is a login then a step-up;
             // the same challenge twice means the new token did not help.
@@ -243,9 +437,13 @@ impl Proxy {
         token: Option<&str>,
         version: Option<&str>,
     ) -> reqwest::Result<reqwest::Response> {
+        let target = match self.mode() {
+            Mode::Legacy { endpoint } => endpoint,
+            _ => self.server_url.clone(),
+        };
         let mut request = self
             .http
-            .post(&self.server)
+            .post(target)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream")
             .body(body.to_string());
@@ -259,6 +457,7 @@ impl Proxy {
         token: Option<&str>,
         version: Option<&str>,
     ) -> reqwest::RequestBuilder {
+        request = request.headers(self.extra_headers.clone());
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -295,11 +494,11 @@ impl Proxy {
         if status == StatusCode::ACCEPTED {
             return;
         }
-        let is_sse = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if status.is_success() && matches!(self.mode(), Mode::Legacy { .. }) {
+            // HTTP+SSE: the answer comes on the event stream; the POST's body is a receipt.
+            return;
+        }
+        let is_sse = is_event_stream(response.headers());
         if is_sse && status.is_success() {
             if let Err(why) = self.deliver_events(&mut response, is_initialize).await {
                 self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
@@ -317,7 +516,17 @@ impl Proxy {
         response: &mut reqwest::Response,
         is_initialize: bool,
     ) -> Result<(), String> {
-        let mut events = SseParser::default();
+        self.deliver_events_with(response, SseParser::default(), is_initialize)
+            .await
+    }
+
+    /// As [`Self::deliver_events`], going on with a parser that has read the start.
+    async fn deliver_events_with(
+        &self,
+        response: &mut reqwest::Response,
+        mut events: SseParser,
+        is_initialize: bool,
+    ) -> Result<(), String> {
         loop {
             match response.chunk().await {
                 Ok(Some(bytes)) => {
@@ -378,6 +587,108 @@ impl Proxy {
             any = true;
         }
         any
+    }
+
+    /// Opens the HTTP+SSE transport: a GET for the event stream (through the daemon's
+    /// challenge on 401/403, as any request), whose first `endpoint` event names where
+    /// messages go; the stream is then read in the background for the answers.
+    async fn open_legacy(self: &Arc<Self>) -> Result<(), LegacyError> {
+        let mut token = self.token().await;
+        let mut challenged: Option<StatusCode> = None;
+        let mut response = loop {
+            let request = self
+                .http
+                .get(self.server_url.clone())
+                .header(header::ACCEPT, "text/event-stream");
+            let request = self.common_headers(request, token.as_deref(), None);
+            let response = request
+                .send()
+                .await
+                .map_err(|e| LegacyError::Failed(format!("cannot reach {}: {e}", self.server)))?;
+            let status = response.status();
+            if matches!(status.as_u16(), 401 | 403) && challenged != Some(status) {
+                challenged = Some(status);
+                let www_authenticate = joined(response.headers(), header::WWW_AUTHENTICATE);
+                match self
+                    .challenge(status, www_authenticate, None, token.take())
+                    .await
+                {
+                    Ok(t) => token = Some(t),
+                    Err(e) => return Err(LegacyError::Failed(e.to_string())),
+                }
+                continue;
+            }
+            if !status.is_success() || !is_event_stream(response.headers()) {
+                return Err(LegacyError::Refused(status));
+            }
+            break response;
+        };
+        let mut events = SseParser::default();
+        let wait = Duration::from_secs(30);
+        let endpoint = tokio::time::timeout(wait, async {
+            loop {
+                let bytes = match response.chunk().await {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => {
+                        return Err("the event stream ended before its endpoint event".into());
+                    }
+                    Err(e) => return Err(format!("the event stream broke: {e}")),
+                };
+                let pushed = events.push_events(&bytes).map_err(|e| e.to_string())?;
+                for (event, data) in pushed {
+                    if event.as_deref() == Some("endpoint") {
+                        return Ok(data);
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("no endpoint event within {} s", wait.as_secs()))
+        .and_then(|r| r)
+        .map_err(|why| LegacyError::Failed(format!("{}: {why}", self.server)))?;
+        let endpoint = self.legacy_endpoint(endpoint.trim())?;
+        self.set_mode(Mode::Legacy { endpoint });
+        let p = self.clone();
+        tokio::spawn(async move {
+            let why = match p.deliver_events_with(&mut response, events, false).await {
+                Ok(()) => format!("{} closed the event stream", p.server),
+                Err(why) => why,
+            };
+            log(&format!(
+                "{why}; answers can no longer arrive, restart the proxy"
+            ));
+        });
+        Ok(())
+    }
+
+    /// Where the `endpoint` event says to POST, resolved against the server URL. Only on
+    /// the server's own origin: the token goes there.
+    fn legacy_endpoint(&self, given: &str) -> Result<Url, LegacyError> {
+        let url = self.server_url.join(given).map_err(|e| {
+            LegacyError::Failed(format!(
+                "{} named an endpoint that is not a URL ({}): {e}",
+                self.server,
+                excerpt(given)
+            ))
+        })?;
+        if url.origin() != self.server_url.origin() {
+            return Err(LegacyError::Failed(format!(
+                "{} named an endpoint on another origin ({url}); the token is not sent there",
+                self.server
+            )));
+        }
+        Ok(url)
+    }
+
+    fn legacy_failure(&self, e: LegacyError) -> String {
+        match e {
+            LegacyError::Refused(status) => format!(
+                "{} refused the HTTP+SSE transport (GET answered HTTP {} without an event stream); try --transport http-only",
+                self.server,
+                status.as_u16()
+            ),
+            LegacyError::Failed(why) => why,
+        }
     }
 
     /// The server-initiated stream (GET), while the session lasts and the server offers it.
@@ -480,6 +791,7 @@ impl Proxy {
             interactive: Some(!self.args.no_login),
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
+            redirect_uri: self.args.callback.redirect_uri(),
         };
         let mut token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {
@@ -521,7 +833,18 @@ impl std::fmt::Display for EventTooLong {
 }
 
 impl SseParser {
+    /// The `data` of the JSON-RPC messages (event type `message` or none) completed by `bytes`.
     fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, EventTooLong> {
+        Ok(self
+            .push_events(bytes)?
+            .into_iter()
+            .filter(|(event, _)| event.as_deref().is_none_or(|e| e == "message"))
+            .map(|(_, data)| data)
+            .collect())
+    }
+
+    /// Every event completed by `bytes`, as (event type, data).
+    fn push_events(&mut self, bytes: &[u8]) -> Result<Vec<(Option<String>, String)>, EventTooLong> {
         self.buffer.extend_from_slice(bytes);
         let mut out = Vec::new();
         loop {
@@ -541,8 +864,8 @@ impl SseParser {
                 let data = std::mem::take(&mut self.data);
                 self.data_bytes = 0;
                 let event = self.event.take();
-                if !data.is_empty() && event.as_deref().is_none_or(|e| e == "message") {
-                    out.push(data.join("\n"));
+                if !data.is_empty() {
+                    out.push((event, data.join("\n")));
                 }
                 continue;
             }
@@ -563,6 +886,13 @@ impl SseParser {
             }
         }
     }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
 }
 
 fn joined(headers: &header::HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -218,6 +218,7 @@ async fn login_or_explain(
         scopes: (!scopes.is_empty()).then_some(scopes),
         open_browser: p.open_browser,
         timeout_secs: p.timeout_secs,
+        redirect_uri: p.redirect_uri.clone(),
     };
     crate::login::login(broker, params, challenge, on_pending).await?;
     broker

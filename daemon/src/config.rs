@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::oauth::registration::ClientMetadata;
 use crate::secret::Secret;
 
 /// Environment variable that moves every file of the daemon (data, config) under one dir.
@@ -138,9 +139,37 @@ pub struct ServerConfig {
     pub scopes: Option<Vec<String>>,
     /// `confirm_clients` for this server's grants, instead of the global setting.
     pub confirm_clients: Option<bool>,
+    /// Extra HTTP headers `mcp-auth proxy` sends to this MCP server with every request
+    /// (`headers = { "X-Team" = "a" }`); values are literal. `Authorization` is the
+    /// daemon's and cannot be set.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// What dynamic client registration says about the client instead of mcp-authd's
+    /// defaults (`client_name`, `client_uri`, `logo_uri`, …).
+    pub client_metadata: Option<ClientMetadata>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
+}
+
+/// Why a configured header cannot be sent: the name is not an HTTP token, the value holds
+/// a line break or control character, or the name is one the daemon or the transport owns.
+pub fn header_problem(name: &str, value: &str) -> Option<String> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
+        return Some(format!("`{name}` is not a valid HTTP header name"));
+    };
+    if parsed == reqwest::header::AUTHORIZATION {
+        return Some(format!(
+            "`{name}` cannot be set: mcp-authd sends the Authorization header itself"
+        ));
+    }
+    if HeaderValue::from_str(value).is_err() {
+        return Some(format!(
+            "the value of `{name}` holds a line break or a control character"
+        ));
+    }
+    None
 }
 
 /// Ways real identity providers depart from the MCP authorization spec, per server.
@@ -218,6 +247,13 @@ impl Config {
                 return Err(format!(
                     "[servers.\"{server}\"] authorization_params may not set `{name}`: mcp-authd sets it itself (use `scopes` for scopes)"
                 ));
+            }
+        }
+        for (server, cfg) in &self.servers {
+            for (name, value) in &cfg.headers {
+                if let Some(why) = header_problem(name, value) {
+                    return Err(format!("[servers.\"{server}\"] headers: {why}"));
+                }
             }
         }
         if self.confirm_timeout_secs == 0 || self.confirm_timeout_secs > 3600 {

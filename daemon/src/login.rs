@@ -104,8 +104,20 @@ async fn run(
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
 
     let state = random_token();
-    let (registration, credentials, redirect) =
-        client_for(broker, &discovery, server_cfg.as_ref(), &state).await?;
+    // A fixed redirect URI (the caller's, else the config's) for authorization servers
+    // that accept only the one registered with them: used as given or the login fails.
+    let fixed_redirect = p
+        .redirect_uri
+        .clone()
+        .or_else(|| server_cfg.as_ref().and_then(|c| c.redirect_uri.clone()));
+    let (registration, credentials, redirect) = client_for(
+        broker,
+        &discovery,
+        server_cfg.as_ref(),
+        fixed_redirect.as_deref(),
+        &state,
+    )
+    .await?;
     let pkce = Pkce::new();
     let quirks = server_cfg
         .as_ref()
@@ -279,17 +291,21 @@ async fn client_for(
     broker: &Broker,
     d: &Discovery,
     cfg: Option<&ServerConfig>,
+    fixed_redirect: Option<&str>,
     state: &Secret,
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
+    // The fixed redirect URI's listener, or one on any free port.
+    let bind_redirect = || async {
+        match fixed_redirect {
+            Some(uri) => bind_fixed(uri, state).await,
+            None => LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
+                .await
+                .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string())),
+        }
+    };
     if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
-        let (host, port, path) = match &cfg.redirect_uri {
-            Some(uri) => loopback_port_and_path(uri)?,
-            None => (RedirectHost::DEFAULT, 0, CALLBACK_PATH.to_string()),
-        };
-        let redirect = LoopbackRedirect::bind(&host, port, &path, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let redirect = bind_redirect().await?;
         let method = match &cfg.token_endpoint_auth_method {
             Some(m) => AuthMethod::parse(m).map_err(|e| {
                 RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}"))
@@ -325,9 +341,7 @@ async fn client_for(
     if let Some(url) = &broker.config().client_metadata_url
         && d.metadata.client_id_metadata_document_supported == Some(true)
     {
-        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let redirect = bind_redirect().await?;
         let reg = match broker
             .db
             .find_registration(issuer, KIND_METADATA_DOCUMENT, Some(url))
@@ -353,7 +367,10 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await? {
+    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await?
+        // A registration for another redirect URI than the fixed one is not reused.
+        && fixed_redirect.is_none_or(|uri| reg.redirect_uri.as_deref() == Some(uri))
+    {
         let port = reg
             .redirect_uri
             .as_deref()
@@ -373,10 +390,9 @@ async fn client_for(
         }
     }
 
-    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
-        .await
-        .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-    let registered = register(&broker.http, &d.metadata, &redirect.redirect_uri)
+    let redirect = bind_redirect().await?;
+    let overrides = cfg.and_then(|c| c.client_metadata.as_ref());
+    let registered = register(&broker.http, &d.metadata, &redirect.redirect_uri, overrides)
         .await
         .map_err(|e| {
             RpcError::new(
@@ -407,6 +423,23 @@ async fn client_for(
     broker.db.insert_registration(&reg).await?;
     tracing::info!(issuer = %issuer, client_id = %reg.client_id, "registered a client");
     Ok((reg, registered.credentials, redirect))
+}
+
+/// Listens on exactly `uri` (from `--callback-port`/`--callback-host` or the config): an
+/// authorization server that knows only this URI would refuse any other, so a port in
+/// use is an error, never a quiet move to another port.
+async fn bind_fixed(uri: &str, state: &Secret) -> Result<LoopbackRedirect, RpcError> {
+    let (host, port, path) = loopback_port_and_path(uri)?;
+    LoopbackRedirect::bind(&host, port, &path, state)
+        .await
+        .map_err(|e| {
+            RpcError::new(
+                ErrorKind::InvalidParams,
+                format!(
+                    "{e}: the redirect URI {uri} is fixed (--callback-port or redirect_uri in the config); stop what holds the port, or register another port with the authorization server and pass it"
+                ),
+            )
+        })
 }
 
 /// The host (as written: `localhost` stays `localhost`), port and path of a loopback
