@@ -110,6 +110,8 @@ struct Proxy {
     /// Headers from `--header` and the config, sent with every request to the server.
     extra_headers: HeaderMap,
     mode: Mutex<Mode>,
+    /// The task reading the HTTP+SSE event stream; it holds the proxy, so the run ends it.
+    legacy_reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The lines on their way to stdout, bounded in bytes: each holds its share of the budget
@@ -249,6 +251,7 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
         out,
         extra_headers,
         mode: Mutex::new(Mode::Undecided),
+        legacy_reader: Mutex::new(None),
     });
 
     let mut in_flight = JoinSet::new();
@@ -292,6 +295,15 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     }
     if let Some(l) = listener {
         l.abort();
+    }
+    let reader = proxy
+        .legacy_reader
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(r) = reader {
+        r.abort();
+        let _ = r.await;
     }
     proxy.end_session().await;
     drop(proxy);
@@ -649,7 +661,7 @@ impl Proxy {
         let endpoint = self.legacy_endpoint(endpoint.trim())?;
         self.set_mode(Mode::Legacy { endpoint });
         let p = self.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let why = match p.deliver_events_with(&mut response, events, false).await {
                 Ok(()) => format!("{} closed the event stream", p.server),
                 Err(why) => why,
@@ -658,6 +670,7 @@ impl Proxy {
                 "{why}; answers can no longer arrive, restart the proxy"
             ));
         });
+        *self.legacy_reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(reader);
         Ok(())
     }
 
