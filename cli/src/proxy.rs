@@ -1006,6 +1006,19 @@ mod tests {
     }
 
     #[test]
+    fn header_values_expand_environment_variables() {
+        // SAFETY: no other thread of this test reads or writes the environment.
+        unsafe { std::env::set_var("MCP_AUTH_PROXY_TEST_VAR", "v1") };
+        assert_eq!(
+            expand_env("a ${MCP_AUTH_PROXY_TEST_VAR}-${MCP_AUTH_PROXY_TEST_VAR} $x ${").unwrap(),
+            "a v1-v1 $x ${"
+        );
+        assert!(expand_env("${MCP_AUTH_PROXY_TEST_UNSET}").is_err());
+        let h = parse_header_args(&["X-A:  b: c ".into()]).unwrap();
+        assert_eq!(h["x-a"], "b: c");
+    }
+
+    #[test]
     fn parse_errors_answer_with_a_null_id() {
         let e = error_response(&Value::Null, -32700, "parse error");
         assert_eq!(e["id"], Value::Null);

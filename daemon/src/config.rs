@@ -353,6 +353,48 @@ mod tests {
     }
 
     #[test]
+    fn headers_and_client_metadata_are_checked() {
+        let load = |text: &str| -> Result<Config, String> {
+            let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+            c.check().map(|()| c)
+        };
+        let c = load(
+            r#"
+            [servers."https://mcp.example.com/mcp"]
+            headers = { "X-Team" = "a" }
+            client_metadata = { client_name = "n", client_uri = "https://n.example" }
+            "#,
+        )
+        .unwrap();
+        let s = c.server("https://mcp.example.com/mcp", None).unwrap();
+        assert_eq!(s.headers["X-Team"], "a");
+        assert_eq!(
+            s.client_metadata.as_ref().unwrap().client_name.as_deref(),
+            Some("n")
+        );
+        for (bad, says) in [
+            (
+                r#"headers = { "authorization" = "Bearer k3y" }"#,
+                "Authorization header itself",
+            ),
+            (
+                r#"headers = { "X Bad" = "v" }"#,
+                "not a valid HTTP header name",
+            ),
+            (r#"headers = { "X-Ok" = "line\nbreak k3y" }"#, "line break"),
+        ] {
+            let e = load(&format!("[servers.\"https://m.example/mcp\"]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("k3y"), "values are not echoed: {e}");
+        }
+        let e = load(
+            "[servers.\"https://m.example/mcp\"]\nclient_metadata = { redirect_uris = [\"x\"] }\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("redirect_uris"), "{e}");
+    }
+
+    #[test]
     fn keys_match_as_urls_are_normalized() {
         let c: Config = toml::from_str(
             r#"
