@@ -165,9 +165,9 @@ fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(),
     Ok(())
 }
 
-/// Replaces `${NAME}` with the environment variable NAME, as mcp-remote does: MCP clients
-/// start the proxy without a shell, but can set its environment. An unset variable is an
-/// error rather than an empty header.
+/// Replaces `${NAME}` with the environment variable NAME: MCP clients start the proxy
+/// without a shell, but can set its environment, and not every client expands `${…}` in
+/// arguments itself. An unset variable is an error rather than an empty header.
 fn expand_env(value: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut rest = value;
@@ -681,7 +681,7 @@ impl Proxy {
             LegacyError::Failed(format!(
                 "{} named an endpoint that is not a URL ({}): {e}",
                 self.server,
-                excerpt(given)
+                given.escape_debug()
             ))
         })?;
         if url.origin() != self.server_url.origin() {

@@ -55,6 +55,9 @@ pub struct McpOptions {
     /// opens the event stream whose `endpoint` event names `/messages?sessionId=…`, and
     /// answers to what is POSTed there come on that stream.
     pub legacy_sse: bool,
+    /// With `legacy_sse`, the `endpoint` event's data instead of the server's own
+    /// `/messages?sessionId=…`: a hostile server pointing messages (and the token) elsewhere.
+    pub legacy_endpoint: Option<String>,
 }
 
 impl Default for McpOptions {
@@ -68,6 +71,7 @@ impl Default for McpOptions {
             streaming: false,
             invalid_token_status: None,
             legacy_sse: false,
+            legacy_endpoint: None,
         }
     }
 }
@@ -424,9 +428,12 @@ async fn mcp_post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: 
 fn legacy_stream(state: &McpState) -> Response {
     state.streams.fetch_add(1, Ordering::SeqCst);
     let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let _ = tx.send(format!(
-        "event: endpoint\ndata: {LEGACY_MESSAGES_PATH}?sessionId=legacy-1\n\n"
-    ));
+    let endpoint = state
+        .opts
+        .legacy_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("{LEGACY_MESSAGES_PATH}?sessionId=legacy-1"));
+    let _ = tx.send(format!("event: endpoint\ndata: {endpoint}\n\n"));
     *state
         .legacy_stream
         .lock()

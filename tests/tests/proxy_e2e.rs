@@ -409,6 +409,15 @@ async fn headers_from_the_flag_and_the_config_reach_the_server() {
     assert_eq!(mcp.header_values("x-team"), vec!["blue"; requests]);
     // The flag replaces the config's header of the same name.
     assert_eq!(mcp.header_values("x-both"), vec!["from-flag"; requests]);
+    // Header values may be credentials: the daemon's log (TRACE) and the proxy's stderr
+    // carry none of them.
+    for value in ["blue", "from-config", "run-42"] {
+        assert!(
+            !home.log_text().contains(value),
+            "{value} in the daemon log"
+        );
+        assert!(!stderr.contains(value), "{value} on stderr");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -519,4 +528,33 @@ async fn sse_first_falls_back_to_streamable_http_and_sse_only_does_not() {
     assert!(message.contains("HTTP 405"), "{init}");
     assert!(message.contains("--transport http-only"), "{init}");
     p.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_on_another_origin_gets_neither_messages_nor_the_token() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let port = elsewhere.local_addr().unwrap().port();
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(
+        &auth,
+        McpOptions {
+            legacy_sse: true,
+            legacy_endpoint: Some(format!("http://127.0.0.1:{port}/messages")),
+            ..McpOptions::default()
+        },
+    )
+    .await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+
+    let mut p = Proxy::start(&d, mcp.url());
+    let init = initialize(&mut p);
+    let message = init["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("another origin"), "{init}");
+    p.finish();
+    assert!(
+        elsewhere.accept().is_err(),
+        "the other origin was contacted"
+    );
 }
