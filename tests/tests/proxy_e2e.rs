@@ -468,8 +468,12 @@ async fn the_proxy_falls_back_to_http_sse_through_a_login() {
     assert_eq!(init["result"]["serverInfo"]["name"], "test-mcp", "{init}");
     let list = p.request("tools/list", json!({}));
     assert_eq!(list["result"]["tools"][0]["name"], "whoami", "{list}");
+    // A token the server stops accepting mid-session: the POST to the endpoint gets 401,
+    // the daemon refreshes, the message goes again and its answer comes on the stream.
+    auth.invalidate_access_tokens();
     let call = p.request("tools/call", json!({"name": "whoami", "arguments": {}}));
     assert_eq!(call["result"]["content"][0]["text"], "ok", "{call}");
+    assert_eq!(auth.counts().refreshes, 1);
     let (status, stderr) = p.finish();
     assert!(status.success(), "{stderr}");
     assert!(
@@ -557,4 +561,23 @@ async fn an_endpoint_on_another_origin_gets_neither_messages_nor_the_token() {
         elsewhere.accept().is_err(),
         "the other origin was contacted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_passes_a_fixed_callback_port_to_the_login_it_causes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--callback-port", &port], &[]);
+    assert!(initialize(&mut p)["result"].is_object());
+    p.finish();
+    let expected = format!("http://127.0.0.1:{port}/callback");
+    assert_eq!(auth.registrations()[0]["redirect_uris"], json!([expected]));
 }
