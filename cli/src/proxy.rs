@@ -138,7 +138,8 @@ pub fn parse_header_args(args: &[String]) -> anyhow::Result<HeaderMap> {
     let mut headers = HeaderMap::new();
     for arg in args {
         let Some((name, value)) = arg.split_once(':') else {
-            anyhow::bail!("--header `{arg}` is not `Name: value`");
+            // Not echoed: what was meant as a value may be a credential.
+            anyhow::bail!("a --header argument is not `Name: value` (it has no `:`)");
         };
         let (name, value) = (name.trim(), expand_env(value.trim())?);
         insert_header(&mut headers, name, &value)
@@ -409,6 +410,7 @@ impl Proxy {
                         return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
                     }
                     token = self.token().await;
+                    challenged = None;
                     continue;
                 }
                 if !matches!(status.as_u16(), 400 | 401 | 403) {

@@ -431,7 +431,7 @@ async fn bad_or_reserved_headers_are_refused_before_anything_is_sent() {
         ("authorization:x", "sends the access token itself"),
         ("Mcp-Session-Id: 1", "the transport sets it"),
         ("Bad Name: x", "not a valid HTTP header name"),
-        ("NoColon", "is not `Name: value`"),
+        ("Bearer abc", "is not `Name: value`"),
         (
             "X-Key: ${MCP_AUTH_TEST_UNSET_VAR}",
             "`MCP_AUTH_TEST_UNSET_VAR` is not set",
