@@ -9,6 +9,7 @@
 //! stream) are reached too: `--transport` chooses, and the default tries Streamable HTTP
 //! first and falls back when the server refuses it with 404 or 405, as mcp-remote does.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,7 +113,13 @@ struct Proxy {
     mode: Mutex<Mode>,
     /// The task reading the HTTP+SSE event stream; it holds the proxy, so the run ends it.
     legacy_reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// HTTP+SSE: ids of the requests the server took, and of the answers delivered; when
+    /// stdin closes, the run waits a little for the difference (answers come later there).
+    legacy_requests: Mutex<(HashSet<String>, HashSet<String>)>,
 }
+
+/// How long a closed stdin waits for HTTP+SSE answers still on their way.
+const LEGACY_DRAIN: Duration = Duration::from_secs(10);
 
 /// The lines on their way to stdout, bounded in bytes: each holds its share of the budget
 /// until it is written.
@@ -253,6 +260,7 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
         extra_headers,
         mode: Mutex::new(Mode::Undecided),
         legacy_reader: Mutex::new(None),
+        legacy_requests: Mutex::new(Default::default()),
     });
 
     let mut in_flight = JoinSet::new();
@@ -297,6 +305,7 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     if let Some(l) = listener {
         l.abort();
     }
+    proxy.drain_legacy_answers().await;
     let reader = proxy
         .legacy_reader
         .lock()
@@ -505,11 +514,14 @@ impl Proxy {
         {
             *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.to_string());
         }
-        if status == StatusCode::ACCEPTED {
-            return;
-        }
         if status.is_success() && matches!(self.mode(), Mode::Legacy { .. }) {
             // HTTP+SSE: the answer comes on the event stream; the POST's body is a receipt.
+            if let Some(id) = id {
+                self.legacy_requests().0.insert(id.to_string());
+            }
+            return;
+        }
+        if status == StatusCode::ACCEPTED {
             return;
         }
         let is_sse = is_event_stream(response.headers());
@@ -597,10 +609,45 @@ impl Proxy {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
             }
+            if let Some(id) = m.get("id").filter(|_| m.get("method").is_none()) {
+                self.legacy_requests().1.insert(id.to_string());
+            }
             self.emit(m).await;
             any = true;
         }
         any
+    }
+
+    fn legacy_requests(&self) -> std::sync::MutexGuard<'_, (HashSet<String>, HashSet<String>)> {
+        self.legacy_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (up to [`LEGACY_DRAIN`]) for the HTTP+SSE answers to requests the server has
+    /// taken: with that transport they arrive after the POST, and a client that closes
+    /// stdin right after its last request still wants the answer.
+    async fn drain_legacy_answers(&self) {
+        let until = tokio::time::Instant::now() + LEGACY_DRAIN;
+        loop {
+            let waiting = {
+                let requests = self.legacy_requests();
+                requests.0.difference(&requests.1).count()
+            };
+            if waiting == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= until {
+                log(&format!(
+                    "stdin closed; {waiting} answer(s) from {} did not come within {} s",
+                    self.server,
+                    LEGACY_DRAIN.as_secs()
+                ));
+                return;
+            }
+            // Polling: the reader task owns the stream, and this runs once, at exit.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Opens the HTTP+SSE transport: a GET for the event stream (through the daemon's

@@ -500,9 +500,17 @@ async fn the_proxy_falls_back_to_http_sse_through_a_login() {
     p.finish();
     assert_eq!(mcp.streams_opened(), 1);
 
-    // sse-only goes straight to the stream.
+    // sse-only goes straight to the stream. A request sent just before stdin closes still
+    // gets its answer, which comes on the stream after the POST.
     let mut p = Proxy::start_with(&d, mcp.url(), &["--transport", "sse-only"], &[]);
     assert!(initialize(&mut p)["result"].is_object());
+    p.send(json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+                  "params": {"name": "whoami", "arguments": {}}}));
+    p.stdin.take();
+    let last: Value =
+        serde_json::from_str(&p.lines.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+    assert_eq!(last["id"], 99, "{last}");
+    assert_eq!(last["result"]["content"][0]["text"], "ok", "{last}");
     p.finish();
     assert_eq!(mcp.streams_opened(), 2);
 }
