@@ -28,6 +28,56 @@ pub struct Args {
     /// [default: the account's last hint, else --account when it is an email]
     #[arg(long, value_name = "EMAIL")]
     pub login_hint: Option<String>,
+    #[command(flatten)]
+    pub callback: Callback,
+}
+
+/// A fixed redirect URI for the login, for authorization servers that accept only the one
+/// registered with them (mcp-remote's port argument, `--host` and `--callback-path`).
+#[derive(clap::Args, Clone, Default)]
+pub struct Callback {
+    /// Listen for the login redirect on this port only (http://127.0.0.1:PORT/PATH);
+    /// a port in use fails the login instead of moving [default: the config's redirect_uri, else any free port]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub callback_port: Option<u16>,
+    /// The host of that redirect URI
+    #[arg(long, value_name = "HOST", requires = "callback_port", value_parser = ["127.0.0.1", "localhost", "::1"])]
+    pub callback_host: Option<String>,
+    /// The path of that redirect URI [default: /callback for a pre-registered client;
+    /// a dynamic registration's is /callback/<16 hex digits of the issuer>]
+    #[arg(long, value_name = "PATH", requires = "callback_port", value_parser = callback_path)]
+    pub callback_path: Option<String>,
+}
+
+impl Callback {
+    /// The redirect URI the flags give, if any.
+    pub fn redirect_uri(&self) -> Option<String> {
+        let port = self.callback_port?;
+        let host = match self.callback_host.as_deref() {
+            Some("::1") => "[::1]",
+            Some(h) => h,
+            None => "127.0.0.1",
+        };
+        // Without --callback-path the daemon chooses the path: /callback for a client
+        // registered by hand, the authorization server's own for a dynamic registration.
+        let path = self.callback_path.as_deref().unwrap_or("");
+        Some(format!("http://{host}:{port}{path}"))
+    }
+}
+
+fn callback_path(path: &str) -> Result<String, String> {
+    let fine = path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if fine {
+        Ok(path.to_string())
+    } else {
+        Err(
+            "give a path such as /callback: a `/` then letters, digits, `-`, `.`, `_`, `~` or `/`"
+                .into(),
+        )
+    }
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
@@ -38,6 +88,7 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
         timeout_secs: args.timeout,
         account: args.account.clone(),
         login_hint: args.login_hint.clone(),
+        redirect_uri: args.callback.redirect_uri(),
     };
     match &args.account {
         Some(account) => eprintln!("Logging in to {} as account {account} …", args.server),

@@ -237,6 +237,7 @@ async fn login_or_explain(
         timeout_secs: p.timeout_secs,
         account: p.account.clone(),
         login_hint: None,
+        redirect_uri: p.redirect_uri.clone(),
     };
     crate::login::login(broker, params, challenge, on_pending).await?;
     broker

@@ -20,7 +20,7 @@ use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
 use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
-use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
+use crate::oauth::registration::{AuthMethod, ClientCredentials, ClientMetadata, register};
 use crate::oauth::token::{now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::STATE_ACTIVE;
@@ -146,8 +146,25 @@ async fn run(
         .map_err(|why| login_failed(server_url, &why))?
         .cloned();
     let state = random_token();
-    let (registration, credentials, redirect) =
-        client_for(broker, &policy, &discovery, client_cfg.as_ref(), &state).await?;
+    // A fixed redirect URI (the caller's, else the config's) for authorization servers
+    // that accept only the one registered with them: used as given or the login fails.
+    let fixed_redirect = p
+        .redirect_uri
+        .clone()
+        .or_else(|| server_cfg.as_ref().and_then(|c| c.redirect_uri.clone()));
+    let overrides = server_cfg.as_ref().and_then(|c| c.client_metadata.as_ref());
+    let (registration, credentials, redirect) = client_for(
+        broker,
+        &policy,
+        &discovery,
+        client_cfg.as_ref(),
+        Fixed {
+            redirect_uri: fixed_redirect.as_deref(),
+            client_metadata: overrides,
+        },
+        &state,
+    )
+    .await?;
     let pkce = Pkce::new();
     let quirks = server_cfg
         .as_ref()
@@ -360,18 +377,28 @@ async fn client_for(
     policy: &UrlPolicy,
     d: &Discovery,
     cfg: Option<&ServerConfig>,
+    fixed: Fixed<'_>,
     state: &Secret,
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
     let own_path = callback_path(issuer);
+    // A fixed redirect URI without a path of its own (`--callback-port` alone) gets one:
+    // `/callback` for a client registered by hand, the issuer's own path for a dynamic
+    // registration (the user's path, when given, wins).
+    let fixed_static = fixed.redirect_uri.map(|uri| with_path(uri, CALLBACK_PATH));
+    let fixed_dynamic = fixed.redirect_uri.map(|uri| with_path(uri, &own_path));
+    // The fixed redirect URI's listener, or one on any free port.
+    let bind_redirect = |fixed: Option<String>, path: String| async move {
+        match fixed {
+            Some(uri) => bind_fixed(&uri, state).await,
+            None => LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &path, state)
+                .await
+                .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string())),
+        }
+    };
     if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
-        let (host, port, path) = match &cfg.redirect_uri {
-            Some(uri) => loopback_port_and_path(uri)?,
-            None => (RedirectHost::DEFAULT, 0, CALLBACK_PATH.to_string()),
-        };
-        let redirect = LoopbackRedirect::bind(&host, port, &path, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let fixed = fixed_static.clone().or_else(|| cfg.redirect_uri.clone());
+        let redirect = bind_redirect(fixed, CALLBACK_PATH.to_string()).await?;
         let method = match &cfg.token_endpoint_auth_method {
             Some(m) => AuthMethod::parse(m).map_err(|e| {
                 RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}"))
@@ -415,9 +442,7 @@ async fn client_for(
         && d.metadata.client_id_metadata_document_supported == Some(true)
         && d.metadata.authorization_response_iss_parameter_supported == Some(true)
     {
-        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let redirect = bind_redirect(fixed_static.clone(), CALLBACK_PATH.to_string()).await?;
         let reg = match broker
             .db
             .find_registration(issuer, KIND_METADATA_DOCUMENT, Some(url))
@@ -443,14 +468,20 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await? {
+    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await?
+        // A registration for another redirect URI than the fixed one is not reused.
+        && fixed_dynamic
+            .as_deref()
+            .is_none_or(|uri| reg.redirect_uri.as_deref() == Some(uri))
+    {
         let port = reg
             .redirect_uri
             .as_deref()
             .and_then(|u| loopback_port_and_path(u).ok());
         match port {
-            // Registered before redirect paths were per issuer: replaced.
-            Some((_, _, path)) if path != own_path => tracing::info!(
+            // Registered before redirect paths were per issuer: replaced (unless it is
+            // the fixed redirect URI the user chose).
+            Some((_, _, path)) if path != own_path && fixed_dynamic.is_none() => tracing::info!(
                 "stored registration {} has the shared redirect path {path}; registering again with this server's own",
                 reg.id
             ),
@@ -471,10 +502,14 @@ async fn client_for(
         }
     }
 
-    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &own_path, state)
-        .await
-        .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-    let registered = register(&broker.http, policy, &d.metadata, &redirect.redirect_uri)
+    let redirect = bind_redirect(fixed_dynamic.clone(), own_path.clone()).await?;
+    let registered = register(
+        &broker.http,
+        policy,
+        &d.metadata,
+        &redirect.redirect_uri,
+        fixed.client_metadata,
+    )
         .await
         .map_err(|e| {
             RpcError::new(
@@ -507,6 +542,44 @@ async fn client_for(
     Ok((reg, registered.credentials, redirect))
 }
 
+/// Listens on exactly `uri` (from `--callback-port`/`--callback-host` or the config): an
+/// authorization server that knows only this URI would refuse any other, so a port in
+/// use is an error, never a quiet move to another port.
+async fn bind_fixed(uri: &str, state: &Secret) -> Result<LoopbackRedirect, RpcError> {
+    let (host, port, path) = loopback_port_and_path(uri)?;
+    LoopbackRedirect::bind(&host, port, &path, state)
+        .await
+        .map_err(|e| {
+            RpcError::new(
+                ErrorKind::InvalidParams,
+                format!(
+                    "{e}: the redirect URI {} is fixed (--callback-port or redirect_uri in the config); stop what holds the port, or register another port with the authorization server and pass it",
+                    printable(uri, MAX_QUOTED_CHARS)
+                ),
+            )
+        })
+}
+
+/// What the user fixed about the client for one login: its redirect URI and what dynamic
+/// registration says about it.
+struct Fixed<'a> {
+    /// `--callback-port` (with `--callback-host`/`--callback-path`), else the config's
+    /// `redirect_uri`; may lack a path (see [`with_path`]).
+    redirect_uri: Option<&'a str>,
+    client_metadata: Option<&'a ClientMetadata>,
+}
+
+/// `uri` as given when it names a path (`http://127.0.0.1:8080/cb`, even `/`), else with
+/// `path` appended (`http://127.0.0.1:8080`): the path the user chose always wins.
+fn with_path(uri: &str, path: &str) -> String {
+    let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        uri.to_string()
+    } else {
+        format!("{uri}{path}")
+    }
+}
+
 /// The host (as written: `localhost` stays `localhost`), port and path of a loopback
 /// redirect URI from the config or a stored registration.
 fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcError> {
@@ -514,7 +587,8 @@ fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcE
         RpcError::new(
             ErrorKind::InvalidParams,
             format!(
-                "redirect_uri `{uri}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)"
+                "redirect_uri `{}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)",
+                printable(uri, MAX_QUOTED_CHARS)
             ),
         )
     };
@@ -738,6 +812,30 @@ mod tests {
         let e = check_issuer(&d, Some("https://evil.example"), false).unwrap_err();
         assert!(e.contains("mix-up"), "{e}");
         assert!(check_issuer(&discovery(Some(true)), None, false).is_err());
+    }
+
+    /// `--callback-port` alone leaves the path to the daemon: a dynamic registration keeps
+    /// its issuer's own; a path the user gave (even `/`) is used as is.
+    #[test]
+    fn a_fixed_redirect_uri_without_a_path_gets_the_issuers_own() {
+        let own = callback_path("https://as-a.example");
+        for (given, want) in [
+            (
+                "http://127.0.0.1:8080",
+                format!("http://127.0.0.1:8080{own}"),
+            ),
+            ("http://[::1]:8080", format!("http://[::1]:8080{own}")),
+            (
+                "http://localhost:8080/cb",
+                "http://localhost:8080/cb".into(),
+            ),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/".into()),
+        ] {
+            assert_eq!(with_path(given, &own), want, "{given}");
+        }
+        let (_, port, path) =
+            loopback_port_and_path(&with_path("http://127.0.0.1:8080", &own)).unwrap();
+        assert_eq!((port, path), (8080, own));
     }
 
     #[test]

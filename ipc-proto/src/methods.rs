@@ -13,6 +13,8 @@ pub const TOKEN_CHALLENGE: &str = "token.challenge";
 pub const DOCTOR: &str = "doctor";
 /// Re-reads the config file (as SIGHUP does).
 pub const CONFIG_RELOAD: &str = "config.reload";
+/// The extra HTTP headers the config file gives for an MCP server (`mcp-auth proxy` sends them).
+pub const SERVER_HEADERS: &str = "server.headers";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
 
@@ -132,6 +134,9 @@ pub struct ChallengeParams {
     /// As in `token.get`: the account whose grant is renewed (or logged in to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// As in `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 impl std::fmt::Debug for ChallengeParams {
@@ -149,6 +154,28 @@ impl std::fmt::Debug for ChallengeParams {
             .field("open_browser", &self.open_browser)
             .field("timeout_secs", &self.timeout_secs)
             .field("account", &self.account)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerHeadersParams {
+    /// The MCP server URL, as given to the proxy.
+    pub server: String,
+}
+
+/// Header names and values; values may be API keys, so `Debug` shows names only.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ServerHeadersResult {
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ServerHeadersResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHeadersResult")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -174,6 +201,11 @@ pub struct LoginParams {
     /// sent, else the account name when it looks like an email, else none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
+    /// The loopback redirect URI to log in with (`http://127.0.0.1:<port>/<path>`, or
+    /// `localhost`, `[::1]`), for authorization servers that accept only a registered one;
+    /// default: the server's `redirect_uri` in the config, else any free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 /// Params of the `login.pending` notification.

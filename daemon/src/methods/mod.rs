@@ -6,6 +6,7 @@ mod config_reload;
 mod doctor;
 mod grants;
 mod login;
+mod server_headers;
 mod status;
 mod token_challenge;
 pub(crate) mod token_get;
@@ -42,6 +43,7 @@ pub async fn dispatch(
         m::TOKEN_GET => token_get::apply(broker, parse(params)?, peer, &notifier).await,
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier, peer).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
+        m::SERVER_HEADERS => server_headers::apply(broker, parse(params)?).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,
         m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
