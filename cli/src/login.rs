@@ -35,6 +35,64 @@ pub struct Args {
     /// The browser login with the loopback redirect, even in a remote session
     #[arg(long)]
     pub browser: bool,
+    /// Log in as this account of the server (e.g. work, personal): only its grant is
+    /// created or replaced; other accounts keep theirs [default: the default account]
+    #[arg(long, value_name = "NAME", value_parser = crate::account_arg)]
+    pub account: Option<String>,
+    /// Ask the authorization server to pre-fill this user (OpenID Connect login_hint)
+    /// [default: the account's last hint, else --account when it is an email]
+    #[arg(long, value_name = "EMAIL")]
+    pub login_hint: Option<String>,
+    #[command(flatten)]
+    pub callback: Callback,
+}
+
+/// A fixed redirect URI for the login, for authorization servers that accept only the one
+/// registered with them (mcp-remote's port argument, `--host` and `--callback-path`).
+#[derive(clap::Args, Clone, Default)]
+pub struct Callback {
+    /// Listen for the login redirect on this port only (http://127.0.0.1:PORT/PATH);
+    /// a port in use fails the login instead of moving [default: the config's redirect_uri, else any free port]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub callback_port: Option<u16>,
+    /// The host of that redirect URI
+    #[arg(long, value_name = "HOST", requires = "callback_port", value_parser = ["127.0.0.1", "localhost", "::1"])]
+    pub callback_host: Option<String>,
+    /// The path of that redirect URI [default: /callback for a pre-registered client;
+    /// a dynamic registration's is /callback/<16 hex digits of the issuer>]
+    #[arg(long, value_name = "PATH", requires = "callback_port", value_parser = callback_path)]
+    pub callback_path: Option<String>,
+}
+
+impl Callback {
+    /// The redirect URI the flags give, if any.
+    pub fn redirect_uri(&self) -> Option<String> {
+        let port = self.callback_port?;
+        let host = match self.callback_host.as_deref() {
+            Some("::1") => "[::1]",
+            Some(h) => h,
+            None => "127.0.0.1",
+        };
+        // Without --callback-path the daemon chooses the path: /callback for a client
+        // registered by hand, the authorization server's own for a dynamic registration.
+        let path = self.callback_path.as_deref().unwrap_or("");
+        Some(format!("http://{host}:{port}{path}"))
+    }
+}
+
+fn callback_path(path: &str) -> Result<String, String> {
+    let fine = path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c));
+    if fine {
+        Ok(path.to_string())
+    } else {
+        Err(
+            "give a path such as /callback: a `/` then letters, digits, `-`, `.`, `_`, `~` or `/`"
+                .into(),
+        )
+    }
 }
 
 /// What makes a session count as remote (any of them set and not empty).
@@ -78,8 +136,14 @@ pub async fn run(
         open_browser: Some(!args.no_browser),
         timeout_secs: args.timeout,
         flow: flow(&args),
+        account: args.account.clone(),
+        login_hint: args.login_hint.clone(),
+        redirect_uri: args.callback.redirect_uri(),
     };
-    eprintln!("Logging in to {} …", args.server);
+    match &args.account {
+        Some(account) => eprintln!("Logging in to {} as account {account} …", args.server),
+        None => eprintln!("Logging in to {} …", args.server),
+    }
     // Plain http to another host gets this far only when the daemon's config allows it.
     let warning = crate::plain_http_warning(&args.server, "the login and the tokens");
     let warned = std::sync::atomic::AtomicBool::new(false);
@@ -152,8 +216,14 @@ pub async fn run(
         } else {
             grant.scopes.join(" ")
         };
+        let account = match (&grant.account_name, &grant.account) {
+            (Some(name), Some(who)) => format!(" as account {name} ({who})"),
+            (Some(name), None) => format!(" as account {name}"),
+            (None, Some(who)) => format!(" as {who}"),
+            (None, None) => String::new(),
+        };
         println!(
-            "Logged in to {} in {}s (grant {}, scopes: {})",
+            "Logged in to {}{account} in {}s (grant {}, scopes: {})",
             grant.server,
             started.elapsed().as_secs(),
             grant.id,

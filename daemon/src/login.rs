@@ -21,13 +21,15 @@ use crate::oauth::discovery::{Discovery, discover, normalize_server_url};
 use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
-use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
+use crate::oauth::registration::{AuthMethod, ClientCredentials, ClientMetadata, register};
 use crate::oauth::token::{now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
 
 const CALLBACK_PATH: &str = "/callback";
+/// Longest `login_hint` sent (an email or user name; anything longer is a mistake).
+const MAX_LOGIN_HINT_LEN: usize = 256;
 const KIND_METADATA_DOCUMENT: &str = "metadata-document";
 
 /// Runs (or joins) the login for `p.server`; `on_pending` gets the authorization URL as
@@ -46,13 +48,18 @@ pub async fn login(
     if let Some(scopes) = &p.scopes {
         check_requested_scopes(scopes)?;
     }
+    if let Some(hint) = &p.login_hint {
+        check_login_hint(hint).map_err(|why| RpcError::new(ErrorKind::InvalidParams, why))?;
+    }
+    // One login per account of a server: a second account's login runs beside it.
+    let key = (server_url.clone(), p.account.clone().unwrap_or_default());
     let mut progress = {
         let mut logins = broker.logins.lock().unwrap_or_else(|e| e.into_inner());
-        match logins.get(&server_url) {
+        match logins.get(&key) {
             Some(rx) if !matches!(*rx.borrow(), LoginProgress::Done(_)) => rx.clone(),
             _ => {
                 let (tx, rx) = watch::channel(LoginProgress::Starting);
-                logins.insert(server_url.clone(), rx.clone());
+                logins.insert(key.clone(), rx.clone());
                 let (broker, server_url) = (broker.clone(), server_url.clone());
                 tokio::spawn(async move {
                     let result = run(&broker, &server_url, p, challenge, &tx).await;
@@ -64,7 +71,7 @@ pub async fn login(
                         .logins
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&server_url);
+                        .remove(&key);
                 });
                 rx
             }
@@ -123,6 +130,16 @@ async fn run(
         .server(server_url, Some(&metadata.issuer))
         .cloned();
     let scopes = choose_scopes(p.scopes.clone(), server_cfg.as_ref(), &discovery);
+    let account_name = p.account.clone().unwrap_or_default();
+    let login_hint = match p.login_hint.clone() {
+        Some(hint) => Some(hint),
+        None => broker
+            .db
+            .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
+            .await?
+            .and_then(|g| g.login_hint)
+            .or_else(|| p.account.as_deref().and_then(hint_of_account)),
+    };
 
     let client_cfg = broker
         .config()
@@ -130,8 +147,25 @@ async fn run(
         .map_err(|why| login_failed(server_url, &why))?
         .cloned();
     let state = random_token();
-    let (registration, credentials, redirect) =
-        client_for(broker, &policy, &discovery, client_cfg.as_ref(), &state).await?;
+    // A fixed redirect URI (the caller's, else the config's) for authorization servers
+    // that accept only the one registered with them: used as given or the login fails.
+    let fixed_redirect = p
+        .redirect_uri
+        .clone()
+        .or_else(|| server_cfg.as_ref().and_then(|c| c.redirect_uri.clone()));
+    let overrides = server_cfg.as_ref().and_then(|c| c.client_metadata.as_ref());
+    let (registration, credentials, redirect) = client_for(
+        broker,
+        &policy,
+        &discovery,
+        client_cfg.as_ref(),
+        Fixed {
+            redirect_uri: fixed_redirect.as_deref(),
+            client_metadata: overrides,
+        },
+        &state,
+    )
+    .await?;
     let quirks = server_cfg
         .as_ref()
         .map(|c| c.quirks.clone())
@@ -142,6 +176,8 @@ async fn run(
         && metadata.wants_prompt_consent()
         && server_cfg.as_ref().is_none_or(ServerConfig::prompt_consent)
         && !quirks.authorization_params.contains_key("prompt");
+    // The account's login hint goes with the authorization request's own parameters.
+    let quirks = with_login_hint(&quirks, login_hint.as_deref());
     let timeout = p
         .timeout_secs
         .unwrap_or(broker.config().login_timeout_secs)
@@ -159,6 +195,7 @@ async fn run(
         quirks: &quirks,
         timeout,
         progress,
+        account: p.account.clone(),
     };
     let tokens = match choose_flow(p.flow, &discovery) {
         Chosen::Device => {
@@ -189,7 +226,7 @@ async fn run(
 
     let existing = broker
         .db
-        .grant_by_key(&discovery.resource, &metadata.issuer)
+        .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
         .await?;
     let grant_id = existing
         .as_ref()
@@ -213,6 +250,7 @@ async fn run(
             &discovery.resource,
             &metadata.issuer,
             &registration.id,
+            &account_name,
         )
     });
     row.server_url = server_url.to_string();
@@ -224,9 +262,15 @@ async fn run(
     row.access_expires_at = Some(tokens.expires_at);
     // A new login may be another account: what this login's id_token says, or unknown.
     row.account = tokens.account.clone();
+    row.login_hint = login_hint;
     row.updated_at = now();
     broker.db.upsert_grant(&row).await?;
-    for old in broker.db.grants_of_server(server_url).await? {
+    // Only this account's: the other accounts of the server keep their grants.
+    for old in broker
+        .db
+        .grants_of_server(server_url, &account_name)
+        .await?
+    {
         if old.id != grant_id {
             tracing::info!(server = %server_url, grant = %old.id, issuer = %old.issuer, "the server moved to {}; forgetting the grant of its former authorization server", metadata.issuer);
             let lock = broker.lock_grant(&old.id).await;
@@ -237,7 +281,7 @@ async fn run(
         &grant_id,
         AccessToken::new(tokens.access_token, tokens.expires_at),
     );
-    tracing::info!(server = %server_url, grant = %grant_id, "logged in");
+    tracing::info!(server = %server_url, grant = %grant_id, account = %account_name, "logged in");
     broker.grant_info(&row).await
 }
 
@@ -289,6 +333,8 @@ struct Consent<'a> {
     quirks: &'a Quirks,
     timeout: u64,
     progress: &'a watch::Sender<LoginProgress>,
+    /// The account being logged in to, for `login.pending` (absent: the default one).
+    account: Option<String>,
 }
 
 impl Consent<'_> {
@@ -346,6 +392,7 @@ impl Consent<'_> {
             user_code: None,
             verification_uri: None,
             verification_uri_complete: None,
+            account: self.account.clone(),
         }));
 
         let redirect_uri = redirect.redirect_uri.clone();
@@ -469,6 +516,7 @@ impl Consent<'_> {
             user_code: Some(started.user_code.clone()),
             verification_uri: Some(started.verification_uri.clone()),
             verification_uri_complete: started.verification_uri_complete.clone(),
+            account: self.account.clone(),
         }));
         // The code's own end (plus a little, so the server's `expired_token` is heard),
         // or the login's timeout, whichever comes first.
@@ -671,18 +719,28 @@ async fn client_for(
     policy: &UrlPolicy,
     d: &Discovery,
     cfg: Option<&ServerConfig>,
+    fixed: Fixed<'_>,
     state: &Secret,
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
     let own_path = callback_path(issuer);
+    // A fixed redirect URI without a path of its own (`--callback-port` alone) gets one:
+    // `/callback` for a client registered by hand, the issuer's own path for a dynamic
+    // registration (the user's path, when given, wins).
+    let fixed_static = fixed.redirect_uri.map(|uri| with_path(uri, CALLBACK_PATH));
+    let fixed_dynamic = fixed.redirect_uri.map(|uri| with_path(uri, &own_path));
+    // The fixed redirect URI's listener, or one on any free port.
+    let bind_redirect = |fixed: Option<String>, path: String| async move {
+        match fixed {
+            Some(uri) => bind_fixed(&uri, state).await,
+            None => LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &path, state)
+                .await
+                .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string())),
+        }
+    };
     if let Some((cfg, client_id)) = cfg.and_then(|c| c.client_id.as_ref().map(|id| (c, id))) {
-        let (host, port, path) = match &cfg.redirect_uri {
-            Some(uri) => loopback_port_and_path(uri)?,
-            None => (RedirectHost::DEFAULT, 0, CALLBACK_PATH.to_string()),
-        };
-        let redirect = LoopbackRedirect::bind(&host, port, &path, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let fixed = fixed_static.clone().or_else(|| cfg.redirect_uri.clone());
+        let redirect = bind_redirect(fixed, CALLBACK_PATH.to_string()).await?;
         let method = match &cfg.token_endpoint_auth_method {
             Some(m) => AuthMethod::parse(m).map_err(|e| {
                 RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}"))
@@ -726,9 +784,7 @@ async fn client_for(
         && d.metadata.client_id_metadata_document_supported == Some(true)
         && d.metadata.authorization_response_iss_parameter_supported == Some(true)
     {
-        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let redirect = bind_redirect(fixed_static.clone(), CALLBACK_PATH.to_string()).await?;
         let reg = match broker
             .db
             .find_registration(issuer, KIND_METADATA_DOCUMENT, Some(url))
@@ -754,14 +810,20 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await? {
+    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await?
+        // A registration for another redirect URI than the fixed one is not reused.
+        && fixed_dynamic
+            .as_deref()
+            .is_none_or(|uri| reg.redirect_uri.as_deref() == Some(uri))
+    {
         let port = reg
             .redirect_uri
             .as_deref()
             .and_then(|u| loopback_port_and_path(u).ok());
         match port {
-            // Registered before redirect paths were per issuer: replaced.
-            Some((_, _, path)) if path != own_path => tracing::info!(
+            // Registered before redirect paths were per issuer: replaced (unless it is
+            // the fixed redirect URI the user chose).
+            Some((_, _, path)) if path != own_path && fixed_dynamic.is_none() => tracing::info!(
                 "stored registration {} has the shared redirect path {path}; registering again with this server's own",
                 reg.id
             ),
@@ -782,10 +844,14 @@ async fn client_for(
         }
     }
 
-    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &own_path, state)
-        .await
-        .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-    let registered = register(&broker.http, policy, &d.metadata, &redirect.redirect_uri)
+    let redirect = bind_redirect(fixed_dynamic.clone(), own_path.clone()).await?;
+    let registered = register(
+        &broker.http,
+        policy,
+        &d.metadata,
+        &redirect.redirect_uri,
+        fixed.client_metadata,
+    )
         .await
         .map_err(|e| {
             RpcError::new(
@@ -818,6 +884,44 @@ async fn client_for(
     Ok((reg, registered.credentials, redirect))
 }
 
+/// Listens on exactly `uri` (from `--callback-port`/`--callback-host` or the config): an
+/// authorization server that knows only this URI would refuse any other, so a port in
+/// use is an error, never a quiet move to another port.
+async fn bind_fixed(uri: &str, state: &Secret) -> Result<LoopbackRedirect, RpcError> {
+    let (host, port, path) = loopback_port_and_path(uri)?;
+    LoopbackRedirect::bind(&host, port, &path, state)
+        .await
+        .map_err(|e| {
+            RpcError::new(
+                ErrorKind::InvalidParams,
+                format!(
+                    "{e}: the redirect URI {} is fixed (--callback-port or redirect_uri in the config); stop what holds the port, or register another port with the authorization server and pass it",
+                    printable(uri, MAX_QUOTED_CHARS)
+                ),
+            )
+        })
+}
+
+/// What the user fixed about the client for one login: its redirect URI and what dynamic
+/// registration says about it.
+struct Fixed<'a> {
+    /// `--callback-port` (with `--callback-host`/`--callback-path`), else the config's
+    /// `redirect_uri`; may lack a path (see [`with_path`]).
+    redirect_uri: Option<&'a str>,
+    client_metadata: Option<&'a ClientMetadata>,
+}
+
+/// `uri` as given when it names a path (`http://127.0.0.1:8080/cb`, even `/`), else with
+/// `path` appended (`http://127.0.0.1:8080`): the path the user chose always wins.
+fn with_path(uri: &str, path: &str) -> String {
+    let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        uri.to_string()
+    } else {
+        format!("{uri}{path}")
+    }
+}
+
 /// The host (as written: `localhost` stays `localhost`), port and path of a loopback
 /// redirect URI from the config or a stored registration.
 fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcError> {
@@ -825,7 +929,8 @@ fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcE
         RpcError::new(
             ErrorKind::InvalidParams,
             format!(
-                "redirect_uri `{uri}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)"
+                "redirect_uri `{}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)",
+                printable(uri, MAX_QUOTED_CHARS)
             ),
         )
     };
@@ -908,6 +1013,42 @@ fn authorization_url(
         }
     }
     Ok(url.to_string())
+}
+
+/// The quirks with the login's `login_hint` among the extra authorization parameters: the
+/// user's hint (or the account's) replaces one the config file sets for every login.
+fn with_login_hint(quirks: &Quirks, login_hint: Option<&str>) -> Quirks {
+    let mut quirks = quirks.clone();
+    if let Some(hint) = login_hint {
+        quirks
+            .authorization_params
+            .insert("login_hint".to_string(), hint.to_string());
+    }
+    quirks
+}
+
+/// The `login_hint` an account name implies: the name itself when it looks like an email
+/// (`jane@example.com`), since that is what identity providers pre-fill; else none (a
+/// name like `work` means nothing to the authorization server).
+fn hint_of_account(name: &str) -> Option<String> {
+    let (user, domain) = name.split_once('@')?;
+    (!user.is_empty() && domain.contains('.') && !domain.contains('@')).then(|| name.to_string())
+}
+
+/// A `login_hint` from the user: printable, at most [`MAX_LOGIN_HINT_LEN`] bytes.
+fn check_login_hint(hint: &str) -> Result<(), String> {
+    if hint.trim().is_empty() {
+        return Err("`login_hint` is empty; omit it to send none".into());
+    }
+    if hint.len() > MAX_LOGIN_HINT_LEN {
+        return Err(format!(
+            "`login_hint` is longer than {MAX_LOGIN_HINT_LEN} bytes"
+        ));
+    }
+    if hint.chars().any(char::is_control) {
+        return Err("`login_hint` holds a control character".into());
+    }
+    Ok(())
 }
 
 /// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises
@@ -1026,5 +1167,49 @@ mod tests {
         let e = check_issuer(&d, Some("https://evil.example"), false).unwrap_err();
         assert!(e.contains("mix-up"), "{e}");
         assert!(check_issuer(&discovery(Some(true)), None, false).is_err());
+    }
+
+    /// `--callback-port` alone leaves the path to the daemon: a dynamic registration keeps
+    /// its issuer's own; a path the user gave (even `/`) is used as is.
+    #[test]
+    fn a_fixed_redirect_uri_without_a_path_gets_the_issuers_own() {
+        let own = callback_path("https://as-a.example");
+        for (given, want) in [
+            (
+                "http://127.0.0.1:8080",
+                format!("http://127.0.0.1:8080{own}"),
+            ),
+            ("http://[::1]:8080", format!("http://[::1]:8080{own}")),
+            (
+                "http://localhost:8080/cb",
+                "http://localhost:8080/cb".into(),
+            ),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/".into()),
+        ] {
+            assert_eq!(with_path(given, &own), want, "{given}");
+        }
+        let (_, port, path) =
+            loopback_port_and_path(&with_path("http://127.0.0.1:8080", &own)).unwrap();
+        assert_eq!((port, path), (8080, own));
+    }
+
+    #[test]
+    fn only_an_email_like_account_name_is_a_login_hint() {
+        assert_eq!(
+            hint_of_account("jane@corp.example").as_deref(),
+            Some("jane@corp.example")
+        );
+        for not_a_hint in ["work", "@corp.example", "jane@corp", "a@b@c.example"] {
+            assert_eq!(hint_of_account(not_a_hint), None, "{not_a_hint}");
+        }
+    }
+
+    #[test]
+    fn a_login_hint_is_printable_and_short() {
+        assert!(check_login_hint("jane@corp.example").is_ok());
+        assert!(check_login_hint("Jane Doe").is_ok());
+        for bad in ["", "  ", "a\nb", &"x".repeat(MAX_LOGIN_HINT_LEN + 1)] {
+            assert!(check_login_hint(bad).is_err(), "{bad:?}");
+        }
     }
 }

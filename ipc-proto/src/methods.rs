@@ -13,6 +13,8 @@ pub const TOKEN_CHALLENGE: &str = "token.challenge";
 pub const DOCTOR: &str = "doctor";
 /// Re-reads the config file (as SIGHUP does).
 pub const CONFIG_RELOAD: &str = "config.reload";
+/// The extra HTTP headers the config file gives for an MCP server (`mcp-auth proxy` sends them).
+pub const SERVER_HEADERS: &str = "server.headers";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
 /// Hands a `manual` login the authorization response the user pasted.
@@ -79,6 +81,10 @@ pub struct TokenGetParams {
     /// The token handed out stays valid at least this long (default 60 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_valid_secs: Option<u64>,
+    /// The account of the server to use (see [`check_account_name`]); absent: the
+    /// default account, the one logged in to without `--account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// Its `Debug` shows `access_token: "***"`, and the token's bytes are zeroed when it is
@@ -144,6 +150,12 @@ pub struct ChallengeParams {
     /// As in `login`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// As in `token.get`: the account whose grant is renewed (or logged in to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// As in `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 impl std::fmt::Debug for ChallengeParams {
@@ -160,6 +172,29 @@ impl std::fmt::Debug for ChallengeParams {
             .field("interactive", &self.interactive)
             .field("open_browser", &self.open_browser)
             .field("timeout_secs", &self.timeout_secs)
+            .field("account", &self.account)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerHeadersParams {
+    /// The MCP server URL, as given to the proxy.
+    pub server: String,
+}
+
+/// Header names and values; values may be API keys, so `Debug` shows names only.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ServerHeadersResult {
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ServerHeadersResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHeadersResult")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -179,6 +214,20 @@ pub struct LoginParams {
     /// How the user consents (default `browser`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<LoginFlow>,
+    /// The account to log in as (see [`check_account_name`]): only its grant is created or
+    /// replaced. Absent: the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// OpenID Connect `login_hint` for the authorization request (an email or user name
+    /// the authorization server may pre-fill). Absent: the hint the account's last login
+    /// sent, else the account name when it looks like an email, else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    /// The loopback redirect URI to log in with (`http://127.0.0.1:<port>/<path>`, or
+    /// `localhost`, `[::1]`), for authorization servers that accept only a registered one;
+    /// default: the server's `redirect_uri` in the config, else any free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 /// Params of the `login.pending` notification.
@@ -191,6 +240,9 @@ pub struct LoginPending {
     pub timeout_secs: u64,
     /// Whether the daemon managed to start a browser.
     pub browser_opened: bool,
+    /// The account being logged in to; absent for the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// The flow this login runs (`browser`, `device` or `manual`); absent means `browser`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<LoginFlow>,
@@ -234,6 +286,10 @@ pub struct LoginPasteResult {
 pub struct GrantRef {
     /// A grant id or an MCP server URL.
     pub grant: String,
+    /// With a server URL: the account's grant instead of the default account's. With a
+    /// grant id: the grant must be of this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -242,6 +298,9 @@ pub struct RevokeParams {
     /// Also revoke at the authorization server (RFC 7009) when it offers it (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<bool>,
+    /// As in `grants.get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,6 +372,10 @@ pub struct GrantInfo {
     /// can tell, what may fix it, and when a new login will be needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_refresh_token: Option<NoRefreshToken>,
+    /// The account name the user gave at login (`--account`); absent for the default
+    /// account. Grants are kept per (resource, issuer, account name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
 }
 
 /// Why a grant has no refresh token, so its user is not surprised by the next login.
@@ -331,6 +394,32 @@ pub struct NoRefreshToken {
     /// absent when none is held (a login is needed now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_again_at: Option<i64>,
+}
+
+/// Longest account name, in bytes.
+pub const MAX_ACCOUNT_NAME_LEN: usize = 64;
+
+/// An account name (`--account`, `account` in params): 1 to 64 ASCII letters, digits and
+/// `.`, `_`, `-`, `@`, `+`, starting with a letter or digit. Narrow on purpose: the name
+/// is pasted into suggested commands (`mcp-auth login URL --account NAME`) and shown in
+/// tables, so it must need no shell quoting and hold no control character. Emails fit.
+pub fn check_account_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_@+".contains(c);
+    if name.is_empty() {
+        return Err("the account name is empty; omit it for the default account".into());
+    }
+    if name.len() > MAX_ACCOUNT_NAME_LEN {
+        return Err(format!(
+            "the account name is longer than {MAX_ACCOUNT_NAME_LEN} characters"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.chars().all(allowed) {
+        return Err(format!(
+            "`{}` is not an account name: use letters, digits and . _ - @ +, starting with a letter or digit",
+            name.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.
@@ -377,6 +466,17 @@ mod tests {
     use crate::message::{Request, RequestId, Response};
 
     const TOKEN: &str = "at_do-not-print-me";
+
+    #[test]
+    fn account_names_need_no_quoting() {
+        for good in ["work", "jane@corp.example", "tenant-2", "a.b_c+d", "X"] {
+            assert_eq!(check_account_name(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(MAX_ACCOUNT_NAME_LEN + 1);
+        for bad in ["", "-work", "a b", "a'b", "a;b", "a\nb", "ä", "$(x)", &long] {
+            assert!(check_account_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn debug_output_never_shows_an_access_token() {

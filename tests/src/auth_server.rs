@@ -125,6 +125,12 @@ pub const TEST_ACCOUNT_EMAIL: &str = "tester@example.test";
 /// The `sub` of that id_token.
 pub const TEST_ACCOUNT_SUBJECT: &str = "user-4711";
 
+/// The `sub` of the user a login with `login_hint` = `hint` logs in as: each hint is a
+/// user of its own.
+pub fn subject_of_hint(hint: &str) -> String {
+    format!("user-{hint}")
+}
+
 /// The resource of tokens from an AS with `rejects_resource`.
 pub const IMPLIED_RESOURCE: &str = "https://resource.invalid/implied-by-scopes";
 
@@ -363,6 +369,17 @@ impl AuthServer {
         self.shared.lock().registrations.clone()
     }
 
+    /// The `sub` of the user an access token was issued to: the `login_hint` of the
+    /// login (as [`subject_of_hint`] makes it), else [`TEST_ACCOUNT_SUBJECT`]; `None` for
+    /// a token this server never issued.
+    pub fn subject_of(&self, access_token: &str) -> Option<String> {
+        let user = self.shared.lock().user_of(access_token)?;
+        Some(match user {
+            Some(hint) => subject_of_hint(&hint),
+            None => TEST_ACCOUNT_SUBJECT.to_string(),
+        })
+    }
+
     /// Query parameters of the most recent `/authorize` request.
     pub fn last_authorize_params(&self) -> Option<BTreeMap<String, String>> {
         self.shared.lock().last_authorize.clone()
@@ -512,6 +529,8 @@ struct PendingCode {
     offline: bool,
     issued_at: Instant,
     state: CodeState,
+    /// The request's OpenID Connect `login_hint`: the user this consent is for.
+    login_hint: Option<String>,
 }
 
 /// Codes are single use: the first redemption attempt consumes the code
@@ -531,6 +550,9 @@ struct Family {
     scope: Option<String>,
     resource: String,
     revoked: bool,
+    /// The user the grant is for: the `login_hint` of its authorization request (so two
+    /// logins with different hints are two users), else the test account.
+    user: Option<String>,
 }
 
 struct RefreshRecord {
@@ -630,14 +652,28 @@ impl Inner {
         value
     }
 
-    fn new_family(&mut self, client_id: &str, scope: Option<String>, resource: String) -> FamilyId {
+    fn new_family(
+        &mut self,
+        client_id: &str,
+        scope: Option<String>,
+        resource: String,
+        user: Option<String>,
+    ) -> FamilyId {
         self.families.push(Family {
             client_id: client_id.to_owned(),
             scope,
             resource,
             revoked: false,
+            user,
         });
         self.families.len() - 1
+    }
+
+    /// The user of an access token's grant: `Some(None)` for the test account, `None`
+    /// for a token never issued.
+    fn user_of(&self, access_token: &str) -> Option<Option<String>> {
+        let record = self.access_tokens.get(access_token)?;
+        Some(self.families[record.family].user.clone())
     }
 
     fn revoke_family(&mut self, family: FamilyId) {
@@ -1188,6 +1224,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
                     offline: request.offline,
                     issued_at: Instant::now(),
                     state: CodeState::Fresh,
+                    login_hint: params.get("login_hint").map(str::to_string),
                 },
             );
             inner.counts.authorizations += 1;
@@ -1370,12 +1407,19 @@ fn token_grant(
         .as_str()
         .is_some_and(|s| s.split(' ').any(|s| s == "openid"));
     if openid {
-        let email = shared.opts.account_email.as_deref();
-        let id_token = id_token(
-            &shared.issuer,
-            &client_id,
-            email.unwrap_or(TEST_ACCOUNT_EMAIL),
-        );
+        let user = body["access_token"]
+            .as_str()
+            .and_then(|at| inner.user_of(at))
+            .flatten();
+        let email = shared.opts.account_email.clone();
+        let (sub, email) = match user {
+            Some(hint) => (subject_of_hint(&hint), email.unwrap_or(hint)),
+            None => (
+                TEST_ACCOUNT_SUBJECT.to_string(),
+                email.unwrap_or_else(|| TEST_ACCOUNT_EMAIL.to_string()),
+            ),
+        };
+        let id_token = id_token(&shared.issuer, &client_id, &sub, &email);
         inner.remember_secret(&id_token);
         body["id_token"] = json!(id_token);
     }
@@ -1385,14 +1429,14 @@ fn token_grant(
 /// An OpenID Connect id_token for [`TEST_ACCOUNT_EMAIL`] (OIDC Core §2), issued whenever the
 /// granted scope includes `openid`. Its signature is a random value: clients here only
 /// read the claims for display, and a test that starts verifying must fail loudly.
-fn id_token(issuer: &str, client_id: &str, email: &str) -> String {
+fn id_token(issuer: &str, client_id: &str, sub: &str, email: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let claims = json!({
         "iss": issuer,
-        "sub": TEST_ACCOUNT_SUBJECT,
+        "sub": sub,
         "aud": client_id,
         "iat": now,
         "exp": now + 3600,
@@ -1552,7 +1596,12 @@ fn exchange_code(
         ));
     }
 
-    let family = inner.new_family(client_id, pending.scope.clone(), pending.resource);
+    let family = inner.new_family(
+        client_id,
+        pending.scope.clone(),
+        pending.resource,
+        pending.login_hint,
+    );
     if let Some(stored) = inner.codes.get_mut(code) {
         stored.state = CodeState::Consumed {
             family: Some(family),
@@ -1761,7 +1810,7 @@ fn device_grant(
         now,
     )
     .map(|(scope, resource)| {
-        let family = inner.new_family(client_id, scope.clone(), resource);
+        let family = inner.new_family(client_id, scope.clone(), resource, None);
         (family, scope)
     });
     inner.device_polls.push(DevicePoll {

@@ -26,7 +26,7 @@ pub mod tools;
 
 pub use auth_server::{
     AsOptions, AuthServer, Counts, DEVICE_GRANT, DeviceOptions, DevicePoll, IMPLIED_RESOURCE,
-    PreRegisteredClient, TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT, TokenProblem,
+    PreRegisteredClient, TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT, TokenProblem, subject_of_hint,
 };
 pub use mcp_server::{McpOptions, McpServer};
 

@@ -7,6 +7,7 @@ mod doctor;
 mod grants;
 mod login;
 mod login_paste;
+mod server_headers;
 mod status;
 mod token_challenge;
 pub(crate) mod token_get;
@@ -44,6 +45,7 @@ pub async fn dispatch(
         m::TOKEN_CHALLENGE => token_challenge::apply(broker, parse(params)?, notifier, peer).await,
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
         m::LOGIN_PASTE => login_paste::apply(broker, parse(params)?),
+        m::SERVER_HEADERS => server_headers::apply(broker, parse(params)?).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,
         m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
@@ -70,6 +72,16 @@ fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     };
     serde_json::from_value(params)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("invalid params: {e}")))
+}
+
+/// A request's `account`, checked: `None` is the default account.
+pub(crate) fn account(account: &Option<String>) -> Result<Option<&str>, RpcError> {
+    match account.as_deref() {
+        None => Ok(None),
+        Some(name) => mcp_authd_ipc::methods::check_account_name(name)
+            .map(|()| Some(name))
+            .map_err(|why| RpcError::new(ErrorKind::InvalidParams, format!("`account`: {why}"))),
+    }
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {

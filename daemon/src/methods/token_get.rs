@@ -18,14 +18,19 @@ pub async fn apply(
     notifier: &super::Notifier,
 ) -> Result<Value, RpcError> {
     let server = params.server.clone();
+    let account = super::account(&params.account)?.map(str::to_string);
+    let account = account.as_deref();
     // `confirm_clients`: the user's answer comes before any refresh, so the token handed
     // out is as fresh as asked however long the answer took.
     if broker.confirm.is_enabled()
-        && let Ok(grant) = broker.find_grant(&server).await
+        && let Ok(grant) = broker.find_grant(&server, account).await
     {
         crate::confirm::check(broker, &grant, peer, notifier).await?;
     }
-    let result = broker.token_get(params).await?;
+    let result = broker
+        .token_get(params)
+        .await
+        .map_err(|e| e.for_account(account))?;
     // The hand-out is counted for the audit log before the token leaves.
     broker
         .audit
