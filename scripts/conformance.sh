@@ -92,4 +92,32 @@ failed_runs=$(grep -c '^FAIL' "$out/runs.txt" || true)
 passed_runs=$(grep -c '^PASS' "$out/runs.txt" || true)
 checks=$("$node" -p 'const s=require(process.argv[1]); `${s.checks_passed} checks passed, ${s.checks_failed} failed, ${s.warnings} warnings`' "$out/summary.json")
 echo "conformance: ${passed_runs} passed, ${failed_runs} failed (${checks}; $(( $(date +%s) - started )) s; results in ${out#$PWD/})"
-[ "$failed_runs" -eq 0 ] && [ ${#runs[@]} -eq "$passed_runs" ]
+# (`set -e` does not stop at the first test of an `&&` list: said explicitly.)
+if [ "$failed_runs" -ne 0 ] || [ ${#runs[@]} -ne "$passed_runs" ]; then exit 1; fi
+
+# Interop with the official TypeScript SDK's HTTP+SSE transport (2024-11-05): mcp-auth
+# proxy tries Streamable HTTP, gets 404, falls back, and sends its --header on every
+# request (the server answers 403 without it). No authorization here: the e2e tests cover
+# the fall back through a login against the test servers.
+sse_dir="$out/http-sse-interop"
+mkdir -p "$sse_dir"
+"$node" "$conf/http-sse-server.mjs" >"$sse_dir/server.out" 2>"$sse_dir/server.err" &
+sse_pid=$!
+trap 'kill "$sse_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$sse_dir/server.out" ] && break; sleep 0.1; done
+sse_port=$(head -1 "$sse_dir/server.out")
+printf '%s\n' \
+  '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"interop","version":"0"}}}' \
+  '{"jsonrpc":"2.0","method":"notifications/initialized"}' \
+  '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}' \
+  | MCP_AUTHD_SOCKET="$sse_dir/no-daemon.sock" timeout 30 target/debug/mcp-auth proxy \
+      "http://127.0.0.1:$sse_port/mcp" --header 'X-Team: blue' \
+      >"$sse_dir/proxy.out" 2>"$sse_dir/proxy.err" || true
+kill "$sse_pid" 2>/dev/null || true
+if grep -q '"id":2,.*ok from the SDK' "$sse_dir/proxy.out" \
+   && grep -q 'trying the HTTP+SSE transport' "$sse_dir/proxy.err"; then
+  echo "PASS http-sse interop: mcp-auth proxy ↔ @modelcontextprotocol/sdk SSEServerTransport"
+else
+  echo "FAIL http-sse interop (see ${sse_dir#$PWD/})" >&2
+  exit 1
+fi

@@ -109,6 +109,7 @@ pub async fn forget(
     client: &mut Client,
     grant: &str,
     program: &str,
+    account: Option<String>,
     json: bool,
 ) -> Result<(), ClientError> {
     let r: ForgetResult = client
@@ -117,6 +118,7 @@ pub async fn forget(
             &ForgetParams {
                 grant: grant.into(),
                 program: program.into(),
+                account,
             },
         )
         .await?;
@@ -140,8 +142,13 @@ pub fn waiting_notice(r: &PendingRequest) -> String {
     } else {
         ""
     };
+    let account = r
+        .account_name
+        .as_deref()
+        .map(|a| format!(", account {a}"))
+        .unwrap_or_default();
     format!(
-        "mcp-auth: waiting up to {} for the user to allow {} grant {} ({}): {dialog}run in another terminal: mcp-auth approve {} --once | --always | --deny",
+        "mcp-auth: waiting up to {} for the user to allow {} grant {} ({}{account}): {dialog}run in another terminal: mcp-auth approve {} --once | --always | --deny",
         span(r.expires_at.saturating_sub(r.asked_at).max(0) as u64),
         program_of(r),
         r.grant,

@@ -36,7 +36,7 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
                 "\n{} needs a new login: {}\n  run: {}",
                 g.server,
                 mcp_authd_ipc::text::printable(&why, 400),
-                mcp_authd_ipc::text::login_command(&g.server, &[])
+                mcp_authd_ipc::text::login_command_as(&g.server, &[], g.account_name.as_deref())
             );
         } else if let Some(n) = &g.no_refresh_token {
             println!("\n{} has no refresh token: {}.", g.server, n.reason);
@@ -83,7 +83,7 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
         let (state, paint) = state(g, now);
         table.push(vec![
             Cell::new(&g.server),
-            Cell::new(g.account.as_deref().unwrap_or(UNKNOWN)),
+            Cell::new(account(g)),
             Cell::new(if g.scopes.is_empty() {
                 UNKNOWN.to_string()
             } else {
@@ -101,6 +101,18 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
         ]);
     }
     table
+}
+
+/// The account column: the name the user gave, with who the id_token says it is beside
+/// it (`work (jane@corp.example)`); for the default account the identity alone, as before
+/// accounts had names; `—` when neither is known.
+fn account(g: &GrantInfo) -> String {
+    match (&g.account_name, &g.account) {
+        (Some(name), Some(who)) if name != who => format!("{name} ({who})"),
+        (Some(name), _) => name.clone(),
+        (None, Some(who)) => who.clone(),
+        (None, None) => UNKNOWN.into(),
+    }
 }
 
 /// Why a grant cannot hand out a token without a new login, if it cannot: the daemon
@@ -139,6 +151,7 @@ fn state(g: &GrantInfo, now: i64) -> (&'static str, Paint) {
 pub async fn inspect(
     client: &mut Client,
     grant: &str,
+    account_name: Option<String>,
     json: bool,
     color: bool,
 ) -> Result<(), ClientError> {
@@ -147,6 +160,7 @@ pub async fn inspect(
             GRANTS_GET,
             &GrantRef {
                 grant: grant.into(),
+                account: account_name,
             },
         )
         .await?;
@@ -164,6 +178,7 @@ pub async fn inspect(
             CLIENTS_LIST,
             &GrantRef {
                 grant: g.id.clone(),
+                account: None,
             },
         )
         .await?;
@@ -188,10 +203,7 @@ pub async fn inspect(
         ("client id", format!("{} ({})", g.client_id, g.registration)),
         ("grant type", g.grant_type.clone()),
         ("scopes", g.scopes.join(" ")),
-        (
-            "account",
-            g.account.clone().unwrap_or_else(|| UNKNOWN.into()),
-        ),
+        ("account", account(&g)),
         (
             "state",
             match needs_login(&g, now) {
@@ -286,6 +298,7 @@ struct Inspected<'a> {
 pub async fn revoke(
     client: &mut Client,
     grant: &str,
+    account_name: Option<String>,
     remote: bool,
     json: bool,
 ) -> Result<(), ClientError> {
@@ -295,6 +308,7 @@ pub async fn revoke(
             &RevokeParams {
                 grant: grant.into(),
                 remote: Some(remote),
+                account: account_name,
             },
         )
         .await?;
@@ -324,8 +338,14 @@ fn revoke_report(r: &RevokeResult, now: i64) -> String {
         }
         other => format!("revocation at the authorization server {other}"),
     };
+    let of_account = r
+        .grant
+        .account_name
+        .as_deref()
+        .map(|a| format!(" (account {a})"))
+        .unwrap_or_default();
     format!(
-        "Forgot grant {} for {}; {at_server}.",
+        "Forgot grant {} for {}{of_account}; {at_server}.",
         r.grant.id, r.grant.server
     )
 }
@@ -377,6 +397,7 @@ mod tests {
             account: Some("jane@example.com".into()),
             no_refresh_token: None,
             grant_type: "authorization_code".into(),
+            account_name: None,
         }
     }
 

@@ -40,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Log in to an MCP server in the browser (or with the grant its config names) and keep the grant
+    /// Log in to an MCP server (browser, device code, paste-back, or the grant its config names) and keep the grant
     Login(login::Args),
     /// Print an access token for an MCP server (only the token, for scripts)
     Token(token::Args),
@@ -51,11 +51,11 @@ enum Command {
     /// List the grants
     List,
     /// Show one grant (never its secrets)
-    Inspect { grant: String },
+    Inspect(GrantArgs),
     /// Revoke a grant at the authorization server and forget it here
-    Revoke { grant: String },
+    Revoke(GrantArgs),
     /// Forget a grant here without telling the authorization server
-    Logout { grant: String },
+    Logout(GrantArgs),
     /// confirm_clients: list the programs waiting for approval, or answer one (--once, --always, --deny)
     Approve(clients::ApproveArgs),
     /// confirm_clients: forget what was answered for a program on a grant (it is asked again)
@@ -64,6 +64,9 @@ enum Command {
         grant: String,
         /// The program as `mcp-auth inspect` lists it
         program: String,
+        /// With a server URL: this account's grant instead of the default account's
+        #[arg(long, value_name = "NAME", value_parser = account_arg)]
+        account: Option<String>,
     },
     /// Show the daemon's state and where it keeps secrets
     Status,
@@ -81,6 +84,21 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff); with --dir, write it and one page per subcommand there
     Man(docs::ManArgs),
+}
+
+/// A grant, by id or by server URL (and account).
+#[derive(clap::Args)]
+struct GrantArgs {
+    /// The grant id, or the MCP server URL
+    grant: String,
+    /// With a server URL: this account's grant instead of the default account's
+    #[arg(long, value_name = "NAME", value_parser = account_arg)]
+    account: Option<String>,
+}
+
+/// `--account NAME`, checked as the daemon will (see `check_account_name`).
+pub fn account_arg(name: &str) -> Result<String, String> {
+    mcp_authd_ipc::methods::check_account_name(name).map(|()| name.to_string())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -125,20 +143,26 @@ async fn main() -> ExitCode {
     let result = async {
         let mut client = Client::connect(&path).await?;
         match cli.command {
-            Command::Login(args) => login::run(&mut client, args, cli.json).await,
+            Command::Login(args) => login::run(&mut client, &path, args, cli.json).await,
             Command::Token(args) => token::run(&mut client, args, cli.json).await,
             Command::Headers(args) => token::headers(&mut client, args).await,
             Command::Proxy(_) => unreachable!("handled before connecting"),
             Command::List => grants::list(&mut client, cli.json, color).await,
-            Command::Inspect { grant } => {
-                grants::inspect(&mut client, &grant, cli.json, color).await
+            Command::Inspect(g) => {
+                grants::inspect(&mut client, &g.grant, g.account, cli.json, color).await
             }
-            Command::Revoke { grant } => grants::revoke(&mut client, &grant, true, cli.json).await,
-            Command::Logout { grant } => grants::revoke(&mut client, &grant, false, cli.json).await,
+            Command::Revoke(g) => {
+                grants::revoke(&mut client, &g.grant, g.account, true, cli.json).await
+            }
+            Command::Logout(g) => {
+                grants::revoke(&mut client, &g.grant, g.account, false, cli.json).await
+            }
             Command::Approve(args) => clients::approve(&mut client, args, cli.json).await,
-            Command::ForgetClient { grant, program } => {
-                clients::forget(&mut client, &grant, &program, cli.json).await
-            }
+            Command::ForgetClient {
+                grant,
+                program,
+                account,
+            } => clients::forget(&mut client, &grant, &program, account, cli.json).await,
             Command::Status => status::run(&mut client, cli.json).await,
             Command::Reload => status::reload(&mut client, cli.json).await,
             Command::Secret(action) => {
@@ -166,9 +190,9 @@ fn attempt(command: &Command) -> next_step::Attempt {
         Command::Login(a) => ("login", Some(&a.server)),
         Command::Token(a) => ("token", Some(&a.server)),
         Command::Headers(a) => ("headers", Some(&a.server)),
-        Command::Inspect { grant } => ("inspect", Some(grant)),
-        Command::Revoke { grant } => ("revoke", Some(grant)),
-        Command::Logout { grant } => ("logout", Some(grant)),
+        Command::Inspect(g) => ("inspect", Some(&g.grant)),
+        Command::Revoke(g) => ("revoke", Some(&g.grant)),
+        Command::Logout(g) => ("logout", Some(&g.grant)),
         Command::List => ("list", None),
         Command::Status => ("status", None),
         Command::Approve(_) => ("approve", None),

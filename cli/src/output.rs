@@ -9,7 +9,7 @@ Exit codes:
   2  invalid command line
   3  mcp-authd is not running
   4  authorization required: run the `mcp-auth login …` command printed
-  5  the browser login failed or timed out
+  5  the login failed or timed out (browser, device or paste-back; a device login denied or expired)
   6  no such grant
   7  the MCP server or its authorization server failed or cannot be trusted
   8  confirm_clients: the user denied this program the token, or did not answer in time";

@@ -3,7 +3,13 @@
 //! mcp-authd; JSON and SSE answers go to stdout, one message per line. A 401 or 403 is
 //! reported to the daemon (`token.challenge`), which refreshes, steps up or logs in; the
 //! request is then retried with the new token. stdout carries protocol messages only.
+//!
+//! Servers that only speak the older HTTP+SSE transport (protocol 2024-11-05: a GET opens
+//! an event stream whose `endpoint` event names where to POST; answers come back on the
+//! stream) are reached too: `--transport` chooses, and the default tries Streamable HTTP
+//! first and falls back when the server refuses it with 404 or 405, as mcp-remote does.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +18,12 @@ use mcp_authd_ipc::methods::{
     ChallengeParams, DpopProofParams, DpopProofResult, LOGIN_PENDING, LoginPending,
     TOKEN_CHALLENGE, TOKEN_DPOP_PROOF, TOKEN_GET, TokenGetParams, TokenGetResult,
 };
+use mcp_authd_ipc::methods::{SERVER_HEADERS, ServerHeadersParams, ServerHeadersResult};
 use mcp_authd_ipc::text::printable;
 use mcp_authd_ipc::transport::{UrlRefused, check_url};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind, outbound};
-use reqwest::{StatusCode, header};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url, header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -56,6 +64,47 @@ pub struct Args {
     /// the server (a TLS-inspecting proxy's CA, a company CA)
     #[arg(long, env = "MCP_AUTH_CA_FILE", value_name = "PEM_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The account of the server to use (and to log in as) [default: the default account]
+    #[arg(long, value_name = "NAME", value_parser = crate::account_arg)]
+    pub account: Option<String>,
+    /// An extra HTTP header for every request to the server, as 'Name: value' (repeat);
+    /// `${VAR}` in the value is replaced by that environment variable. Added to the
+    /// server's `headers` in the config file, replacing one of the same name
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Which MCP transport to use: Streamable HTTP, the older HTTP+SSE (2024-11-05), or
+    /// one then the other when the server refuses the first (HTTP 404 or 405)
+    #[arg(long, value_enum, default_value_t = Transport::HttpFirst)]
+    pub transport: Transport,
+    #[command(flatten)]
+    pub callback: crate::login::Callback,
+}
+
+/// The transport strategies of mcp-remote's `--transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    HttpFirst,
+    SseFirst,
+    HttpOnly,
+    SseOnly,
+}
+
+/// The transport a proxy run settled on (with its first message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    Undecided,
+    Streamable,
+    /// HTTP+SSE: messages are POSTed to `endpoint`; answers come on the event stream.
+    Legacy {
+        endpoint: Url,
+    },
+}
+
+/// Why the HTTP+SSE transport could not be opened.
+enum LegacyError {
+    /// The server answered the GET with this status, or without an event stream.
+    Refused(StatusCode),
+    Failed(String),
 }
 
 /// The setting a certificate error points to.
@@ -65,6 +114,7 @@ const CA_SETTING: &str = "--ca-file (or MCP_AUTH_CA_FILE)";
 struct Proxy {
     http: reqwest::Client,
     server: String,
+    server_url: Url,
     socket: PathBuf,
     args: Args,
     /// The connection `token.get` goes through (challenges open their own: they may wait
@@ -75,7 +125,18 @@ struct Proxy {
     /// The latest `DPoP-Nonce` the server sent (RFC 9449 §9), for the next proof.
     dpop_nonce: Mutex<Option<String>>,
     out: Stdout,
+    /// Headers from `--header` and the config, sent with every request to the server.
+    extra_headers: HeaderMap,
+    mode: Mutex<Mode>,
+    /// The task reading the HTTP+SSE event stream; it holds the proxy, so the run ends it.
+    legacy_reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// HTTP+SSE: ids of the requests the server took, and of the answers delivered; when
+    /// stdin closes, the run waits a little for the difference (answers come later there).
+    legacy_requests: Mutex<(HashSet<String>, HashSet<String>)>,
 }
+
+/// How long a closed stdin waits for HTTP+SSE answers still on their way.
+const LEGACY_DRAIN: Duration = Duration::from_secs(10);
 
 /// The lines on their way to stdout, bounded in bytes: each holds its share of the budget
 /// until it is written.
@@ -113,8 +174,93 @@ impl From<TokenGetResult> for Token {
     }
 }
 
+/// Parses `--header` values (`Name: value`, `${VAR}` expanded); why not, naming the flag.
+pub fn parse_header_args(args: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for arg in args {
+        let Some((name, value)) = arg.split_once(':') else {
+            // Not echoed: what was meant as a value may be a credential.
+            anyhow::bail!("a --header argument is not `Name: value` (it has no `:`)");
+        };
+        let (name, value) = (name.trim(), expand_env(value.trim())?);
+        insert_header(&mut headers, name, &value)
+            .map_err(|why| anyhow::anyhow!("--header `{name}`: {why}"))?;
+    }
+    Ok(headers)
+}
+
+/// Adds one header; why not: an invalid name or value, or one the proxy owns.
+fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
+    if parsed == header::AUTHORIZATION {
+        return Err(
+            "Authorization cannot be set: mcp-authd sends the access token itself; to use a fixed credential instead of a login, give it another header name if the server accepts one".into(),
+        );
+    }
+    if [SESSION_HEADER, VERSION_HEADER].contains(&parsed.as_str()) {
+        return Err(format!("{name} cannot be set: the transport sets it"));
+    }
+    let value = HeaderValue::from_str(value)
+        .map_err(|_| "the value holds a line break or a control character".to_string())?;
+    headers.insert(parsed, value);
+    Ok(())
+}
+
+/// Replaces `${NAME}` with the environment variable NAME: MCP clients start the proxy
+/// without a shell, but can set its environment, and not every client expands `${…}` in
+/// arguments itself. An unset variable is an error rather than an empty header.
+fn expand_env(value: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        let Ok(found) = std::env::var(name) else {
+            anyhow::bail!("--header: the environment variable `{name}` is not set");
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&found);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The config file's headers for `server`, through the daemon (the one reader of the
+/// config); none when the daemon cannot be reached (the first request will say so).
+async fn config_headers(socket: &std::path::Path, server: &str) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    let Ok(mut client) = Client::connect(socket).await else {
+        return Ok(headers);
+    };
+    let params = ServerHeadersParams {
+        server: server.to_string(),
+    };
+    let result: ServerHeadersResult = match client.call(SERVER_HEADERS, &params).await {
+        Ok(r) => r,
+        // An older daemon without the method: no configured headers.
+        Err(ClientError::Rpc(e)) if e.kind() == Some(ErrorKind::MethodNotFound) => {
+            return Ok(headers);
+        }
+        Err(e) => anyhow::bail!("cannot read the configured headers for {server}: {e}"),
+    };
+    for (name, value) in &result.headers {
+        insert_header(&mut headers, name, value)
+            .map_err(|why| anyhow::anyhow!("config file, headers of {server}: `{name}`: {why}"))?;
+    }
+    Ok(headers)
+}
+
 pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     check_transport(&socket, &args.server).await?;
+    let server_url = Url::parse(&args.server)
+        .map_err(|e| anyhow::anyhow!("`{}` is not a URL: {e}", args.server))?;
+    let cli_headers = parse_header_args(&args.headers)?;
+    let mut extra_headers = config_headers(&socket, &args.server).await?;
+    extra_headers.extend(cli_headers);
     // Proxies from HTTPS_PROXY / HTTP_PROXY / NO_PROXY, loopback always direct.
     let builder = outbound::configure(
         reqwest::Client::builder(),
@@ -147,6 +293,7 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy {
         http,
         server: args.server.clone(),
+        server_url,
         socket,
         args,
         daemon: tokio::sync::Mutex::new(None),
@@ -154,6 +301,10 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
         protocol_version: Mutex::new(None),
         dpop_nonce: Mutex::new(None),
         out,
+        extra_headers,
+        mode: Mutex::new(Mode::Undecided),
+        legacy_reader: Mutex::new(None),
+        legacy_requests: Mutex::new(Default::default()),
     });
 
     let mut in_flight = JoinSet::new();
@@ -177,6 +328,11 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
+        // The first message settles the transport; the rest may then go concurrently.
+        if proxy.mode() == Mode::Undecided {
+            proxy.forward(message).await;
+            continue;
+        }
         let p = proxy.clone();
         in_flight.spawn(async move { p.forward(message).await });
         while let Some(done) = in_flight.try_join_next() {
@@ -193,6 +349,16 @@ pub async fn run(socket: PathBuf, args: Args) -> anyhow::Result<()> {
     if let Some(l) = listener {
         l.abort();
     }
+    proxy.drain_legacy_answers().await;
+    let reader = proxy
+        .legacy_reader
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(r) = reader {
+        r.abort();
+        let _ = r.await;
+    }
     proxy.end_session().await;
     drop(proxy);
     let _ = writer.await;
@@ -205,6 +371,14 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn mode(&self) -> Mode {
+        self.mode.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
     }
 
     async fn emit(&self, message: &Value) {
@@ -222,7 +396,7 @@ impl Proxy {
 
     /// Sends one message and delivers what the server answers; a request that fails gets
     /// a JSON-RPC error, so the client is never left waiting.
-    async fn forward(&self, message: Value) {
+    async fn forward(self: &Arc<Self>, message: Value) {
         let id = message
             .get("method")
             .and(message.get("id"))
@@ -239,6 +413,31 @@ impl Proxy {
             .map(str::to_string);
         let body = message.to_string();
 
+        if self.mode() == Mode::Undecided
+            && matches!(
+                self.args.transport,
+                Transport::SseFirst | Transport::SseOnly
+            )
+        {
+            match self.open_legacy().await {
+                Ok(()) => {}
+                Err(LegacyError::Refused(status))
+                    if self.args.transport == Transport::SseFirst
+                        && matches!(status.as_u16(), 404 | 405) =>
+                {
+                    log(&format!(
+                        "{} refused the HTTP+SSE transport (HTTP {}); using Streamable HTTP",
+                        self.server,
+                        status.as_u16()
+                    ));
+                    self.set_mode(Mode::Streamable);
+                }
+                Err(e) => {
+                    let why = self.legacy_failure(e);
+                    return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
+                }
+            }
+        }
         let mut token = self.token().await;
         let mut challenged: Option<StatusCode> = None;
         let mut nonce_retried = false;
@@ -255,6 +454,27 @@ impl Proxy {
             if self.asks_for_nonce(&response, token.as_ref()) && !nonce_retried {
                 nonce_retried = true;
                 continue;
+            }
+            if self.mode() == Mode::Undecided {
+                if matches!(status.as_u16(), 404 | 405)
+                    && self.args.transport == Transport::HttpFirst
+                {
+                    log(&format!(
+                        "{} refused Streamable HTTP (HTTP {}); trying the HTTP+SSE transport",
+                        self.server,
+                        status.as_u16()
+                    ));
+                    if let Err(e) = self.open_legacy().await {
+                        let why = self.legacy_failure(e);
+                        return self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
+                    }
+                    token = self.token().await;
+                    challenged = None;
+                    continue;
+                }
+                if !matches!(status.as_u16(), 400 | 401 | 403) {
+                    self.set_mode(Mode::Streamable);
+                }
             }
             let may_challenge = matches!(status.as_u16(), 400 | 401 | 403);
             // One retry per kind of challenge: a 401 then a 403 is a login then a step-up;
@@ -307,13 +527,19 @@ impl Proxy {
         token: Option<&Token>,
         version: Option<&str>,
     ) -> reqwest::Result<reqwest::Response> {
+        let target = match self.mode() {
+            Mode::Legacy { endpoint } => endpoint,
+            _ => self.server_url.clone(),
+        };
         let request = self
             .http
-            .post(&self.server)
+            .post(target.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream")
             .body(body.to_string());
-        let request = self.common_headers(request, token, version, "POST").await;
+        let request = self
+            .common_headers(request, token, version, "POST", target.as_str())
+            .await;
         let response = request.send().await?;
         if let Some(nonce) = response
             .headers()
@@ -342,11 +568,13 @@ impl Proxy {
         token: Option<&Token>,
         version: Option<&str>,
         method: &str,
+        url: &str,
     ) -> reqwest::RequestBuilder {
+        request = request.headers(self.extra_headers.clone());
         match token {
             Some(t) if t.dpop => {
                 request = request.header(header::AUTHORIZATION, format!("DPoP {}", t.value));
-                if let Some(proof) = self.dpop_proof(method, &t.value).await {
+                if let Some(proof) = self.dpop_proof(method, url, &t.value).await {
                     request = request.header(DPOP_HEADER, proof);
                 }
             }
@@ -383,14 +611,17 @@ impl Proxy {
         {
             *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.to_string());
         }
+        if status.is_success() && matches!(self.mode(), Mode::Legacy { .. }) {
+            // HTTP+SSE: the answer comes on the event stream; the POST's body is a receipt.
+            if let Some(id) = id {
+                self.legacy_requests().0.insert(id.to_string());
+            }
+            return;
+        }
         if status == StatusCode::ACCEPTED {
             return;
         }
-        let is_sse = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let is_sse = is_event_stream(response.headers());
         if is_sse && status.is_success() {
             if let Err(why) = self.deliver_events(&mut response, is_initialize).await {
                 self.fail(id.as_ref(), DELIVERY_FAILED, &why).await;
@@ -408,7 +639,17 @@ impl Proxy {
         response: &mut reqwest::Response,
         is_initialize: bool,
     ) -> Result<(), String> {
-        let mut events = SseParser::default();
+        self.deliver_events_with(response, SseParser::default(), is_initialize)
+            .await
+    }
+
+    /// As [`Self::deliver_events`], going on with a parser that has read the start.
+    async fn deliver_events_with(
+        &self,
+        response: &mut reqwest::Response,
+        mut events: SseParser,
+        is_initialize: bool,
+    ) -> Result<(), String> {
         loop {
             match response.chunk().await {
                 Ok(Some(bytes)) => {
@@ -465,10 +706,162 @@ impl Proxy {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
             }
+            if let Some(id) = m.get("id").filter(|_| m.get("method").is_none()) {
+                self.legacy_requests().1.insert(id.to_string());
+            }
             self.emit(m).await;
             any = true;
         }
         any
+    }
+
+    fn legacy_requests(&self) -> std::sync::MutexGuard<'_, (HashSet<String>, HashSet<String>)> {
+        self.legacy_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (up to [`LEGACY_DRAIN`]) for the HTTP+SSE answers to requests the server has
+    /// taken: with that transport they arrive after the POST, and a client that closes
+    /// stdin right after its last request still wants the answer.
+    async fn drain_legacy_answers(&self) {
+        let until = tokio::time::Instant::now() + LEGACY_DRAIN;
+        loop {
+            let waiting = {
+                let requests = self.legacy_requests();
+                requests.0.difference(&requests.1).count()
+            };
+            if waiting == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= until {
+                log(&format!(
+                    "stdin closed; {waiting} answer(s) from {} did not come within {} s",
+                    self.server,
+                    LEGACY_DRAIN.as_secs()
+                ));
+                return;
+            }
+            // Polling: the reader task owns the stream, and this runs once, at exit.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens the HTTP+SSE transport: a GET for the event stream (through the daemon's
+    /// challenge on 401/403, as any request), whose first `endpoint` event names where
+    /// messages go; the stream is then read in the background for the answers.
+    async fn open_legacy(self: &Arc<Self>) -> Result<(), LegacyError> {
+        let mut token = self.token().await;
+        let mut challenged: Option<StatusCode> = None;
+        let mut response = loop {
+            let request = self
+                .http
+                .get(self.server_url.clone())
+                .header(header::ACCEPT, "text/event-stream");
+            let request = self
+                .common_headers(
+                    request,
+                    token.as_ref(),
+                    None,
+                    "GET",
+                    self.server_url.as_str(),
+                )
+                .await;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| LegacyError::Failed(format!("cannot reach {}: {e}", self.server)))?;
+            let status = response.status();
+            if matches!(status.as_u16(), 401 | 403) && challenged != Some(status) {
+                challenged = Some(status);
+                let www_authenticate = joined(response.headers(), header::WWW_AUTHENTICATE);
+                match self
+                    .challenge(
+                        status,
+                        www_authenticate,
+                        None,
+                        token.take().map(|t| t.value),
+                    )
+                    .await
+                {
+                    Ok(t) => token = Some(t),
+                    Err(e) => return Err(LegacyError::Failed(e.to_string())),
+                }
+                continue;
+            }
+            if !status.is_success() || !is_event_stream(response.headers()) {
+                return Err(LegacyError::Refused(status));
+            }
+            break response;
+        };
+        let mut events = SseParser::default();
+        let wait = Duration::from_secs(30);
+        let endpoint = tokio::time::timeout(wait, async {
+            loop {
+                let bytes = match response.chunk().await {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => {
+                        return Err("the event stream ended before its endpoint event".into());
+                    }
+                    Err(e) => return Err(format!("the event stream broke: {e}")),
+                };
+                let pushed = events.push_events(&bytes).map_err(|e| e.to_string())?;
+                for (event, data) in pushed {
+                    if event.as_deref() == Some("endpoint") {
+                        return Ok(data);
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("no endpoint event within {} s", wait.as_secs()))
+        .and_then(|r| r)
+        .map_err(|why| LegacyError::Failed(format!("{}: {why}", self.server)))?;
+        let endpoint = self.legacy_endpoint(endpoint.trim())?;
+        self.set_mode(Mode::Legacy { endpoint });
+        let p = self.clone();
+        let reader = tokio::spawn(async move {
+            let why = match p.deliver_events_with(&mut response, events, false).await {
+                Ok(()) => format!("{} closed the event stream", p.server),
+                Err(why) => why,
+            };
+            log(&format!(
+                "{why}; answers can no longer arrive, restart the proxy"
+            ));
+        });
+        *self.legacy_reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(reader);
+        Ok(())
+    }
+
+    /// Where the `endpoint` event says to POST, resolved against the server URL. Only on
+    /// the server's own origin: the token goes there.
+    fn legacy_endpoint(&self, given: &str) -> Result<Url, LegacyError> {
+        let url = self.server_url.join(given).map_err(|e| {
+            LegacyError::Failed(format!(
+                "{} named an endpoint that is not a URL ({}): {e}",
+                self.server,
+                printable(given, 200)
+            ))
+        })?;
+        if url.origin() != self.server_url.origin() {
+            return Err(LegacyError::Failed(format!(
+                "{} named an endpoint on another origin ({}); the token is not sent there",
+                self.server,
+                printable(url.as_str(), 200)
+            )));
+        }
+        Ok(url)
+    }
+
+    fn legacy_failure(&self, e: LegacyError) -> String {
+        match e {
+            LegacyError::Refused(status) => format!(
+                "{} refused the HTTP+SSE transport (GET answered HTTP {} without an event stream); try --transport http-only",
+                self.server,
+                status.as_u16()
+            ),
+            LegacyError::Failed(why) => why,
+        }
     }
 
     /// The server-initiated stream (GET), while the session lasts and the server offers it.
@@ -481,7 +874,7 @@ impl Proxy {
                 .get(&self.server)
                 .header(header::ACCEPT, "text/event-stream");
             let request = self
-                .common_headers(request, token.as_ref(), None, "GET")
+                .common_headers(request, token.as_ref(), None, "GET", &self.server)
                 .await;
             match request.send().await {
                 Ok(mut response) if response.status().is_success() => {
@@ -511,6 +904,7 @@ impl Proxy {
                 token.as_ref(),
                 None,
                 "DELETE",
+                &self.server,
             )
             .await;
         if let Err(e) = request.timeout(Duration::from_secs(5)).send().await {
@@ -524,6 +918,7 @@ impl Proxy {
         let mut daemon = self.daemon.lock().await;
         let params = TokenGetParams {
             server: self.server.clone(),
+            account: self.args.account.clone(),
             ..Default::default()
         };
         // A kept connection may have been closed meanwhile (the daemon closes connections
@@ -580,6 +975,8 @@ impl Proxy {
             interactive: Some(!self.args.no_login),
             open_browser: Some(!self.args.no_browser),
             timeout_secs: self.args.login_timeout,
+            account: self.args.account.clone(),
+            redirect_uri: self.args.callback.redirect_uri(),
         };
         let token: TokenGetResult = client
             .call_with_notifications(TOKEN_CHALLENGE, &params, |n| {
@@ -599,7 +996,7 @@ impl Proxy {
 
     /// A DPoP proof for one request, signed by the daemon (the key never comes here);
     /// `None` when the daemon cannot sign, so the server's answer says what is wrong.
-    async fn dpop_proof(&self, method: &str, token: &str) -> Option<String> {
+    async fn dpop_proof(&self, method: &str, url: &str, token: &str) -> Option<String> {
         let nonce = self
             .dpop_nonce
             .lock()
@@ -608,10 +1005,11 @@ impl Proxy {
         let params = DpopProofParams {
             server: self.server.clone(),
             method: method.to_string(),
-            url: self.server.clone(),
+            url: url.to_string(),
             access_token: Some(token.to_string()),
             ath: None,
             nonce,
+            account: self.args.account.clone(),
         };
         let mut daemon = self.daemon.lock().await;
         if daemon.is_none() {
@@ -657,7 +1055,18 @@ impl std::fmt::Display for EventTooLong {
 }
 
 impl SseParser {
+    /// The `data` of the JSON-RPC messages (event type `message` or none) completed by `bytes`.
     fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, EventTooLong> {
+        Ok(self
+            .push_events(bytes)?
+            .into_iter()
+            .filter(|(event, _)| event.as_deref().is_none_or(|e| e == "message"))
+            .map(|(_, data)| data)
+            .collect())
+    }
+
+    /// Every event completed by `bytes`, as (event type, data).
+    fn push_events(&mut self, bytes: &[u8]) -> Result<Vec<(Option<String>, String)>, EventTooLong> {
         self.buffer.extend_from_slice(bytes);
         let mut out = Vec::new();
         loop {
@@ -677,8 +1086,8 @@ impl SseParser {
                 let data = std::mem::take(&mut self.data);
                 self.data_bytes = 0;
                 let event = self.event.take();
-                if !data.is_empty() && event.as_deref().is_none_or(|e| e == "message") {
-                    out.push(data.join("\n"));
+                if !data.is_empty() {
+                    out.push((event, data.join("\n")));
                 }
                 continue;
             }
@@ -699,6 +1108,13 @@ impl SseParser {
             }
         }
     }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
 }
 
 fn joined(headers: &header::HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -834,6 +1250,19 @@ mod tests {
             assert_eq!(p.push(line.as_bytes()).unwrap().len(), 0);
             assert_eq!(p.push(b"\n").unwrap().len(), 1);
         }
+    }
+
+    #[test]
+    fn header_values_expand_environment_variables() {
+        // SAFETY: no other thread of this test reads or writes the environment.
+        unsafe { std::env::set_var("MCP_AUTH_PROXY_TEST_VAR", "v1") };
+        assert_eq!(
+            expand_env("a ${MCP_AUTH_PROXY_TEST_VAR}-${MCP_AUTH_PROXY_TEST_VAR} $x ${").unwrap(),
+            "a v1-v1 $x ${"
+        );
+        assert!(expand_env("${MCP_AUTH_PROXY_TEST_UNSET}").is_err());
+        let h = parse_header_args(&["X-A:  b: c ".into()]).unwrap();
+        assert_eq!(h["x-a"], "b: c");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Args {
     /// tokens the server issues]
     #[arg(long)]
     pub min_valid: Option<u64>,
+    /// The account of the server whose token to use [default: the default account]
+    #[arg(long, value_name = "NAME", value_parser = crate::account_arg)]
+    pub account: Option<String>,
 }
 
 pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), ClientError> {
@@ -56,6 +59,7 @@ async fn get(client: &mut Client, args: Args) -> Result<TokenGetResult, ClientEr
         server: args.server,
         scopes: crate::scope_args(&args.scopes),
         min_valid_secs: args.min_valid,
+        account: args.account,
     };
     // With `confirm_clients`, the daemon may ask the user first: say what is waited for.
     let token = client

@@ -41,7 +41,10 @@ pub struct Broker {
     pub socket: String,
     started: Instant,
     slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
-    pub(crate) logins: Mutex<HashMap<String, watch::Receiver<LoginProgress>>>,
+    /// By (server URL, account name): one login per account of a server at a time.
+    pub(crate) logins: Mutex<HashMap<(String, String), watch::Receiver<LoginProgress>>>,
+    /// `manual` logins waiting for a pasted authorization response, by server URL.
+    pub(crate) pastes: Mutex<HashMap<String, crate::loopback::Inbox>>,
     pub(crate) step_ups: StepUpLimiter,
     /// Wakes the background refresh when a grant gets a new token (a login).
     pub(crate) schedule_changed: tokio::sync::Notify,
@@ -254,6 +257,7 @@ impl Broker {
             started: Instant::now(),
             slots: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
+            pastes: Mutex::new(HashMap::new()),
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
             refreshes: RefreshGate::default(),
@@ -398,11 +402,13 @@ impl Broker {
             mcp_authd_ipc::text::check_scope(scope)
                 .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
         }
-        let Some(grant) = self.db.find_grant_as(&p.server, &key).await? else {
+        let account = p.account.as_deref();
+        let Some(grant) = self.db.find_grant_as(&p.server, &key, account).await? else {
+            let why = self.not_logged_in(&key, account).await?;
             return Err(RpcError::authorization_required(
                 &key,
                 p.scopes.as_deref().unwrap_or(&[]),
-                "not logged in to this server",
+                &why,
             ));
         };
         if grant.server_url != key && grant.server_url.starts_with("http://") {
@@ -466,7 +472,9 @@ impl Broker {
         let min_valid =
             p.min_valid_secs
                 .unwrap_or(mcp_authd_ipc::methods::DEFAULT_MIN_VALID_SECS) as i64;
-        let grant = self.db.remembered_grant(&p.server)??;
+        let grant = self
+            .db
+            .remembered_grant(&p.server, p.account.as_deref())??;
         if grant.state != STATE_ACTIVE {
             return None;
         }
@@ -917,6 +925,7 @@ impl Broker {
                 metadata: metadata.as_ref(),
                 config: config.server(&g.server_url, Some(&g.issuer)),
                 access_expires_at: access.as_ref().map(|a| a.expires_at),
+                account_name: g.account_name(),
             }))
         };
         Ok(GrantInfo {
@@ -940,19 +949,74 @@ impl Broker {
             account: g.account.clone(),
             no_refresh_token,
             grant_type: g.grant_type.clone(),
+            account_name: g.account_name().map(str::to_string),
         })
     }
 
-    pub async fn find_grant(&self, grant: &str) -> Result<GrantRow, RpcError> {
-        self.db
-            .find_grant_as(grant, &lookup_key(grant))
+    /// A grant by id, or the grant of `account` (none: the default account) for a server
+    /// URL or resource.
+    pub async fn find_grant(
+        &self,
+        grant: &str,
+        account: Option<&str>,
+    ) -> Result<GrantRow, RpcError> {
+        let key = lookup_key(grant);
+        match self.db.find_grant_as(grant, &key, account).await? {
+            Some(row) => Ok(row),
+            None => Err(RpcError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no grant for `{}`{}; see the grants with: mcp-auth list",
+                    crate::oauth::printable(grant, 300),
+                    self.other_accounts(&key, account).await?
+                ),
+            )),
+        }
+    }
+
+    /// Why `token.get` found no grant: not logged in at all, or not with this account —
+    /// then the accounts that are logged in, and how to use one.
+    async fn not_logged_in(&self, server: &str, account: Option<&str>) -> Result<String, RpcError> {
+        let others = self.other_accounts(server, account).await?;
+        Ok(match account {
+            Some(name) => format!("not logged in to this server as account `{name}`{others}"),
+            None if others.is_empty() => "not logged in to this server".into(),
+            None => format!(
+                "not logged in to this server without --account (the default account){others}"
+            ),
+        })
+    }
+
+    /// ` (logged in here as: work, personal; …)` when the server
+    /// has grants of accounts other than `account`, else nothing.
+    async fn other_accounts(
+        &self,
+        server: &str,
+        account: Option<&str>,
+    ) -> Result<String, RpcError> {
+        let wanted = account.unwrap_or("");
+        let names: Vec<String> = self
+            .db
+            .accounts_of_server(server)
             .await?
-            .ok_or_else(|| {
-                RpcError::new(
-                    ErrorKind::NotFound,
-                    format!("no grant for `{grant}`; see the grants with: mcp-auth list"),
-                )
+            .into_iter()
+            .filter(|a| a != wanted)
+            .map(|a| {
+                if a.is_empty() {
+                    "the default account (without --account)".to_string()
+                } else {
+                    a
+                }
             })
+            .collect();
+        Ok(if names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (logged in here as: {}; choose with --account NAME, or `account` in the request)",
+                names.join(", ")
+            )
+        })
     }
 
     /// Removes a grant's secrets, row and memory, under its refresh lock. Its refresh token
@@ -1019,6 +1083,7 @@ pub fn new_grant_row(
     resource: &str,
     issuer: &str,
     registration_id: &str,
+    account_name: &str,
 ) -> GrantRow {
     let now = now();
     GrantRow {
@@ -1038,6 +1103,8 @@ pub fn new_grant_row(
         last_refresh_at: None,
         account: None,
         grant_type: crate::config::GrantKind::AuthorizationCode.as_str().into(),
+        account_name: account_name.into(),
+        login_hint: None,
     }
 }
 

@@ -87,9 +87,10 @@ pub async fn handle(
             RpcError::new(ErrorKind::ServerError, e.to_string()).with_server(&server)
         })?;
     }
+    let account = p.account.clone().unwrap_or_default();
     let grant = broker
         .db
-        .grants_of_server(&server)
+        .grants_of_server(&server, &account)
         .await?
         .into_iter()
         .next();
@@ -211,7 +212,9 @@ async fn on_forbidden(
         printable(&scopes.join(" "), MAX_QUOTED_CHARS)
     );
     if p.interactive.unwrap_or(false)
-        && let Err(refused) = broker.step_ups.admit(server, &scopes)
+        && let Err(refused) = broker
+            .step_ups
+            .admit(&step_up_key(server, p.account.as_deref()), &scopes)
     {
         tracing::warn!(server = %server, "not stepping up again: {refused}");
         return Err(RpcError::new(
@@ -246,14 +249,28 @@ async fn login_or_explain(
         scopes: (!scopes.is_empty()).then_some(scopes),
         open_browser: p.open_browser,
         timeout_secs: p.timeout_secs,
+        flow: None,
+        account: p.account.clone(),
+        login_hint: None,
+        redirect_uri: p.redirect_uri.clone(),
     };
     crate::login::login(broker, params, challenge, on_pending).await?;
     broker
         .token_get(TokenGetParams {
             server: server.to_string(),
+            account: p.account.clone(),
             ..Default::default()
         })
         .await
+}
+
+/// Step-ups are counted per account of a server: one account's refusals do not use up
+/// another's.
+fn step_up_key(server: &str, account: Option<&str>) -> String {
+    match account {
+        None => server.to_string(),
+        Some(account) => format!("{server} {account}"),
+    }
 }
 
 /// The authorization server the resource moved to, when its metadata no longer lists the

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::oauth::registration::ClientMetadata;
 use crate::secret::Secret;
 
 /// Environment variable that moves every file of the daemon (data, config) under one dir.
@@ -175,6 +176,14 @@ pub struct ServerConfig {
     /// a login uses DPoP when the authorization server lists ES256 in
     /// `dpop_signing_alg_values_supported`. Read at login; a grant keeps what it got.
     pub dpop: Option<bool>,
+    /// Extra HTTP headers `mcp-auth proxy` sends to this MCP server with every request
+    /// (`headers = { "X-Team" = "a" }`); values are literal. `Authorization` is the
+    /// daemon's and cannot be set.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// What dynamic client registration says about the client instead of mcp-authd's
+    /// defaults (`client_name`, `client_uri`, `logo_uri`, …).
+    pub client_metadata: Option<ClientMetadata>,
     /// Identity-provider quirks; each is off by default.
     #[serde(flatten)]
     pub quirks: Quirks,
@@ -261,6 +270,26 @@ pub struct EnterpriseConfig {
     /// The IdP's issuer, for the daemon's own OpenID login there (authorization code +
     /// PKCE in the browser, scope `openid`), shared by every server naming that issuer.
     pub idp_issuer: Option<String>,
+}
+
+/// Why a configured header cannot be sent: the name is not an HTTP token, the value holds
+/// a line break or control character, or the name is one the daemon or the transport owns.
+pub fn header_problem(name: &str, value: &str) -> Option<String> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
+        return Some(format!("`{name}` is not a valid HTTP header name"));
+    };
+    if parsed == reqwest::header::AUTHORIZATION {
+        return Some(format!(
+            "`{name}` cannot be set: mcp-authd sends the Authorization header itself"
+        ));
+    }
+    if HeaderValue::from_str(value).is_err() {
+        return Some(format!(
+            "the value of `{name}` holds a line break or a control character"
+        ));
+    }
+    None
 }
 
 /// Ways real identity providers depart from the MCP authorization spec, per server.
@@ -363,6 +392,11 @@ impl Config {
         for (server, cfg) in &self.servers {
             cfg.check_grant()
                 .map_err(|e| format!("[servers.\"{server}\"] {e}"))?;
+            for (name, value) in &cfg.headers {
+                if let Some(why) = header_problem(name, value) {
+                    return Err(format!("[servers.\"{server}\"] headers: {why}"));
+                }
+            }
         }
         if self.confirm_timeout_secs == 0 || self.confirm_timeout_secs > 3600 {
             return Err(format!(
@@ -582,6 +616,48 @@ mod tests {
             Some(&["a".to_string(), "b".to_string()][..])
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn headers_and_client_metadata_are_checked() {
+        let load = |text: &str| -> Result<Config, String> {
+            let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+            c.check().map(|()| c)
+        };
+        let c = load(
+            r#"
+            [servers."https://mcp.example.com/mcp"]
+            headers = { "X-Team" = "a" }
+            client_metadata = { client_name = "n", client_uri = "https://n.example" }
+            "#,
+        )
+        .unwrap();
+        let s = c.server("https://mcp.example.com/mcp", None).unwrap();
+        assert_eq!(s.headers["X-Team"], "a");
+        assert_eq!(
+            s.client_metadata.as_ref().unwrap().client_name.as_deref(),
+            Some("n")
+        );
+        for (bad, says) in [
+            (
+                r#"headers = { "authorization" = "Bearer k3y" }"#,
+                "Authorization header itself",
+            ),
+            (
+                r#"headers = { "X Bad" = "v" }"#,
+                "not a valid HTTP header name",
+            ),
+            (r#"headers = { "X-Ok" = "line\nbreak k3y" }"#, "line break"),
+        ] {
+            let e = load(&format!("[servers.\"https://m.example/mcp\"]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("k3y"), "values are not echoed: {e}");
+        }
+        let e = load(
+            "[servers.\"https://m.example/mcp\"]\nclient_metadata = { redirect_uris = [\"x\"] }\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("redirect_uris"), "{e}");
     }
 
     #[test]

@@ -5,29 +5,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_authd_ipc::methods::{GrantInfo, LoginParams, LoginPending};
+use mcp_authd_ipc::methods::{GrantInfo, LoginFlow, LoginParams, LoginPending};
 use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, shell_command};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 use tokio::sync::watch;
 use url::Url;
 
 use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
-use crate::config::{GrantKind, ServerConfig};
-use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
+use crate::config::{GrantKind, Quirks, ServerConfig};
+use crate::loopback::{Inbox, LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
-use crate::oauth::discovery::{AsMetadata, Discovery, discover, normalize_server_url};
+use crate::oauth::device::{self, Poll};
+use crate::oauth::discovery::{Discovery, ResourceMetadata, discover, normalize_server_url};
 use crate::oauth::dpop::{self, DpopKey};
 use crate::oauth::http::UrlPolicy;
 use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
-use crate::oauth::registration::{AuthMethod, ClientCredentials, register};
+use crate::oauth::registration::{AuthMethod, ClientCredentials, ClientMetadata, register};
 use crate::oauth::token::{DpopSigner, now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::STATE_ACTIVE;
 use crate::store::{RegistrationRow, keys, new_id};
 
 const CALLBACK_PATH: &str = "/callback";
+/// Longest `login_hint` sent (an email or user name; anything longer is a mistake).
+const MAX_LOGIN_HINT_LEN: usize = 256;
 const KIND_METADATA_DOCUMENT: &str = "metadata-document";
 
 /// Runs (or joins) the login for `p.server`; `on_pending` gets the authorization URL as
@@ -46,13 +49,18 @@ pub async fn login(
     if let Some(scopes) = &p.scopes {
         check_requested_scopes(scopes)?;
     }
+    if let Some(hint) = &p.login_hint {
+        check_login_hint(hint).map_err(|why| RpcError::new(ErrorKind::InvalidParams, why))?;
+    }
+    // One login per account of a server: a second account's login runs beside it.
+    let key = (server_url.clone(), p.account.clone().unwrap_or_default());
     let mut progress = {
         let mut logins = broker.logins.lock().unwrap_or_else(|e| e.into_inner());
-        match logins.get(&server_url) {
+        match logins.get(&key) {
             Some(rx) if !matches!(*rx.borrow(), LoginProgress::Done(_)) => rx.clone(),
             _ => {
                 let (tx, rx) = watch::channel(LoginProgress::Starting);
-                logins.insert(server_url.clone(), rx.clone());
+                logins.insert(key.clone(), rx.clone());
                 let (broker, server_url) = (broker.clone(), server_url.clone());
                 tokio::spawn(async move {
                     let result = run(&broker, &server_url, p, challenge, &tx).await;
@@ -64,7 +72,7 @@ pub async fn login(
                         .logins
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&server_url);
+                        .remove(&key);
                 });
                 rx
             }
@@ -129,6 +137,16 @@ async fn run(
     {
         return machine_login(broker, server_url, &discovery, cfg, scopes, &p, progress).await;
     }
+    let account_name = p.account.clone().unwrap_or_default();
+    let login_hint = match p.login_hint.clone() {
+        Some(hint) => Some(hint),
+        None => broker
+            .db
+            .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
+            .await?
+            .and_then(|g| g.login_hint)
+            .or_else(|| p.account.as_deref().and_then(hint_of_account)),
+    };
 
     let client_cfg = broker
         .config()
@@ -136,8 +154,25 @@ async fn run(
         .map_err(|why| login_failed(server_url, &why))?
         .cloned();
     let state = random_token();
-    let (registration, credentials, redirect) =
-        client_for(broker, &policy, &discovery, client_cfg.as_ref(), &state).await?;
+    // A fixed redirect URI (the caller's, else the config's) for authorization servers
+    // that accept only the one registered with them: used as given or the login fails.
+    let fixed_redirect = p
+        .redirect_uri
+        .clone()
+        .or_else(|| server_cfg.as_ref().and_then(|c| c.redirect_uri.clone()));
+    let overrides = server_cfg.as_ref().and_then(|c| c.client_metadata.as_ref());
+    let (registration, credentials, redirect) = client_for(
+        broker,
+        &policy,
+        &discovery,
+        client_cfg.as_ref(),
+        Fixed {
+            redirect_uri: fixed_redirect.as_deref(),
+            client_metadata: overrides,
+        },
+        &state,
+    )
+    .await?;
     let quirks = server_cfg
         .as_ref()
         .map(|c| c.quirks.clone())
@@ -148,38 +183,63 @@ async fn run(
         && metadata.wants_prompt_consent()
         && server_cfg.as_ref().is_none_or(ServerConfig::prompt_consent)
         && !quirks.authorization_params.contains_key("prompt");
+    // The account's login hint goes with the authorization request's own parameters.
+    let quirks = with_login_hint(&quirks, login_hint.as_deref());
+    let timeout = p
+        .timeout_secs
+        .unwrap_or(broker.config().login_timeout_secs)
+        .max(1);
     // A new key per login: the grant's tokens are bound to it (RFC 9449).
     let dpop_key = server_cfg
         .as_ref()
         .and_then(|c| c.dpop)
         .unwrap_or_else(|| dpop::offered(metadata.dpop_signing_alg_values_supported.as_deref()))
         .then(DpopKey::generate);
-    let tokens = authorize_in_browser(
+    let consent = Consent {
         broker,
-        &Authorization {
-            server_url,
-            policy: &policy,
-            metadata,
-            resource: (!quirks.omit_resource).then_some(discovery.resource.as_str()),
-            scopes: &scopes,
-            authorization_params: &quirks.authorization_params,
-            prompt_consent,
-            // One client id at several authorization servers (a Client ID Metadata
-            // Document) has one redirect path for all of them: only `iss` tells whose
-            // response this is.
-            iss_required: registration.kind == KIND_METADATA_DOCUMENT,
-            dpop: dpop_key.as_ref().map(|key| DpopSigner {
-                key,
-                nonces: &broker.dpop_nonces,
-            }),
-        },
-        &credentials,
-        redirect,
-        &state,
-        &p,
+        policy: &policy,
+        // One client id at several authorization servers (a Client ID Metadata Document)
+        // has one redirect path for all of them: only `iss` tells whose response this is.
+        iss_required: registration.kind == KIND_METADATA_DOCUMENT,
+        prompt_consent,
+        discovery: &discovery,
+        credentials: &credentials,
+        scopes: &scopes,
+        quirks: &quirks,
+        timeout,
         progress,
-    )
-    .await?;
+        account: p.account.clone(),
+        dpop: dpop_key.as_ref().map(|key| DpopSigner {
+            key,
+            nonces: &broker.dpop_nonces,
+        }),
+    };
+    let tokens = match choose_flow(p.flow, &discovery) {
+        Chosen::Device => {
+            // The registration is shared with the browser flow; its listener is not needed.
+            drop(redirect);
+            consent.device().await?
+        }
+        Chosen::NoDevice => {
+            return Err(login_failed(
+                server_url,
+                &format!(
+                    "{} offers no device login (its metadata has no device_authorization_endpoint); log in with `{}` instead",
+                    metadata.issuer,
+                    again_command(server_url, " --manual")
+                ),
+            ));
+        }
+        Chosen::Code {
+            manual,
+            open_browser,
+        } => {
+            let open_browser = open_browser && !manual && p.open_browser.unwrap_or(true);
+            consent
+                .authorization_code(redirect, &state, manual, open_browser)
+                .await?
+        }
+    };
 
     save_grant(
         broker,
@@ -191,132 +251,11 @@ async fn run(
             tokens,
             dpop_key,
             scopes,
+            account_name,
+            login_hint,
         },
     )
     .await
-}
-
-/// What a browser authorization asks for, and of whom.
-pub(crate) struct Authorization<'a> {
-    /// For messages, progress and the next command to run.
-    pub server_url: &'a str,
-    /// The transport policy every endpoint of this login is checked against.
-    pub policy: &'a UrlPolicy,
-    pub metadata: &'a AsMetadata,
-    /// The RFC 8707 resource; `None` to send none.
-    pub resource: Option<&'a str>,
-    pub scopes: &'a [String],
-    pub authorization_params: &'a std::collections::BTreeMap<String, String>,
-    /// Add `prompt=consent` (see [`AsMetadata::wants_prompt_consent`]).
-    pub prompt_consent: bool,
-    /// Refuse an answer without `iss` even from a server that does not promise RFC 9207.
-    pub iss_required: bool,
-    /// The grant's DPoP key, when its tokens are to be bound to one (RFC 9449).
-    pub dpop: Option<DpopSigner<'a>>,
-}
-
-/// Authorization code + PKCE in the browser, the answer at the loopback `redirect`
-/// (`state` and `iss` checked), the code redeemed: the tokens.
-async fn authorize_in_browser(
-    broker: &Arc<Broker>,
-    a: &Authorization<'_>,
-    credentials: &ClientCredentials,
-    redirect: LoopbackRedirect,
-    state: &Secret,
-    p: &LoginParams,
-    progress: &watch::Sender<LoginProgress>,
-) -> Result<crate::oauth::token::Tokens, RpcError> {
-    let server_url = a.server_url;
-    let pkce = Pkce::new();
-    let authorization_url = authorization_url(
-        a,
-        &credentials.client_id,
-        &redirect.redirect_uri,
-        state,
-        &pkce,
-    )?;
-
-    let timeout = p
-        .timeout_secs
-        .unwrap_or(broker.config().login_timeout_secs)
-        .max(1);
-    let browser_opened = if p.open_browser.unwrap_or(true) {
-        crate::browser::open(&authorization_url).await
-    } else {
-        false
-    };
-    tracing::info!(server = %server_url, browser_opened, "waiting up to {timeout} s for the browser login");
-    let _ = progress.send(LoginProgress::Pending(LoginPending {
-        server: server_url.to_string(),
-        authorization_url: authorization_url.clone(),
-        timeout_secs: timeout,
-        browser_opened,
-    }));
-
-    let redirect_uri = redirect.redirect_uri.clone();
-    let response = redirect
-        .wait(Duration::from_secs(timeout))
-        .await
-        .map_err(|e| match e {
-            LoopbackError::Timeout(_) => RpcError::new(
-                ErrorKind::LoginTimeout,
-                format!(
-                    "{e}; run again with more time: {}",
-                    shell_command(&[
-                        "mcp-auth",
-                        "login",
-                        server_url,
-                        "--timeout",
-                        &timeout.saturating_mul(2).max(600).to_string(),
-                    ])
-                ),
-            )
-            .with_server(server_url),
-            other => RpcError::new(ErrorKind::Internal, other.to_string()),
-        })?;
-    check_issuer(a.metadata, response.iss.as_deref(), a.iss_required)
-        .map_err(|why| login_failed(server_url, &why))?;
-    if let Some(error) = &response.error {
-        let description = response
-            .error_description
-            .as_deref()
-            .map(|d| format!(" ({})", crate::oauth::printable(d, 200)))
-            .unwrap_or_default();
-        return Err(login_failed(
-            server_url,
-            &format!(
-                "the authorization server refused: {}{description}",
-                crate::oauth::printable(error, 64)
-            ),
-        ));
-    }
-    let code = response
-        .code
-        .ok_or_else(|| login_failed(server_url, "the authorization response carried no code"))?;
-
-    let mut form = vec![
-        ("grant_type", "authorization_code".to_string()),
-        ("code", code.expose().to_string()),
-        ("redirect_uri", redirect_uri),
-        ("code_verifier", pkce.verifier.expose().to_string()),
-    ];
-    if let Some(resource) = a.resource {
-        form.push(("resource", resource.to_string()));
-    }
-    request_tokens(
-        &broker.http,
-        a.policy,
-        &a.metadata.issuer,
-        &a.metadata.token_endpoint,
-        credentials,
-        form,
-        a.dpop,
-    )
-    .await
-    .map_err(|e| match e {
-        OAuthError::TokenError(_) => login_failed(server_url, &e.to_string()),
-        other => server_error(server_url, "cannot redeem the authorization code", &other),
-    })
 }
 
 /// A server configured with a grant that needs no browser: the grant, run once now (and
@@ -385,6 +324,8 @@ async fn machine_login(
             // Grants without a browser are granted again, as bearer grants.
             dpop_key: None,
             scopes,
+            account_name: p.account.clone().unwrap_or_default(),
+            login_hint: None,
         },
     )
     .await
@@ -407,6 +348,7 @@ async fn idp_login(
         )
     })?;
     let policy = broker.url_policy(server_url);
+    // Its endpoints pass the transport policy here, as at discovery.
     let metadata = crate::oauth::discovery::fetch_as_metadata(&broker.http, &policy, issuer, false)
         .await
         .map_err(|e| discovery_error(server_url, e))?;
@@ -423,27 +365,48 @@ async fn idp_login(
     if metadata.supports_scope("offline_access") {
         scopes.push("offline_access".into());
     }
-    let tokens = authorize_in_browser(
-        broker,
-        &Authorization {
-            server_url,
-            policy: &policy,
-            metadata: &metadata,
-            resource: None,
-            scopes: &scopes,
-            authorization_params: &Default::default(),
-            prompt_consent: scopes.iter().any(|s| s == "offline_access")
-                && metadata.wants_prompt_consent(),
-            iss_required: false,
-            dpop: None,
+    let prompt_consent =
+        scopes.iter().any(|s| s == "offline_access") && metadata.wants_prompt_consent();
+    // The IdP is not an MCP server's authorization server: no resource, no PRM.
+    let discovery = Discovery {
+        server_url: server_url.to_string(),
+        resource: String::new(),
+        resource_metadata: ResourceMetadata {
+            resource: String::new(),
+            authorization_servers: Vec::new(),
+            scopes_supported: None,
         },
-        &crate::machine::idp_client(enterprise),
-        redirect,
-        &state,
-        p,
+        challenge: None,
+        metadata,
+        legacy: false,
+    };
+    let quirks = Quirks {
+        omit_resource: true,
+        ..Quirks::default()
+    };
+    let credentials = crate::machine::idp_client(enterprise);
+    let timeout = p
+        .timeout_secs
+        .unwrap_or(broker.config().login_timeout_secs)
+        .max(1);
+    let consent = Consent {
+        broker,
+        policy: &policy,
+        iss_required: false,
+        prompt_consent,
+        discovery: &discovery,
+        credentials: &credentials,
+        scopes: &scopes,
+        quirks: &quirks,
+        timeout,
         progress,
-    )
-    .await?;
+        account: p.account.clone(),
+        dpop: None,
+    };
+    let open_browser = p.open_browser.unwrap_or(true);
+    let tokens = consent
+        .authorization_code(redirect, &state, false, open_browser)
+        .await?;
     crate::machine::store_idp_tokens(broker, issuer, &tokens)
         .await
         .map_err(|e| login_failed(server_url, &e.to_string()))?;
@@ -459,6 +422,9 @@ struct Obtained {
     dpop_key: Option<DpopKey>,
     /// The scopes asked for (the tokens' own, when the server said, win).
     scopes: Vec<String>,
+    /// The account logged in to (empty: the default one) and the `login_hint` it sent.
+    account_name: String,
+    login_hint: Option<String>,
 }
 
 /// Stores what a login obtained: the grant row (new or replacing the last login's), its
@@ -475,11 +441,13 @@ async fn save_grant(
         tokens,
         dpop_key,
         scopes,
+        account_name,
+        login_hint,
     } = obtained;
     let metadata = &discovery.metadata;
     let existing = broker
         .db
-        .grant_by_key(&discovery.resource, &metadata.issuer)
+        .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
         .await?;
     let grant_id = existing
         .as_ref()
@@ -507,6 +475,7 @@ async fn save_grant(
             &discovery.resource,
             &metadata.issuer,
             &registration.id,
+            &account_name,
         )
     });
     row.server_url = server_url.to_string();
@@ -519,9 +488,15 @@ async fn save_grant(
     row.access_expires_at = Some(tokens.expires_at);
     // A new login may be another account: what this login's id_token says, or unknown.
     row.account = tokens.account.clone();
+    row.login_hint = login_hint;
     row.updated_at = now();
     broker.db.upsert_grant(&row).await?;
-    for old in broker.db.grants_of_server(server_url).await? {
+    // Only this account's: the other accounts of the server keep their grants.
+    for old in broker
+        .db
+        .grants_of_server(server_url, &account_name)
+        .await?
+    {
         if old.id != grant_id {
             tracing::info!(server = %server_url, grant = %old.id, issuer = %old.issuer, "the server moved to {}; forgetting the grant of its former authorization server", metadata.issuer);
             let lock = broker.lock_grant(&old.id).await;
@@ -529,8 +504,403 @@ async fn save_grant(
         }
     }
     broker.cache_access_token(&grant_id, AccessToken::from_tokens(&tokens));
-    tracing::info!(server = %server_url, grant = %grant_id, "logged in");
+    tracing::info!(server = %server_url, grant = %grant_id, account = %account_name, "logged in");
     broker.grant_info(&row).await
+}
+
+/// Which way `login` asks for consent, once the authorization server's metadata is known.
+enum Chosen {
+    Device,
+    /// `device` asked for, and the server offers none.
+    NoDevice,
+    /// Authorization code + PKCE; `manual` takes a pasted response too.
+    Code {
+        manual: bool,
+        open_browser: bool,
+    },
+}
+
+fn choose_flow(flow: Option<LoginFlow>, d: &Discovery) -> Chosen {
+    let device = d.metadata.device_authorization_endpoint.is_some();
+    match flow.unwrap_or_default() {
+        LoginFlow::Browser => Chosen::Code {
+            manual: false,
+            open_browser: true,
+        },
+        LoginFlow::Manual => Chosen::Code {
+            manual: true,
+            open_browser: false,
+        },
+        LoginFlow::Device if device => Chosen::Device,
+        LoginFlow::Device => Chosen::NoDevice,
+        LoginFlow::DeviceIfSupported if device => Chosen::Device,
+        // No display to open a browser on: show the URL only.
+        LoginFlow::DeviceIfSupported => Chosen::Code {
+            manual: false,
+            open_browser: false,
+        },
+    }
+}
+
+/// Everything a consent flow needs to end in tokens for the chosen client.
+struct Consent<'a> {
+    broker: &'a Arc<Broker>,
+    policy: &'a UrlPolicy,
+    /// The authorization response must carry `iss` (see [`check_issuer`]).
+    iss_required: bool,
+    /// Add `prompt=consent` (see [`AuthorizationRequest::prompt_consent`]).
+    prompt_consent: bool,
+    discovery: &'a Discovery,
+    credentials: &'a ClientCredentials,
+    scopes: &'a [String],
+    quirks: &'a Quirks,
+    timeout: u64,
+    progress: &'a watch::Sender<LoginProgress>,
+    /// The account being logged in to, for `login.pending` (absent: the default one).
+    account: Option<String>,
+    /// The grant's DPoP key, when its tokens are to be bound to one (RFC 9449).
+    dpop: Option<DpopSigner<'a>>,
+}
+
+impl Consent<'_> {
+    /// Authorization code + PKCE: the browser brings the response to the loopback
+    /// redirect, or (`manual`) the user pastes it (`login.paste`); both go through the
+    /// listener's state check, then the same `iss` check and code exchange.
+    async fn authorization_code(
+        &self,
+        redirect: LoopbackRedirect,
+        state: &Secret,
+        manual: bool,
+        open_browser: bool,
+    ) -> Result<crate::oauth::token::Tokens, RpcError> {
+        let (d, server_url, timeout) = (
+            self.discovery,
+            self.discovery.server_url.as_str(),
+            self.timeout,
+        );
+        let pkce = Pkce::new();
+        let authorization_url = authorization_url(
+            d,
+            AuthorizationRequest {
+                client_id: &self.credentials.client_id,
+                redirect_uri: &redirect.redirect_uri,
+                state,
+                pkce: &pkce,
+                scopes: self.scopes,
+                prompt_consent: self.prompt_consent,
+            },
+            self.quirks,
+        )?;
+        let browser_opened = if open_browser {
+            crate::browser::open(&authorization_url).await
+        } else {
+            false
+        };
+        let _paste = manual.then(|| {
+            let iss_promised = d
+                .metadata
+                .authorization_response_iss_parameter_supported
+                .unwrap_or(false);
+            PasteSlot::open(self.broker, server_url, redirect.inbox(iss_promised))
+        });
+        tracing::info!(server = %server_url, browser_opened, manual, "waiting up to {timeout} s for the browser login");
+        let _ = self.progress.send(LoginProgress::Pending(LoginPending {
+            server: server_url.to_string(),
+            authorization_url: authorization_url.clone(),
+            timeout_secs: timeout,
+            browser_opened,
+            flow: Some(if manual {
+                LoginFlow::Manual
+            } else {
+                LoginFlow::Browser
+            }),
+            user_code: None,
+            verification_uri: None,
+            verification_uri_complete: None,
+            account: self.account.clone(),
+        }));
+
+        let redirect_uri = redirect.redirect_uri.clone();
+        let again = if manual { " --manual" } else { "" };
+        let response = redirect
+            .wait(Duration::from_secs(timeout))
+            .await
+            .map_err(|e| match e {
+                LoopbackError::Timeout(_) => RpcError::new(
+                    ErrorKind::LoginTimeout,
+                    format!(
+                        "{e}; run again with more time: {}",
+                        again_command(
+                            server_url,
+                            &format!("{again} --timeout {}", timeout.saturating_mul(2).max(600))
+                        )
+                    ),
+                )
+                .with_server(server_url),
+                other => RpcError::new(ErrorKind::Internal, other.to_string()),
+            })?;
+        let failed = |why: &str| login_failed_again(server_url, why, again);
+        check_issuer(d, response.iss.as_deref(), self.iss_required).map_err(|why| failed(&why))?;
+        if let Some(error) = &response.error {
+            let description = response
+                .error_description
+                .as_deref()
+                .map(|d| format!(" ({})", crate::oauth::printable(d, 200)))
+                .unwrap_or_default();
+            return Err(failed(&format!(
+                "the authorization server refused: {}{description}",
+                crate::oauth::printable(error, 64)
+            )));
+        }
+        let code = response
+            .code
+            .ok_or_else(|| failed("the authorization response carried no code"))?;
+
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.expose().to_string()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", pkce.verifier.expose().to_string()),
+        ];
+        if !self.quirks.omit_resource {
+            form.push(("resource", d.resource.clone()));
+        }
+        request_tokens(
+            &self.broker.http,
+            self.policy,
+            &d.metadata.issuer,
+            &d.metadata.token_endpoint,
+            self.credentials,
+            form,
+            self.dpop,
+        )
+        .await
+        .map_err(|e| match e {
+            OAuthError::TokenError(_) => failed(&e.to_string()),
+            other => server_error(server_url, "cannot redeem the authorization code", &other),
+        })
+    }
+
+    /// RFC 8628: a code for the user to enter on any device, then polling the token
+    /// endpoint at the server's pace until the user approved, denied, or time ran out.
+    async fn device(&self) -> Result<crate::oauth::token::Tokens, RpcError> {
+        let d = self.discovery;
+        let server_url = d.server_url.as_str();
+        let Some(endpoint) = d.metadata.device_authorization_endpoint.as_deref() else {
+            return Err(RpcError::new(
+                ErrorKind::Internal,
+                "no device authorization endpoint",
+            ));
+        };
+        // The resource indicator goes with both requests, as on the browser path.
+        let resource: Vec<(&'static str, String)> = if self.quirks.omit_resource {
+            Vec::new()
+        } else {
+            vec![("resource", d.resource.clone())]
+        };
+        let mut form = resource.clone();
+        if !self.scopes.is_empty() {
+            form.push(("scope", self.scopes.join(" ")));
+        }
+        // Extra authorization parameters (an `audience`, say) apply here too; `prompt`
+        // is about a browser page and has no meaning for a device login.
+        let extra: Vec<(String, String)> = self
+            .quirks
+            .authorization_params
+            .iter()
+            .filter(|(name, _)| name.as_str() != "prompt")
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let started = device::start(
+            &self.broker.http,
+            self.policy,
+            &d.metadata.issuer,
+            endpoint,
+            self.credentials,
+            form,
+            &extra,
+        )
+        .await
+        .map_err(|e| match e {
+            OAuthError::TokenError(_) => login_failed(
+                server_url,
+                &format!("the device authorization endpoint answered {e}"),
+            ),
+            other => server_error(server_url, "cannot start the device login", &other),
+        })?;
+        let deadline_secs = self.timeout.min(started.expires_in.as_secs().max(1));
+        tracing::info!(server = %server_url, interval = started.interval.as_secs(), "waiting up to {deadline_secs} s for the device login");
+        let _ = self.progress.send(LoginProgress::Pending(LoginPending {
+            server: server_url.to_string(),
+            authorization_url: started
+                .verification_uri_complete
+                .clone()
+                .unwrap_or_else(|| started.verification_uri.clone()),
+            timeout_secs: deadline_secs,
+            browser_opened: false,
+            flow: Some(LoginFlow::Device),
+            user_code: Some(started.user_code.clone()),
+            verification_uri: Some(started.verification_uri.clone()),
+            verification_uri_complete: started.verification_uri_complete.clone(),
+            account: self.account.clone(),
+        }));
+        // The code's own end (plus a little, so the server's `expired_token` is heard),
+        // or the login's timeout, whichever comes first.
+        let code_ends = started.expires_in + CODE_EXPIRY_GRACE;
+        let by_code = code_ends < Duration::from_secs(self.timeout);
+        let deadline = tokio::time::Instant::now()
+            + if by_code {
+                code_ends
+            } else {
+                Duration::from_secs(self.timeout)
+            };
+        let again = again_command(server_url, " --device");
+        let expired = |why: &str| {
+            RpcError::new(
+                ErrorKind::LoginTimeout,
+                format!(
+                    "the device code for {server_url} expired before the login was approved ({why}); run again for a new code: {again}"
+                ),
+            )
+            .with_server(server_url)
+        };
+        let mut interval = started.interval;
+        // Extra wait after a failed connection (RFC 8628 §3.5: back off exponentially).
+        let mut backoff = Duration::ZERO;
+        loop {
+            let wait = interval + backoff;
+            if tokio::time::Instant::now() + wait > deadline {
+                if by_code {
+                    return Err(expired("its expires_in passed"));
+                }
+                return Err(RpcError::new(
+                    ErrorKind::LoginTimeout,
+                    format!(
+                        "the device login was not approved within {} s; run again with more time: {}",
+                        self.timeout,
+                        again_command(
+                            server_url,
+                            &format!(" --device --timeout {}", self.timeout.saturating_mul(2).max(600))
+                        )
+                    ),
+                )
+                .with_server(server_url));
+            }
+            tokio::time::sleep(wait).await;
+            let polled = device::poll(
+                &self.broker.http,
+                self.policy,
+                &d.metadata,
+                self.credentials,
+                &started.device_code,
+                &resource,
+                self.dpop,
+            )
+            .await;
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(e @ OAuthError::Transport { .. }) => {
+                    backoff = (backoff * 2).max(interval).min(MAX_POLL_BACKOFF);
+                    tracing::warn!(server = %server_url, "polling for the device login failed ({e}); trying again in {} s", (interval + backoff).as_secs());
+                    continue;
+                }
+                Err(e @ OAuthError::TokenError(_)) => {
+                    return Err(login_failed_again(server_url, &e.to_string(), " --device"));
+                }
+                Err(other) => {
+                    return Err(server_error(
+                        server_url,
+                        "cannot complete the device login",
+                        &other,
+                    ));
+                }
+            };
+            backoff = Duration::ZERO;
+            match polled {
+                Poll::Granted(tokens) => return Ok(tokens),
+                Poll::Pending => {}
+                Poll::SlowDown => {
+                    interval += Duration::from_secs(device::SLOW_DOWN_STEP_SECS);
+                    tracing::info!(server = %server_url, "the authorization server asked to poll more slowly: every {} s now", interval.as_secs());
+                }
+                Poll::Denied => {
+                    return Err(RpcError::new(
+                        ErrorKind::LoginFailed,
+                        format!(
+                            "login to {server_url} failed: the device login was denied (access_denied); to try again, run: {again}"
+                        ),
+                    )
+                    .with_server(server_url));
+                }
+                Poll::Expired => return Err(expired("expired_token")),
+            }
+        }
+    }
+}
+
+/// How long after a device code's `expires_in` the daemon still polls, so that the
+/// server's own `expired_token` (or a late approval) is heard despite clock differences.
+const CODE_EXPIRY_GRACE: Duration = Duration::from_secs(5);
+/// The longest extra wait between polls after failed connections.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A `manual` login's door for `login.paste`, open while the login waits.
+struct PasteSlot<'a> {
+    broker: &'a Broker,
+    server_url: String,
+}
+
+impl<'a> PasteSlot<'a> {
+    fn open(broker: &'a Broker, server_url: &str, inbox: Inbox) -> PasteSlot<'a> {
+        broker
+            .pastes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server_url.to_string(), inbox);
+        PasteSlot {
+            broker,
+            server_url: server_url.to_string(),
+        }
+    }
+}
+
+impl Drop for PasteSlot<'_> {
+    fn drop(&mut self) {
+        self.broker
+            .pastes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.server_url);
+    }
+}
+
+/// `login.paste`: hands what the user pasted to the `manual` login waiting for `server`.
+pub fn paste(broker: &Broker, server: &str, pasted: &str) -> Result<(), RpcError> {
+    let server_url = normalize_server_url(server)
+        .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
+    let inbox = broker
+        .pastes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&server_url)
+        .cloned()
+        .ok_or_else(|| {
+            RpcError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no manual login to {server_url} is waiting for a pasted response; start one: {}",
+                    again_command(&server_url, " --manual")
+                ),
+            )
+            .with_server(&server_url)
+        })?;
+    inbox.deliver_pasted(pasted).map_err(|e| {
+        RpcError::new(
+            ErrorKind::InvalidParams,
+            format!("{e}; the login is still waiting: paste the URL your browser ended on"),
+        )
+        .with_server(&server_url)
+    })
 }
 
 /// Scopes as the MCP spec chooses them: explicit ones (caller, then config), else the
@@ -575,18 +945,28 @@ async fn client_for(
     policy: &UrlPolicy,
     d: &Discovery,
     cfg: Option<&ServerConfig>,
+    fixed: Fixed<'_>,
     state: &Secret,
 ) -> Result<(RegistrationRow, ClientCredentials, LoopbackRedirect), RpcError> {
     let issuer = &d.metadata.issuer;
     let own_path = callback_path(issuer);
+    // A fixed redirect URI without a path of its own (`--callback-port` alone) gets one:
+    // `/callback` for a client registered by hand, the issuer's own path for a dynamic
+    // registration (the user's path, when given, wins).
+    let fixed_static = fixed.redirect_uri.map(|uri| with_path(uri, CALLBACK_PATH));
+    let fixed_dynamic = fixed.redirect_uri.map(|uri| with_path(uri, &own_path));
+    // The fixed redirect URI's listener, or one on any free port.
+    let bind_redirect = |fixed: Option<String>, path: String| async move {
+        match fixed {
+            Some(uri) => bind_fixed(&uri, state).await,
+            None => LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &path, state)
+                .await
+                .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string())),
+        }
+    };
     if let Some(cfg) = cfg.filter(|c| c.client_id.is_some()) {
-        let (host, port, path) = match &cfg.redirect_uri {
-            Some(uri) => loopback_port_and_path(uri)?,
-            None => (RedirectHost::DEFAULT, 0, CALLBACK_PATH.to_string()),
-        };
-        let redirect = LoopbackRedirect::bind(&host, port, &path, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let fixed = fixed_static.clone().or_else(|| cfg.redirect_uri.clone());
+        let redirect = bind_redirect(fixed, CALLBACK_PATH.to_string()).await?;
         let reg = pre_registered(broker, issuer, cfg).await?;
         let credentials = broker.credentials(&reg, issuer, Some(cfg)).await?;
         return Ok((reg, credentials, redirect));
@@ -603,9 +983,7 @@ async fn client_for(
         && d.metadata.client_id_metadata_document_supported == Some(true)
         && d.metadata.authorization_response_iss_parameter_supported == Some(true)
     {
-        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, CALLBACK_PATH, state)
-            .await
-            .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
+        let redirect = bind_redirect(fixed_static.clone(), CALLBACK_PATH.to_string()).await?;
         let reg = match broker
             .db
             .find_registration(issuer, KIND_METADATA_DOCUMENT, Some(url))
@@ -631,14 +1009,20 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await? {
+    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await?
+        // A registration for another redirect URI than the fixed one is not reused.
+        && fixed_dynamic
+            .as_deref()
+            .is_none_or(|uri| reg.redirect_uri.as_deref() == Some(uri))
+    {
         let port = reg
             .redirect_uri
             .as_deref()
             .and_then(|u| loopback_port_and_path(u).ok());
         match port {
-            // Registered before redirect paths were per issuer: replaced.
-            Some((_, _, path)) if path != own_path => tracing::info!(
+            // Registered before redirect paths were per issuer: replaced (unless it is
+            // the fixed redirect URI the user chose).
+            Some((_, _, path)) if path != own_path && fixed_dynamic.is_none() => tracing::info!(
                 "stored registration {} has the shared redirect path {path}; registering again with this server's own",
                 reg.id
             ),
@@ -659,10 +1043,14 @@ async fn client_for(
         }
     }
 
-    let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, &own_path, state)
-        .await
-        .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))?;
-    let registered = register(&broker.http, policy, &d.metadata, &redirect.redirect_uri)
+    let redirect = bind_redirect(fixed_dynamic.clone(), own_path.clone()).await?;
+    let registered = register(
+        &broker.http,
+        policy,
+        &d.metadata,
+        &redirect.redirect_uri,
+        fixed.client_metadata,
+    )
         .await
         .map_err(|e| {
             RpcError::new(
@@ -728,6 +1116,44 @@ async fn pre_registered(
     }
 }
 
+/// Listens on exactly `uri` (from `--callback-port`/`--callback-host` or the config): an
+/// authorization server that knows only this URI would refuse any other, so a port in
+/// use is an error, never a quiet move to another port.
+async fn bind_fixed(uri: &str, state: &Secret) -> Result<LoopbackRedirect, RpcError> {
+    let (host, port, path) = loopback_port_and_path(uri)?;
+    LoopbackRedirect::bind(&host, port, &path, state)
+        .await
+        .map_err(|e| {
+            RpcError::new(
+                ErrorKind::InvalidParams,
+                format!(
+                    "{e}: the redirect URI {} is fixed (--callback-port or redirect_uri in the config); stop what holds the port, or register another port with the authorization server and pass it",
+                    printable(uri, MAX_QUOTED_CHARS)
+                ),
+            )
+        })
+}
+
+/// What the user fixed about the client for one login: its redirect URI and what dynamic
+/// registration says about it.
+struct Fixed<'a> {
+    /// `--callback-port` (with `--callback-host`/`--callback-path`), else the config's
+    /// `redirect_uri`; may lack a path (see [`with_path`]).
+    redirect_uri: Option<&'a str>,
+    client_metadata: Option<&'a ClientMetadata>,
+}
+
+/// `uri` as given when it names a path (`http://127.0.0.1:8080/cb`, even `/`), else with
+/// `path` appended (`http://127.0.0.1:8080`): the path the user chose always wins.
+fn with_path(uri: &str, path: &str) -> String {
+    let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        uri.to_string()
+    } else {
+        format!("{uri}{path}")
+    }
+}
+
 /// The host (as written: `localhost` stays `localhost`), port and path of a loopback
 /// redirect URI from the config or a stored registration.
 fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcError> {
@@ -735,7 +1161,8 @@ fn loopback_port_and_path(uri: &str) -> Result<(RedirectHost, u16, String), RpcE
         RpcError::new(
             ErrorKind::InvalidParams,
             format!(
-                "redirect_uri `{uri}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)"
+                "redirect_uri `{}` must be http://127.0.0.1:<port>/<path> (or http://localhost:<port>/<path>, http://[::1]:<port>/<path>)",
+                printable(uri, MAX_QUOTED_CHARS)
             ),
         )
     };
@@ -769,21 +1196,33 @@ fn check_requested_scopes(scopes: &[String]) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// What one authorization request asks for, beyond the discovered endpoints.
+struct AuthorizationRequest<'a> {
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    state: &'a Secret,
+    pkce: &'a Pkce,
+    scopes: &'a [String],
+    /// Add `prompt=consent` (see [`crate::oauth::discovery::AsMetadata::wants_prompt_consent`]).
+    prompt_consent: bool,
+}
+
 fn authorization_url(
-    a: &Authorization<'_>,
-    client_id: &str,
-    redirect_uri: &str,
-    state: &Secret,
-    pkce: &Pkce,
+    d: &Discovery,
+    r: AuthorizationRequest<'_>,
+    quirks: &Quirks,
 ) -> Result<String, RpcError> {
-    let mut url = a
-        .policy
-        .check(
-            "authorization endpoint",
-            &a.metadata.authorization_endpoint,
-            Some(&a.metadata.issuer),
-        )
-        .map_err(|e| discovery_error(a.server_url, e))?;
+    let AuthorizationRequest {
+        client_id,
+        redirect_uri,
+        state,
+        pkce,
+        scopes,
+        prompt_consent,
+    } = r;
+    // Checked by the transport policy at discovery (discovery::check_endpoints).
+    let mut url = Url::parse(&d.metadata.authorization_endpoint)
+        .map_err(|e| discovery_error(&d.server_url, OAuthError::Untrusted(e.to_string())))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -792,30 +1231,66 @@ fn authorization_url(
             .append_pair("state", state.expose())
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256");
-        if let Some(resource) = a.resource {
-            q.append_pair("resource", resource);
+        if !quirks.omit_resource {
+            q.append_pair("resource", &d.resource);
         }
-        if !a.scopes.is_empty() {
-            q.append_pair("scope", &a.scopes.join(" "));
+        if !scopes.is_empty() {
+            q.append_pair("scope", &scopes.join(" "));
         }
-        if a.prompt_consent {
+        if prompt_consent {
             q.append_pair("prompt", "consent");
         }
-        for (name, value) in a.authorization_params {
+        for (name, value) in &quirks.authorization_params {
             q.append_pair(name, value);
         }
     }
     Ok(url.to_string())
 }
 
+/// The quirks with the login's `login_hint` among the extra authorization parameters: the
+/// user's hint (or the account's) replaces one the config file sets for every login.
+fn with_login_hint(quirks: &Quirks, login_hint: Option<&str>) -> Quirks {
+    let mut quirks = quirks.clone();
+    if let Some(hint) = login_hint {
+        quirks
+            .authorization_params
+            .insert("login_hint".to_string(), hint.to_string());
+    }
+    quirks
+}
+
+/// The `login_hint` an account name implies: the name itself when it looks like an email
+/// (`jane@example.com`), since that is what identity providers pre-fill; else none (a
+/// name like `work` means nothing to the authorization server).
+fn hint_of_account(name: &str) -> Option<String> {
+    let (user, domain) = name.split_once('@')?;
+    (!user.is_empty() && domain.contains('.') && !domain.contains('@')).then(|| name.to_string())
+}
+
+/// A `login_hint` from the user: printable, at most [`MAX_LOGIN_HINT_LEN`] bytes.
+fn check_login_hint(hint: &str) -> Result<(), String> {
+    if hint.trim().is_empty() {
+        return Err("`login_hint` is empty; omit it to send none".into());
+    }
+    if hint.len() > MAX_LOGIN_HINT_LEN {
+        return Err(format!(
+            "`login_hint` is longer than {MAX_LOGIN_HINT_LEN} bytes"
+        ));
+    }
+    if hint.chars().any(char::is_control) {
+        return Err("`login_hint` holds a control character".into());
+    }
+    Ok(())
+}
+
 /// RFC 9207 §2.4: compare `iss` exactly when present; require it when the AS advertises
 /// it, or when `required` (a client id shared by several authorization servers).
-fn check_issuer(metadata: &AsMetadata, iss: Option<&str>, required: bool) -> Result<(), String> {
-    let expected = &metadata.issuer;
+fn check_issuer(d: &Discovery, iss: Option<&str>, required: bool) -> Result<(), String> {
+    let expected = &d.metadata.issuer;
     match (
         iss,
         required
-            || metadata
+            || d.metadata
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false),
     ) {
@@ -832,14 +1307,27 @@ fn check_issuer(metadata: &AsMetadata, iss: Option<&str>, required: bool) -> Res
 }
 
 fn login_failed(server: &str, why: &str) -> RpcError {
+    login_failed_again(server, why, "")
+}
+
+/// As [`login_failed`], naming the flag (`" --manual"`) to run the same login again with.
+fn login_failed_again(server: &str, why: &str, flag: &str) -> RpcError {
     RpcError::new(
         ErrorKind::LoginFailed,
         format!(
             "login to {server} failed: {why}; run again once that is fixed: {}",
-            login_command(server, &[])
+            again_command(server, flag)
         ),
     )
     .with_server(server)
+}
+
+/// `mcp-auth login <server>` with `flags` (e.g. `" --device --timeout 600"`), built by
+/// the one command builder.
+fn again_command(server: &str, flags: &str) -> String {
+    let mut args = vec!["mcp-auth", "login", server];
+    args.extend(flags.split_whitespace());
+    shell_command(&args)
 }
 
 fn discovery_error(server: &str, e: OAuthError) -> RpcError {
@@ -904,13 +1392,56 @@ mod tests {
     #[test]
     fn iss_is_required_for_a_shared_client_id() {
         let d = discovery(None);
-        let d = &d.metadata;
-        assert!(check_issuer(d, None, false).is_ok());
-        let e = check_issuer(d, None, true).unwrap_err();
+        assert!(check_issuer(&d, None, false).is_ok());
+        let e = check_issuer(&d, None, true).unwrap_err();
         assert!(e.contains("no `iss`"), "{e}");
-        assert!(check_issuer(d, Some("https://as.example"), true).is_ok());
-        let e = check_issuer(d, Some("https://evil.example"), false).unwrap_err();
+        assert!(check_issuer(&d, Some("https://as.example"), true).is_ok());
+        let e = check_issuer(&d, Some("https://evil.example"), false).unwrap_err();
         assert!(e.contains("mix-up"), "{e}");
-        assert!(check_issuer(&discovery(Some(true)).metadata, None, false).is_err());
+        assert!(check_issuer(&discovery(Some(true)), None, false).is_err());
+    }
+
+    /// `--callback-port` alone leaves the path to the daemon: a dynamic registration keeps
+    /// its issuer's own; a path the user gave (even `/`) is used as is.
+    #[test]
+    fn a_fixed_redirect_uri_without_a_path_gets_the_issuers_own() {
+        let own = callback_path("https://as-a.example");
+        for (given, want) in [
+            (
+                "http://127.0.0.1:8080",
+                format!("http://127.0.0.1:8080{own}"),
+            ),
+            ("http://[::1]:8080", format!("http://[::1]:8080{own}")),
+            (
+                "http://localhost:8080/cb",
+                "http://localhost:8080/cb".into(),
+            ),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/".into()),
+        ] {
+            assert_eq!(with_path(given, &own), want, "{given}");
+        }
+        let (_, port, path) =
+            loopback_port_and_path(&with_path("http://127.0.0.1:8080", &own)).unwrap();
+        assert_eq!((port, path), (8080, own));
+    }
+
+    #[test]
+    fn only_an_email_like_account_name_is_a_login_hint() {
+        assert_eq!(
+            hint_of_account("jane@corp.example").as_deref(),
+            Some("jane@corp.example")
+        );
+        for not_a_hint in ["work", "@corp.example", "jane@corp", "a@b@c.example"] {
+            assert_eq!(hint_of_account(not_a_hint), None, "{not_a_hint}");
+        }
+    }
+
+    #[test]
+    fn a_login_hint_is_printable_and_short() {
+        assert!(check_login_hint("jane@corp.example").is_ok());
+        assert!(check_login_hint("Jane Doe").is_ok());
+        for bad in ["", "  ", "a\nb", &"x".repeat(MAX_LOGIN_HINT_LEN + 1)] {
+            assert!(check_login_hint(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -36,14 +36,148 @@ pub enum LoopbackError {
     Timeout(u64),
 }
 
+/// Why an authorization response was not taken; the login keeps waiting for the real one.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "this authorization response is not the one this login waits for (its `state` differs or is missing)"
+    )]
+    WrongState,
+    #[error("this login already received its authorization response")]
+    AlreadyUsed,
+}
+
 struct Shared {
     expected_state: String,
     deliver: Mutex<Option<oneshot::Sender<AuthorizationResponse>>>,
 }
 
+impl Shared {
+    /// The one check every authorization response passes, whether the browser brought it
+    /// to the listener or the user pasted it: our `state`, and only once.
+    fn accept(&self, response: AuthorizationResponse) -> Result<(), Refused> {
+        // A response without our state is someone else's (or a forged one): refuse it,
+        // keep waiting for the real one.
+        if response.state.as_deref() != Some(self.expected_state.as_str()) {
+            tracing::warn!(
+                "login redirect received a response with a wrong or missing state; ignored"
+            );
+            return Err(Refused::WrongState);
+        }
+        let deliver = self
+            .deliver
+            .lock()
+            .ok()
+            .and_then(|mut d| d.take())
+            .ok_or(Refused::AlreadyUsed)?;
+        let _ = deliver.send(response);
+        Ok(())
+    }
+}
+
+/// Another door into the same listener: authorization responses handed over by the
+/// user (`login.paste`) go through the same checks as the browser's redirect.
+#[derive(Clone)]
+pub struct Inbox {
+    shared: Arc<Shared>,
+    redirect_uri: String,
+    /// The authorization server adds `iss` to its responses (RFC 9207): a bare code,
+    /// which cannot carry it, is not enough.
+    iss_promised: bool,
+}
+
+/// Why a pasted value was not taken; the login keeps waiting.
+#[derive(Debug, thiserror::Error)]
+pub enum PasteError {
+    #[error("nothing was pasted")]
+    Empty,
+    #[error("that is not the address the browser ended on: it must start with {0}")]
+    NotTheRedirect(String),
+    #[error("the pasted response names `{0}` twice")]
+    Repeated(&'static str),
+    #[error(
+        "this authorization server adds `iss` to its response: paste the whole URL the browser ended on, not only the code"
+    )]
+    NeedsTheUrl,
+    #[error("{0}")]
+    Refused(#[from] Refused),
+}
+
+impl Inbox {
+    /// Takes what the user pasted: the URL the browser ended on (it must be our redirect
+    /// URI), its query string, or only the code.
+    pub fn deliver_pasted(&self, pasted: &str) -> Result<(), PasteError> {
+        let pasted = pasted.trim();
+        if pasted.is_empty() {
+            return Err(PasteError::Empty);
+        }
+        let query = match url::Url::parse(pasted) {
+            Ok(url) if url.scheme() == "http" || url.scheme() == "https" => {
+                let mut ended_on = url.clone();
+                ended_on.set_query(None);
+                ended_on.set_fragment(None);
+                if ended_on.as_str() != self.redirect_uri {
+                    return Err(PasteError::NotTheRedirect(self.redirect_uri.clone()));
+                }
+                url.query().unwrap_or_default().to_string()
+            }
+            _ if pasted.contains('=') => pasted.trim_start_matches('?').to_string(),
+            // Only the code: nothing to compare a state with, and the user's own terminal
+            // is the channel (the socket admits only this user), so it stands for the
+            // response to this login's request.
+            _ if self.iss_promised => return Err(PasteError::NeedsTheUrl),
+            _ => {
+                let response = AuthorizationResponse {
+                    code: Some(Secret::new(pasted)),
+                    state: Some(self.shared.expected_state.clone()),
+                    iss: None,
+                    error: None,
+                    error_description: None,
+                };
+                return Ok(self.shared.accept(response)?);
+            }
+        };
+        let response = parse_query(&query)?;
+        Ok(self.shared.accept(response)?)
+    }
+}
+
+/// An authorization response from a query string, each parameter at most once (as the
+/// listener's `Query` extractor insists too).
+fn parse_query(query: &str) -> Result<AuthorizationResponse, PasteError> {
+    let mut response = AuthorizationResponse {
+        code: None,
+        state: None,
+        iss: None,
+        error: None,
+        error_description: None,
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        let (slot, name): (&mut Option<String>, &'static str) = match name.as_ref() {
+            "state" => (&mut response.state, "state"),
+            "iss" => (&mut response.iss, "iss"),
+            "error" => (&mut response.error, "error"),
+            "error_description" => (&mut response.error_description, "error_description"),
+            "code" => {
+                if response.code.replace(Secret::new(value)).is_some() {
+                    return Err(PasteError::Repeated("code"));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(PasteError::Repeated(name));
+        }
+    }
+    Ok(response)
+}
+
 /// A bound listener waiting for exactly one authorization response carrying our `state`.
 pub struct LoopbackRedirect {
     pub redirect_uri: String,
+    shared: Arc<Shared>,
     received: oneshot::Receiver<AuthorizationResponse>,
     stop: Option<tokio::sync::watch::Sender<()>>,
 }
@@ -119,7 +253,7 @@ impl LoopbackRedirect {
         let app = axum::Router::new()
             .route(path, get(callback))
             .fallback(elsewhere)
-            .with_state(shared);
+            .with_state(shared.clone());
         // Dropping the sender (with the LoopbackRedirect) stops every listener.
         let (stop, stopped) = tokio::sync::watch::channel(());
         for listener in std::iter::once(listener).chain(second) {
@@ -136,9 +270,20 @@ impl LoopbackRedirect {
         drop(stopped);
         Ok(LoopbackRedirect {
             redirect_uri: format!("http://{}:{port}{path}", host.in_uri()),
+            shared,
             received,
             stop: Some(stop),
         })
+    }
+
+    /// Where a pasted response enters (see [`Inbox`]); `iss_promised` as the
+    /// authorization server's metadata says.
+    pub fn inbox(&self, iss_promised: bool) -> Inbox {
+        Inbox {
+            shared: self.shared.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            iss_promised,
+        }
     }
 
     /// Waits for the response; the listener closes when this returns, so the redirect can
@@ -164,37 +309,28 @@ async fn callback(
     State(shared): State<Arc<Shared>>,
     Query(response): Query<AuthorizationResponse>,
 ) -> (StatusCode, Html<String>) {
-    // A response without our state is someone else's (or a forged one): refuse it, keep
-    // waiting for the real one.
-    if response.state.as_deref() != Some(shared.expected_state.as_str()) {
-        tracing::warn!("login redirect received a response with a wrong or missing state; ignored");
-        return page(
+    let failed = response.error.is_some() || response.code.is_none();
+    match shared.accept(response) {
+        Err(Refused::WrongState) => page(
             StatusCode::BAD_REQUEST,
             "This sign-in response is not the one mcp-authd is waiting for",
             "Start the login again from your terminal: mcp-auth login <server URL>",
-        );
-    }
-    let Some(deliver) = shared.deliver.lock().ok().and_then(|mut d| d.take()) else {
-        return page(
+        ),
+        Err(Refused::AlreadyUsed) => page(
             StatusCode::BAD_REQUEST,
             "This sign-in response was already used",
             "You can close this tab.",
-        );
-    };
-    let failed = response.error.is_some() || response.code.is_none();
-    let _ = deliver.send(response);
-    if failed {
-        page(
+        ),
+        Ok(()) if failed => page(
             StatusCode::OK,
             "Sign-in was not completed",
             "The authorization server refused the login. Your terminal shows the reason; you can close this tab.",
-        )
-    } else {
-        page(
+        ),
+        Ok(()) => page(
             StatusCode::OK,
             "mcp-authd received your sign-in",
             "You can close this tab and return to your terminal.",
-        )
+        ),
     }
 }
 
@@ -332,6 +468,49 @@ mod tests {
                 v6.redirect_uri
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_pasted_response_passes_the_same_state_check() {
+        let state = Secret::new("st4te");
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &state)
+            .await
+            .unwrap();
+        let uri = redirect.redirect_uri.clone();
+        let inbox = redirect.inbox(true);
+        for (pasted, refused) in [
+            ("", "nothing was pasted"),
+            ("c0de", "paste the whole URL"),
+            (
+                "https://as.example/callback?code=c&state=st4te",
+                "must start with",
+            ),
+            ("?code=c&state=other", "`state` differs"),
+            ("code=a&code=b&state=st4te", "names `code` twice"),
+        ] {
+            let e = inbox.deliver_pasted(pasted).unwrap_err().to_string();
+            assert!(e.contains(refused), "{pasted}: {e}");
+        }
+        // Only the query, with surrounding blanks, is enough.
+        inbox
+            .deliver_pasted("  ?code=c2&state=st4te&iss=https%3A%2F%2Fas \n")
+            .unwrap();
+        let e = inbox
+            .deliver_pasted(&format!("{uri}?code=c3&state=st4te"))
+            .unwrap_err();
+        assert!(e.to_string().contains("already received"), "{e}");
+        let got = redirect.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            (got.code.unwrap().expose(), got.iss.as_deref()),
+            ("c2", Some("https://as"))
+        );
+        // Where the server sends no `iss`, the code alone is the response to our request.
+        let redirect = LoopbackRedirect::bind(&RedirectHost::DEFAULT, 0, "/callback", &state)
+            .await
+            .unwrap();
+        redirect.inbox(false).deliver_pasted("c0de").unwrap();
+        let got = redirect.wait(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got.code.unwrap().expose(), "c0de");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! never come as a surprise (`login`, `list`, `inspect` and `doctor` all show this).
 
 use mcp_authd_ipc::methods::NoRefreshToken;
+use mcp_authd_ipc::text::login_command_as;
 
 use crate::config::ServerConfig;
 use crate::oauth::discovery::AsMetadata;
@@ -20,6 +21,8 @@ pub struct Facts<'a> {
     pub config: Option<&'a ServerConfig>,
     /// When the access token held in memory expires.
     pub access_expires_at: Option<i64>,
+    /// The grant's account name (`--account`); `None` for the default account.
+    pub account_name: Option<&'a str>,
 }
 
 pub fn explain(f: &Facts<'_>) -> NoRefreshToken {
@@ -31,9 +34,10 @@ pub fn explain(f: &Facts<'_>) -> NoRefreshToken {
     let offline_access_requested =
         f.scopes.iter().any(|s| s == OFFLINE_ACCESS) || (lists_offline && !f.scopes.is_empty());
     let issuer = printable(f.issuer, 200);
+    // Through the one quoting: the URL and the account name are pasted into a shell.
     let then = format!(
-        "then run: mcp-auth reload && mcp-auth login {}",
-        f.server_url
+        "then run: mcp-auth reload && {}",
+        login_command_as(f.server_url, &[], f.account_name)
     );
     let section = format!("[servers.\"{}\"]", f.server_url);
     let openid = f.metadata.is_some_and(AsMetadata::wants_prompt_consent);
@@ -138,6 +142,7 @@ mod tests {
             metadata: Some(m),
             config,
             access_expires_at: Some(42),
+            account_name: None,
         })
     }
 

@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn only_active_grants_used_within_the_window_are_scheduled() {
-        let mut g = crate::broker::new_grant_row("g".into(), "s", "r", "i", "reg");
+        let mut g = crate::broker::new_grant_row("g".into(), "s", "r", "i", "reg", "");
         g.has_refresh_token = true;
         g.created_at = 0;
         let day = 86_400;

@@ -57,6 +57,9 @@ pub struct PendingRequest {
     pub grant: String,
     /// The grant's MCP server URL.
     pub server: String,
+    /// The grant's account name (`--account`); absent for the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
     /// The program asking: its executable, or the script an interpreter runs; absent
     /// when the OS does not tell (then `always` counts as `once`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +119,9 @@ pub struct ForgetParams {
     /// A grant id or an MCP server URL.
     pub grant: String,
     pub program: String,
+    /// As in `grants.get`: with a server URL, this account's grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

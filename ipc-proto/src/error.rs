@@ -122,6 +122,9 @@ pub struct ErrorData {
     /// The MCP server URL the error is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The account (`--account`) the error is about; absent for the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl RpcError {
@@ -133,6 +136,7 @@ impl RpcError {
                 kind,
                 command: None,
                 server: None,
+                account: None,
             }),
         }
     }
@@ -148,6 +152,7 @@ impl RpcError {
                 kind: ErrorKind::AuthorizationRequired,
                 command: Some(command),
                 server: Some(server.to_string()),
+                account: None,
             }),
         }
     }
@@ -155,6 +160,31 @@ impl RpcError {
     pub fn with_server(mut self, server: &str) -> Self {
         if let Some(data) = self.data.as_mut() {
             data.server = Some(server.to_string());
+        }
+        self
+    }
+
+    /// The error as it concerns `account` (none: the default account, unchanged): the
+    /// `mcp-auth login <server>` commands in the message and in `data.command` gain
+    /// `--account <account>`, and `data.account` names it.
+    pub fn for_account(mut self, account: Option<&str>) -> Self {
+        let (Some(account), Some(data)) = (account, self.data.as_mut()) else {
+            return self;
+        };
+        if data.account.is_some() {
+            return self;
+        }
+        data.account = Some(account.to_string());
+        if let Some(server) = &data.server {
+            // Both forms through the one quoting, so a server URL that needs quotes
+            // is still found (and the account name stays one word).
+            let login = crate::text::shell_command(&["mcp-auth", "login", server]);
+            let with_account =
+                crate::text::shell_command(&["mcp-auth", "login", server, "--account", account]);
+            self.message = self.message.replace(&login, &with_account);
+            if let Some(command) = data.command.as_mut() {
+                *command = command.replace(&login, &with_account);
+            }
         }
         self
     }
@@ -172,3 +202,51 @@ impl std::fmt::Display for RpcError {
 }
 
 impl std::error::Error for RpcError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_for_an_account_names_it_in_every_login_command() {
+        let server = "https://mcp.example/mcp";
+        let e = RpcError::authorization_required(server, &["read".into()], "not logged in")
+            .for_account(Some("work"));
+        let want = format!("mcp-auth login {server} --account work --scope read");
+        assert_eq!(e.message, format!("not logged in; run: {want}"));
+        let data = e.data.as_ref().unwrap();
+        assert_eq!(data.command.as_deref(), Some(want.as_str()));
+        assert_eq!(data.account.as_deref(), Some("work"));
+        // Applied once only, and not at all for the default account.
+        assert_eq!(e.clone().for_account(Some("work")), e);
+        let plain = RpcError::authorization_required(server, &[], "x");
+        assert_eq!(plain.clone().for_account(None), plain);
+    }
+
+    /// A server URL the shell must see quoted (`&`, `'`) still gets its `--account`, and
+    /// the command stays one that a POSIX shell splits back into exactly those words.
+    #[test]
+    fn the_account_reaches_a_login_command_whose_server_is_quoted() {
+        let server = "https://mcp.example/mcp?a=1&b='x'";
+        let e = RpcError::authorization_required(server, &["read".into()], "not logged in")
+            .for_account(Some("jane@corp.example"));
+        let command = e.data.as_ref().unwrap().command.clone().unwrap();
+        assert_eq!(
+            command,
+            crate::text::login_command_as(server, &["read".into()], Some("jane@corp.example"))
+        );
+        assert_eq!(
+            shlex::split(&command).unwrap(),
+            [
+                "mcp-auth",
+                "login",
+                server,
+                "--account",
+                "jane@corp.example",
+                "--scope",
+                "read"
+            ]
+        );
+        assert!(e.message.ends_with(&command), "{}", e.message);
+    }
+}

@@ -21,8 +21,29 @@ pub const CONFIG_RELOAD: &str = "config.reload";
 pub const SECRET_SET: &str = "secret.set";
 /// Removes such a secret.
 pub const SECRET_DELETE: &str = "secret.delete";
+/// The extra HTTP headers the config file gives for an MCP server (`mcp-auth proxy` sends them).
+pub const SERVER_HEADERS: &str = "server.headers";
 /// Notification sent on the connection that called `login`, once the browser URL is known.
 pub const LOGIN_PENDING: &str = "login.pending";
+/// Hands a `manual` login the authorization response the user pasted.
+pub const LOGIN_PASTE: &str = "login.paste";
+
+/// How `login` gets the user's consent (`LoginParams::flow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginFlow {
+    /// Authorization code + PKCE through the loopback redirect (the default).
+    #[default]
+    Browser,
+    /// RFC 8628 device authorization: a code the user enters on any device.
+    Device,
+    /// Authorization code + PKCE; the user pastes back the URL the browser ended on
+    /// (`login.paste`). The loopback redirect still listens, whichever comes first.
+    Manual,
+    /// The caller has no usable browser (a remote session without a display): `device`
+    /// when the authorization server offers it, else `browser` without opening one.
+    DeviceIfSupported,
+}
 
 /// Seconds of validity `token.get` guarantees when the caller does not say.
 pub const DEFAULT_MIN_VALID_SECS: u64 = 60;
@@ -68,6 +89,10 @@ pub struct TokenGetParams {
     /// The token handed out stays valid at least this long (default 60 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_valid_secs: Option<u64>,
+    /// The account of the server to use (see [`check_account_name`]); absent: the
+    /// default account, the one logged in to without `--account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// Its `Debug` shows `access_token: "***"`, and the token's bytes are zeroed when it is
@@ -126,6 +151,9 @@ pub struct DpopProofParams {
     /// URL's origin is used (if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The account whose grant signs (see [`check_account_name`]); absent: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +195,12 @@ pub struct ChallengeParams {
     /// As in `login`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// As in `token.get`: the account whose grant is renewed (or logged in to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// As in `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 impl std::fmt::Debug for ChallengeParams {
@@ -183,6 +217,29 @@ impl std::fmt::Debug for ChallengeParams {
             .field("interactive", &self.interactive)
             .field("open_browser", &self.open_browser)
             .field("timeout_secs", &self.timeout_secs)
+            .field("account", &self.account)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerHeadersParams {
+    /// The MCP server URL, as given to the proxy.
+    pub server: String,
+}
+
+/// Header names and values; values may be API keys, so `Debug` shows names only.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ServerHeadersResult {
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ServerHeadersResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHeadersResult")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -199,22 +256,85 @@ pub struct LoginParams {
     /// How long to wait for the browser (default: the daemon's `login_timeout_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// How the user consents (default `browser`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<LoginFlow>,
+    /// The account to log in as (see [`check_account_name`]): only its grant is created or
+    /// replaced. Absent: the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// OpenID Connect `login_hint` for the authorization request (an email or user name
+    /// the authorization server may pre-fill). Absent: the hint the account's last login
+    /// sent, else the account name when it looks like an email, else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    /// The loopback redirect URI to log in with (`http://127.0.0.1:<port>/<path>`, or
+    /// `localhost`, `[::1]`), for authorization servers that accept only a registered one;
+    /// default: the server's `redirect_uri` in the config, else any free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
 }
 
 /// Params of the `login.pending` notification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginPending {
     pub server: String,
+    /// The URL to open: the authorization URL, or for a device login its
+    /// `verification_uri_complete` (else `verification_uri`).
     pub authorization_url: String,
     pub timeout_secs: u64,
     /// Whether the daemon managed to start a browser.
     pub browser_opened: bool,
+    /// The account being logged in to; absent for the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The flow this login runs (`browser`, `device` or `manual`); absent means `browser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<LoginFlow>,
+    /// Device login: the code the user enters at `verification_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_code: Option<String>,
+    /// Device login: where the user enters `user_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri: Option<String>,
+    /// Device login: the same page with the code filled in, when the server offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri_complete: Option<String>,
+}
+
+/// Params of `login.paste`. Its `Debug` masks `response` (it carries the code).
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct LoginPasteParams {
+    /// The MCP server URL of the `manual` login in progress.
+    pub server: String,
+    /// What the user pasted: the URL the browser ended on, its query, or only the code.
+    pub response: String,
+}
+
+impl std::fmt::Debug for LoginPasteParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginPasteParams")
+            .field("server", &self.server)
+            .field("response", &"***")
+            .finish()
+    }
+}
+
+/// Result of `login.paste`: the login took the response (its outcome is the `login`
+/// call's result).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginPasteResult {
+    pub accepted: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GrantRef {
     /// A grant id or an MCP server URL.
     pub grant: String,
+    /// With a server URL: the account's grant instead of the default account's. With a
+    /// grant id: the grant must be of this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +343,9 @@ pub struct RevokeParams {
     /// Also revoke at the authorization server (RFC 7009) when it offers it (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<bool>,
+    /// As in `grants.get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,6 +421,10 @@ pub struct GrantInfo {
     /// login), `client_credentials`, `jwt_bearer` or `enterprise` (see README).
     #[serde(default = "default_grant_type")]
     pub grant_type: String,
+    /// The account name the user gave at login (`--account`); absent for the default
+    /// account. Grants are kept per (resource, issuer, account name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
 }
 
 /// Why a grant has no refresh token, so its user is not surprised by the next login.
@@ -320,6 +447,32 @@ pub struct NoRefreshToken {
 
 fn default_grant_type() -> String {
     "authorization_code".into()
+}
+
+/// Longest account name, in bytes.
+pub const MAX_ACCOUNT_NAME_LEN: usize = 64;
+
+/// An account name (`--account`, `account` in params): 1 to 64 ASCII letters, digits and
+/// `.`, `_`, `-`, `@`, `+`, starting with a letter or digit. Narrow on purpose: the name
+/// is pasted into suggested commands (`mcp-auth login URL --account NAME`) and shown in
+/// tables, so it must need no shell quoting and hold no control character. Emails fit.
+pub fn check_account_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_@+".contains(c);
+    if name.is_empty() {
+        return Err("the account name is empty; omit it for the default account".into());
+    }
+    if name.len() > MAX_ACCOUNT_NAME_LEN {
+        return Err(format!(
+            "the account name is longer than {MAX_ACCOUNT_NAME_LEN} characters"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.chars().all(allowed) {
+        return Err(format!(
+            "`{}` is not an account name: use letters, digits and . _ - @ +, starting with a letter or digit",
+            name.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 /// What only the daemon can check, for `mcp-auth doctor`.
@@ -399,6 +552,17 @@ mod tests {
     const TOKEN: &str = "at_do-not-print-me";
 
     #[test]
+    fn account_names_need_no_quoting() {
+        for good in ["work", "jane@corp.example", "tenant-2", "a.b_c+d", "X"] {
+            assert_eq!(check_account_name(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(MAX_ACCOUNT_NAME_LEN + 1);
+        for bad in ["", "-work", "a b", "a'b", "a;b", "a\nb", "ä", "$(x)", &long] {
+            assert!(check_account_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn debug_output_never_shows_an_access_token() {
         let result = TokenGetResult {
             access_token: TOKEN.into(),
@@ -420,14 +584,18 @@ mod tests {
             TOKEN_CHALLENGE,
             serde_json::to_value(&challenge).unwrap(),
         );
-        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?}");
+        let paste = LoginPasteParams {
+            server: "https://mcp.example/mcp".into(),
+            response: format!("http://127.0.0.1:1/callback?code={TOKEN}"),
+        };
+        let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?} {paste:?}");
         assert!(!printed.contains(TOKEN), "{printed}");
         // The rest is still there to debug with.
         assert!(
             printed.contains("g_1") && printed.contains("mcp.example"),
             "{printed}"
         );
-        assert!(printed.matches("***").count() >= 4, "{printed}");
+        assert!(printed.matches("***").count() >= 5, "{printed}");
         // Masking is for printing only: the wire form keeps the token.
         assert!(serde_json::to_string(&result).unwrap().contains(TOKEN));
     }

@@ -81,8 +81,17 @@ pub fn shell_command<S: AsRef<str>>(args: &[S]) -> String {
 
 /// `mcp-auth login <server> [--scope '<scopes>']`, built by [`shell_command`].
 pub fn login_command(server: &str, scopes: &[String]) -> String {
+    login_command_as(server, scopes, None)
+}
+
+/// [`login_command`] for one account of the server (`--account NAME`); `None` is the
+/// default account. The name goes through the same quoting as everything else.
+pub fn login_command_as(server: &str, scopes: &[String], account: Option<&str>) -> String {
     let joined = scopes.join(" ");
     let mut args = vec!["mcp-auth", "login", server];
+    if let Some(account) = account {
+        args.extend(["--account", account]);
+    }
     if !scopes.is_empty() {
         args.extend(["--scope", joined.as_str()]);
     }

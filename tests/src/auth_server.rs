@@ -33,6 +33,8 @@ use crate::net::{ServerHandle, bind_loopback, spawn_server};
 /// How long an authorization code may wait before being exchanged.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
 const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
+/// RFC 8628 §3.4.
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 // ---------------------------------------------------------------------------
 // Public API
@@ -98,6 +100,38 @@ pub struct AsOptions {
     /// With `dpop`: a proof without [`AuthServer::dpop_nonce`] is answered
     /// `use_dpop_nonce` (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Serve RFC 8628 device authorization (off by default, as on most servers).
+    pub device: Option<DeviceOptions>,
+}
+
+/// How the device authorization endpoint behaves. The "user" approves or denies with a
+/// GET on the verification URI (`?user_code=…`, plus `&decision=deny` to deny).
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// The `interval` announced; `None` leaves it out (clients then wait 5 s).
+    pub interval_secs: Option<u64>,
+    /// The device code's `expires_in`; polls after it answer `expired_token`.
+    pub code_ttl_secs: u64,
+    /// The first this many polls are answered `slow_down` whatever their pace.
+    pub slow_down_polls: u32,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        Self {
+            interval_secs: Some(1),
+            code_ttl_secs: 600,
+            slow_down_polls: 0,
+        }
+    }
+}
+
+/// One poll of the token endpoint with a device code, as the server saw it.
+#[derive(Debug, Clone)]
+pub struct DevicePoll {
+    pub at: Instant,
+    /// `granted`, or the RFC 8628 §3.5 error answered.
+    pub answer: String,
 }
 
 /// An enterprise identity provider's side of SEP-990.
@@ -124,6 +158,12 @@ const TOKEN_TYPE_ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 pub const TEST_ACCOUNT_EMAIL: &str = "tester@example.test";
 /// The `sub` of that id_token.
 pub const TEST_ACCOUNT_SUBJECT: &str = "user-4711";
+
+/// The `sub` of the user a login with `login_hint` = `hint` logs in as: each hint is a
+/// user of its own.
+pub fn subject_of_hint(hint: &str) -> String {
+    format!("user-{hint}")
+}
 
 /// The resource of tokens from an AS with `rejects_resource`.
 pub const IMPLIED_RESOURCE: &str = "https://resource.invalid/implied-by-scopes";
@@ -152,6 +192,7 @@ impl Default for AsOptions {
             idp: None,
             dpop: false,
             dpop_nonce: false,
+            device: None,
         }
     }
 }
@@ -428,6 +469,17 @@ impl AuthServer {
         self.shared.lock().registrations.clone()
     }
 
+    /// The `sub` of the user an access token was issued to: the `login_hint` of the
+    /// login (as [`subject_of_hint`] makes it), else [`TEST_ACCOUNT_SUBJECT`]; `None` for
+    /// a token this server never issued.
+    pub fn subject_of(&self, access_token: &str) -> Option<String> {
+        let user = self.shared.lock().user_of(access_token)?;
+        Some(match user {
+            Some(hint) => subject_of_hint(&hint),
+            None => TEST_ACCOUNT_SUBJECT.to_string(),
+        })
+    }
+
     /// Query parameters of the most recent `/authorize` request.
     pub fn last_authorize_params(&self) -> Option<BTreeMap<String, String>> {
         self.shared.lock().last_authorize.clone()
@@ -447,6 +499,16 @@ impl AuthServer {
 
     pub fn last_token_params(&self) -> Option<BTreeMap<String, String>> {
         self.shared.lock().last_token.clone()
+    }
+
+    /// Every poll with a device code so far, oldest first.
+    pub fn device_polls(&self) -> Vec<DevicePoll> {
+        self.shared.lock().device_polls.clone()
+    }
+
+    /// Parameters of the most recent device authorization request.
+    pub fn last_device_params(&self) -> Option<BTreeMap<String, String>> {
+        self.shared.lock().last_device.clone()
     }
 
     /// The state the MCP server validates tokens against.
@@ -592,6 +654,8 @@ struct PendingCode {
     offline: bool,
     issued_at: Instant,
     state: CodeState,
+    /// The request's OpenID Connect `login_hint`: the user this consent is for.
+    login_hint: Option<String>,
 }
 
 /// Codes are single use: the first redemption attempt consumes the code
@@ -613,6 +677,9 @@ struct Family {
     revoked: bool,
     /// The DPoP key thumbprint the grant's tokens are bound to.
     jkt: Option<String>,
+    /// The user the grant is for: the `login_hint` of its authorization request (so two
+    /// logins with different hints are two users), else the test account.
+    user: Option<String>,
 }
 
 struct RefreshRecord {
@@ -654,6 +721,31 @@ struct Inner {
     used_jtis: BTreeSet<String>,
     /// Every DPoP proof `jti` seen (token endpoint and MCP server): none may come twice.
     dpop_jtis: HashSet<String>,
+    device_codes: HashMap<String, DeviceGrant>,
+    device_polls: Vec<DevicePoll>,
+    last_device: Option<BTreeMap<String, String>>,
+}
+
+/// An issued device code (RFC 8628 §3.2) and what the user did about it.
+struct DeviceGrant {
+    client_id: String,
+    user_code: String,
+    scope: Option<String>,
+    resource: String,
+    expires_at: Instant,
+    /// The interval the client must keep, lengthened by each `slow_down`.
+    interval: Duration,
+    last_poll: Option<Instant>,
+    decision: DeviceDecision,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DeviceDecision {
+    Pending,
+    Approved,
+    Denied,
+    /// Tokens were issued: the code is spent.
+    Redeemed,
 }
 
 impl Inner {
@@ -678,6 +770,9 @@ impl Inner {
             reject_assertions: false,
             used_jtis: BTreeSet::new(),
             dpop_jtis: HashSet::new(),
+            device_codes: HashMap::new(),
+            device_polls: Vec::new(),
+            last_device: None,
         }
     }
 
@@ -699,6 +794,7 @@ impl Inner {
         client_id: &str,
         scope: Option<String>,
         resource: String,
+        user: Option<String>,
         jkt: Option<String>,
     ) -> FamilyId {
         self.families.push(Family {
@@ -707,8 +803,16 @@ impl Inner {
             resource,
             revoked: false,
             jkt,
+            user,
         });
         self.families.len() - 1
+    }
+
+    /// The user of an access token's grant: `Some(None)` for the test account, `None`
+    /// for a token never issued.
+    fn user_of(&self, access_token: &str) -> Option<Option<String>> {
+        let record = self.access_tokens.get(access_token)?;
+        Some(self.families[record.family].user.clone())
     }
 
     fn revoke_family(&mut self, family: FamilyId) {
@@ -992,6 +1096,14 @@ fn router(shared: &Arc<Shared>) -> Router {
     if shared.opts.revocation_endpoint {
         router = router.route(&format!("{path}/revoke"), post(revoke));
     }
+    if shared.opts.device.is_some() {
+        router = router
+            .route(
+                &format!("{path}/device_authorization"),
+                post(device_authorization),
+            )
+            .route(&format!("{path}/device"), get(device_verification));
+    }
     router.with_state(Arc::clone(shared))
 }
 
@@ -1036,6 +1148,10 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
     }
     if shared.opts.dpop {
         body["dpop_signing_alg_values_supported"] = json!(["ES256"]);
+    }
+    if shared.opts.device.is_some() {
+        body["device_authorization_endpoint"] = json!(format!("{issuer}/device_authorization"));
+        body["grant_types_supported"] = json!([GRANT_TYPES[0], GRANT_TYPES[1], DEVICE_GRANT]);
     }
     axum::Json(body).into_response()
 }
@@ -1141,9 +1257,10 @@ fn register_client(
         // The server may substitute defaults; offering both lets clients
         // that omit grant_types still refresh.
         .unwrap_or_else(|| GRANT_TYPES.map(String::from).to_vec());
+    let device = opts.device.is_some();
     if let Some(bad) = grant_types
         .iter()
-        .find(|g| !GRANT_TYPES.contains(&g.as_str()))
+        .find(|g| !(GRANT_TYPES.contains(&g.as_str()) || device && g.as_str() == DEVICE_GRANT))
     {
         return Err(metadata_error(&format!("unsupported grant type {bad}")));
     }
@@ -1272,6 +1389,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
                     offline: request.offline,
                     issued_at: Instant::now(),
                     state: CodeState::Fresh,
+                    login_hint: params.get("login_hint").map(str::to_string),
                 },
             );
             inner.counts.authorizations += 1;
@@ -1479,6 +1597,9 @@ fn token_grant(
         TOKEN_EXCHANGE if shared.opts.idp.is_some() => {
             token_exchange(shared, inner, &client_id, params)?
         }
+        DEVICE_GRANT if shared.opts.device.is_some() => {
+            device_grant(&shared.opts, inner, &client_id, params, jkt)?
+        }
         other => {
             return Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
@@ -1491,11 +1612,23 @@ fn token_grant(
         .as_str()
         .is_some_and(|s| s.split(' ').any(|s| s == "openid"));
     if openid {
-        let email = shared.opts.account_email.as_deref();
+        let user = body["access_token"]
+            .as_str()
+            .and_then(|at| inner.user_of(at))
+            .flatten();
+        let email = shared.opts.account_email.clone();
+        let (sub, email) = match user {
+            Some(hint) => (subject_of_hint(&hint), email.unwrap_or(hint)),
+            None => (
+                TEST_ACCOUNT_SUBJECT.to_string(),
+                email.unwrap_or_else(|| TEST_ACCOUNT_EMAIL.to_string()),
+            ),
+        };
         let id_token = id_token(
             &shared.issuer,
             &client_id,
-            email.unwrap_or(TEST_ACCOUNT_EMAIL),
+            &sub,
+            &email,
             shared
                 .opts
                 .idp
@@ -1515,6 +1648,7 @@ fn token_grant(
 fn id_token(
     issuer: &str,
     client_id: &str,
+    sub: &str,
     email: &str,
     idp_key: Option<(&TestKey, u64)>,
 ) -> String {
@@ -1524,7 +1658,7 @@ fn id_token(
         .unwrap_or(0);
     let claims = json!({
         "iss": issuer,
-        "sub": TEST_ACCOUNT_SUBJECT,
+        "sub": sub,
         "aud": client_id,
         "iat": now,
         "exp": now + idp_key.map_or(3600, |(_, ttl)| ttl),
@@ -1693,7 +1827,7 @@ fn client_credentials(
     }
     let resource = requested_resource(&shared.opts, params)?;
     let scope = supported_scope(&shared.opts, params)?;
-    let family = inner.new_family(client_id, scope.clone(), resource, None);
+    let family = inner.new_family(client_id, scope.clone(), resource, None, None);
     let body = inner.issue(family, scope, false);
     inner.counts.client_credentials += 1;
     Ok(body)
@@ -1762,7 +1896,7 @@ fn jwt_bearer(
         }
     }
     let scope = supported_scope(&shared.opts, params)?;
-    let family = inner.new_family(client_id, scope.clone(), resource, None);
+    let family = inner.new_family(client_id, scope.clone(), resource, None, None);
     let body = inner.issue(family, scope, false);
     inner.counts.jwt_bearer_grants += 1;
     Ok(body)
@@ -1903,7 +2037,13 @@ fn exchange_code(
         ));
     }
 
-    let family = inner.new_family(client_id, pending.scope.clone(), pending.resource, jkt);
+    let family = inner.new_family(
+        client_id,
+        pending.scope.clone(),
+        pending.resource,
+        pending.login_hint,
+        jkt,
+    );
     if let Some(stored) = inner.codes.get_mut(code) {
         stored.state = CodeState::Consumed {
             family: Some(family),
@@ -1988,6 +2128,194 @@ fn refresh(
     inner.counts.refreshes += 1;
     inner.refresh_times.push(Instant::now());
     Ok(body)
+}
+
+/// RFC 8628 §3.1: a device code for an authenticated client, for a scope and (RFC 8707)
+/// a resource checked as `/authorize` checks them.
+async fn device_authorization(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(&body);
+    let mut inner = shared.lock();
+    inner.last_device = Some(params.map.clone());
+    let device = shared.opts.device.clone().unwrap_or_default();
+    let result = check_form_request(&headers, &params)
+        .and_then(|()| authenticate_client(&shared.issuer, &mut inner, &headers, &params))
+        .and_then(|client_id| {
+            let resource = requested_resource(&shared.opts, &params)?;
+            if !is_valid_resource(&resource) {
+                return Err(OAuthError::invalid_target(
+                    "resource must be an absolute URI without a fragment",
+                ));
+            }
+            let scope = params.get("scope");
+            if let Some(unknown) = split_scope(scope)
+                .into_iter()
+                .find(|s| !shared.opts.scopes_supported.contains(s))
+            {
+                return Err(OAuthError::invalid_scope(format!(
+                    "unknown scope {unknown}"
+                )));
+            }
+            Ok((client_id, resource, scope.map(String::from)))
+        });
+    let (client_id, resource, scope) = match result {
+        Ok(ok) => ok,
+        Err(err) => return err.into_response(),
+    };
+    let device_code = inner.new_secret("dc_");
+    // RFC 8628 §6.1: short, unambiguous, typed by a human.
+    let letters: String = rand::random::<[u8; 8]>()
+        .iter()
+        .map(|b| b"BCDFGHJKLMNPQRSTVWXZ"[usize::from(*b) % 20] as char)
+        .collect();
+    let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
+    let interval = Duration::from_secs(device.interval_secs.unwrap_or(5));
+    inner.device_codes.insert(
+        device_code.clone(),
+        DeviceGrant {
+            client_id,
+            user_code: user_code.clone(),
+            scope,
+            resource,
+            expires_at: Instant::now() + Duration::from_secs(device.code_ttl_secs),
+            interval,
+            last_poll: None,
+            decision: DeviceDecision::Pending,
+        },
+    );
+    let issuer = &shared.issuer;
+    let mut body = json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": format!("{issuer}/device"),
+        "verification_uri_complete": format!("{issuer}/device?user_code={user_code}"),
+        "expires_in": device.code_ttl_secs,
+    });
+    if let Some(interval) = device.interval_secs {
+        body["interval"] = json!(interval);
+    }
+    (StatusCode::OK, no_store(), axum::Json(body)).into_response()
+}
+
+/// The verification page: a GET with the user code plays the user who approves it
+/// (`decision=deny` denies).
+async fn device_verification(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let Some(user_code) = params.get("user_code") else {
+        return (StatusCode::OK, "Enter the code shown on your device.").into_response();
+    };
+    let deny = params.get("decision") == Some("deny");
+    let mut inner = shared.lock();
+    let Some(grant) = inner
+        .device_codes
+        .values_mut()
+        .find(|g| g.user_code == user_code && g.decision == DeviceDecision::Pending)
+    else {
+        return plain_error("unknown or used user code");
+    };
+    if Instant::now() >= grant.expires_at {
+        return plain_error("this code has expired");
+    }
+    grant.decision = if deny {
+        DeviceDecision::Denied
+    } else {
+        DeviceDecision::Approved
+    };
+    (
+        StatusCode::OK,
+        if deny {
+            "Denied."
+        } else {
+            "Approved: you can return to your device."
+        },
+    )
+        .into_response()
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5): every
+/// poll recorded, a client that polls faster than the interval slowed down.
+fn device_grant(
+    opts: &AsOptions,
+    inner: &mut Inner,
+    client_id: &str,
+    params: &Params,
+    jkt: Option<String>,
+) -> Result<Value, OAuthError> {
+    let code = params.require("device_code")?.to_string();
+    let resource = requested_resource(opts, params)?;
+    let scripted_slow_downs = opts.device.as_ref().map_or(0, |d| d.slow_down_polls);
+    let polls_so_far = inner.device_polls.len();
+    let now = Instant::now();
+    let answer = poll_device_code(
+        inner.device_codes.get_mut(&code),
+        client_id,
+        &resource,
+        polls_so_far < scripted_slow_downs as usize,
+        now,
+    )
+    .map(|(scope, resource)| {
+        let family = inner.new_family(client_id, scope.clone(), resource, None, jkt);
+        (family, scope)
+    });
+    inner.device_polls.push(DevicePoll {
+        at: now,
+        answer: match &answer {
+            Ok(_) => "granted".into(),
+            Err(e) => e.code.to_string(),
+        },
+    });
+    let (family, scope) = answer?;
+    inner.counts.code_exchanges += 1;
+    Ok(inner.issue(family, scope, opts.issue_refresh_tokens))
+}
+
+/// What one poll with a device code gets: the approved grant's (scope, resource), the code
+/// then spent, or the RFC 8628 §3.5 error.
+fn poll_device_code(
+    grant: Option<&mut DeviceGrant>,
+    client_id: &str,
+    resource: &str,
+    scripted_slow_down: bool,
+    now: Instant,
+) -> Result<(Option<String>, String), OAuthError> {
+    let grant = grant.ok_or_else(|| OAuthError::invalid_grant("unknown device code"))?;
+    if grant.client_id != client_id {
+        return Err(OAuthError::invalid_grant(
+            "device code was issued to another client",
+        ));
+    }
+    if grant.resource != resource {
+        return Err(OAuthError::invalid_target(
+            "resource differs from the device authorization request",
+        ));
+    }
+    let error = |code: &'static str| OAuthError::new(StatusCode::BAD_REQUEST, code, code);
+    let too_soon = grant
+        .last_poll
+        .is_some_and(|last| now.duration_since(last) < grant.interval);
+    grant.last_poll = Some(now);
+    if now >= grant.expires_at {
+        return Err(error("expired_token"));
+    }
+    if scripted_slow_down || too_soon {
+        grant.interval += Duration::from_secs(5);
+        return Err(error("slow_down"));
+    }
+    match grant.decision {
+        DeviceDecision::Pending => Err(error("authorization_pending")),
+        DeviceDecision::Denied => Err(error("access_denied")),
+        DeviceDecision::Redeemed => Err(OAuthError::invalid_grant("device code already used")),
+        DeviceDecision::Approved => {
+            grant.decision = DeviceDecision::Redeemed;
+            Ok((grant.scope.clone(), grant.resource.clone()))
+        }
+    }
 }
 
 /// RFC 7009 revocation.

@@ -27,8 +27,9 @@ pub mod procfs;
 pub mod tools;
 
 pub use auth_server::{
-    AsOptions, AuthServer, Counts, IMPLIED_RESOURCE, IdpOptions, PreRegisteredClient,
-    TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT, TokenProblem,
+    AsOptions, AuthServer, Counts, DEVICE_GRANT, DeviceOptions, DevicePoll, IMPLIED_RESOURCE,
+    IdpOptions, PreRegisteredClient, TEST_ACCOUNT_EMAIL, TEST_ACCOUNT_SUBJECT, TokenProblem,
+    subject_of_hint,
 };
 pub use mcp_server::{McpOptions, McpServer};
 

@@ -8,16 +8,18 @@
 //! advertised `resource` as the required audience, so a client that requests
 //! tokens for the wrong resource is caught.
 
-use std::sync::Arc;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::auth_server::{AuthServer, Shared};
 use crate::net::{ServerHandle, bind_loopback, spawn_server};
@@ -57,6 +59,13 @@ pub struct McpOptions {
     /// RFC 9449 §9: a DPoP proof without the server's nonce is answered 401
     /// `use_dpop_nonce` with a `DPoP-Nonce` header.
     pub dpop_nonce: bool,
+    /// Only the older HTTP+SSE transport (2024-11-05): POST to the MCP URL is 404, a GET
+    /// opens the event stream whose `endpoint` event names `/messages?sessionId=…`, and
+    /// answers to what is POSTed there come on that stream.
+    pub legacy_sse: bool,
+    /// With `legacy_sse`, the `endpoint` event's data instead of the server's own
+    /// `/messages?sessionId=…`: a hostile server pointing messages (and the token) elsewhere.
+    pub legacy_endpoint: Option<String>,
 }
 
 impl Default for McpOptions {
@@ -72,6 +81,8 @@ impl Default for McpOptions {
             host: None,
             public_origin: None,
             dpop_nonce: false,
+            legacy_sse: false,
+            legacy_endpoint: None,
         }
     }
 }
@@ -112,6 +123,9 @@ impl McpServer {
             dpop_requests: AtomicU32::new(0),
             dpop_nonce_challenges: AtomicU32::new(0),
             url: url.clone(),
+            last_token: Default::default(),
+            seen_headers: Mutex::new(Vec::new()),
+            legacy_stream: Mutex::new(None),
         });
         let app = Router::new()
             .route(PRM_PATH, get(protected_resource_metadata))
@@ -122,6 +136,7 @@ impl McpServer {
                 get(|| async { StatusCode::NOT_FOUND }),
             )
             .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
+            .route(LEGACY_MESSAGES_PATH, post(legacy_post))
             .with_state(Arc::clone(&state));
         McpServer {
             url,
@@ -157,7 +172,33 @@ impl McpServer {
         self.state.dpop_nonce_challenges.load(Ordering::SeqCst)
     }
 
-    /// Server streams (GET) opened, with `streaming`.
+    /// The access token of the last request this server authorized (for a test to ask the
+    /// authorization server whose it is: [`crate::AuthServer::subject_of`]).
+    pub fn last_authorized_token(&self) -> Option<String> {
+        self.state
+            .last_token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The values of header `name` on every request to the MCP endpoint (and the
+    /// HTTP+SSE message endpoint) so far, in order.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.state
+            .seen_headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|h| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Server streams (GET) opened, with `streaming` or `legacy_sse`.
     pub fn streams_opened(&self) -> u32 {
         self.state.streams.load(Ordering::SeqCst)
     }
@@ -201,7 +242,23 @@ struct McpState {
     dpop_nonce_challenges: AtomicU32,
     /// The MCP endpoint: what a DPoP proof's `htu` must name.
     url: String,
+    /// The token of the last authorized request (whose account made it).
+    last_token: Mutex<Option<String>>,
+    seen_headers: Mutex<Vec<HeaderMap>>,
+    /// With `legacy_sse`: where answers go, to the open event stream.
+    legacy_stream: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
+
+impl McpState {
+    fn record(&self, headers: &HeaderMap) {
+        self.seen_headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(headers.clone());
+    }
+}
+
+const LEGACY_MESSAGES_PATH: &str = "/messages";
 
 const SESSION_ID: &str = "session-1";
 
@@ -288,6 +345,16 @@ enum Rejection {
 /// admitted requests: a bearer token as `Bearer`, a DPoP-bound one as `DPoP` with a fresh
 /// proof for this request by the key it is bound to (RFC 9449 §7).
 fn authorize(state: &McpState, headers: &HeaderMap, method: &str) -> Result<(), Rejection> {
+    authorize_at(state, headers, method, &state.url)
+}
+
+/// [`authorize`] for a request to `url` (a DPoP proof's `htu`, without query).
+fn authorize_at(
+    state: &McpState,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+) -> Result<(), Rejection> {
     let (scheme, token) = authorization(headers).ok_or(Rejection::MissingToken)?;
     let scopes = state
         .auth
@@ -300,7 +367,7 @@ fn authorize(state: &McpState, headers: &HeaderMap, method: &str) -> Result<(), 
                 .ok()
                 .flatten()
                 .ok_or(Rejection::InvalidToken)?;
-            let proof = crate::dpop::verify(proof, method, &state.url, Some(token))
+            let proof = crate::dpop::verify(proof, method, url, Some(token))
                 .map_err(|_| Rejection::InvalidToken)?;
             if proof.jkt != jkt || !state.auth.fresh_jti(&proof.jti) {
                 return Err(Rejection::InvalidToken);
@@ -324,6 +391,10 @@ fn authorize(state: &McpState, headers: &HeaderMap, method: &str) -> Result<(), 
         return Err(Rejection::InsufficientScope);
     }
     state.authorized.fetch_add(1, Ordering::SeqCst);
+    *state
+        .last_token
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token.to_string());
     Ok(())
 }
 
@@ -383,8 +454,12 @@ fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
 
 /// The server offers no SSE stream, which the transport allows with a 405.
 async fn mcp_get(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
+    state.record(&headers);
     if let Err(rejection) = authorize(&state, &headers, "GET") {
         return challenge(&state, rejection);
+    }
+    if state.opts.legacy_sse {
+        return legacy_stream(&state);
     }
     if !state.opts.streaming {
         return method_not_allowed();
@@ -398,6 +473,7 @@ async fn mcp_get(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Resp
 }
 
 async fn mcp_delete(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
+    state.record(&headers);
     if let Err(rejection) = authorize(&state, &headers, "DELETE") {
         return challenge(&state, rejection);
     }
@@ -420,6 +496,11 @@ fn method_not_allowed() -> Response {
 }
 
 async fn mcp_post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    state.record(&headers);
+    if state.opts.legacy_sse {
+        // An HTTP+SSE server has no POST on its stream URL: what makes clients fall back.
+        return StatusCode::NOT_FOUND.into_response();
+    }
     if let Err(rejection) = authorize(&state, &headers, "POST") {
         return challenge(&state, rejection);
     }
@@ -449,6 +530,78 @@ async fn mcp_post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: 
             .insert("mcp-session-id", HeaderValue::from_static(SESSION_ID));
     }
     response
+}
+
+/// The HTTP+SSE event stream: the `endpoint` event, then every answer to what is POSTed
+/// to it.
+fn legacy_stream(state: &McpState) -> Response {
+    state.streams.fetch_add(1, Ordering::SeqCst);
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let endpoint = state
+        .opts
+        .legacy_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("{LEGACY_MESSAGES_PATH}?sessionId=legacy-1"));
+    let _ = tx.send(format!("event: endpoint\ndata: {endpoint}\n\n"));
+    *state
+        .legacy_stream
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(events),
+    )
+        .into_response()
+}
+
+/// A message for the HTTP+SSE transport: 202 here, the answer on the event stream.
+async fn legacy_post(
+    State(state): State<Arc<McpState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.record(&headers);
+    let messages = url::Url::parse(&state.url)
+        .and_then(|u| u.join(LEGACY_MESSAGES_PATH))
+        .map(String::from)
+        .unwrap_or_default();
+    if let Err(rejection) = authorize_at(&state, &headers, "POST", &messages) {
+        return challenge(&state, rejection);
+    }
+    if query.get("sessionId").map(String::as_str) != Some("legacy-1") {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
+    }
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    let id = message.get("id").filter(|id| !id.is_null());
+    let method = message.get("method").and_then(Value::as_str);
+    let answer = match (method, id) {
+        (Some(method), Some(id)) => match dispatch(method, &message["params"]) {
+            Some(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            None => json!({"jsonrpc": "2.0", "id": id,
+                           "error": {"code": -32601, "message": "method not found"}}),
+        },
+        _ => return StatusCode::ACCEPTED.into_response(),
+    };
+    let stream = state
+        .legacy_stream
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    match stream.as_ref() {
+        Some(tx)
+            if tx
+                .send(format!("event: message\ndata: {answer}\n\n"))
+                .is_ok() =>
+        {
+            StatusCode::ACCEPTED.into_response()
+        }
+        _ => (StatusCode::CONFLICT, "no open event stream").into_response(),
+    }
 }
 
 /// Answers one JSON-RPC message: requests get a response, notifications and

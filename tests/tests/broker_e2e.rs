@@ -52,8 +52,8 @@ async fn token_via(
     let mut client = Client::connect(&socket).await?;
     let params = TokenGetParams {
         server,
-        scopes: None,
         min_valid_secs: Some(min_valid),
+        ..Default::default()
     };
     client.call(TOKEN_GET, &params).await
 }

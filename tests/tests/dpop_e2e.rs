@@ -29,6 +29,7 @@ async fn token(d: &Daemon, server: &str) -> TokenGetResult {
         server: server.into(),
         scopes: None,
         min_valid_secs: Some(1),
+        account: None,
     };
     client.call(TOKEN_GET, &params).await.unwrap()
 }
@@ -213,6 +214,7 @@ async fn any_client_uses_a_dpop_grant_through_the_socket_and_headers_refuses_it(
         access_token,
         ath,
         nonce: None,
+        account: None,
     };
 
     // A proof from the socket makes the token good for one request.

@@ -22,10 +22,17 @@ struct Proxy {
 
 impl Proxy {
     fn start(d: &Daemon, url: &str) -> Proxy {
+        Proxy::start_with(d, url, &[], &[])
+    }
+
+    /// The proxy with extra arguments and environment variables.
+    fn start_with(d: &Daemon, url: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let mut child = Command::new(bin("mcp-auth"))
             .arg("--socket")
             .arg(d.socket())
             .args(["proxy", url])
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -349,4 +356,248 @@ async fn a_401_refreshes_once_and_only_for_the_current_token() {
     assert_eq!(again.access_token, renewed.access_token);
     assert_eq!(auth.counts().refreshes, 1);
     assert_eq!(auth.counts().authorizations, 1);
+}
+
+/// Runs `mcp-auth proxy URL ARGS` with one initialize; its exit status and stderr.
+fn proxy_refuses(d: &Daemon, url: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = Command::new(bin("mcp-auth"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["proxy", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the proxy");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_from_the_flag_and_the_config_reach_the_server() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let config = format!(
+        "[servers.\"{}\"]\nheaders = {{ \"X-Team\" = \"blue\", \"X-Both\" = \"from-config\" }}\n",
+        mcp.url()
+    );
+    let home = DaemonHome::new("file", &config);
+    let d = home.start(None);
+
+    let mut p = Proxy::start_with(
+        &d,
+        mcp.url(),
+        &[
+            "--header",
+            "X-Trace: run-${TRACE_ID}",
+            "--header",
+            "x-both:from-flag",
+        ],
+        &[("TRACE_ID", "42")],
+    );
+    initialize(&mut p);
+    let call = p.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+    assert_eq!(call["result"]["content"][0]["text"], "ok", "{call}");
+    let (status, stderr) = p.finish();
+    assert!(status.success(), "{stderr}");
+
+    // Every request carried them, the ones before the login too.
+    let requests = mcp.header_values("x-trace").len();
+    assert!(requests >= 3, "{requests}");
+    assert_eq!(mcp.header_values("x-trace"), vec!["run-42"; requests]);
+    assert_eq!(mcp.header_values("x-team"), vec!["blue"; requests]);
+    // The flag replaces the config's header of the same name.
+    assert_eq!(mcp.header_values("x-both"), vec!["from-flag"; requests]);
+    // Header values may be credentials: the daemon's log (TRACE) and the proxy's stderr
+    // carry none of them.
+    for value in ["blue", "from-config", "run-42"] {
+        assert!(
+            !home.log_text().contains(value),
+            "{value} in the daemon log"
+        );
+        assert!(!stderr.contains(value), "{value} on stderr");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_or_reserved_headers_are_refused_before_anything_is_sent() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+    for (arg, says) in [
+        ("Authorization: Bearer abc", "sends the access token itself"),
+        ("authorization:x", "sends the access token itself"),
+        ("Mcp-Session-Id: 1", "the transport sets it"),
+        ("Bad Name: x", "not a valid HTTP header name"),
+        ("Bearer abc", "is not `Name: value`"),
+        (
+            "X-Key: ${MCP_AUTH_TEST_UNSET_VAR}",
+            "`MCP_AUTH_TEST_UNSET_VAR` is not set",
+        ),
+    ] {
+        let (status, stderr) = proxy_refuses(&d, mcp.url(), &["--header", arg]);
+        assert_eq!(status.code(), Some(1), "{arg}: {stderr}");
+        assert!(stderr.contains(says), "{arg}: {stderr}");
+        assert!(!stderr.contains("abc"), "the value is not echoed: {stderr}");
+    }
+    assert_eq!(mcp.header_values("x-key").len(), 0);
+    assert!(
+        mcp.header_values("accept").is_empty(),
+        "nothing reached the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_falls_back_to_http_sse_through_a_login() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(
+        &auth,
+        McpOptions {
+            legacy_sse: true,
+            ..McpOptions::default()
+        },
+    )
+    .await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--header", "X-Team: blue"], &[]);
+    let init = initialize(&mut p);
+    assert_eq!(init["result"]["serverInfo"]["name"], "test-mcp", "{init}");
+    let list = p.request("tools/list", json!({}));
+    assert_eq!(list["result"]["tools"][0]["name"], "whoami", "{list}");
+    // A token the server stops accepting mid-session: the POST to the endpoint gets 401,
+    // the daemon refreshes, the message goes again and its answer comes on the stream.
+    auth.invalidate_access_tokens();
+    let call = p.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+    assert_eq!(call["result"]["content"][0]["text"], "ok", "{call}");
+    assert_eq!(auth.counts().refreshes, 1);
+    let (status, stderr) = p.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused Streamable HTTP (HTTP 404)"),
+        "{stderr}"
+    );
+
+    // The GET was challenged (401), the daemon logged in once, the stream was opened
+    // with the token, and every message POSTed to the endpoint carried it.
+    assert_eq!(auth.counts().authorizations, 1);
+    assert_eq!(mcp.streams_opened(), 1);
+    assert!(
+        mcp.authorized_requests() >= 5,
+        "{}",
+        mcp.authorized_requests()
+    );
+    assert!(mcp.header_values("x-team").len() >= 5);
+
+    // http-only does not fall back: the request gets the server's refusal.
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--transport", "http-only"], &[]);
+    let init = initialize(&mut p);
+    let message = init["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("HTTP 404"), "{init}");
+    p.finish();
+    assert_eq!(mcp.streams_opened(), 1);
+
+    // sse-only goes straight to the stream. A request sent just before stdin closes still
+    // gets its answer, which comes on the stream after the POST.
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--transport", "sse-only"], &[]);
+    assert!(initialize(&mut p)["result"].is_object());
+    p.send(json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+                  "params": {"name": "whoami", "arguments": {}}}));
+    p.stdin.take();
+    let last: Value =
+        serde_json::from_str(&p.lines.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+    assert_eq!(last["id"], 99, "{last}");
+    assert_eq!(last["result"]["content"][0]["text"], "ok", "{last}");
+    p.finish();
+    assert_eq!(mcp.streams_opened(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_first_falls_back_to_streamable_http_and_sse_only_does_not() {
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+
+    // The GET is challenged first (a login), then refused with 405: Streamable HTTP.
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--transport", "sse-first"], &[]);
+    assert!(initialize(&mut p)["result"].is_object());
+    let call = p.request("tools/call", json!({"name": "whoami", "arguments": {}}));
+    assert_eq!(call["result"]["content"][0]["text"], "ok", "{call}");
+    let (_, stderr) = p.finish();
+    assert!(
+        stderr.contains("refused the HTTP+SSE transport (HTTP 405)"),
+        "{stderr}"
+    );
+    assert_eq!(auth.counts().authorizations, 1);
+
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--transport", "sse-only"], &[]);
+    let init = initialize(&mut p);
+    let message = init["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("HTTP 405"), "{init}");
+    assert!(message.contains("--transport http-only"), "{init}");
+    p.finish();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_on_another_origin_gets_neither_messages_nor_the_token() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let port = elsewhere.local_addr().unwrap().port();
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(
+        &auth,
+        McpOptions {
+            legacy_sse: true,
+            legacy_endpoint: Some(format!("http://127.0.0.1:{port}/messages")),
+            ..McpOptions::default()
+        },
+    )
+    .await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+
+    let mut p = Proxy::start(&d, mcp.url());
+    let init = initialize(&mut p);
+    let message = init["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("another origin"), "{init}");
+    p.finish();
+    assert!(
+        elsewhere.accept().is_err(),
+        "the other origin was contacted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_passes_a_fixed_callback_port_to_the_login_it_causes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "");
+    let d = home.start(None);
+
+    let mut p = Proxy::start_with(&d, mcp.url(), &["--callback-port", &port], &[]);
+    assert!(initialize(&mut p)["result"].is_object());
+    p.finish();
+    // The port is the user's; without --callback-path the dynamic registration keeps its
+    // authorization server's own path (`/callback/<16 hex digits>`, against mix-ups).
+    let registered = auth.registrations()[0]["redirect_uris"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prefix = format!("http://127.0.0.1:{port}/callback/");
+    let own = registered
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{registered}"));
+    assert!(
+        own.len() == 16 && own.chars().all(|c| c.is_ascii_hexdigit()),
+        "{registered}"
+    );
 }

@@ -24,8 +24,8 @@ async fn token(d: &Daemon, server: &str) -> Result<TokenGetResult, ClientError> 
     let mut client = Client::connect(d.socket()).await?;
     let params = TokenGetParams {
         server: server.into(),
-        scopes: None,
         min_valid_secs: Some(1),
+        ..Default::default()
     };
     client.call(TOKEN_GET, &params).await
 }

@@ -42,8 +42,8 @@ fn refresh_in_flight(
     let socket = d.socket().to_path_buf();
     let params = TokenGetParams {
         server: url.to_string(),
-        scopes: None,
         min_valid_secs: Some(1),
+        ..Default::default()
     };
     tokio::spawn(async move {
         let mut client = Client::connect(&socket).await?;

@@ -354,8 +354,8 @@ async fn sigterm_lets_the_request_in_flight_finish_and_removes_the_socket() {
     let socket = d.socket().to_path_buf();
     let params = TokenGetParams {
         server: url.clone(),
-        scopes: None,
         min_valid_secs: Some(1),
+        ..Default::default()
     };
     let mut client = Client::connect(&socket).await.unwrap();
     let in_flight = tokio::spawn(async move {

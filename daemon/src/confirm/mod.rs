@@ -324,6 +324,7 @@ async fn ask(
                     id: c.next_id.fetch_add(1, Ordering::Relaxed),
                     grant: grant.id.clone(),
                     server: grant.server_url.clone(),
+                    account_name: grant.account_name().map(str::to_string),
                     program: program.as_ref().map(|p| p.path.clone()),
                     pid: peer.pid,
                     via_cli: program.as_ref().is_some_and(|p| p.via_cli),
@@ -406,7 +407,12 @@ fn show_dialog(
     grant: &GrantRow,
     timeout: Duration,
 ) {
-    let account = grant.account.clone();
+    // The account the user named, with who the authorization server says it is.
+    let account = match (grant.account_name(), &grant.account) {
+        (Some(name), Some(who)) => Some(format!("{name} ({who})")),
+        (Some(name), None) => Some(name.to_string()),
+        (None, who) => who.clone(),
+    };
     let mut answered = {
         let state = lock(&broker.confirm.state);
         match state.pending.iter().find(|w| w.request.id == request.id) {

@@ -12,7 +12,7 @@ use crate::broker::Broker;
 const DEFAULT_LIMIT: u32 = 20;
 
 pub async fn list(broker: &Arc<Broker>, p: AuditParams) -> Result<Value, RpcError> {
-    let grant = broker.find_grant(&p.grant).await?;
+    let grant = broker.find_grant(&p.grant, None).await?;
     broker.audit.flush().await;
     let hand_outs = broker
         .db

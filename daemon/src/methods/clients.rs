@@ -23,7 +23,9 @@ pub async fn answer(broker: &Arc<Broker>, p: AnswerParams) -> Result<Value, RpcE
 }
 
 pub async fn list(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> {
-    let grant = broker.find_grant(&p.grant).await?;
+    let grant = broker
+        .find_grant(&p.grant, super::account(&p.account)?)
+        .await?;
     super::to_value(ClientsResult {
         clients: broker.confirm.decisions(&grant.id),
         grant: grant.id,
@@ -31,7 +33,9 @@ pub async fn list(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> 
 }
 
 pub async fn forget(broker: &Arc<Broker>, p: ForgetParams) -> Result<Value, RpcError> {
-    let grant = broker.find_grant(&p.grant).await?;
+    let grant = broker
+        .find_grant(&p.grant, super::account(&p.account)?)
+        .await?;
     match broker
         .confirm
         .forget(&broker.db, &grant.id, &p.program)

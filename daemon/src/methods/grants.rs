@@ -20,7 +20,9 @@ pub async fn list(broker: &Arc<Broker>) -> Result<Value, RpcError> {
 }
 
 pub async fn get(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> {
-    let row = broker.find_grant(&p.grant).await?;
+    let row = broker
+        .find_grant(&p.grant, super::account(&p.account)?)
+        .await?;
     super::to_value(broker.grant_info(&row).await?)
 }
 
@@ -29,10 +31,12 @@ pub async fn get(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> {
 /// Under the grant's refresh lock: a refresh in flight finishes first, so the newest
 /// refresh token is the one revoked and none is stored after the grant is forgotten.
 pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcError> {
-    let found = broker.find_grant(&p.grant).await?;
+    let found = broker
+        .find_grant(&p.grant, super::account(&p.account)?)
+        .await?;
     let lock = broker.lock_grant(&found.id).await;
     // Read again under the lock: the refresh it waited for may have changed the row.
-    let row = broker.find_grant(&found.id).await?;
+    let row = broker.find_grant(&found.id, None).await?;
     let info = broker.grant_info(&row).await?;
     let (remote, tokens) = if !p.remote.unwrap_or(true) {
         ("skipped".to_string(), Vec::new())

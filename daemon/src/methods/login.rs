@@ -15,10 +15,12 @@ pub async fn apply(
     params: LoginParams,
     notifier: Notifier,
 ) -> Result<Value, RpcError> {
+    let account = super::account(&params.account)?.map(str::to_string);
     let grant = crate::login::login(broker, params, None, |pending| {
         send_pending(&notifier, pending)
     })
-    .await?;
+    .await
+    .map_err(|e| e.for_account(account.as_deref()))?;
     super::to_value(grant)
 }
 

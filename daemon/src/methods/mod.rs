@@ -6,7 +6,9 @@ mod config_reload;
 mod doctor;
 mod grants;
 mod login;
+mod login_paste;
 mod secret;
+mod server_headers;
 mod status;
 mod token_challenge;
 mod token_dpop_proof;
@@ -47,6 +49,8 @@ pub async fn dispatch(
             token_dpop_proof::apply(broker, parse(params)?, peer, &notifier).await
         }
         m::LOGIN => login::apply(broker, parse(params)?, notifier).await,
+        m::LOGIN_PASTE => login_paste::apply(broker, parse(params)?),
+        m::SERVER_HEADERS => server_headers::apply(broker, parse(params)?).await,
         m::GRANTS_LIST => grants::list(broker).await,
         m::GRANTS_GET => grants::get(broker, parse(params)?).await,
         m::GRANTS_REVOKE => grants::revoke(broker, parse(params)?).await,
@@ -75,6 +79,16 @@ fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     };
     serde_json::from_value(params)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("invalid params: {e}")))
+}
+
+/// A request's `account`, checked: `None` is the default account.
+pub(crate) fn account(account: &Option<String>) -> Result<Option<&str>, RpcError> {
+    match account.as_deref() {
+        None => Ok(None),
+        Some(name) => mcp_authd_ipc::methods::check_account_name(name)
+            .map(|()| Some(name))
+            .map_err(|why| RpcError::new(ErrorKind::InvalidParams, format!("`account`: {why}"))),
+    }
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {

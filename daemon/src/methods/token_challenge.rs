@@ -18,9 +18,11 @@ pub async fn apply(
     peer: &Arc<Peer>,
 ) -> Result<Value, RpcError> {
     let server = params.server.clone();
+    let account = super::account(&params.account)?.map(str::to_string);
+    let account = account.as_deref();
     // `confirm_clients`: asked before the renewal when the grant is known, and in any case
     // for the grant the token is of (a login may have made a new one).
-    let known = match broker.find_grant(&server).await {
+    let known = match broker.find_grant(&server, account).await {
         Ok(grant) if broker.confirm.is_enabled() => {
             crate::confirm::check(broker, &grant, peer, &notifier).await?;
             Some(grant.id)
@@ -29,9 +31,10 @@ pub async fn apply(
     };
     let token =
         crate::challenge::handle(broker, params, |pending| send_pending(&notifier, pending))
-            .await?;
+            .await
+            .map_err(|e| e.for_account(account))?;
     if broker.confirm.is_enabled() && known.as_deref() != Some(token.grant.as_str()) {
-        let grant = broker.find_grant(&token.grant).await?;
+        let grant = broker.find_grant(&token.grant, None).await?;
         crate::confirm::check(broker, &grant, peer, &notifier).await?;
     }
     // A token given to retry with is a hand-out like any other.

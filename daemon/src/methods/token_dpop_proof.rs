@@ -18,7 +18,11 @@ pub async fn apply(
     peer: &Arc<Peer>,
     notifier: &super::Notifier,
 ) -> Result<Value, RpcError> {
-    let grant = broker.find_grant(&p.server).await?;
+    let account = super::account(&p.account)?;
+    let grant = broker
+        .find_grant(&p.server, account)
+        .await
+        .map_err(|e| e.for_account(account))?;
     // A proof is as good as the token for a request: the same programs may have it.
     if broker.confirm.is_enabled() {
         crate::confirm::check(broker, &grant, peer, notifier).await?;

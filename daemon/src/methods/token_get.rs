@@ -19,33 +19,39 @@ pub async fn apply(
     notifier: &super::Notifier,
 ) -> Result<Value, RpcError> {
     let server = params.server.clone();
+    let account = super::account(&params.account)?.map(str::to_string);
+    let account = account.as_deref();
     // `confirm_clients`: the user's answer comes before any refresh, so the token handed
     // out is as fresh as asked however long the answer took.
     if broker.confirm.is_enabled()
-        && let Ok(grant) = broker.find_grant(&server).await
+        && let Ok(grant) = broker.find_grant(&server, account).await
     {
         crate::confirm::check(broker, &grant, peer, notifier).await?;
     }
     let result = match broker.token_get(params.clone()).await {
         Err(e)
             if e.kind() == Some(ErrorKind::AuthorizationRequired)
-                && first_grant_without_browser(broker, &server).await =>
+                && first_grant_without_browser(broker, &server, account).await =>
         {
             // Nothing to ask the user: run the configured grant, as a login would.
             let login = LoginParams {
                 server: server.clone(),
                 scopes: params.scopes.clone(),
                 open_browser: Some(false),
-                timeout_secs: None,
+                account: account.map(str::to_string),
+                ..Default::default()
             };
             crate::login::login(broker, login, None, |_| {}).await?;
             if broker.confirm.is_enabled() {
-                let grant = broker.find_grant(&server).await?;
+                let grant = broker.find_grant(&server, account).await?;
                 crate::confirm::check(broker, &grant, peer, notifier).await?;
             }
-            broker.token_get(params).await?
+            broker
+                .token_get(params)
+                .await
+                .map_err(|e| e.for_account(account))?
         }
-        other => other?,
+        other => other.map_err(|e| e.for_account(account))?,
     };
     // The hand-out is counted for the audit log before the token leaves.
     broker
@@ -58,14 +64,14 @@ pub async fn apply(
 /// Whether `server` (by its URL) is configured with a grant that needs no browser and
 /// has no grant yet. A grant that exists but needs a login (a refused assertion) is left
 /// alone: such a grant is only tried again when a login asks.
-async fn first_grant_without_browser(broker: &Broker, server: &str) -> bool {
+async fn first_grant_without_browser(broker: &Broker, server: &str, account: Option<&str>) -> bool {
     let configured = broker
         .config()
         .server(server, None)
         .is_some_and(|c| c.grant != crate::config::GrantKind::AuthorizationCode);
     configured
         && matches!(
-            broker.find_grant(server).await,
+            broker.find_grant(server, account).await,
             Err(e) if e.kind() == Some(ErrorKind::NotFound)
         )
 }

@@ -61,6 +61,9 @@ pub struct AsMetadata {
     /// no DPoP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 8628 §4: where a device login starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
 }
 
 impl AsMetadata {
@@ -210,6 +213,7 @@ async fn legacy_discovery(
                 id_token_signing_alg_values_supported: None,
                 prompt_values_supported: None,
                 dpop_signing_alg_values_supported: None,
+                device_authorization_endpoint: None,
             };
             check_as_metadata(policy, &issuer, &metadata)?;
             metadata
@@ -583,6 +587,7 @@ mod tests {
             id_token_signing_alg_values_supported: None,
             prompt_values_supported: None,
             dpop_signing_alg_values_supported: None,
+            device_authorization_endpoint: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! size and redirect limits.
 
 pub mod challenge;
+pub mod device;
 pub mod discovery;
 pub mod dpop;
 pub mod http;

@@ -1,12 +1,36 @@
 //! Client identity at an authorization server: a pre-registered client from the config
 //! file, or Dynamic Client Registration (RFC 7591) as a native public client.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::discovery::AsMetadata;
 use super::http::{Http, UrlPolicy};
 use super::{OAuthError, printable};
 use crate::secret::Secret;
+
+/// Human-facing client metadata (RFC 7591 §2) for dynamic client registration: some
+/// authorization servers show it on their consent screen, some require a policy or terms
+/// URL. Only these fields: the rest of the registration is what the login needs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+}
 
 /// How the client authenticates at the token endpoint (RFC 7591 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,12 +110,14 @@ pub fn preferred_auth_method(metadata: &AsMetadata) -> AuthMethod {
     .unwrap_or(AuthMethod::ClientSecretBasic)
 }
 
-/// Registers mcp-authd at the AS as a native public client for `redirect_uri`.
+/// Registers mcp-authd at the AS as a native public client for `redirect_uri`; the
+/// config's `client_metadata` replaces the names and URIs it says about itself.
 pub async fn register(
     http: &Http,
     policy: &UrlPolicy,
     metadata: &AsMetadata,
     redirect_uri: &str,
+    overrides: Option<&ClientMetadata>,
 ) -> Result<Registered, OAuthError> {
     let endpoint = metadata.registration_endpoint.as_deref().ok_or_else(|| {
         OAuthError::RegistrationRefused(format!(
@@ -100,16 +126,27 @@ pub async fn register(
         ))
     })?;
     let endpoint = policy.check("registration endpoint", endpoint, Some(&metadata.issuer))?;
-    let body = serde_json::json!({
+    // The device grant only where the server offers it: a strict server refuses a
+    // registration naming a grant type it does not know.
+    let mut grant_types = vec!["authorization_code", "refresh_token"];
+    if metadata.device_authorization_endpoint.is_some() {
+        grant_types.push(crate::oauth::device::GRANT_TYPE);
+    }
+    let mut body = serde_json::json!({
         "client_name": "mcp-authd",
         "software_id": "mcp-authd",
         "software_version": env!("CARGO_PKG_VERSION"),
         "application_type": "native",
         "redirect_uris": [redirect_uri],
-        "grant_types": ["authorization_code", "refresh_token"],
+        "grant_types": grant_types,
         "response_types": ["code"],
         "token_endpoint_auth_method": preferred_auth_method(metadata).as_str(),
     });
+    if let (Some(overrides), Some(body)) = (overrides, body.as_object_mut())
+        && let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(overrides)
+    {
+        body.extend(fields);
+    }
     let response = http
         .send(http.client().post(endpoint.clone()).json(&body))
         .await?;

@@ -166,6 +166,25 @@ async fn post_token_request(
     dpop: Option<DpopSigner<'_>>,
 ) -> Result<(String, Body), OAuthError> {
     let endpoint = policy.check("token endpoint", token_endpoint, named_by)?;
+    let response = post_authenticated(http, endpoint.clone(), client, form, &[], dpop).await?;
+    Ok((endpoint.to_string(), response))
+}
+
+/// POSTs `form` and `extra` fields (from the config file) to an endpoint the transport
+/// policy already passed, with client authentication as the registration says (RFC 6749
+/// §2.3.1), `Accept: application/json`, and a DPoP proof when `dpop` is given. A
+/// `use_dpop_nonce` answer is retried once, with a new proof carrying the server's nonce
+/// (RFC 9449 §8); every nonce the server sends is remembered for the next request.
+/// Secrets of the request are masked in an error body. Token requests come here through
+/// [`post_token_request`]; the device authorization request (RFC 8628 §3.1) directly.
+pub(super) async fn post_authenticated(
+    http: &Http,
+    endpoint: url::Url,
+    client: &ClientCredentials,
+    form: Vec<(&'static str, String)>,
+    extra: &[(String, String)],
+    dpop: Option<DpopSigner<'_>>,
+) -> Result<Body, OAuthError> {
     let url = endpoint.to_string();
     let mut nonce_retried = false;
     loop {
@@ -181,11 +200,16 @@ async fn post_token_request(
                 .map_err(|e| OAuthError::Untrusted(e.to_string()))?;
             request = request.header(DPOP_HEADER, proof);
         }
+        let fields: Vec<(&str, &str)> = form
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect();
         let response = http
             .send(
                 request
                     .header(header::ACCEPT, "application/json")
-                    .form(&form),
+                    .form(&fields),
             )
             .await?;
         let nonce = response
@@ -196,7 +220,7 @@ async fn post_token_request(
             d.nonces.remember(&url, nonce);
         }
         if response.status.is_success() {
-            return Ok((url, response));
+            return Ok(response);
         }
         let error = error_from(&url, response.status.as_u16(), &response.bytes, &secrets);
         let wants_nonce =
@@ -434,6 +458,7 @@ fn basic_credentials(client_id: &str, secret: &str) -> String {
 /// Form fields of token and revocation requests whose values are secrets.
 const SECRET_FIELDS: &[&str] = &[
     "code",
+    "device_code",
     "code_verifier",
     "refresh_token",
     "client_secret",
@@ -452,7 +477,10 @@ const SECRET_FIELDS: &[&str] = &[
 struct RequestSecrets(Vec<Secret>);
 
 impl RequestSecrets {
-    fn of(form: &[(&'static str, String)], client: &ClientCredentials) -> RequestSecrets {
+    pub(super) fn of(
+        form: &[(&'static str, String)],
+        client: &ClientCredentials,
+    ) -> RequestSecrets {
         let mut values: Vec<Secret> = Vec::new();
         let mut add = |value: &str| {
             if value.is_empty() {

@@ -130,12 +130,21 @@ pub struct GrantRow {
     pub last_refresh_at: Option<i64>,
     /// Who the grant is for, from the last id_token (display only; see `oauth::id_token`).
     pub account: Option<String>,
+    /// The account name the user gave (`--account`); empty for the default account.
+    pub account_name: String,
+    /// The `login_hint` the account's last login sent, if any.
+    pub login_hint: Option<String>,
     /// `authorization_code`, `client_credentials`, `jwt_bearer` or `enterprise`
     /// (`config::GrantKind`).
     pub grant_type: String,
 }
 
 impl GrantRow {
+    /// The account name, `None` for the default account (as the protocol spells it).
+    pub fn account_name(&self) -> Option<&str> {
+        (!self.account_name.is_empty()).then_some(self.account_name.as_str())
+    }
+
     pub fn scope_list(&self) -> Vec<String> {
         self.scopes
             .split_ascii_whitespace()
@@ -289,56 +298,109 @@ impl Db {
 
     /// `find_grant_as`'s remembered answer for what a caller asked, if it has one (no
     /// database access).
-    pub fn remembered_grant(&self, asked: &str) -> Option<Option<Arc<GrantRow>>> {
-        self.lookups.get(asked)
+    pub fn remembered_grant(
+        &self,
+        asked: &str,
+        account: Option<&str>,
+    ) -> Option<Option<Arc<GrantRow>>> {
+        match account {
+            None => self.lookups.get(asked),
+            Some(account) => self.lookups.get(&account_lookup(asked, account)),
+        }
     }
 
-    /// A grant by id, else the newest grant for a server URL or resource.
+    /// A grant by id, else the newest grant of the default account for a server URL or
+    /// resource.
     #[cfg(test)]
     pub async fn find_grant(&self, key: &str) -> Result<Option<GrantRow>, DbError> {
-        self.find_grant_as(key, key).await
+        self.find_grant_as(key, key, None).await
     }
 
     /// `find_grant(key)`, remembered under `asked`, the caller's own spelling of `key`: the
-    /// next lookup of the same words need not normalize them again.
-    pub async fn find_grant_as(&self, asked: &str, key: &str) -> Result<Option<GrantRow>, DbError> {
-        if let Some(answer) = self.lookups.get(asked) {
+    /// next lookup of the same words need not normalize them again. With `account`, a
+    /// server URL or resource finds that account's grant and a grant id must be of it;
+    /// without, a URL finds the default account's grant and an id any grant.
+    pub async fn find_grant_as(
+        &self,
+        asked: &str,
+        key: &str,
+        account: Option<&str>,
+    ) -> Result<Option<GrantRow>, DbError> {
+        // A caller's words holding NUL are never remembered: NUL separates the account in
+        // the remembered keys (account names cannot hold one), so they could collide.
+        let remembered = match account {
+            _ if asked.contains('\0') => None,
+            None => Some(asked.to_string()),
+            Some(account) => Some(account_lookup(asked, account)),
+        };
+        if let Some(answer) = remembered.as_deref().and_then(|k| self.lookups.get(k)) {
             return Ok(answer.map(|g| (*g).clone()));
         }
         let generation = self.lookups.generation.load(Ordering::Acquire);
         let answer: Option<GrantRow> = sqlx::query_as(
-            "SELECT * FROM grants WHERE id = ?1 OR server_url = ?1 OR resource = ?1
+            "SELECT * FROM grants
+             WHERE (id = ?1 AND (?2 IS NULL OR account_name = ?2))
+                OR ((server_url = ?1 OR resource = ?1) AND account_name = COALESCE(?2, ''))
              ORDER BY (id = ?1) DESC, (server_url = ?1) DESC, updated_at DESC LIMIT 1",
         )
         .bind(key)
+        .bind(account)
         .fetch_optional(&self.pool)
         .await
         .map_err(self.err())?;
-        self.lookups
-            .put(generation, asked, answer.clone().map(Arc::new));
+        if let Some(remembered) = remembered {
+            self.lookups
+                .put(generation, &remembered, answer.clone().map(Arc::new));
+        }
         Ok(answer)
     }
 
+    /// The grant of one account (`""`: the default one) for a resource at an issuer.
     pub async fn grant_by_key(
         &self,
         resource: &str,
         issuer: &str,
+        account_name: &str,
     ) -> Result<Option<GrantRow>, DbError> {
-        sqlx::query_as("SELECT * FROM grants WHERE resource = ? AND issuer = ?")
-            .bind(resource)
-            .bind(issuer)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())
+        sqlx::query_as(
+            "SELECT * FROM grants WHERE resource = ? AND issuer = ? AND account_name = ?",
+        )
+        .bind(resource)
+        .bind(issuer)
+        .bind(account_name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())
     }
 
-    /// Every grant logged in through `server_url` (one per authorization server it used).
-    pub async fn grants_of_server(&self, server_url: &str) -> Result<Vec<GrantRow>, DbError> {
-        sqlx::query_as("SELECT * FROM grants WHERE server_url = ? ORDER BY updated_at DESC")
-            .bind(server_url)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.err())
+    /// Every grant of one account (`""`: the default one) logged in through `server_url`
+    /// (one per authorization server it used).
+    pub async fn grants_of_server(
+        &self,
+        server_url: &str,
+        account_name: &str,
+    ) -> Result<Vec<GrantRow>, DbError> {
+        sqlx::query_as(
+            "SELECT * FROM grants WHERE server_url = ? AND account_name = ? ORDER BY updated_at DESC",
+        )
+        .bind(server_url)
+        .bind(account_name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())
+    }
+
+    /// The account names with a grant for a server URL or resource (`""`: the default
+    /// account), sorted.
+    pub async fn accounts_of_server(&self, server: &str) -> Result<Vec<String>, DbError> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT account_name FROM grants WHERE server_url = ?1 OR resource = ?1
+             ORDER BY account_name",
+        )
+        .bind(server)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())
     }
 
     pub async fn list_grants(&self) -> Result<Vec<GrantRow>, DbError> {
@@ -359,13 +421,15 @@ impl Db {
     pub async fn upsert_grant(&self, g: &GrantRow) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state, needs_login_reason,
-                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at, account, grant_type)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 has_refresh_token, access_expires_at, created_at, updated_at, last_used_at, last_refresh_at, account,
+                                 account_name, login_hint, grant_type)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET
                 server_url = excluded.server_url, registration_id = excluded.registration_id, scopes = excluded.scopes,
                 state = excluded.state, needs_login_reason = excluded.needs_login_reason,
                 has_refresh_token = excluded.has_refresh_token, access_expires_at = excluded.access_expires_at,
-                updated_at = excluded.updated_at, account = excluded.account, grant_type = excluded.grant_type",
+                updated_at = excluded.updated_at, account = excluded.account, login_hint = excluded.login_hint,
+                grant_type = excluded.grant_type",
         )
         .bind(&g.id)
         .bind(&g.server_url)
@@ -382,6 +446,8 @@ impl Db {
         .bind(g.last_used_at)
         .bind(g.last_refresh_at)
         .bind(&g.account)
+        .bind(&g.account_name)
+        .bind(&g.login_hint)
         .bind(&g.grant_type)
         .execute(&self.pool)
         .await
@@ -532,6 +598,12 @@ impl Db {
     }
 }
 
+/// The remembered-lookup key of `asked` for a named account: account names hold no NUL,
+/// and keys of the default account are the caller's words, never holding one.
+fn account_lookup(asked: &str, account: &str) -> String {
+    format!("{account}\0{asked}")
+}
+
 /// The database file holds no secret, but who uses which server is still nobody else's business.
 fn restrict_permissions(path: &Path) {
     #[cfg(unix)]
@@ -570,6 +642,8 @@ mod tests {
             last_used_at: None,
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
+            account_name: String::new(),
+            login_hint: None,
             grant_type: "authorization_code".into(),
         }
     }
@@ -718,6 +792,127 @@ mod tests {
         assert!(db.upsert_grant(&orphan).await.is_err());
     }
 
+    /// A database at schema 7 (one grant per resource and issuer), with a grant and a
+    /// `confirm_clients` decision, upgraded: the grant is the default account's, keeps
+    /// its decision, and other accounts of the same server can join it.
+    #[tokio::test]
+    async fn upgrading_to_accounts_keeps_grants_in_the_default_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                .unwrap()
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            let mut seven = sqlx::migrate!("./migrations");
+            seven.migrations = seven
+                .migrations
+                .iter()
+                .filter(|m| m.version <= 7)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            seven.run(&pool).await.unwrap();
+            sqlx::raw_sql(
+                "INSERT INTO registrations (id, issuer, kind, client_id, token_endpoint_auth_method, has_client_secret, created_at)
+                     VALUES ('r_1', 'https://as.example', 'dynamic', 'c', 'none', 0, 1);
+                 INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state,
+                                     has_refresh_token, created_at, updated_at, account, refresh_started_at)
+                     VALUES ('g_1', 'https://h.example/mcp', 'https://h.example/mcp', 'https://as.example',
+                             'r_1', 'a b', 'active', 1, 1, 1, 'jane@example.com', 5);
+                 INSERT INTO client_decisions (grant_id, program, decision, decided_at)
+                     VALUES ('g_1', '/usr/bin/client', 'always', 2);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let db = Db::open(&path).await.unwrap();
+        assert_eq!(
+            db.schema_version().await.unwrap(),
+            Db::expected_schema_version()
+        );
+        let g = db
+            .find_grant("https://h.example/mcp")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (g.id.as_str(), g.account_name.as_str(), g.account.as_deref()),
+            ("g_1", "", Some("jane@example.com"))
+        );
+        assert_eq!(g.scopes, "a b");
+        // 0009 runs after 0008's rebuild: the kept grant is a browser login's.
+        assert_eq!(g.grant_type, "authorization_code");
+        let interrupted: Option<i64> =
+            sqlx::query_scalar("SELECT refresh_started_at FROM grants WHERE id = 'g_1'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(interrupted, Some(5), "every column is carried over");
+        let decisions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM client_decisions")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(decisions, 1);
+
+        // Another account of the same resource and issuer: a grant of its own.
+        let mut work = grant("g_2", "https://h.example/mcp");
+        work.account_name = "work".into();
+        db.upsert_grant(&work).await.unwrap();
+        assert_eq!(
+            db.find_grant_as(
+                "https://h.example/mcp",
+                "https://h.example/mcp",
+                Some("work")
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+            "g_2"
+        );
+        assert_eq!(
+            db.find_grant("https://h.example/mcp")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "g_1"
+        );
+        assert_eq!(
+            db.accounts_of_server("https://h.example/mcp")
+                .await
+                .unwrap(),
+            ["", "work"]
+        );
+        // Still one grant per account: a second default one is refused.
+        assert!(
+            db.upsert_grant(&grant("g_3", "https://h.example/mcp"))
+                .await
+                .is_err()
+        );
+        // The grant id lookup checks the account when one is given.
+        assert!(
+            db.find_grant_as("g_1", "g_1", Some("work"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Foreign keys still cascade after the rebuild.
+        db.delete_grant("g_1").await.unwrap();
+        let decisions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM client_decisions")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(decisions, 0);
+        let mut orphan = grant("g_4", "https://other.example/mcp");
+        orphan.registration_id = "r_missing".into();
+        assert!(db.upsert_grant(&orphan).await.is_err());
+    }
+
     #[tokio::test]
     async fn remembered_lookups_follow_every_write() {
         let dir = tempfile::tempdir().unwrap();
@@ -761,13 +956,18 @@ mod tests {
         // A client asking under ever new spellings (each one a lookup of its own).
         for i in 0..3 * MAX_REMEMBERED_LOOKUPS {
             let asked = format!("{key}?spelling={i}");
-            assert!(db.find_grant_as(&asked, &asked).await.unwrap().is_none());
+            assert!(
+                db.find_grant_as(&asked, &asked, None)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             let remembered = db.lookups.answers.lock().unwrap().1.len();
             assert!(remembered <= MAX_REMEMBERED_LOOKUPS, "{remembered}");
         }
         assert_eq!(db.find_grant(key).await.unwrap().unwrap().id, "g_1");
         assert!(
-            db.remembered_grant(key).is_some(),
+            db.remembered_grant(key, None).is_some(),
             "still remembered after the flood"
         );
     }
