@@ -189,11 +189,17 @@ async fn run(
         .timeout_secs
         .unwrap_or(broker.config().login_timeout_secs)
         .max(1);
-    // A new key per login: the grant's tokens are bound to it (RFC 9449).
+    // A new key per login: the grant's tokens are bound to it (RFC 9449). By default only
+    // where both ends take DPoP: an MCP server that takes only Bearer tokens (the MCP
+    // TypeScript SDK's, say) refuses a DPoP-bound token even when its authorization server
+    // offers DPoP.
     let dpop_key = server_cfg
         .as_ref()
         .and_then(|c| c.dpop)
-        .unwrap_or_else(|| dpop::offered(metadata.dpop_signing_alg_values_supported.as_deref()))
+        .unwrap_or_else(|| {
+            discovery.resource_takes_dpop()
+                && dpop::offered(metadata.dpop_signing_alg_values_supported.as_deref())
+        })
         .then(DpopKey::generate);
     let consent = Consent {
         broker,
@@ -375,6 +381,7 @@ async fn idp_login(
             resource: String::new(),
             authorization_servers: Vec::new(),
             scopes_supported: None,
+            ..Default::default()
         },
         challenge: None,
         metadata,
@@ -1362,6 +1369,7 @@ mod tests {
                 resource: "https://h.example/mcp".into(),
                 authorization_servers: vec!["https://as.example".into()],
                 scopes_supported: None,
+                ..Default::default()
             },
             challenge: None,
             metadata: serde_json::from_value(serde_json::json!({

@@ -534,6 +534,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether this server binds tokens to DPoP keys (`AsOptions::dpop`).
+    pub(crate) fn offers_dpop(&self) -> bool {
+        self.opts.dpop
+    }
+}
+
+impl Shared {
     /// Locks the state. A panic in another thread holding the lock (only
     /// possible from a failing test assertion) must not cascade into
     /// unrelated requests, so poisoning is ignored.

@@ -321,14 +321,19 @@ impl Challenges {
 }
 
 /// RFC 9728 metadata.
+/// This server checks DPoP proofs whenever its authorization server binds tokens to keys,
+/// and says so (RFC 9728 §2).
 async fn protected_resource_metadata(State(state): State<Arc<McpState>>) -> Response {
-    axum::Json(json!({
+    let mut body = json!({
         "resource": state.resource,
         "authorization_servers": [state.auth.issuer()],
         "scopes_supported": state.opts.scopes_supported,
         "bearer_methods_supported": ["header"],
-    }))
-    .into_response()
+    });
+    if state.auth.offers_dpop() {
+        body["dpop_signing_alg_values_supported"] = json!(["ES256"]);
+    }
+    axum::Json(body).into_response()
 }
 
 /// Why a request was not admitted; each maps to one challenge.

@@ -9,6 +9,9 @@ pub struct BearerChallenge {
     pub scope: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+    /// The server also (or only) challenged with the `DPoP` scheme (RFC 9449 §7.1): it
+    /// takes DPoP-bound tokens.
+    pub dpop_offered: bool,
 }
 
 impl BearerChallenge {
@@ -42,6 +45,7 @@ pub fn split_scopes(s: &str) -> Vec<String> {
 pub fn parse_bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
     let all: Vec<_> = values.into_iter().flat_map(parse_challenges).collect();
     let scheme = |name: &str| all.iter().position(|(s, _)| s.eq_ignore_ascii_case(name));
+    let dpop_offered = scheme("dpop").is_some();
     let found = scheme("bearer").or_else(|| scheme("dpop"))?;
     all.into_iter()
         .nth(found)
@@ -50,6 +54,7 @@ pub fn parse_bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Bea
             scope: params.remove("scope"),
             error: params.remove("error"),
             error_description: params.remove("error_description"),
+            dpop_offered,
         })
 }
 
@@ -196,7 +201,13 @@ mod tests {
             parse_bearer([r#"DPoP error="use_dpop_nonce", resource_metadata="https://r/m""#])
                 .unwrap();
         assert_eq!(dpop.resource_metadata.as_deref(), Some("https://r/m"));
+        assert!(dpop.dpop_offered);
+        assert!(!parse_bearer(["Bearer scope=\"a\""]).unwrap().dpop_offered);
         let both = parse_bearer([r#"DPoP algs="ES256", Bearer scope="a""#]).unwrap();
+        assert!(
+            both.dpop_offered,
+            "a DPoP challenge beside the Bearer one counts"
+        );
         assert_eq!(
             both.scope.as_deref(),
             Some("a"),

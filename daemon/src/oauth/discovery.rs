@@ -11,13 +11,27 @@ use super::http::{Http, UrlPolicy};
 use super::{OAuthError, printable};
 
 /// RFC 9728 metadata, the fields we use.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ResourceMetadata {
     pub resource: String,
     #[serde(default)]
     pub authorization_servers: Vec<String>,
     #[serde(default)]
     pub scopes_supported: Option<Vec<String>>,
+    /// RFC 9728 §2: the DPoP algorithms the resource takes. Only a hint, read leniently.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_strings"
+    )]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 9728 §2: the resource takes DPoP-bound tokens only. Read leniently.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_bool"
+    )]
+    pub dpop_bound_access_tokens_required: Option<bool>,
 }
 
 /// RFC 8414 metadata, the fields we use. Stored in SQLite as JSON.
@@ -94,6 +108,11 @@ impl AsMetadata {
 }
 
 /// An array of strings, or `None` for anything else (its non-string items dropped).
+/// `Some(b)` for a JSON boolean, `None` for anything else.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_bool())
+}
+
 fn lenient_strings<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<String>>, D::Error> {
@@ -120,6 +139,21 @@ pub struct Discovery {
     /// The server publishes no protected resource metadata: the 2025-03-26 scheme, where
     /// the authorization server is the MCP server's origin.
     pub legacy: bool,
+}
+
+impl Discovery {
+    /// Whether the MCP server takes DPoP-bound tokens: its challenge offered the `DPoP`
+    /// scheme (RFC 9449 §7.1), or its resource metadata names DPoP algorithms or requires
+    /// bound tokens (RFC 9728 §2). A DPoP-bound token is of no use at a server that takes
+    /// only Bearer tokens, whatever the authorization server offers.
+    pub fn resource_takes_dpop(&self) -> bool {
+        let m = &self.resource_metadata;
+        self.challenge.as_ref().is_some_and(|c| c.dpop_offered)
+            || m.dpop_bound_access_tokens_required == Some(true)
+            || m.dpop_signing_alg_values_supported
+                .as_ref()
+                .is_some_and(|algs| !algs.is_empty())
+    }
 }
 
 /// Canonical form of a server URL: parsed, fragment dropped, host lowercased, default port
@@ -226,6 +260,7 @@ async fn legacy_discovery(
             resource: server_url.to_string(),
             authorization_servers: vec![issuer],
             scopes_supported: None,
+            ..Default::default()
         },
         challenge,
         metadata,
@@ -522,6 +557,55 @@ fn check_scope_list(scopes: &Option<Vec<String>>, whose: &str) -> Result<(), OAu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DPoP only where the MCP server takes it: its challenge or its metadata says so;
+    /// malformed hints count as silence.
+    #[test]
+    fn the_resource_says_whether_it_takes_dpop() {
+        let prm = |v: serde_json::Value| -> ResourceMetadata { serde_json::from_value(v).unwrap() };
+        let d = |m: ResourceMetadata, challenge: Option<BearerChallenge>| Discovery {
+            server_url: "https://h.example/mcp".into(),
+            resource: "https://h.example/mcp".into(),
+            resource_metadata: m,
+            challenge,
+            metadata: metadata("https://as.example"),
+            legacy: false,
+        };
+        let plain = prm(serde_json::json!({"resource": "https://h.example/mcp"}));
+        assert!(!d(plain.clone(), None).resource_takes_dpop());
+        assert!(!d(plain.clone(), Some(BearerChallenge::default())).resource_takes_dpop());
+        let dpop_challenge = BearerChallenge {
+            dpop_offered: true,
+            ..Default::default()
+        };
+        assert!(d(plain, Some(dpop_challenge)).resource_takes_dpop());
+        for (v, takes) in [
+            (
+                serde_json::json!({"dpop_signing_alg_values_supported": ["ES256"]}),
+                true,
+            ),
+            (
+                serde_json::json!({"dpop_bound_access_tokens_required": true}),
+                true,
+            ),
+            (
+                serde_json::json!({"dpop_bound_access_tokens_required": "yes"}),
+                false,
+            ),
+            (
+                serde_json::json!({"dpop_signing_alg_values_supported": "ES256"}),
+                false,
+            ),
+            (
+                serde_json::json!({"dpop_signing_alg_values_supported": []}),
+                false,
+            ),
+        ] {
+            let mut v = v;
+            v["resource"] = "https://h.example/mcp".into();
+            assert_eq!(d(prm(v.clone()), None).resource_takes_dpop(), takes, "{v}");
+        }
+    }
 
     #[test]
     fn prm_urls_follow_the_spec_order() {
