@@ -1,7 +1,8 @@
 //! `mcp-auth proxy` against an MCP server that sends too much: an SSE line that never
 //! ends is a clear JSON-RPC error (not a buffer that grows until the machine runs out),
 //! and a server that sends faster than the client reads stdout is held back (the proxy's
-//! memory stays bounded) without losing a message.
+//! memory stays bounded) without losing a message. A client's line that never ends is
+//! refused the same way, and the lines after it still go through.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -164,5 +165,52 @@ async fn a_client_that_reads_slowly_holds_the_server_back_and_loses_nothing() {
         "the proxy buffered {peak} KiB while the client did not read"
     );
     drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_of_stdin_over_the_cap_is_refused_and_the_next_one_goes_through() {
+    let url = sse_server(|mut conn| {
+        tokio::spawn(async move {
+            let _ = conn
+                .write_all(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n")
+                .await;
+            let _ = conn.shutdown().await;
+        })
+    })
+    .await;
+    let mut child = proxy(&url);
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    // 64 MiB on one line (the cap is 16 MiB), then a request.
+    let writer = std::thread::spawn(move || {
+        let filler = vec![b'x'; 1024 * 1024];
+        for _ in 0..64 {
+            stdin.write_all(&filler).unwrap();
+        }
+        writeln!(stdin).unwrap();
+        writeln!(stdin, "{REQUEST}").unwrap();
+        stdin
+    });
+    let stdout = child.stdout.take().unwrap();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let refused: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        (refused, answer)
+    });
+    let (refused, answer) = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("an answer to each line")
+        .unwrap();
+    let rss = rss_kib(pid);
+    assert_eq!(refused["id"], Value::Null, "{refused}");
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    let text = refused["error"]["message"].as_str().unwrap();
+    assert!(text.contains("over 16777216 bytes"), "{text}");
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert!(answer["result"]["tools"].is_array(), "{answer}");
+    assert!(rss < 64 * 1024, "the proxy holds {rss} KiB");
+    drop(writer.join().unwrap());
     let _ = child.wait();
 }

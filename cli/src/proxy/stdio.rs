@@ -188,7 +188,7 @@ mod tests {
     async fn a_line_over_the_cap_is_dropped_and_the_next_one_read() {
         let mut input = b"{\"id\":1}\r\n\n   \n".to_vec();
         input.extend(std::iter::repeat_n(b'x', 100));
-        input.extend(b"\n{\"id\":2}\nnot json\n{\"id\":3}");
+        input.extend(b"\n{\"id\":2}\nnot json\n\xff\xfe\n{\"id\":3}");
         let read = lines(&input, 50).await;
         let kinds: Vec<String> = read
             .iter()
@@ -198,7 +198,7 @@ mod tests {
                 Line::TooLong => "too long".into(),
             })
             .collect();
-        assert_eq!(kinds, ["1", "too long", "2", "not json", "3"]);
+        assert_eq!(kinds, ["1", "too long", "2", "not json", "not json", "3"]);
         // Exactly at the cap is a line; the cap counts bytes before the newline.
         let at_cap = format!("[{}]\n", "1,".repeat(24) + "1");
         assert_eq!(at_cap.len(), 52);
