@@ -65,6 +65,14 @@ fn proxy(url: &str) -> Child {
 
 const REQUEST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
 
+/// Sends the answer to [`REQUEST`] as an event, and ends the stream.
+async fn answer_and_close(mut conn: TcpStream) {
+    let _ = conn
+        .write_all(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n")
+        .await;
+    let _ = conn.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_sse_line_is_a_clear_error_not_unbounded_memory() {
     let url = sse_server(|mut conn| {
@@ -124,10 +132,7 @@ async fn a_client_that_reads_slowly_holds_the_server_back_and_loses_nothing() {
                     return;
                 }
             }
-            let _ = conn
-                .write_all(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n")
-                .await;
-            let _ = conn.shutdown().await;
+            answer_and_close(conn).await;
         })
     })
     .await;
@@ -170,15 +175,7 @@ async fn a_client_that_reads_slowly_holds_the_server_back_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_of_stdin_over_the_cap_is_refused_and_the_next_one_goes_through() {
-    let url = sse_server(|mut conn| {
-        tokio::spawn(async move {
-            let _ = conn
-                .write_all(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n")
-                .await;
-            let _ = conn.shutdown().await;
-        })
-    })
-    .await;
+    let url = sse_server(|conn| tokio::spawn(answer_and_close(conn))).await;
     let mut child = proxy(&url);
     let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
