@@ -2,7 +2,8 @@
 //! ends is a clear JSON-RPC error (not a buffer that grows until the machine runs out),
 //! and a server that sends faster than the client reads stdout is held back (the proxy's
 //! memory stays bounded) without losing a message. A client's line that never ends is
-//! refused the same way, and the lines after it still go through.
+//! refused the same way, and the lines after it still go through; a client that sends
+//! many requests at once has at most 256 at the server, the rest waiting in stdin.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -209,5 +210,83 @@ async fn a_line_of_stdin_over_the_cap_is_refused_and_the_next_one_goes_through()
     assert!(answer["result"]["tools"].is_array(), "{answer}");
     assert!(rss < 64 * 1024, "the proxy holds {rss} KiB");
     drop(writer.join().unwrap());
+    let _ = child.wait();
+}
+
+/// What the holding server below shares: requests it has and has not answered yet, and
+/// whether it may answer them.
+#[derive(Clone)]
+struct Held {
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Answers request 0 at once and holds every other until released.
+async fn held(
+    axum::extract::State(h): axum::extract::State<Held>,
+    axum::Json(m): axum::Json<Value>,
+) -> axum::Json<Value> {
+    use std::sync::atomic::Ordering::SeqCst;
+    h.open.fetch_add(1, SeqCst);
+    if m["id"] != 0 {
+        let _ = h.release.clone().wait_for(|go| *go).await;
+    }
+    h.open.fetch_sub(1, SeqCst);
+    axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": m["id"], "result": {}}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_capped_and_the_rest_wait_their_turn() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const REQUESTS: usize = 300;
+    const CAP: usize = 256;
+    let (release, released) = tokio::sync::watch::channel(false);
+    let h = Held {
+        open: Default::default(),
+        release: released,
+    };
+    let app = axum::Router::new()
+        .route("/mcp", axum::routing::post(held))
+        .with_state(h.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut child = proxy(&url);
+    let mut stdin = child.stdin.take().unwrap();
+    for id in 0..=REQUESTS {
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list","params":{{}}}}"#
+        )
+        .unwrap();
+    }
+    drop(stdin);
+    // The cap is reached; what is past it waits in stdin, not at the server.
+    let until = Instant::now() + Duration::from_secs(60);
+    while h.open.load(SeqCst) < CAP {
+        assert!(Instant::now() < until, "{} in flight", h.open.load(SeqCst));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.open.load(SeqCst), CAP, "requests in flight at once");
+    release.send(true).unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut ids: Vec<u64> = BufReader::new(stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(&l.unwrap()).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    });
+    let ids = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("every answer, then the end of stdout")
+        .unwrap();
+    assert_eq!(ids, (0..=REQUESTS as u64).collect::<Vec<_>>());
     let _ = child.wait();
 }
