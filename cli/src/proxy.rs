@@ -167,7 +167,7 @@ struct Token {
 impl From<TokenGetResult> for Token {
     fn from(mut t: TokenGetResult) -> Token {
         Token {
-            dpop: t.token_type.eq_ignore_ascii_case("dpop"),
+            dpop: t.token_type == mcp_authd_ipc::methods::TokenType::DPoP,
             // Taken out: the rest of the result zeroes its copy when dropped.
             value: std::mem::take(&mut t.access_token),
         }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use mcp_authd_ipc::methods::{
     ChallengeParams, LoginParams, LoginPending, TokenGetParams, TokenGetResult,
 };
-use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, printable};
+use mcp_authd_ipc::next_step::login_command;
+use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
 use crate::broker::Broker;
@@ -24,7 +25,7 @@ use crate::config::GrantKind;
 use crate::oauth::challenge::{BearerChallenge, parse_bearer};
 use crate::oauth::discovery::{authorization_servers_of, normalize_server_url};
 use crate::store::GrantRow;
-use crate::store::db::STATE_ACTIVE;
+use crate::store::db::GrantState;
 
 /// Step-ups are counted over this window.
 const STEP_UP_WINDOW: Duration = Duration::from_secs(600);
@@ -152,7 +153,7 @@ async fn on_unauthorized(
         None => "not logged in to this server".to_string(),
         Some(grant) => {
             scopes = union(&grant.scope_list(), &scopes);
-            if grant.state != STATE_ACTIVE {
+            if grant.state != GrantState::Active {
                 let why = grant
                     .needs_login_reason
                     .clone()

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::{
+    GrantState, HeldToken, RegistrationKind, RemoteRevocation, RevocationOutcome, TokenType,
+};
+
 pub const STATUS: &str = "status";
 pub const TOKEN_GET: &str = "token.get";
 pub const LOGIN: &str = "login";
@@ -102,7 +106,7 @@ pub struct TokenGetResult {
     pub access_token: String,
     /// `Bearer`, or `DPoP` for a DPoP-bound token: sent as `Authorization: DPoP <token>`
     /// with a fresh proof from `token.dpop_proof` on every request.
-    pub token_type: String,
+    pub token_type: TokenType,
     /// Unix time, seconds.
     pub expires_at: i64,
     pub expires_in: i64,
@@ -355,7 +359,7 @@ pub struct RevokeResult {
     /// does not revoke, `unsupported_token_type`, is no failure), `nothing_to_revoke` (no
     /// token was held), `not_supported` (no revocation endpoint), `skipped`, or `failed: …`
     /// (a token's revocation failed; `tokens` says which).
-    pub remote: String,
+    pub remote: RemoteRevocation,
     /// What happened to each token at the authorization server, refresh token first (in
     /// the order they were sent); empty when nothing was sent (`skipped`, `not_supported`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -366,11 +370,11 @@ pub struct RevokeResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRevocation {
     /// `refresh_token` or `access_token`.
-    pub token: String,
+    pub token: HeldToken,
     /// `revoked`; `not_supported` (the server answered `unsupported_token_type`: it does
     /// not revoke this kind of token, which then stays valid until it expires); `not_held`
     /// (the daemon had no such token, nothing was sent); `failed`.
-    pub outcome: String,
+    pub outcome: RevocationOutcome,
     /// What the server answered, for `not_supported` and `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -393,10 +397,10 @@ pub struct GrantInfo {
     pub client_id: String,
     /// `dynamic` (RFC 7591), `pre-registered` or `metadata-document` (a Client ID
     /// Metadata Document URL).
-    pub registration: String,
+    pub registration: RegistrationKind,
     pub scopes: Vec<String>,
     /// `active` or `needs_login`.
-    pub state: String,
+    pub state: GrantState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_login_reason: Option<String>,
     pub has_refresh_token: bool,
@@ -566,7 +570,7 @@ mod tests {
     fn debug_output_never_shows_an_access_token() {
         let result = TokenGetResult {
             access_token: TOKEN.into(),
-            token_type: "Bearer".into(),
+            token_type: TokenType::Bearer,
             expires_at: 1,
             expires_in: 1,
             scopes: vec!["read".into()],

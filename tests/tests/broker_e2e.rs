@@ -320,7 +320,7 @@ async fn invalid_grant_marks_the_grant_as_needing_login() {
         other => panic!("unexpected {other}"),
     }
     let list: GrantsList = json(&d.cli_ok(&["list", "--json"]));
-    assert_eq!(list.grants[0].state, "needs_login");
+    assert_eq!(list.grants[0].state.as_str(), "needs_login");
     assert!(
         list.grants[0]
             .needs_login_reason
@@ -336,7 +336,7 @@ async fn invalid_grant_marks_the_grant_as_needing_login() {
     d.cli_ok(&["login", &url]);
     assert_eq!(auth.counts().registrations, 1);
     let list: GrantsList = json(&d.cli_ok(&["list", "--json"]));
-    assert_eq!(list.grants[0].state, "active");
+    assert_eq!(list.grants[0].state.as_str(), "active");
     let_tokens_expire().await;
     d.cli_ok(&["token", &url]);
     assert_eq!(

@@ -289,7 +289,7 @@ async fn jwt_bearer_reads_the_assertion_afresh_and_never_retries_a_refusal() {
     }
     assert_eq!(auth.counts().jwt_bearer_requests, 3, "never retried");
     let g = grant_of(&d, &url);
-    assert_eq!(g.state, "needs_login");
+    assert_eq!(g.state.as_str(), "needs_login");
 
     // Asked again (a new login), with a fresh assertion, it works again; this time the
     // assertion comes from a command (no shell), as from a cloud CLI.
