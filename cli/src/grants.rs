@@ -3,8 +3,8 @@
 use mcp_authd_ipc::audit::{AuditParams, AuditResult, GRANTS_AUDIT, HandOut};
 use mcp_authd_ipc::clients::{Answer, CLIENTS_LIST, ClientDecision, ClientsResult};
 use mcp_authd_ipc::methods::{
-    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantState, GrantsList, HeldToken,
-    NoRefreshToken, RemoteRevocation, RevocationOutcome, RevokeParams, RevokeResult,
+    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantState, GrantType, GrantsList,
+    HeldToken, NoRefreshToken, RemoteRevocation, RevocationOutcome, RevokeParams, RevokeResult,
     TokenRevocation,
 };
 use mcp_authd_ipc::next_step::{LOGIN_ANY_SERVER, login_command_as};
@@ -98,7 +98,7 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
             ),
             Cell::new(ago(g.last_used_at, now)),
             Cell::painted(state, paint),
-            Cell::new(&g.grant_type),
+            Cell::new(g.grant_type.as_str()),
             Cell::new(&g.id),
         ]);
     }
@@ -137,7 +137,7 @@ fn needs_login(g: &GrantInfo, now: i64) -> Option<String> {
 /// Whether the daemon can get a new access token without the user: a refresh token, or
 /// a grant without a browser (which is simply granted again).
 fn renewable(g: &GrantInfo) -> bool {
-    g.has_refresh_token || g.grant_type != "authorization_code"
+    g.has_refresh_token || g.grant_type != GrantType::AuthorizationCode
 }
 
 /// `ok`; `ok, no refresh` (works until the access token expires); `needs login`.
@@ -204,7 +204,7 @@ pub async fn inspect(
         ("resource", g.resource.clone()),
         ("issuer", g.issuer.clone()),
         ("client id", format!("{} ({})", g.client_id, g.registration)),
-        ("grant type", g.grant_type.clone()),
+        ("grant type", g.grant_type.to_string()),
         ("scopes", g.scopes.join(" ")),
         ("account", account(&g)),
         (
@@ -405,7 +405,7 @@ mod tests {
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
             no_refresh_token: None,
-            grant_type: "authorization_code".into(),
+            grant_type: GrantType::AuthorizationCode,
             account_name: None,
         }
     }
@@ -427,7 +427,7 @@ mod tests {
             id: "g_cccccccccc".into(),
             has_refresh_token: false,
             state: GrantState::NeedsLogin,
-            grant_type: "client_credentials".into(),
+            grant_type: GrantType::ClientCredentials,
             access_token_expires_at: Some(NOW - 3 * 3600),
             ..grant("https://c.example/mcp")
         };
@@ -450,7 +450,7 @@ mod tests {
         assert_eq!(state(&g, NOW), ("ok, no refresh", Paint::Yellow));
         assert!(needs_login(&g, NOW + 43 * 60).is_some());
         let machine = GrantInfo {
-            grant_type: "client_credentials".into(),
+            grant_type: GrantType::ClientCredentials,
             ..g
         };
         assert_eq!(state(&machine, NOW + 43 * 60), ("ok", Paint::Green));

@@ -950,7 +950,7 @@ impl Broker {
             last_refresh_at: g.last_refresh_at,
             account: g.account.clone(),
             no_refresh_token,
-            grant_type: g.grant_type.clone(),
+            grant_type: g.grant_type.as_str().into(),
             account_name: g.account_name().map(str::to_string),
         })
     }

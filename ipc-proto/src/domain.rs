@@ -107,6 +107,21 @@ wire_words! {
 }
 
 wire_words! {
+    /// How a grant's tokens are obtained and renewed (`GrantInfo::grant_type`, the
+    /// `grant_type` column; the daemon's config calls it `grant`).
+    pub enum GrantType {
+        /// The browser login (authorization code with PKCE), then its refresh token.
+        AuthorizationCode = "authorization_code",
+        /// OAuth client credentials (SEP-1046); renewed by granting again.
+        ClientCredentials = "client_credentials",
+        /// RFC 7523 JWT-bearer with an assertion from outside (SEP-1933).
+        JwtBearer = "jwt_bearer",
+        /// Enterprise-managed authorization (SEP-990): token exchange, then JWT-bearer.
+        Enterprise = "enterprise",
+    }
+}
+
+wire_words! {
     /// How an access token is presented (`TokenGetResult::token_type`): the
     /// `Authorization` scheme.
     pub enum TokenType {
@@ -235,6 +250,15 @@ mod tests {
             }
         }
         check(GrantState::KNOWN, &["active", "needs_login"]);
+        check(
+            GrantType::KNOWN,
+            &[
+                "authorization_code",
+                "client_credentials",
+                "jwt_bearer",
+                "enterprise",
+            ],
+        );
         check(
             RegistrationKind::KNOWN,
             &["dynamic", "pre-registered", "metadata-document", "missing"],

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::{
-    GrantState, HeldToken, RegistrationKind, RemoteRevocation, RevocationOutcome, TokenType,
+    GrantState, GrantType, HeldToken, RegistrationKind, RemoteRevocation, RevocationOutcome,
+    TokenType,
 };
 
 pub const STATUS: &str = "status";
@@ -424,7 +425,7 @@ pub struct GrantInfo {
     /// How the grant's tokens are obtained and renewed: `authorization_code` (the browser
     /// login), `client_credentials`, `jwt_bearer` or `enterprise` (see README).
     #[serde(default = "default_grant_type")]
-    pub grant_type: String,
+    pub grant_type: GrantType,
     /// The account name the user gave at login (`--account`); absent for the default
     /// account. Grants are kept per (resource, issuer, account name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -449,8 +450,8 @@ pub struct NoRefreshToken {
     pub login_again_at: Option<i64>,
 }
 
-fn default_grant_type() -> String {
-    "authorization_code".into()
+fn default_grant_type() -> GrantType {
+    GrantType::AuthorizationCode
 }
 
 /// Longest account name, in bytes.
