@@ -134,6 +134,17 @@ wire_words! {
 }
 
 wire_words! {
+    /// Where the daemon keeps secrets (`status`'s `secret_store.backend`, `secret.set`'s
+    /// `secret_store`).
+    pub enum SecretBackend {
+        /// The OS keychain (Secret Service, macOS Keychain, Windows Credential Manager).
+        Keychain = "keychain",
+        /// The fallback file in the data directory (`status` warns about it).
+        File = "file",
+    }
+}
+
+wire_words! {
     /// Which of a grant's tokens a [`TokenRevocation`](crate::methods::TokenRevocation)
     /// is about; also the RFC 7009 `token_type_hint`.
     pub enum HeldToken {
@@ -264,6 +275,7 @@ mod tests {
             &["dynamic", "pre-registered", "metadata-document", "missing"],
         );
         check(TokenType::KNOWN, &["Bearer", "DPoP"]);
+        check(SecretBackend::KNOWN, &["keychain", "file"]);
         check(HeldToken::KNOWN, &["refresh_token", "access_token"]);
         check(
             RevocationOutcome::KNOWN,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::domain::{
     GrantState, GrantType, HeldToken, RegistrationKind, RemoteRevocation, RevocationOutcome,
-    TokenType,
+    SecretBackend, TokenType,
 };
 
 pub const STATUS: &str = "status";
@@ -71,7 +71,7 @@ pub struct StatusResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecretStoreStatus {
     /// `keychain` or `file`.
-    pub backend: String,
+    pub backend: SecretBackend,
     /// Which keychain, or which file.
     pub detail: String,
     /// Set when secrets are not in the OS keychain: a user should see it.
@@ -543,7 +543,7 @@ pub struct SecretRef {
 pub struct SecretResult {
     pub name: String,
     /// `keychain` or `file`, as `status` reports the secret store.
-    pub secret_store: String,
+    pub secret_store: SecretBackend,
     /// `secret.delete`: whether there was such a secret. Absent for `secret.set`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existed: Option<bool>,

@@ -73,7 +73,11 @@ async fn full_cycle(secret_store: &str) {
     } else {
         "keychain"
     };
-    assert_eq!(status.secret_store.backend, expected_backend, "{status:?}");
+    assert_eq!(
+        status.secret_store.backend.as_str(),
+        expected_backend,
+        "{status:?}"
+    );
 
     // Login: DCR as a native public client, PKCE S256, resource, scopes from the challenge
     // plus offline_access because the AS advertises it.
@@ -494,7 +498,7 @@ async fn without_a_keychain_auto_falls_back_loudly_and_keychain_refuses() {
     let home = DaemonHome::new("auto", "");
     let d = home.start_with_env(None, &no_bus);
     let status: StatusResult = json(&d.cli_ok(&["status", "--json"]));
-    assert_eq!(status.secret_store.backend, "file");
+    assert_eq!(status.secret_store.backend.as_str(), "file");
     assert!(
         status
             .secret_store
