@@ -397,7 +397,7 @@ pub struct GrantInfo {
     pub issuer: String,
     pub client_id: String,
     /// `dynamic` (RFC 7591), `pre-registered` or `metadata-document` (a Client ID
-    /// Metadata Document URL).
+    /// Metadata Document URL); `missing` when the grant's registration is gone.
     pub registration: RegistrationKind,
     pub scopes: Vec<String>,
     /// `active` or `needs_login`.
