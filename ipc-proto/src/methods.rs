@@ -567,6 +567,61 @@ mod tests {
         }
     }
 
+    /// What the daemon sends goes through the typed results and out of `mcp-auth … --json`
+    /// unchanged, word for word, and the words are read as the enums they name.
+    #[test]
+    fn typed_results_pass_json_through_unchanged() {
+        let grant = serde_json::json!({
+            "id": "g_1", "server": "https://h.example/mcp", "resource": "https://h.example/mcp",
+            "issuer": "https://as.example", "client_id": "c", "registration": "pre-registered",
+            "scopes": ["a"], "state": "needs_login", "needs_login_reason": "refresh token rejected",
+            "has_refresh_token": false, "created_at": 1, "grant_type": "client_credentials",
+            "account_name": "work",
+        });
+        let g: GrantInfo = serde_json::from_value(grant.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&g).unwrap(), grant);
+        assert_eq!(
+            (&g.state, &g.registration, &g.grant_type),
+            (
+                &GrantState::NeedsLogin,
+                &RegistrationKind::PreRegistered,
+                &GrantType::ClientCredentials
+            )
+        );
+        let revoked = serde_json::json!({
+            "grant": grant,
+            "remote": "failed: refresh_token: HTTP 503",
+            "tokens": [
+                {"token": "refresh_token", "outcome": "failed", "detail": "HTTP 503"},
+                {"token": "access_token", "outcome": "not_held"},
+            ],
+        });
+        let r: RevokeResult = serde_json::from_value(revoked.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), revoked);
+        assert_eq!(
+            r.remote,
+            RemoteRevocation::Failed("refresh_token: HTTP 503".into())
+        );
+        assert_eq!(
+            (&r.tokens[1].token, &r.tokens[1].outcome),
+            (&HeldToken::AccessToken, &RevocationOutcome::NotHeld)
+        );
+        let token = serde_json::json!({
+            "access_token": "at", "token_type": "DPoP", "expires_at": 2, "expires_in": 1,
+            "scopes": [], "grant": "g_1",
+        });
+        let t: TokenGetResult = serde_json::from_value(token.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&t).unwrap(), token);
+        assert_eq!(t.token_type, TokenType::DPoP);
+        // A daemon from before `grant_type`: a browser login's grant.
+        let mut old = g.clone();
+        old.grant_type = GrantType::JwtBearer;
+        let mut json = serde_json::to_value(&old).unwrap();
+        json.as_object_mut().unwrap().remove("grant_type");
+        let read: GrantInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(read.grant_type, GrantType::AuthorizationCode);
+    }
+
     #[test]
     fn debug_output_never_shows_an_access_token() {
         let result = TokenGetResult {
