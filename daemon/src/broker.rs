@@ -21,7 +21,7 @@ use crate::oauth::http::{Http, UrlPolicy};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
 use crate::oauth::token::{DpopSigner, TokenType, Tokens, now, request_tokens};
 use crate::secret::Secret;
-use crate::store::db::{GrantState, RegistrationKind};
+use crate::store::db::{GrantState, GrantType, RegistrationKind};
 use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, WriteBehind, keys};
 
 /// How often, at most, `last_used_at` is written per grant: the hot path stays off disk.
@@ -915,21 +915,22 @@ impl Broker {
         let access = self.cached_access_token(&g.id);
         let scopes = g.scope_list();
         // A grant without a browser renews by granting again: no refresh token is expected.
-        let no_refresh_token = if g.has_refresh_token || g.grant_type != "authorization_code" {
-            None
-        } else {
-            let metadata = self.db.as_metadata(&g.issuer).await?;
-            let config = self.config();
-            Some(crate::no_refresh::explain(&crate::no_refresh::Facts {
-                server_url: &g.server_url,
-                issuer: &g.issuer,
-                scopes: &scopes,
-                metadata: metadata.as_ref(),
-                config: config.server(&g.server_url, Some(&g.issuer)),
-                access_expires_at: access.as_ref().map(|a| a.expires_at),
-                account_name: g.account_name(),
-            }))
-        };
+        let no_refresh_token =
+            if g.has_refresh_token || g.grant_type != GrantType::AuthorizationCode {
+                None
+            } else {
+                let metadata = self.db.as_metadata(&g.issuer).await?;
+                let config = self.config();
+                Some(crate::no_refresh::explain(&crate::no_refresh::Facts {
+                    server_url: &g.server_url,
+                    issuer: &g.issuer,
+                    scopes: &scopes,
+                    metadata: metadata.as_ref(),
+                    config: config.server(&g.server_url, Some(&g.issuer)),
+                    access_expires_at: access.as_ref().map(|a| a.expires_at),
+                    account_name: g.account_name(),
+                }))
+            };
         Ok(GrantInfo {
             id: g.id.clone(),
             server: g.server_url.clone(),
@@ -950,7 +951,7 @@ impl Broker {
             last_refresh_at: g.last_refresh_at,
             account: g.account.clone(),
             no_refresh_token,
-            grant_type: g.grant_type.as_str().into(),
+            grant_type: g.grant_type.clone(),
             account_name: g.account_name().map(str::to_string),
         })
     }
@@ -1104,7 +1105,7 @@ pub fn new_grant_row(
         last_used_at: None,
         last_refresh_at: None,
         account: None,
-        grant_type: crate::config::GrantKind::AuthorizationCode.as_str().into(),
+        grant_type: GrantType::AuthorizationCode,
         account_name: account_name.into(),
         login_hint: None,
     }

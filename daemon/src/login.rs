@@ -489,7 +489,7 @@ async fn save_grant(
     row.server_url = server_url.to_string();
     row.registration_id = registration.id.clone();
     row.scopes = tokens.scopes.clone().unwrap_or(scopes).join(" ");
-    row.grant_type = kind.as_str().into();
+    row.grant_type = kind.grant_type();
     row.state = GrantState::Active;
     row.needs_login_reason = None;
     row.has_refresh_token = tokens.refresh_token.is_some();

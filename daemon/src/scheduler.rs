@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::oauth::token::now;
 use crate::store::GrantRow;
-use crate::store::db::GrantState;
+use crate::store::db::{GrantState, GrantType};
 
 /// The longest the scheduler sleeps: new grants and config are picked up this often.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -118,8 +118,7 @@ impl RefreshScheduler {
 
 fn in_schedule(g: &GrantRow, now: i64, window: i64) -> bool {
     g.state == GrantState::Active
-        && (g.has_refresh_token
-            || g.grant_type != crate::config::GrantKind::AuthorizationCode.as_str())
+        && (g.has_refresh_token || g.grant_type != GrantType::AuthorizationCode)
         && g.last_used_at.unwrap_or(g.created_at).max(g.created_at) >= now - window
 }
 

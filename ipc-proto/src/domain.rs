@@ -1,5 +1,6 @@
 //! The words of the domain that travel on the wire and sit in the daemon's database:
-//! grant states, registration kinds, token types, revocation outcomes. Each is an enum
+//! grant states and types, registration kinds, token types, revocation outcomes, secret
+//! store backends. Each is an enum
 //! defined once here; the daemon's rows and the CLI's decisions use the same type, and
 //! the strings (the protocol's, `--json`'s and SQLite's) are spelled in this file only.
 //!

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use mcp_authd_ipc::audit::HandOut;
 /// The words of the `state` and `kind` columns: the protocol's own enums, read through
 /// their `From<String>` (`#[sqlx(try_from)]` below) and written with `as_str`, here only.
-pub use mcp_authd_ipc::domain::{GrantState, RegistrationKind};
+pub use mcp_authd_ipc::domain::{GrantState, GrantType, RegistrationKind};
 
 use crate::oauth::discovery::AsMetadata;
 use crate::peer::Peer;
@@ -141,7 +141,8 @@ pub struct GrantRow {
     pub login_hint: Option<String>,
     /// `authorization_code`, `client_credentials`, `jwt_bearer` or `enterprise`
     /// (`config::GrantKind`).
-    pub grant_type: String,
+    #[sqlx(try_from = "String")]
+    pub grant_type: GrantType,
 }
 
 impl GrantRow {
@@ -450,7 +451,7 @@ impl Db {
         .bind(&g.account)
         .bind(&g.account_name)
         .bind(&g.login_hint)
-        .bind(&g.grant_type)
+        .bind(g.grant_type.as_str())
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
@@ -648,7 +649,7 @@ mod tests {
             account: Some("jane@example.com".into()),
             account_name: String::new(),
             login_hint: None,
-            grant_type: "authorization_code".into(),
+            grant_type: GrantType::AuthorizationCode,
         }
     }
 
@@ -849,7 +850,7 @@ mod tests {
         );
         assert_eq!(g.scopes, "a b");
         // 0009 runs after 0008's rebuild: the kept grant is a browser login's.
-        assert_eq!(g.grant_type, "authorization_code");
+        assert_eq!(g.grant_type, GrantType::AuthorizationCode);
         let interrupted: Option<i64> =
             sqlx::query_scalar("SELECT refresh_started_at FROM grants WHERE id = 'g_1'")
                 .fetch_one(&db.pool)
@@ -965,8 +966,11 @@ mod tests {
             .unwrap();
         assert_eq!(state("g_1").await, "active");
         g.state = GrantState::NeedsLogin;
+        g.grant_type = GrantType::JwtBearer;
         db.upsert_grant(&g).await.unwrap();
         assert_eq!(state("g_1").await, "needs_login");
+        let sql = "SELECT grant_type FROM grants WHERE id = ?";
+        assert_eq!(stored(sql, "g_1".into()).await, "jwt_bearer");
 
         // As an older daemon wrote them.
         sqlx::raw_sql(
@@ -977,15 +981,20 @@ mod tests {
                  VALUES ('g_old', 'https://old.example/mcp', 'https://old.example/mcp',
                          'https://old.example', 'r_old', 'a', 'needs_login', 0, 1, 1),
                         ('g_old2', 'https://old2.example/mcp', 'https://old2.example/mcp',
-                         'https://old.example', 'r_old', 'a', 'active', 0, 1, 1);",
+                         'https://old.example', 'r_old', 'a', 'active', 0, 1, 1);
+             UPDATE grants SET grant_type = 'enterprise' WHERE id = 'g_old2';",
         )
         .execute(&db.pool)
         .await
         .unwrap();
         let old = db.find_grant("g_old").await.unwrap().unwrap();
         assert_eq!(old.state, GrantState::NeedsLogin);
+        assert_eq!(old.grant_type, GrantType::AuthorizationCode);
         let old2 = db.find_grant("g_old2").await.unwrap().unwrap();
-        assert_eq!(old2.state, GrantState::Active);
+        assert_eq!(
+            (old2.state, old2.grant_type),
+            (GrantState::Active, GrantType::Enterprise)
+        );
         let reg = db.registration("r_old").await.unwrap().unwrap();
         assert_eq!(reg.kind, RegistrationKind::PreRegistered);
         // A word the schema does not allow is refused there, not stored as `Other`.
