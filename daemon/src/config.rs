@@ -210,12 +210,9 @@ pub enum GrantKind {
 impl GrantKind {
     /// The name stored with a grant and shown by `mcp-auth list`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            GrantKind::AuthorizationCode => "authorization_code",
-            GrantKind::ClientCredentials => "client_credentials",
-            GrantKind::JwtBearer => "jwt_bearer",
-            GrantKind::Enterprise => "enterprise",
-        }
+        self.grant_type()
+            .known_str()
+            .expect("every grant kind is a known grant type")
     }
 
     /// The grant type a grant of this kind has on the wire and in its row.

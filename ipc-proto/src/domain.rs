@@ -41,6 +41,15 @@ macro_rules! wire_words {
                 }
             }
 
+            /// The word of a known value, kept for the life of the program (`None` for
+            /// `Other`).
+            pub fn known_str(&self) -> Option<&'static str> {
+                match self {
+                    $( $name::$variant => Some($word), )+
+                    $name::Other(_) => None,
+                }
+            }
+
             /// The known value `word` names, ignoring ASCII case (OAuth's token types are
             /// case-insensitive, RFC 6749 §5.1; the others are sent in one case anyway).
             pub fn known(word: &str) -> Option<$name> {
