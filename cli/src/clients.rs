@@ -178,5 +178,5 @@ pub fn shown(s: &str) -> String {
 /// The `mcp-auth forget-client` command that undoes a remembered answer.
 fn forget_command(r: &PendingRequest) -> String {
     let program = shown(r.program.as_deref().unwrap_or_default());
-    mcp_authd_ipc::text::shell_command(&["mcp-auth", "forget-client", &r.grant, &program])
+    mcp_authd_ipc::next_step::forget_client_command(&r.grant, &program)
 }

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use mcp_authd_ipc::methods::{DOCTOR, DoctorResult, GRANTS_LIST, GrantsList, STATUS, StatusResult};
+use mcp_authd_ipc::methods::{
+    DOCTOR, DoctorResult, GRANTS_LIST, GrantsList, STATUS, SecretBackend, StatusResult,
+};
 use mcp_authd_ipc::{Client, ClientError};
 use serde::Serialize;
 
@@ -249,7 +251,7 @@ fn secret_store(status: &StatusResult) -> Check {
         );
     }
     match &s.warning {
-        None if s.backend == "keychain" => check("secret store", Status::Ok, format!("the OS keychain ({})", s.detail), None),
+        None if s.backend == SecretBackend::Keychain => check("secret store", Status::Ok, format!("the OS keychain ({})", s.detail), None),
         warning => check(
             "secret store",
             Status::Warn,

@@ -3,9 +3,11 @@
 use mcp_authd_ipc::audit::{AuditParams, AuditResult, GRANTS_AUDIT, HandOut};
 use mcp_authd_ipc::clients::{Answer, CLIENTS_LIST, ClientDecision, ClientsResult};
 use mcp_authd_ipc::methods::{
-    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantsList, NoRefreshToken,
-    RevokeParams, RevokeResult, TokenRevocation,
+    GRANTS_GET, GRANTS_LIST, GRANTS_REVOKE, GrantInfo, GrantRef, GrantState, GrantType, GrantsList,
+    HeldToken, NoRefreshToken, RemoteRevocation, RevocationOutcome, RevokeParams, RevokeResult,
+    TokenRevocation,
 };
+use mcp_authd_ipc::next_step::{LOGIN_ANY_SERVER, login_command_as};
 use mcp_authd_ipc::{Client, ClientError};
 
 use crate::color::Paint;
@@ -22,7 +24,7 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
         return Ok(());
     }
     if list.grants.is_empty() {
-        println!("No grants yet. Log in with: mcp-auth login <MCP server URL>");
+        println!("No grants yet. Log in with: {LOGIN_ANY_SERVER}");
         return Ok(());
     }
     let now = now();
@@ -36,7 +38,7 @@ pub async fn list(client: &mut Client, json: bool, color: bool) -> Result<(), Cl
                 "\n{} needs a new login: {}\n  run: {}",
                 g.server,
                 mcp_authd_ipc::text::printable(&why, 400),
-                mcp_authd_ipc::text::login_command_as(&g.server, &[], g.account_name.as_deref())
+                login_command_as(&g.server, &[], g.account_name.as_deref())
             );
         } else if let Some(n) = &g.no_refresh_token {
             println!("\n{} has no refresh token: {}.", g.server, n.reason);
@@ -61,8 +63,8 @@ pub fn login_again(g: &GrantInfo, n: &NoRefreshToken, now: i64) -> String {
             until(at, now)
         ),
         _ => format!(
-            "A new browser login is needed now: mcp-auth login {}",
-            g.server
+            "A new browser login is needed now: {}",
+            login_command_as(&g.server, &[], g.account_name.as_deref())
         ),
     }
 }
@@ -96,7 +98,7 @@ fn grants_table(grants: &[GrantInfo], now: i64) -> Table {
             ),
             Cell::new(ago(g.last_used_at, now)),
             Cell::painted(state, paint),
-            Cell::new(&g.grant_type),
+            Cell::new(g.grant_type.as_str()),
             Cell::new(&g.id),
         ]);
     }
@@ -118,11 +120,12 @@ fn account(g: &GrantInfo) -> String {
 /// Why a grant cannot hand out a token without a new login, if it cannot: the daemon
 /// said so, or it holds neither a refresh token nor a live access token.
 fn needs_login(g: &GrantInfo, now: i64) -> Option<String> {
-    if g.state != "active" {
+    if g.state != GrantState::Active {
+        // A state newer than this mcp-auth is no usable one either: name it.
         return Some(
             g.needs_login_reason
                 .clone()
-                .unwrap_or_else(|| g.state.clone()),
+                .unwrap_or_else(|| g.state.to_string()),
         );
     }
     let live = g.access_token_expires_at.is_some_and(|t| t > now);
@@ -134,7 +137,7 @@ fn needs_login(g: &GrantInfo, now: i64) -> Option<String> {
 /// Whether the daemon can get a new access token without the user: a refresh token, or
 /// a grant without a browser (which is simply granted again).
 fn renewable(g: &GrantInfo) -> bool {
-    g.has_refresh_token || g.grant_type != "authorization_code"
+    g.has_refresh_token || g.grant_type != GrantType::AuthorizationCode
 }
 
 /// `ok`; `ok, no refresh` (works until the access token expires); `needs login`.
@@ -201,7 +204,7 @@ pub async fn inspect(
         ("resource", g.resource.clone()),
         ("issuer", g.issuer.clone()),
         ("client id", format!("{} ({})", g.client_id, g.registration)),
-        ("grant type", g.grant_type.clone()),
+        ("grant type", g.grant_type.to_string()),
         ("scopes", g.scopes.join(" ")),
         ("account", account(&g)),
         (
@@ -322,12 +325,12 @@ pub async fn revoke(
 
 /// `Forgot grant …; ` then what the authorization server did with each token.
 fn revoke_report(r: &RevokeResult, now: i64) -> String {
-    let at_server = match r.remote.as_str() {
-        "not_supported" => {
+    let at_server = match &r.remote {
+        RemoteRevocation::NotSupported => {
             "the authorization server offers no revocation; the tokens expire on their own"
                 .to_string()
         }
-        "skipped" => "not revoked at the authorization server (logout)".to_string(),
+        RemoteRevocation::Skipped => "not revoked at the authorization server (logout)".to_string(),
         _ if !r.tokens.is_empty() => {
             let each: Vec<String> = r
                 .tokens
@@ -351,15 +354,16 @@ fn revoke_report(r: &RevokeResult, now: i64) -> String {
 }
 
 fn token_revocation(t: &TokenRevocation, access_expires_at: Option<i64>, now: i64) -> String {
-    let name = t.token.replace('_', " ");
+    let name = t.token.as_str().replace('_', " ");
     let detail = t.detail.as_deref().unwrap_or("no detail");
-    match t.outcome.as_str() {
-        "revoked" => format!("{name} revoked"),
-        "not_held" if t.token == "access_token" => "no access token was held".into(),
-        "not_held" => format!("no {name} was held"),
-        "not_supported" => {
+    let access = t.token == HeldToken::AccessToken;
+    match &t.outcome {
+        RevocationOutcome::Revoked => format!("{name} revoked"),
+        RevocationOutcome::NotHeld if access => "no access token was held".into(),
+        RevocationOutcome::NotHeld => format!("no {name} was held"),
+        RevocationOutcome::NotSupported => {
             let expiry = match access_expires_at {
-                Some(at) if t.token == "access_token" && at > now => {
+                Some(at) if access && at > now => {
                     format!(" ({})", until(at, now))
                 }
                 _ => String::new(),
@@ -368,12 +372,17 @@ fn token_revocation(t: &TokenRevocation, access_expires_at: Option<i64>, now: i6
                 "{name} not revocable there ({detail}): it stays valid until it expires{expiry}"
             )
         }
-        _ => format!("{name} revocation FAILED ({detail})"),
+        // An outcome newer than this mcp-auth is not known to have worked.
+        RevocationOutcome::Failed | RevocationOutcome::Other(_) => {
+            format!("{name} revocation FAILED ({detail})")
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use mcp_authd_ipc::methods::RegistrationKind;
+
     use super::*;
 
     const NOW: i64 = 1_800_000_000;
@@ -385,9 +394,9 @@ mod tests {
             resource: server.into(),
             issuer: "https://as.example".into(),
             client_id: "c".into(),
-            registration: "dynamic".into(),
+            registration: RegistrationKind::Dynamic,
             scopes: vec!["mcp:read".into(), "offline_access".into()],
-            state: "active".into(),
+            state: GrantState::Active,
             needs_login_reason: None,
             has_refresh_token: true,
             access_token_expires_at: Some(NOW + 42 * 60),
@@ -396,7 +405,7 @@ mod tests {
             last_refresh_at: None,
             account: Some("jane@example.com".into()),
             no_refresh_token: None,
-            grant_type: "authorization_code".into(),
+            grant_type: GrantType::AuthorizationCode,
             account_name: None,
         }
     }
@@ -406,7 +415,7 @@ mod tests {
         let ok = grant("https://a.example/mcp");
         let dead = GrantInfo {
             id: "g_bbbbbbbbbb".into(),
-            state: "needs_login".into(),
+            state: GrantState::NeedsLogin,
             needs_login_reason: Some("the refresh token was rejected".into()),
             access_token_expires_at: None,
             last_used_at: None,
@@ -417,8 +426,8 @@ mod tests {
         let short = GrantInfo {
             id: "g_cccccccccc".into(),
             has_refresh_token: false,
-            state: "needs_login".into(),
-            grant_type: "client_credentials".into(),
+            state: GrantState::NeedsLogin,
+            grant_type: GrantType::ClientCredentials,
             access_token_expires_at: Some(NOW - 3 * 3600),
             ..grant("https://c.example/mcp")
         };
@@ -441,7 +450,7 @@ mod tests {
         assert_eq!(state(&g, NOW), ("ok, no refresh", Paint::Yellow));
         assert!(needs_login(&g, NOW + 43 * 60).is_some());
         let machine = GrantInfo {
-            grant_type: "client_credentials".into(),
+            grant_type: GrantType::ClientCredentials,
             ..g
         };
         assert_eq!(state(&machine, NOW + 43 * 60), ("ok", Paint::Green));
@@ -449,19 +458,20 @@ mod tests {
 
     #[test]
     fn revoke_says_what_happened_to_each_token() {
-        let t = |token: &str, outcome: &str, detail: Option<&str>| TokenRevocation {
-            token: token.into(),
-            outcome: outcome.into(),
+        use HeldToken::{AccessToken, RefreshToken};
+        let t = |token, outcome, detail: Option<&str>| TokenRevocation {
+            token,
+            outcome,
             detail: detail.map(String::from),
         };
         let r = RevokeResult {
             grant: grant("https://a.example/mcp"),
-            remote: "revoked".into(),
+            remote: RemoteRevocation::Revoked,
             tokens: vec![
-                t("refresh_token", "revoked", None),
+                t(RefreshToken, RevocationOutcome::Revoked, None),
                 t(
-                    "access_token",
-                    "not_supported",
+                    AccessToken,
+                    RevocationOutcome::NotSupported,
                     Some("HTTP 400 unsupported_token_type"),
                 ),
             ],
@@ -473,10 +483,10 @@ mod tests {
              it stays valid until it expires (in 42 min)."
         );
         let failed = RevokeResult {
-            remote: "failed: refresh_token: HTTP 503".into(),
+            remote: RemoteRevocation::Failed("refresh_token: HTTP 503".into()),
             tokens: vec![
-                t("refresh_token", "failed", Some("HTTP 503")),
-                t("access_token", "not_held", None),
+                t(RefreshToken, RevocationOutcome::Failed, Some("HTTP 503")),
+                t(AccessToken, RevocationOutcome::NotHeld, None),
             ],
             ..r
         };
@@ -484,6 +494,67 @@ mod tests {
         assert!(
             text.contains("refresh token revocation FAILED (HTTP 503); no access token was held"),
             "{text}"
+        );
+        let skipped = RevokeResult {
+            remote: RemoteRevocation::Skipped,
+            tokens: vec![],
+            ..failed
+        };
+        assert!(
+            revoke_report(&skipped, NOW)
+                .ends_with("; not revoked at the authorization server (logout)."),
+            "{}",
+            revoke_report(&skipped, NOW)
+        );
+        let unreachable = RevokeResult {
+            remote: RemoteRevocation::Failed("HTTP 502".into()),
+            ..skipped
+        };
+        assert!(
+            revoke_report(&unreachable, NOW)
+                .ends_with("; revocation at the authorization server failed: HTTP 502."),
+            "{}",
+            revoke_report(&unreachable, NOW)
+        );
+    }
+
+    /// What a newer daemon may send — a state, an outcome, a summary this mcp-auth does not
+    /// know — is decided on safely: the grant reads as needing a login (it is not known to
+    /// be usable), the token as not revoked, and the word itself is shown.
+    #[test]
+    fn words_from_a_newer_daemon_are_shown_and_not_trusted() {
+        let json = serde_json::to_value(grant("https://a.example/mcp")).unwrap();
+        let mut newer = json.clone();
+        newer["state"] = "suspended".into();
+        newer["registration"] = "software-statement".into();
+        let g: GrantInfo = serde_json::from_value(newer).unwrap();
+        assert_eq!(needs_login(&g, NOW).as_deref(), Some("suspended"));
+        assert_eq!(state(&g, NOW), ("needs login", Paint::Red));
+        assert_eq!(
+            serde_json::to_value(&g).unwrap()["registration"],
+            "software-statement",
+            "--json passes it through"
+        );
+        let reply = serde_json::json!({
+            "grant": json,
+            "remote": "queued",
+            "tokens": [{"token": "refresh_token", "outcome": "deferred", "detail": "later"}],
+        });
+        let r: RevokeResult = serde_json::from_value(reply.clone()).unwrap();
+        assert_eq!(
+            revoke_report(&r, NOW),
+            "Forgot grant g_aaaaaaaaaa for https://a.example/mcp; at the authorization server: \
+             refresh token revocation FAILED (later)."
+        );
+        assert_eq!(serde_json::to_value(&r).unwrap(), reply);
+        let r = RevokeResult {
+            tokens: vec![],
+            ..r
+        };
+        assert!(
+            revoke_report(&r, NOW).ends_with("revocation at the authorization server queued."),
+            "{}",
+            revoke_report(&r, NOW)
         );
     }
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 
 use mcp_authd_ipc::methods::{
-    GrantInfo, LOGIN, LOGIN_PASTE, LOGIN_PENDING, LoginFlow, LoginParams, LoginPasteParams,
-    LoginPasteResult, LoginPending,
+    GrantInfo, GrantType, LOGIN, LOGIN_PASTE, LOGIN_PENDING, LoginFlow, LoginParams,
+    LoginPasteParams, LoginPasteResult, LoginPending,
 };
 use mcp_authd_ipc::{Client, ClientError};
 
@@ -216,8 +216,8 @@ pub async fn run(
         } else {
             grant.scopes.join(" ")
         };
-        let how = match grant.grant_type.as_str() {
-            "authorization_code" => String::new(),
+        let how = match &grant.grant_type {
+            GrantType::AuthorizationCode => String::new(),
             other => format!(" with the {other} grant"),
         };
         let account = match (&grant.account_name, &grant.account) {

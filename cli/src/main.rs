@@ -6,7 +6,6 @@ mod docs;
 mod doctor;
 mod grants;
 mod login;
-mod next_step;
 mod output;
 mod proxy;
 mod secret;
@@ -19,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mcp_authd_ipc::{Client, ClientError, ErrorKind};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind, next_step};
 
 /// Log in to MCP servers once and hand their tokens to every local client, through mcp-authd.
 #[derive(Parser)]

@@ -57,7 +57,7 @@ pub fn main(action: Action, socket: Option<PathBuf>, json: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let message = format!("{e:#}");
-            if crate::next_step::names_a_command(&message) {
+            if mcp_authd_ipc::next_step::names_a_command(&message) {
                 eprintln!("mcp-auth: {message}");
             } else {
                 eprintln!(

@@ -2,7 +2,7 @@
 //! `curl -H "Authorization: Bearer $(mcp-auth token URL)"`.
 
 use mcp_authd_ipc::clients::{CLIENTS_CONFIRM_PENDING, PendingRequest};
-use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult, TokenType};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind, RpcError};
 
 #[derive(clap::Args)]
@@ -38,7 +38,7 @@ pub async fn run(client: &mut Client, args: Args, json: bool) -> Result<(), Clie
 pub async fn headers(client: &mut Client, args: Args) -> Result<(), ClientError> {
     let server = args.server.clone();
     let token = get(client, args).await?;
-    if token.token_type.eq_ignore_ascii_case("dpop") {
+    if token.token_type == TokenType::DPoP {
         return Err(ClientError::Rpc(RpcError::new(
             ErrorKind::InvalidParams,
             format!(

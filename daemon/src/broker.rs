@@ -21,7 +21,7 @@ use crate::oauth::http::{Http, UrlPolicy};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
 use crate::oauth::token::{DpopSigner, TokenType, Tokens, now, request_tokens};
 use crate::secret::Secret;
-use crate::store::db::{STATE_ACTIVE, STATE_NEEDS_LOGIN};
+use crate::store::db::{GrantState, GrantType, RegistrationKind};
 use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, WriteBehind, keys};
 
 /// How often, at most, `last_used_at` is written per grant: the hot path stays off disk.
@@ -185,7 +185,7 @@ impl AccessToken {
     /// The access token of a token response, presented as the response said.
     pub fn from_tokens(tokens: &Tokens) -> AccessToken {
         AccessToken {
-            token_type: tokens.token_type,
+            token_type: tokens.token_type.clone(),
             ..AccessToken::new(tokens.access_token.clone(), tokens.expires_at)
         }
     }
@@ -435,7 +435,7 @@ impl Broker {
                 ));
             }
         }
-        if grant.state == STATE_NEEDS_LOGIN {
+        if grant.state == GrantState::NeedsLogin {
             let why = grant
                 .needs_login_reason
                 .clone()
@@ -475,7 +475,7 @@ impl Broker {
         let grant = self
             .db
             .remembered_grant(&p.server, p.account.as_deref())??;
-        if grant.state != STATE_ACTIVE {
+        if grant.state != GrantState::Active {
             return None;
         }
         let scopes = grant.scope_list();
@@ -807,7 +807,7 @@ impl Broker {
                 ErrorKind::DiscoveryFailed,
                 format!(
                     "{e}; nothing was sent. Once that is fixed, run: {}",
-                    mcp_authd_ipc::text::login_command(&grant.server_url, &[])
+                    mcp_authd_ipc::next_step::login_command(&grant.server_url, &[])
                 ),
             )
             .with_server(&grant.server_url)
@@ -862,14 +862,16 @@ impl Broker {
         })?;
         let client_secret = if !reg.has_client_secret {
             None
-        } else if reg.kind == "pre-registered" {
+        } else if reg.kind == RegistrationKind::PreRegistered {
             cfg.filter(|c| c.client_id.as_deref() == Some(reg.client_id.as_str()))
                 .and_then(|c| c.client_secret.clone())
         } else {
             self.secrets.get(&keys::client_secret(&reg.id)).await?
         };
         let signing_key = match (auth_method, cfg) {
-            (AuthMethod::PrivateKeyJwt, Some(cfg)) if reg.kind == "pre-registered" => {
+            (AuthMethod::PrivateKeyJwt, Some(cfg))
+                if reg.kind == RegistrationKind::PreRegistered =>
+            {
                 Some(crate::machine::signing_key(self, cfg).await.map_err(|e| {
                     RpcError::new(
                         ErrorKind::ConfigInvalid,
@@ -913,21 +915,22 @@ impl Broker {
         let access = self.cached_access_token(&g.id);
         let scopes = g.scope_list();
         // A grant without a browser renews by granting again: no refresh token is expected.
-        let no_refresh_token = if g.has_refresh_token || g.grant_type != "authorization_code" {
-            None
-        } else {
-            let metadata = self.db.as_metadata(&g.issuer).await?;
-            let config = self.config();
-            Some(crate::no_refresh::explain(&crate::no_refresh::Facts {
-                server_url: &g.server_url,
-                issuer: &g.issuer,
-                scopes: &scopes,
-                metadata: metadata.as_ref(),
-                config: config.server(&g.server_url, Some(&g.issuer)),
-                access_expires_at: access.as_ref().map(|a| a.expires_at),
-                account_name: g.account_name(),
-            }))
-        };
+        let no_refresh_token =
+            if g.has_refresh_token || g.grant_type != GrantType::AuthorizationCode {
+                None
+            } else {
+                let metadata = self.db.as_metadata(&g.issuer).await?;
+                let config = self.config();
+                Some(crate::no_refresh::explain(&crate::no_refresh::Facts {
+                    server_url: &g.server_url,
+                    issuer: &g.issuer,
+                    scopes: &scopes,
+                    metadata: metadata.as_ref(),
+                    config: config.server(&g.server_url, Some(&g.issuer)),
+                    access_expires_at: access.as_ref().map(|a| a.expires_at),
+                    account_name: g.account_name(),
+                }))
+            };
         Ok(GrantInfo {
             id: g.id.clone(),
             server: g.server_url.clone(),
@@ -937,7 +940,7 @@ impl Broker {
                 .as_ref()
                 .map(|r| r.client_id.clone())
                 .unwrap_or_default(),
-            registration: reg.map(|r| r.kind).unwrap_or_else(|| "missing".into()),
+            registration: reg.map_or(RegistrationKind::Missing, |r| r.kind),
             scopes,
             state: g.state.clone(),
             needs_login_reason: g.needs_login_reason.clone(),
@@ -1069,7 +1072,7 @@ impl Broker {
 fn token_result(grant: String, scopes: Vec<String>, t: &AccessToken, now: i64) -> TokenGetResult {
     TokenGetResult {
         access_token: t.token.expose().to_string(),
-        token_type: t.token_type.as_str().into(),
+        token_type: t.token_type.clone(),
         expires_at: t.expires_at,
         expires_in: t.expires_at - now,
         scopes,
@@ -1093,7 +1096,7 @@ pub fn new_grant_row(
         issuer: issuer.into(),
         registration_id: registration_id.into(),
         scopes: String::new(),
-        state: STATE_ACTIVE.into(),
+        state: GrantState::Active,
         needs_login_reason: None,
         has_refresh_token: false,
         access_expires_at: None,
@@ -1102,7 +1105,7 @@ pub fn new_grant_row(
         last_used_at: None,
         last_refresh_at: None,
         account: None,
-        grant_type: crate::config::GrantKind::AuthorizationCode.as_str().into(),
+        grant_type: GrantType::AuthorizationCode,
         account_name: account_name.into(),
         login_hint: None,
     }

@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 use mcp_authd_ipc::methods::{
     ChallengeParams, LoginParams, LoginPending, TokenGetParams, TokenGetResult,
 };
-use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, printable};
+use mcp_authd_ipc::next_step::login_command;
+use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
 use crate::broker::Broker;
-use crate::config::GrantKind;
 use crate::oauth::challenge::{BearerChallenge, parse_bearer};
 use crate::oauth::discovery::{authorization_servers_of, normalize_server_url};
 use crate::store::GrantRow;
-use crate::store::db::STATE_ACTIVE;
+use crate::store::db::{GrantState, GrantType};
 
 /// Step-ups are counted over this window.
 const STEP_UP_WINDOW: Duration = Duration::from_secs(600);
@@ -146,13 +146,12 @@ async fn on_unauthorized(
     let mut scopes = challenge.as_ref().map(|c| c.scopes()).unwrap_or_default();
     // A grant without a browser that was refused (now, or before) is not run again by a
     // client's request: only a login the user asks for tries it again.
-    let without_browser =
-        |grant: &GrantRow| grant.grant_type != GrantKind::AuthorizationCode.as_str();
+    let without_browser = |grant: &GrantRow| grant.grant_type != GrantType::AuthorizationCode;
     let why = match grant {
         None => "not logged in to this server".to_string(),
         Some(grant) => {
             scopes = union(&grant.scope_list(), &scopes);
-            if grant.state != STATE_ACTIVE {
+            if grant.state != GrantState::Active {
                 let why = grant
                     .needs_login_reason
                     .clone()

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use mcp_authd_ipc::methods::GrantType;
 use serde::Deserialize;
 
 pub use crate::oauth::registration::ClientMetadata;
@@ -209,15 +210,23 @@ pub enum GrantKind {
 impl GrantKind {
     /// The name stored with a grant and shown by `mcp-auth list`.
     pub fn as_str(self) -> &'static str {
+        self.grant_type()
+            .known_str()
+            .expect("every grant kind is a known grant type")
+    }
+
+    /// The grant type a grant of this kind has on the wire and in its row.
+    pub fn grant_type(self) -> GrantType {
         match self {
-            GrantKind::AuthorizationCode => "authorization_code",
-            GrantKind::ClientCredentials => "client_credentials",
-            GrantKind::JwtBearer => "jwt_bearer",
-            GrantKind::Enterprise => "enterprise",
+            GrantKind::AuthorizationCode => GrantType::AuthorizationCode,
+            GrantKind::ClientCredentials => GrantType::ClientCredentials,
+            GrantKind::JwtBearer => GrantType::JwtBearer,
+            GrantKind::Enterprise => GrantType::Enterprise,
         }
     }
 
-    pub fn parse(s: &str) -> Option<GrantKind> {
+    /// The kind a stored grant runs as; `None` for a grant type this daemon does not know.
+    pub fn parse(t: &GrantType) -> Option<GrantKind> {
         [
             GrantKind::AuthorizationCode,
             GrantKind::ClientCredentials,
@@ -225,7 +234,7 @@ impl GrantKind {
             GrantKind::Enterprise,
         ]
         .into_iter()
-        .find(|k| k.as_str() == s)
+        .find(|k| k.grant_type() == *t)
     }
 }
 
@@ -584,6 +593,19 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The config's words for `grant` are the protocol's grant types (one spelling for
+    /// the file, the wire and the database), and each kind maps to its own.
+    #[test]
+    fn grant_kinds_are_the_protocols_grant_types() {
+        for t in GrantType::KNOWN {
+            let kind: GrantKind = serde_json::from_value(serde_json::json!(t.as_str())).unwrap();
+            assert_eq!(&kind.grant_type(), t);
+            assert_eq!(kind.as_str(), t.as_str());
+            assert_eq!(GrantKind::parse(t), Some(kind));
+        }
+        assert_eq!(GrantKind::parse(&GrantType::from("device_code")), None);
+    }
 
     #[test]
     fn parses_a_full_file_and_finds_servers_by_url_or_issuer() {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_authd_ipc::methods::{GrantInfo, LoginFlow, LoginParams, LoginPending};
-use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, shell_command};
+use mcp_authd_ipc::next_step::{login_command, login_command_with};
+use mcp_authd_ipc::text::MAX_QUOTED_CHARS;
 use mcp_authd_ipc::{ErrorKind, RpcError};
 use tokio::sync::watch;
 use url::Url;
@@ -25,13 +26,12 @@ use crate::oauth::printable;
 use crate::oauth::registration::{AuthMethod, ClientCredentials, ClientMetadata, register};
 use crate::oauth::token::{DpopSigner, now, request_tokens};
 use crate::secret::Secret;
-use crate::store::db::STATE_ACTIVE;
+use crate::store::db::{GrantState, RegistrationKind};
 use crate::store::{RegistrationRow, keys, new_id};
 
 const CALLBACK_PATH: &str = "/callback";
 /// Longest `login_hint` sent (an email or user name; anything longer is a mistake).
 const MAX_LOGIN_HINT_LEN: usize = 256;
-const KIND_METADATA_DOCUMENT: &str = "metadata-document";
 
 /// Runs (or joins) the login for `p.server`; `on_pending` gets the authorization URL as
 /// soon as it is known.
@@ -206,7 +206,7 @@ async fn run(
         policy: &policy,
         // One client id at several authorization servers (a Client ID Metadata Document)
         // has one redirect path for all of them: only `iss` tells whose response this is.
-        iss_required: registration.kind == KIND_METADATA_DOCUMENT,
+        iss_required: registration.kind == RegistrationKind::MetadataDocument,
         prompt_consent,
         discovery: &discovery,
         credentials: &credentials,
@@ -313,8 +313,9 @@ async fn machine_login(
             other => RpcError::new(
                 ErrorKind::LoginFailed,
                 format!(
-                    "the {} grant for {server_url} failed: {other}; it is not retried until asked again: fix the cause, then run: mcp-auth login {server_url}",
-                    cfg.grant.as_str()
+                    "the {} grant for {server_url} failed: {other}; it is not retried until asked again: fix the cause, then run: {}",
+                    cfg.grant.as_str(),
+                    login_command(server_url, &[])
                 ),
             )
             .with_server(server_url),
@@ -488,8 +489,8 @@ async fn save_grant(
     row.server_url = server_url.to_string();
     row.registration_id = registration.id.clone();
     row.scopes = tokens.scopes.clone().unwrap_or(scopes).join(" ");
-    row.grant_type = kind.as_str().into();
-    row.state = STATE_ACTIVE.into();
+    row.grant_type = kind.grant_type();
+    row.state = GrantState::Active;
     row.needs_login_reason = None;
     row.has_refresh_token = tokens.refresh_token.is_some();
     row.access_expires_at = Some(tokens.expires_at);
@@ -993,7 +994,7 @@ async fn client_for(
         let redirect = bind_redirect(fixed_static.clone(), CALLBACK_PATH.to_string()).await?;
         let reg = match broker
             .db
-            .find_registration(issuer, KIND_METADATA_DOCUMENT, Some(url))
+            .find_registration(issuer, &RegistrationKind::MetadataDocument, Some(url))
             .await?
         {
             Some(r) => r,
@@ -1001,7 +1002,7 @@ async fn client_for(
                 let r = RegistrationRow {
                     id: new_id("r"),
                     issuer: issuer.clone(),
-                    kind: KIND_METADATA_DOCUMENT.into(),
+                    kind: RegistrationKind::MetadataDocument,
                     client_id: url.clone(),
                     redirect_uri: None,
                     token_endpoint_auth_method: AuthMethod::None.as_str().into(),
@@ -1016,7 +1017,10 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(reg) = broker.db.find_registration(issuer, "dynamic", None).await?
+    if let Some(reg) = broker
+        .db
+        .find_registration(issuer, &RegistrationKind::Dynamic, None)
+        .await?
         // A registration for another redirect URI than the fixed one is not reused.
         && fixed_dynamic
             .as_deref()
@@ -1072,7 +1076,7 @@ async fn client_for(
     let reg = RegistrationRow {
         id: new_id("r"),
         issuer: issuer.clone(),
-        kind: "dynamic".into(),
+        kind: RegistrationKind::Dynamic,
         client_id: registered.credentials.client_id.clone(),
         redirect_uri: Some(registered.redirect_uri.clone()),
         token_endpoint_auth_method: registered.credentials.auth_method.as_str().into(),
@@ -1102,7 +1106,7 @@ async fn pre_registered(
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}")))?;
     match broker
         .db
-        .find_registration(issuer, "pre-registered", Some(&client_id))
+        .find_registration(issuer, &RegistrationKind::PreRegistered, Some(&client_id))
         .await?
     {
         Some(r) if r.token_endpoint_auth_method == method.as_str() => Ok(r),
@@ -1110,7 +1114,7 @@ async fn pre_registered(
             let r = RegistrationRow {
                 id: new_id("r"),
                 issuer: issuer.to_string(),
-                kind: "pre-registered".into(),
+                kind: RegistrationKind::PreRegistered,
                 client_id,
                 redirect_uri: cfg.redirect_uri.clone(),
                 token_endpoint_auth_method: method.as_str().into(),
@@ -1332,9 +1336,8 @@ fn login_failed_again(server: &str, why: &str, flag: &str) -> RpcError {
 /// `mcp-auth login <server>` with `flags` (e.g. `" --device --timeout 600"`), built by
 /// the one command builder.
 fn again_command(server: &str, flags: &str) -> String {
-    let mut args = vec!["mcp-auth", "login", server];
-    args.extend(flags.split_whitespace());
-    shell_command(&args)
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    login_command_with(server, None, &[], &flags)
 }
 
 fn discovery_error(server: &str, e: OAuthError) -> RpcError {

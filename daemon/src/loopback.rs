@@ -9,6 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::get;
+use mcp_authd_ipc::next_step::LOGIN_ANY_SERVER;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -314,7 +315,7 @@ async fn callback(
         Err(Refused::WrongState) => page(
             StatusCode::BAD_REQUEST,
             "This sign-in response is not the one mcp-authd is waiting for",
-            "Start the login again from your terminal: mcp-auth login <server URL>",
+            &format!("Start the login again from your terminal: {LOGIN_ANY_SERVER}"),
         ),
         Err(Refused::AlreadyUsed) => page(
             StatusCode::BAD_REQUEST,
@@ -345,7 +346,9 @@ async fn elsewhere(uri: axum::http::Uri) -> (StatusCode, Html<String>) {
     page(
         StatusCode::NOT_FOUND,
         "This sign-in response is not for the login mcp-authd is waiting for",
-        "It came back for another authorization server. Start the login again from your terminal: mcp-auth login <server URL>",
+        &format!(
+            "It came back for another authorization server. Start the login again from your terminal: {LOGIN_ANY_SERVER}"
+        ),
     )
 }
 

@@ -3,7 +3,7 @@
 //! never come as a surprise (`login`, `list`, `inspect` and `doctor` all show this).
 
 use mcp_authd_ipc::methods::NoRefreshToken;
-use mcp_authd_ipc::text::login_command_as;
+use mcp_authd_ipc::next_step::login_command_as;
 
 use crate::config::ServerConfig;
 use crate::oauth::discovery::AsMetadata;

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::oauth::token::now;
 use crate::store::GrantRow;
-use crate::store::db::STATE_ACTIVE;
+use crate::store::db::{GrantState, GrantType};
 
 /// The longest the scheduler sleeps: new grants and config are picked up this often.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -117,9 +117,8 @@ impl RefreshScheduler {
 }
 
 fn in_schedule(g: &GrantRow, now: i64, window: i64) -> bool {
-    g.state == STATE_ACTIVE
-        && (g.has_refresh_token
-            || g.grant_type != crate::config::GrantKind::AuthorizationCode.as_str())
+    g.state == GrantState::Active
+        && (g.has_refresh_token || g.grant_type != GrantType::AuthorizationCode)
         && g.last_used_at.unwrap_or(g.created_at).max(g.created_at) >= now - window
 }
 
@@ -170,7 +169,7 @@ mod tests {
             in_schedule(&g, 12 * day, 7 * day),
             "a grant without a browser renews by granting again"
         );
-        g.state = crate::store::db::STATE_NEEDS_LOGIN.into();
+        g.state = GrantState::NeedsLogin;
         assert!(
             !in_schedule(&g, 12 * day, 7 * day),
             "a refused grant is not retried in the background"

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// What went wrong, in a form a program can branch on. Serialized as `data.kind`.
+/// PROTOCOL.md lets a daemon add kinds without a new protocol version: a kind this build
+/// does not know decodes as [`ErrorKind::Unknown`] instead of failing the whole reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -48,6 +50,10 @@ pub enum ErrorKind {
     ConfirmationTimeout,
     /// `confirm_clients`: the user denied this program the grant's tokens.
     ConfirmationDenied,
+    /// A kind added after this build (its `code` and `message` still tell what happened).
+    /// Never sent by this daemon.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorKind {
@@ -74,8 +80,39 @@ impl ErrorKind {
             ErrorKind::ConfigInvalid => -32012,
             ErrorKind::ConfirmationTimeout => -32020,
             ErrorKind::ConfirmationDenied => -32021,
+            // JSON-RPC's first implementation-defined server error: no kind of ours.
+            ErrorKind::Unknown => -32000,
         }
     }
+
+    /// The kind that `code` stands for, if this build knows one (JSON-RPC's standard
+    /// codes, and the daemon's own range).
+    pub fn from_code(code: i64) -> Option<ErrorKind> {
+        ErrorKind::ALL.iter().copied().find(|k| k.code() == code)
+    }
+
+    /// Every kind this build knows (not [`ErrorKind::Unknown`]).
+    pub const ALL: &[ErrorKind] = &[
+        ErrorKind::ParseError,
+        ErrorKind::InvalidRequest,
+        ErrorKind::MethodNotFound,
+        ErrorKind::InvalidParams,
+        ErrorKind::Internal,
+        ErrorKind::AuthorizationRequired,
+        ErrorKind::LoginTimeout,
+        ErrorKind::LoginFailed,
+        ErrorKind::ServerError,
+        ErrorKind::DiscoveryFailed,
+        ErrorKind::RegistrationFailed,
+        ErrorKind::NotFound,
+        ErrorKind::SecretStore,
+        ErrorKind::InsufficientScope,
+        ErrorKind::LimitExceeded,
+        ErrorKind::PermissionDenied,
+        ErrorKind::ConfigInvalid,
+        ErrorKind::ConfirmationTimeout,
+        ErrorKind::ConfirmationDenied,
+    ];
 
     /// The snake_case name used in `data.kind`.
     pub fn as_str(self) -> &'static str {
@@ -99,6 +136,7 @@ impl ErrorKind {
             ErrorKind::ConfigInvalid => "config_invalid",
             ErrorKind::ConfirmationTimeout => "confirmation_timeout",
             ErrorKind::ConfirmationDenied => "confirmation_denied",
+            ErrorKind::Unknown => "unknown",
         }
     }
 }
@@ -144,7 +182,7 @@ impl RpcError {
     /// An `authorization_required` error naming the login command for `server`, each
     /// argument quoted for a POSIX shell.
     pub fn authorization_required(server: &str, scopes: &[String], why: &str) -> Self {
-        let command = crate::text::login_command(server, scopes);
+        let command = crate::next_step::login_command(server, scopes);
         RpcError {
             code: ErrorKind::AuthorizationRequired.code(),
             message: format!("{why}; run: {command}"),
@@ -178,9 +216,9 @@ impl RpcError {
         if let Some(server) = &data.server {
             // Both forms through the one quoting, so a server URL that needs quotes
             // is still found (and the account name stays one word).
-            let login = crate::text::shell_command(&["mcp-auth", "login", server]);
+            let login = crate::next_step::login_command_with(server, None, &[], &[]);
             let with_account =
-                crate::text::shell_command(&["mcp-auth", "login", server, "--account", account]);
+                crate::next_step::login_command_with(server, Some(account), &[], &[]);
             self.message = self.message.replace(&login, &with_account);
             if let Some(command) = data.command.as_mut() {
                 *command = command.replace(&login, &with_account);
@@ -189,9 +227,17 @@ impl RpcError {
         self
     }
 
-    /// The kind, also for errors from peers that sent only a standard code.
+    /// The kind: `data.kind`; for a peer that sent only a code (no `data`, as any plain
+    /// JSON-RPC peer does), or a kind this build does not know, the kind its code stands
+    /// for. `None` when neither tells.
     pub fn kind(&self) -> Option<ErrorKind> {
-        self.data.as_ref().map(|d| d.kind)
+        match self.data.as_ref().map(|d| d.kind) {
+            Some(ErrorKind::Unknown) => {
+                Some(ErrorKind::from_code(self.code).unwrap_or(ErrorKind::Unknown))
+            }
+            Some(kind) => Some(kind),
+            None => ErrorKind::from_code(self.code),
+        }
     }
 }
 
@@ -206,6 +252,45 @@ impl std::error::Error for RpcError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A newer daemon's error, with a kind this build has never heard of, still decodes:
+    /// the message and code reach the user, the kind reads as `Unknown`.
+    #[test]
+    fn an_error_of_a_new_kind_decodes() {
+        let line = r#"{"code":-32030,"message":"the account is locked; run: mcp-auth unlock","data":{"kind":"account_locked","server":"https://mcp.example/mcp"}}"#;
+        let e: RpcError = serde_json::from_str(line).unwrap();
+        assert_eq!(e.kind(), Some(ErrorKind::Unknown));
+        assert_eq!(e.code, -32030);
+        assert_eq!(e.message, "the account is locked; run: mcp-auth unlock");
+        let data = e.data.unwrap();
+        assert_eq!(data.server.as_deref(), Some("https://mcp.example/mcp"));
+        // So does a whole reply carrying it.
+        let reply = format!(r#"{{"jsonrpc":"2.0","id":1,"error":{line}}}"#);
+        let decoded: crate::Response = serde_json::from_str(&reply).unwrap();
+        assert!(decoded.error.is_some());
+    }
+
+    /// Errors from peers that send only a code (no `data`) still have a kind; so does a
+    /// new kind sent with one of the codes this build knows.
+    #[test]
+    fn the_kind_of_an_error_with_only_a_code() {
+        for kind in ErrorKind::ALL {
+            let bare: RpcError =
+                serde_json::from_value(serde_json::json!({"code": kind.code(), "message": "x"}))
+                    .unwrap();
+            assert_eq!(bare.kind(), Some(*kind), "{kind:?}");
+            // Each kind is named as the wire names it, and codes are unique.
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(*kind));
+        }
+        let e: RpcError = serde_json::from_str(
+            r#"{"code":-32001,"message":"x","data":{"kind":"authorization_required_v2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind(), Some(ErrorKind::AuthorizationRequired));
+        let e: RpcError = serde_json::from_str(r#"{"code":-31999,"message":"x"}"#).unwrap();
+        assert_eq!(e.kind(), None);
+    }
 
     #[test]
     fn an_error_for_an_account_names_it_in_every_login_command() {
@@ -233,7 +318,7 @@ mod tests {
         let command = e.data.as_ref().unwrap().command.clone().unwrap();
         assert_eq!(
             command,
-            crate::text::login_command_as(server, &["read".into()], Some("jane@corp.example"))
+            crate::next_step::login_command_as(server, &["read".into()], Some("jane@corp.example"))
         );
         assert_eq!(
             shlex::split(&command).unwrap(),

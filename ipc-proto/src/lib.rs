@@ -7,11 +7,13 @@
 pub mod audit;
 mod client;
 pub mod clients;
+pub mod domain;
 mod error;
 mod framing;
 pub mod hygiene;
 mod message;
 pub mod methods;
+pub mod next_step;
 #[cfg(feature = "http")]
 pub mod outbound;
 pub mod socket;

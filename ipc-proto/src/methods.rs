@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::{
+    GrantState, GrantType, HeldToken, RegistrationKind, RemoteRevocation, RevocationOutcome,
+    SecretBackend, TokenType,
+};
+
 pub const STATUS: &str = "status";
 pub const TOKEN_GET: &str = "token.get";
 pub const LOGIN: &str = "login";
@@ -66,7 +71,7 @@ pub struct StatusResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecretStoreStatus {
     /// `keychain` or `file`.
-    pub backend: String,
+    pub backend: SecretBackend,
     /// Which keychain, or which file.
     pub detail: String,
     /// Set when secrets are not in the OS keychain: a user should see it.
@@ -102,7 +107,7 @@ pub struct TokenGetResult {
     pub access_token: String,
     /// `Bearer`, or `DPoP` for a DPoP-bound token: sent as `Authorization: DPoP <token>`
     /// with a fresh proof from `token.dpop_proof` on every request.
-    pub token_type: String,
+    pub token_type: TokenType,
     /// Unix time, seconds.
     pub expires_at: i64,
     pub expires_in: i64,
@@ -355,7 +360,7 @@ pub struct RevokeResult {
     /// does not revoke, `unsupported_token_type`, is no failure), `nothing_to_revoke` (no
     /// token was held), `not_supported` (no revocation endpoint), `skipped`, or `failed: …`
     /// (a token's revocation failed; `tokens` says which).
-    pub remote: String,
+    pub remote: RemoteRevocation,
     /// What happened to each token at the authorization server, refresh token first (in
     /// the order they were sent); empty when nothing was sent (`skipped`, `not_supported`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -366,11 +371,11 @@ pub struct RevokeResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRevocation {
     /// `refresh_token` or `access_token`.
-    pub token: String,
+    pub token: HeldToken,
     /// `revoked`; `not_supported` (the server answered `unsupported_token_type`: it does
     /// not revoke this kind of token, which then stays valid until it expires); `not_held`
     /// (the daemon had no such token, nothing was sent); `failed`.
-    pub outcome: String,
+    pub outcome: RevocationOutcome,
     /// What the server answered, for `not_supported` and `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -392,11 +397,11 @@ pub struct GrantInfo {
     pub issuer: String,
     pub client_id: String,
     /// `dynamic` (RFC 7591), `pre-registered` or `metadata-document` (a Client ID
-    /// Metadata Document URL).
-    pub registration: String,
+    /// Metadata Document URL); `missing` when the grant's registration is gone.
+    pub registration: RegistrationKind,
     pub scopes: Vec<String>,
     /// `active` or `needs_login`.
-    pub state: String,
+    pub state: GrantState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_login_reason: Option<String>,
     pub has_refresh_token: bool,
@@ -420,7 +425,7 @@ pub struct GrantInfo {
     /// How the grant's tokens are obtained and renewed: `authorization_code` (the browser
     /// login), `client_credentials`, `jwt_bearer` or `enterprise` (see README).
     #[serde(default = "default_grant_type")]
-    pub grant_type: String,
+    pub grant_type: GrantType,
     /// The account name the user gave at login (`--account`); absent for the default
     /// account. Grants are kept per (resource, issuer, account name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -445,8 +450,8 @@ pub struct NoRefreshToken {
     pub login_again_at: Option<i64>,
 }
 
-fn default_grant_type() -> String {
-    "authorization_code".into()
+fn default_grant_type() -> GrantType {
+    GrantType::AuthorizationCode
 }
 
 /// Longest account name, in bytes.
@@ -538,7 +543,7 @@ pub struct SecretRef {
 pub struct SecretResult {
     pub name: String,
     /// `keychain` or `file`, as `status` reports the secret store.
-    pub secret_store: String,
+    pub secret_store: SecretBackend,
     /// `secret.delete`: whether there was such a secret. Absent for `secret.set`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existed: Option<bool>,
@@ -562,11 +567,66 @@ mod tests {
         }
     }
 
+    /// What the daemon sends goes through the typed results and out of `mcp-auth … --json`
+    /// unchanged, word for word, and the words are read as the enums they name.
+    #[test]
+    fn typed_results_pass_json_through_unchanged() {
+        let grant = serde_json::json!({
+            "id": "g_1", "server": "https://h.example/mcp", "resource": "https://h.example/mcp",
+            "issuer": "https://as.example", "client_id": "c", "registration": "pre-registered",
+            "scopes": ["a"], "state": "needs_login", "needs_login_reason": "refresh token rejected",
+            "has_refresh_token": false, "created_at": 1, "grant_type": "client_credentials",
+            "account_name": "work",
+        });
+        let g: GrantInfo = serde_json::from_value(grant.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&g).unwrap(), grant);
+        assert_eq!(
+            (&g.state, &g.registration, &g.grant_type),
+            (
+                &GrantState::NeedsLogin,
+                &RegistrationKind::PreRegistered,
+                &GrantType::ClientCredentials
+            )
+        );
+        let revoked = serde_json::json!({
+            "grant": grant,
+            "remote": "failed: refresh_token: HTTP 503",
+            "tokens": [
+                {"token": "refresh_token", "outcome": "failed", "detail": "HTTP 503"},
+                {"token": "access_token", "outcome": "not_held"},
+            ],
+        });
+        let r: RevokeResult = serde_json::from_value(revoked.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), revoked);
+        assert_eq!(
+            r.remote,
+            RemoteRevocation::Failed("refresh_token: HTTP 503".into())
+        );
+        assert_eq!(
+            (&r.tokens[1].token, &r.tokens[1].outcome),
+            (&HeldToken::AccessToken, &RevocationOutcome::NotHeld)
+        );
+        let token = serde_json::json!({
+            "access_token": "at", "token_type": "DPoP", "expires_at": 2, "expires_in": 1,
+            "scopes": [], "grant": "g_1",
+        });
+        let t: TokenGetResult = serde_json::from_value(token.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&t).unwrap(), token);
+        assert_eq!(t.token_type, TokenType::DPoP);
+        // A daemon from before `grant_type`: a browser login's grant.
+        let mut old = g.clone();
+        old.grant_type = GrantType::JwtBearer;
+        let mut json = serde_json::to_value(&old).unwrap();
+        json.as_object_mut().unwrap().remove("grant_type");
+        let read: GrantInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(read.grant_type, GrantType::AuthorizationCode);
+    }
+
     #[test]
     fn debug_output_never_shows_an_access_token() {
         let result = TokenGetResult {
             access_token: TOKEN.into(),
-            token_type: "Bearer".into(),
+            token_type: TokenType::Bearer,
             expires_at: 1,
             expires_in: 1,
             scopes: vec!["read".into()],

@@ -1,7 +1,7 @@
 //! What a server says, made safe to show and to paste: the one sanitizer for
-//! server-controlled text in messages, the one builder of suggested `mcp-auth …` commands,
-//! and the RFC 6749 §3.3 scope check. Daemon and clients share them so a message is as
-//! safe whichever side writes it.
+//! server-controlled text in messages, the shell quoting of suggested commands (built in
+//! [`crate::next_step`]), and the RFC 6749 §3.3 scope check. Daemon and clients share them
+//! so a message is as safe whichever side writes it.
 
 /// Longest piece of server-controlled text a message quotes, in characters.
 pub const MAX_QUOTED_CHARS: usize = 200;
@@ -71,31 +71,13 @@ fn is_invisible(c: char) -> bool {
 
 /// A command line for a POSIX shell: each argument quoted so that the shell passes it as
 /// one word and expands nothing in it (`shlex`, the quoting cargo's build tools rely on).
-/// Every `mcp-auth …` command a message suggests is built here, so pasting it — by a
-/// person or by an agent with a shell tool — runs exactly that command. NUL bytes, which
-/// no argument can hold, are dropped.
+/// Every `mcp-auth …` command a message suggests is quoted here (through
+/// [`crate::next_step`]'s builders), so pasting it — by a person or by an agent with a
+/// shell tool — runs exactly that command. NUL bytes, which no argument can hold, are
+/// dropped.
 pub fn shell_command<S: AsRef<str>>(args: &[S]) -> String {
     let words: Vec<String> = args.iter().map(|a| a.as_ref().replace('\0', "")).collect();
     shlex::try_join(words.iter().map(String::as_str)).expect("no NUL byte is left to refuse")
-}
-
-/// `mcp-auth login <server> [--scope '<scopes>']`, built by [`shell_command`].
-pub fn login_command(server: &str, scopes: &[String]) -> String {
-    login_command_as(server, scopes, None)
-}
-
-/// [`login_command`] for one account of the server (`--account NAME`); `None` is the
-/// default account. The name goes through the same quoting as everything else.
-pub fn login_command_as(server: &str, scopes: &[String], account: Option<&str>) -> String {
-    let joined = scopes.join(" ");
-    let mut args = vec!["mcp-auth", "login", server];
-    if let Some(account) = account {
-        args.extend(["--account", account]);
-    }
-    if !scopes.is_empty() {
-        args.extend(["--scope", joined.as_str()]);
-    }
-    shell_command(&args)
 }
 
 /// Why a scope is refused.
@@ -180,10 +162,6 @@ mod tests {
 
     #[test]
     fn commands_quote_every_argument() {
-        assert_eq!(
-            login_command("https://h.example/mcp", &["a".into(), "b".into()]),
-            "mcp-auth login https://h.example/mcp --scope 'a b'"
-        );
         let hostile = "x';touch /tmp/p;'$(id)`id`\"\n";
         let cmd = shell_command(&["mcp-auth", "login", hostile]);
         assert!(!cmd.contains('\0'));

@@ -73,7 +73,11 @@ async fn full_cycle(secret_store: &str) {
     } else {
         "keychain"
     };
-    assert_eq!(status.secret_store.backend, expected_backend, "{status:?}");
+    assert_eq!(
+        status.secret_store.backend.as_str(),
+        expected_backend,
+        "{status:?}"
+    );
 
     // Login: DCR as a native public client, PKCE S256, resource, scopes from the challenge
     // plus offline_access because the AS advertises it.
@@ -320,7 +324,7 @@ async fn invalid_grant_marks_the_grant_as_needing_login() {
         other => panic!("unexpected {other}"),
     }
     let list: GrantsList = json(&d.cli_ok(&["list", "--json"]));
-    assert_eq!(list.grants[0].state, "needs_login");
+    assert_eq!(list.grants[0].state.as_str(), "needs_login");
     assert!(
         list.grants[0]
             .needs_login_reason
@@ -336,7 +340,7 @@ async fn invalid_grant_marks_the_grant_as_needing_login() {
     d.cli_ok(&["login", &url]);
     assert_eq!(auth.counts().registrations, 1);
     let list: GrantsList = json(&d.cli_ok(&["list", "--json"]));
-    assert_eq!(list.grants[0].state, "active");
+    assert_eq!(list.grants[0].state.as_str(), "active");
     let_tokens_expire().await;
     d.cli_ok(&["token", &url]);
     assert_eq!(
@@ -494,7 +498,7 @@ async fn without_a_keychain_auto_falls_back_loudly_and_keychain_refuses() {
     let home = DaemonHome::new("auto", "");
     let d = home.start_with_env(None, &no_bus);
     let status: StatusResult = json(&d.cli_ok(&["status", "--json"]));
-    assert_eq!(status.secret_store.backend, "file");
+    assert_eq!(status.secret_store.backend.as_str(), "file");
     assert!(
         status
             .secret_store

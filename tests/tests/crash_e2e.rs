@@ -57,7 +57,7 @@ async fn grant_works_after_restart(point: &str) {
     assert_eq!(auth.counts().authorizations, 1, "no new browser login");
     let list: GrantsList = serde_json::from_str(&d.cli_ok(&["list", "--json"])).unwrap();
     assert_eq!(list.grants.len(), 1);
-    assert_eq!(list.grants[0].state, "active");
+    assert_eq!(list.grants[0].state.as_str(), "active");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -87,7 +87,7 @@ async fn killed_after_the_server_rotated_but_before_storing() {
     let list: GrantsList = serde_json::from_str(&d.cli_ok(&["list", "--json"])).unwrap();
     assert_eq!(list.grants.len(), 1, "the grant is kept");
     let g = &list.grants[0];
-    assert_eq!(g.state, "needs_login");
+    assert_eq!(g.state.as_str(), "needs_login");
     let reason = g.needs_login_reason.as_deref().unwrap_or_default();
     assert!(reason.contains("was interrupted"), "{reason}");
     // One login heals it.

@@ -87,7 +87,7 @@ async fn a_login_gets_a_dpop_bound_token_and_refreshes_prove_the_same_key_across
     d.cli_ok(&["login", &url]);
 
     let first = token(&d, &url).await;
-    assert_eq!(first.token_type, "DPoP", "{first:?}");
+    assert_eq!(first.token_type.as_str(), "DPoP", "{first:?}");
     let jkt = auth
         .dpop_binding(&first.access_token)
         .expect("the AS bound the token to a key");
@@ -107,7 +107,7 @@ async fn a_login_gets_a_dpop_bound_token_and_refreshes_prove_the_same_key_across
         let renewed = token(&d, &url).await;
         assert_eq!(auth.counts().refreshes, before + 1, "restart: {restart}");
         assert_eq!(auth.counts().refresh_failures, 0, "restart: {restart}");
-        assert_eq!(renewed.token_type, "DPoP");
+        assert_eq!(renewed.token_type.as_str(), "DPoP");
         assert_eq!(
             auth.dpop_binding(&renewed.access_token).as_deref(),
             Some(jkt.as_str())
@@ -206,7 +206,7 @@ async fn any_client_uses_a_dpop_grant_through_the_socket_and_headers_refuses_it(
     let d = home.start(None);
     d.cli_ok(&["login", &url]);
     let t = token(&d, &url).await;
-    assert_eq!(t.token_type, "DPoP");
+    assert_eq!(t.token_type.as_str(), "DPoP");
     let ask = |access_token: Option<String>, ath: Option<String>, target: &str| DpopProofParams {
         server: url.clone(),
         method: "POST".into(),
@@ -281,7 +281,7 @@ async fn the_config_turns_dpop_off_or_on_per_server() {
 
     // Off: a bearer token although the AS offers DPoP; no key is kept.
     let off = token(&d, offered_mcp.url()).await;
-    assert_eq!(off.token_type, "Bearer");
+    assert_eq!(off.token_type.as_str(), "Bearer");
     assert_eq!(offered.counts().dpop_proofs, 0);
     assert_eq!(offered_mcp.status_with_token(&off.access_token).await, 200);
     let refused = proof(
@@ -302,7 +302,7 @@ async fn the_config_turns_dpop_off_or_on_per_server() {
     // On: proofs go to an AS that advertises nothing; it ignores them (no DPoP there),
     // so the token stays a bearer one, and the grant keeps its key for refreshes.
     let on = token(&d, plain_mcp.url()).await;
-    assert_eq!(on.token_type, "Bearer");
+    assert_eq!(on.token_type.as_str(), "Bearer");
     assert_eq!(plain_mcp.status_with_token(&on.access_token).await, 200);
     stored_private_key(&home);
 }

@@ -122,7 +122,7 @@ async fn client_credentials_need_no_browser_and_renew_by_granting_again() {
         "one client_credentials grant, no browser, no registration"
     );
     let g = grant_of(&d, &url);
-    assert_eq!(g.grant_type, "client_credentials");
+    assert_eq!(g.grant_type.as_str(), "client_credentials");
     assert_eq!(g.scopes, ["mcp:read"], "offline_access is not asked for");
     assert!(!g.has_refresh_token);
     let inspected = d.cli_ok(&["inspect", &url]);
@@ -201,7 +201,7 @@ async fn private_key_jwt_with_es256_from_a_file_and_rs256_from_the_secret_store(
     d.cli_ok(&["login", &url_rs]);
     assert_eq!(mcp_rs.status_with_token(&token(&d, &url_rs)).await, 200);
     for url in [&url_es, &url_rs] {
-        assert_eq!(grant_of(&d, url).grant_type, "client_credentials");
+        assert_eq!(grant_of(&d, url).grant_type.as_str(), "client_credentials");
     }
     assert_eq!(auth.counts().client_credentials, 2);
     // The test AS checked each assertion: signature with the registered key, iss = sub =
@@ -243,7 +243,7 @@ async fn jwt_bearer_reads_the_assertion_afresh_and_never_retries_a_refusal() {
 
     d.cli_ok(&["login", &url]);
     assert_eq!(mcp.status_with_token(&token(&d, &url)).await, 200);
-    assert_eq!(grant_of(&d, &url).grant_type, "jwt_bearer");
+    assert_eq!(grant_of(&d, &url).grant_type.as_str(), "jwt_bearer");
 
     let second_assertion = workload_token(&workload, auth.issuer(), "pod-2");
     std::fs::write(token_file.path(), &second_assertion).unwrap();
@@ -289,7 +289,7 @@ async fn jwt_bearer_reads_the_assertion_afresh_and_never_retries_a_refusal() {
     }
     assert_eq!(auth.counts().jwt_bearer_requests, 3, "never retried");
     let g = grant_of(&d, &url);
-    assert_eq!(g.state, "needs_login");
+    assert_eq!(g.state.as_str(), "needs_login");
 
     // Asked again (a new login), with a fresh assertion, it works again; this time the
     // assertion comes from a command (no shell), as from a cloud CLI.
@@ -352,7 +352,7 @@ async fn enterprise_grant_exchanges_the_id_token_for_an_id_jag_at_each_renewal()
 
     d.cli_ok(&["login", &url]);
     assert_eq!(mcp.status_with_token(&token(&d, &url)).await, 200);
-    assert_eq!(grant_of(&d, &url).grant_type, "enterprise");
+    assert_eq!(grant_of(&d, &url).grant_type.as_str(), "enterprise");
     assert_eq!(
         (
             idp.counts().token_exchanges,
@@ -437,7 +437,7 @@ async fn one_openid_login_at_the_idp_serves_every_enterprise_server() {
     );
     assert_eq!(idp.counts().token_exchanges, 3);
     assert_eq!(auth.counts().jwt_bearer_grants, 3);
-    assert_eq!(grant_of(&d, crm.url()).grant_type, "enterprise");
+    assert_eq!(grant_of(&d, crm.url()).grant_type.as_str(), "enterprise");
 
     let mut secrets = auth.issued_secrets();
     secrets.extend(idp.issued_secrets());

@@ -171,7 +171,7 @@ async fn a_dead_refresh_token_is_noticed_without_a_caller_and_not_retried() {
     let deadline = std::time::Instant::now() + Duration::from_secs(TTL * 3);
     loop {
         let list = d.grants();
-        if list.grants[0].state == "needs_login" {
+        if list.grants[0].state.as_str() == "needs_login" {
             let reason = list.grants[0]
                 .needs_login_reason
                 .clone()

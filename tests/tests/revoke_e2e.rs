@@ -13,7 +13,7 @@ fn outcome(token: &str, outcome: &str) -> (String, String) {
 fn outcomes(tokens: &[TokenRevocation]) -> Vec<(String, String)> {
     tokens
         .iter()
-        .map(|t| (t.token.clone(), t.outcome.clone()))
+        .map(|t| (t.token.to_string(), t.outcome.to_string()))
         .collect()
 }
 
@@ -85,7 +85,7 @@ async fn an_access_token_the_server_cannot_revoke_is_no_failure() {
 
     d.cli_ok(&["login", &url]);
     let r = revoke_json(&d, &url);
-    assert_eq!(r.remote, "revoked");
+    assert_eq!(r.remote.to_string(), "revoked");
     assert_eq!(
         outcomes(&r.tokens),
         [
@@ -124,7 +124,7 @@ async fn without_a_refresh_token_only_the_access_token_is_sent() {
     })
     .await;
     let r = revoke_json(&d, &url);
-    assert_eq!(r.remote, "revoked");
+    assert_eq!(r.remote.to_string(), "revoked");
     assert_eq!(
         outcomes(&r.tokens),
         [

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use mcp_authd_ipc::methods::{
     ChallengeParams, DpopProofParams, DpopProofResult, LOGIN_PENDING, LoginPending, SERVER_HEADERS,
     ServerHeadersParams, ServerHeadersResult, TOKEN_CHALLENGE, TOKEN_DPOP_PROOF, TOKEN_GET,
-    TokenGetParams, TokenGetResult,
+    TokenGetParams, TokenGetResult, TokenType,
 };
 use mcp_authd_ipc::transport::{UrlRefused, check_url};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
@@ -29,7 +29,7 @@ pub(super) struct Token {
 impl From<TokenGetResult> for Token {
     fn from(mut t: TokenGetResult) -> Token {
         Token {
-            dpop: t.token_type.eq_ignore_ascii_case("dpop"),
+            dpop: t.token_type == TokenType::DPoP,
             // Taken out: the rest of the result zeroes its copy when dropped.
             value: std::mem::take(&mut t.access_token),
         }

@@ -462,12 +462,7 @@ fn denied(grant: &GrantRow, program: Option<&Program>, remembered: bool) -> RpcE
     if let (true, Some(p)) = (remembered, program) {
         message.push_str(&format!(
             "; the answer is remembered; to be asked again: {}",
-            mcp_authd_ipc::text::shell_command(&[
-                "mcp-auth",
-                "forget-client",
-                &grant.id,
-                &shown(&p.path)
-            ])
+            mcp_authd_ipc::next_step::forget_client_command(&grant.id, &shown(&p.path))
         ));
     }
     RpcError::new(ErrorKind::ConfirmationDenied, message).with_server(&grant.server_url)

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use mcp_authd_ipc::RpcError;
-use mcp_authd_ipc::methods::{GrantRef, GrantsList, RevokeParams, RevokeResult, TokenRevocation};
+use mcp_authd_ipc::methods::{
+    GrantRef, GrantsList, HeldToken, RemoteRevocation, RevocationOutcome, RevokeParams,
+    RevokeResult, TokenRevocation,
+};
 use serde_json::Value;
 
 use crate::broker::Broker;
@@ -39,14 +42,14 @@ pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcE
     let row = broker.find_grant(&found.id, None).await?;
     let info = broker.grant_info(&row).await?;
     let (remote, tokens) = if !p.remote.unwrap_or(true) {
-        ("skipped".to_string(), Vec::new())
+        (RemoteRevocation::Skipped, Vec::new())
     } else {
         match revoke_remotely(broker, &row).await {
             Ok(Some(tokens)) => (summary(&tokens), tokens),
-            Ok(None) => ("not_supported".to_string(), Vec::new()),
+            Ok(None) => (RemoteRevocation::NotSupported, Vec::new()),
             Err(why) => {
                 tracing::warn!(grant = %row.id, "revocation at the authorization server failed: {why}");
-                (format!("failed: {why}"), Vec::new())
+                (RemoteRevocation::Failed(why), Vec::new())
             }
         }
     };
@@ -59,25 +62,23 @@ pub async fn revoke(broker: &Arc<Broker>, p: RevokeParams) -> Result<Value, RpcE
     })
 }
 
-const REVOKED: &str = "revoked";
-const NOT_SUPPORTED: &str = "not_supported";
-const NOT_HELD: &str = "not_held";
-const FAILED: &str = "failed";
-
 /// The one-word `remote` of a revocation that reached the server: a failure of either
 /// token is a failure; a token type the server does not revoke is not.
-fn summary(tokens: &[TokenRevocation]) -> String {
+fn summary(tokens: &[TokenRevocation]) -> RemoteRevocation {
     let failed: Vec<String> = tokens
         .iter()
-        .filter(|t| t.outcome == FAILED)
+        .filter(|t| t.outcome == RevocationOutcome::Failed)
         .map(|t| format!("{}: {}", t.token, t.detail.as_deref().unwrap_or("")))
         .collect();
     if !failed.is_empty() {
-        format!("failed: {}", failed.join("; "))
-    } else if tokens.iter().any(|t| t.outcome == REVOKED) {
-        REVOKED.into()
+        RemoteRevocation::Failed(failed.join("; "))
+    } else if tokens
+        .iter()
+        .any(|t| t.outcome == RevocationOutcome::Revoked)
+    {
+        RemoteRevocation::Revoked
     } else {
-        "nothing_to_revoke".into()
+        RemoteRevocation::NothingToRevoke
     }
 }
 
@@ -109,11 +110,11 @@ async fn revoke_remotely(
     let access_token = broker.cached_access_token(&row.id).map(|a| a.token);
     let mut tokens = Vec::new();
     for (token, kind) in [
-        (refresh_token, "refresh_token"),
-        (access_token, "access_token"),
+        (refresh_token, HeldToken::RefreshToken),
+        (access_token, HeldToken::AccessToken),
     ] {
         let (outcome, detail) = match token {
-            None => (NOT_HELD, None),
+            None => (RevocationOutcome::NotHeld, None),
             Some(token) => {
                 let (outcome, detail) = match revoke_at_as(
                     &broker.http,
@@ -122,23 +123,25 @@ async fn revoke_remotely(
                     endpoint,
                     &credentials,
                     &token,
-                    kind,
+                    &kind,
                 )
                 .await
                 {
-                    Ok(()) => (REVOKED, None),
+                    Ok(()) => (RevocationOutcome::Revoked, None),
                     Err(OAuthError::TokenError(e)) if e.error == "unsupported_token_type" => {
-                        (NOT_SUPPORTED, Some(e.to_string()))
+                        (RevocationOutcome::NotSupported, Some(e.to_string()))
                     }
-                    Err(OAuthError::TokenError(e)) => (FAILED, Some(e.to_string())),
-                    Err(e) => (FAILED, Some(e.to_string())),
+                    Err(OAuthError::TokenError(e)) => {
+                        (RevocationOutcome::Failed, Some(e.to_string()))
+                    }
+                    Err(e) => (RevocationOutcome::Failed, Some(e.to_string())),
                 };
                 (outcome, detail.map(|d| without_secret(d, &token)))
             }
         };
         tokens.push(TokenRevocation {
-            token: kind.into(),
-            outcome: outcome.into(),
+            token: kind,
+            outcome,
             detail,
         });
     }

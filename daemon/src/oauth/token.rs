@@ -2,6 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use mcp_authd_ipc::methods::HeldToken;
 use reqwest::header;
 use serde::Deserialize;
 
@@ -35,23 +36,9 @@ pub struct Tokens {
 }
 
 /// How an access token is presented: `Bearer` (RFC 6750), or `DPoP` (RFC 9449: bound to
-/// the grant's DPoP key, sent with a fresh proof per request).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TokenType {
-    #[default]
-    Bearer,
-    DPoP,
-}
-
-impl TokenType {
-    /// The `Authorization` scheme, as `token.get` reports it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenType::Bearer => "Bearer",
-            TokenType::DPoP => "DPoP",
-        }
-    }
-}
+/// the grant's DPoP key, sent with a fresh proof per request). The protocol's own type:
+/// `token.get` reports it as it is.
+pub use mcp_authd_ipc::methods::TokenType;
 
 /// What a token request needs to carry DPoP proofs: the grant's key and the nonces
 /// servers gave.
@@ -297,10 +284,9 @@ pub fn parse_token_response(url: &str, body: &[u8], now: i64) -> Result<Tokens, 
         url: url.clone(),
         detail: format!("a token response that is not the expected JSON ({e})"),
     })?;
-    let token_type = match t.token_type.as_deref() {
-        Some(tt) if tt.eq_ignore_ascii_case("bearer") => TokenType::Bearer,
-        Some(tt) if tt.eq_ignore_ascii_case("dpop") => TokenType::DPoP,
-        Some(tt) => {
+    let token_type = match t.token_type.as_deref().map(|tt| (tt, TokenType::known(tt))) {
+        Some((_, Some(known))) => known,
+        Some((tt, None)) => {
             return Err(OAuthError::BadResponse {
                 url,
                 detail: format!(
@@ -378,12 +364,12 @@ pub async fn revoke(
     revocation_endpoint: &str,
     client: &ClientCredentials,
     token: &Secret,
-    hint: &'static str,
+    hint: &HeldToken,
 ) -> Result<(), OAuthError> {
     let endpoint = policy.check("revocation endpoint", revocation_endpoint, Some(issuer))?;
     let mut form = vec![
         ("token", token.expose().to_string()),
-        ("token_type_hint", hint.to_string()),
+        ("token_type_hint", hint.as_str().to_string()),
     ];
     let request = authenticated(http.client().post(endpoint.clone()), client, &mut form)?;
     let secrets = RequestSecrets::of(&form, client);

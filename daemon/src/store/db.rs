@@ -12,6 +12,9 @@ use sqlx::sqlite::{
 };
 
 use mcp_authd_ipc::audit::HandOut;
+/// The words of the `state` and `kind` columns: the protocol's own enums, read through
+/// their `From<String>` (`#[sqlx(try_from)]` below) and written with `as_str`, here only.
+pub use mcp_authd_ipc::domain::{GrantState, GrantType, RegistrationKind};
 
 use crate::oauth::discovery::AsMetadata;
 use crate::peer::Peer;
@@ -104,7 +107,8 @@ impl GrantLookups {
 pub struct RegistrationRow {
     pub id: String,
     pub issuer: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: RegistrationKind,
     pub client_id: String,
     pub redirect_uri: Option<String>,
     pub token_endpoint_auth_method: String,
@@ -120,7 +124,8 @@ pub struct GrantRow {
     pub issuer: String,
     pub registration_id: String,
     pub scopes: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: GrantState,
     pub needs_login_reason: Option<String>,
     pub has_refresh_token: bool,
     pub access_expires_at: Option<i64>,
@@ -136,7 +141,8 @@ pub struct GrantRow {
     pub login_hint: Option<String>,
     /// `authorization_code`, `client_credentials`, `jwt_bearer` or `enterprise`
     /// (`config::GrantKind`).
-    pub grant_type: String,
+    #[sqlx(try_from = "String")]
+    pub grant_type: GrantType,
 }
 
 impl GrantRow {
@@ -152,9 +158,6 @@ impl GrantRow {
             .collect()
     }
 }
-
-pub const STATE_ACTIVE: &str = "active";
-pub const STATE_NEEDS_LOGIN: &str = "needs_login";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -261,7 +264,7 @@ impl Db {
     pub async fn find_registration(
         &self,
         issuer: &str,
-        kind: &str,
+        kind: &RegistrationKind,
         client_id: Option<&str>,
     ) -> Result<Option<RegistrationRow>, DbError> {
         sqlx::query_as(
@@ -269,7 +272,7 @@ impl Db {
              ORDER BY created_at DESC, rowid DESC LIMIT 1",
         )
         .bind(issuer)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(client_id)
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -284,7 +287,7 @@ impl Db {
         )
         .bind(&r.id)
         .bind(&r.issuer)
-        .bind(&r.kind)
+        .bind(r.kind.as_str())
         .bind(&r.client_id)
         .bind(&r.redirect_uri)
         .bind(&r.token_endpoint_auth_method)
@@ -437,7 +440,7 @@ impl Db {
         .bind(&g.issuer)
         .bind(&g.registration_id)
         .bind(&g.scopes)
-        .bind(&g.state)
+        .bind(g.state.as_str())
         .bind(&g.needs_login_reason)
         .bind(g.has_refresh_token)
         .bind(g.access_expires_at)
@@ -448,7 +451,7 @@ impl Db {
         .bind(&g.account)
         .bind(&g.account_name)
         .bind(&g.login_hint)
-        .bind(&g.grant_type)
+        .bind(g.grant_type.as_str())
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
@@ -488,7 +491,7 @@ impl Db {
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE grants SET access_expires_at = ?, scopes = ?, has_refresh_token = ?, last_refresh_at = ?, updated_at = ?,
-                               state = 'active', needs_login_reason = NULL, refresh_started_at = NULL,
+                               state = ?, needs_login_reason = NULL, refresh_started_at = NULL,
                                account = COALESCE(?, account)
              WHERE id = ?",
         )
@@ -497,6 +500,7 @@ impl Db {
         .bind(has_refresh_token)
         .bind(now)
         .bind(now)
+        .bind(GrantState::Active.as_str())
         .bind(account)
         .bind(id)
         .execute(&self.pool)
@@ -507,7 +511,8 @@ impl Db {
     }
 
     pub async fn mark_needs_login(&self, id: &str, reason: &str, now: i64) -> Result<(), DbError> {
-        sqlx::query("UPDATE grants SET state = 'needs_login', needs_login_reason = ?, access_expires_at = NULL, refresh_started_at = NULL, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE grants SET state = ?, needs_login_reason = ?, access_expires_at = NULL, refresh_started_at = NULL, updated_at = ? WHERE id = ?")
+            .bind(GrantState::NeedsLogin.as_str())
             .bind(reason)
             .bind(now)
             .bind(id)
@@ -633,7 +638,7 @@ mod tests {
             issuer: "https://as.example".into(),
             registration_id: "r_1".into(),
             scopes: "a b".into(),
-            state: STATE_ACTIVE.into(),
+            state: GrantState::Active,
             needs_login_reason: None,
             has_refresh_token: true,
             access_expires_at: Some(100),
@@ -644,7 +649,7 @@ mod tests {
             account: Some("jane@example.com".into()),
             account_name: String::new(),
             login_hint: None,
-            grant_type: "authorization_code".into(),
+            grant_type: GrantType::AuthorizationCode,
         }
     }
 
@@ -659,7 +664,7 @@ mod tests {
         db.insert_registration(&RegistrationRow {
             id: "r_1".into(),
             issuer: "https://as.example".into(),
-            kind: "dynamic".into(),
+            kind: RegistrationKind::Dynamic,
             client_id: "c".into(),
             redirect_uri: Some("http://127.0.0.1:1/callback".into()),
             token_endpoint_auth_method: "none".into(),
@@ -687,14 +692,14 @@ mod tests {
             .await
             .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
-        assert_eq!(g.state, STATE_NEEDS_LOGIN);
+        assert_eq!(g.state, GrantState::NeedsLogin);
         db.record_refresh("g_1", 200, "a", None, true, 6)
             .await
             .unwrap();
         let g = db.find_grant("g_1").await.unwrap().unwrap();
         assert_eq!(
-            (g.state.as_str(), g.access_expires_at, g.scopes.as_str()),
-            (STATE_ACTIVE, Some(200), "a")
+            (&g.state, g.access_expires_at, g.scopes.as_str()),
+            (&GrantState::Active, Some(200), "a")
         );
         assert_eq!(
             g.account.as_deref(),
@@ -714,11 +719,11 @@ mod tests {
         assert!(db.find_grant("g_1").await.unwrap().is_none());
     }
 
-    fn registration(id: &str, kind: &str) -> RegistrationRow {
+    fn registration(id: &str, kind: RegistrationKind) -> RegistrationRow {
         RegistrationRow {
             id: id.into(),
             issuer: "https://as.example".into(),
-            kind: kind.into(),
+            kind,
             client_id: "https://app.example/client.json".into(),
             redirect_uri: None,
             token_endpoint_auth_method: "none".into(),
@@ -747,7 +752,7 @@ mod tests {
                 path: path.display().to_string(),
                 lookups: Arc::default(),
             };
-            old.insert_registration(&registration("r_1", "dynamic"))
+            old.insert_registration(&registration("r_1", RegistrationKind::Dynamic))
                 .await
                 .unwrap();
             // The first release's own columns (today's upsert names later ones).
@@ -761,7 +766,7 @@ mod tests {
             .await
             .unwrap();
             assert!(
-                old.insert_registration(&registration("r_2", "metadata-document"))
+                old.insert_registration(&registration("r_2", RegistrationKind::MetadataDocument))
                     .await
                     .is_err(),
                 "the first schema must refuse the new kind, or this test proves nothing"
@@ -781,9 +786,9 @@ mod tests {
         assert_eq!(g.account, None, "an upgraded grant names no account");
         assert_eq!(
             db.registration("r_1").await.unwrap().unwrap().kind,
-            "dynamic"
+            RegistrationKind::Dynamic
         );
-        db.insert_registration(&registration("r_2", "metadata-document"))
+        db.insert_registration(&registration("r_2", RegistrationKind::MetadataDocument))
             .await
             .unwrap();
         // Foreign keys are enforced again after the rebuild.
@@ -845,7 +850,7 @@ mod tests {
         );
         assert_eq!(g.scopes, "a b");
         // 0009 runs after 0008's rebuild: the kept grant is a browser login's.
-        assert_eq!(g.grant_type, "authorization_code");
+        assert_eq!(g.grant_type, GrantType::AuthorizationCode);
         let interrupted: Option<i64> =
             sqlx::query_scalar("SELECT refresh_started_at FROM grants WHERE id = 'g_1'")
                 .fetch_one(&db.pool)
@@ -913,13 +918,98 @@ mod tests {
         assert!(db.upsert_grant(&orphan).await.is_err());
     }
 
+    /// States and kinds are stored as the very words the schema's CHECKs (and every older
+    /// database) hold: rows written by hand with those words read back as the enums, and
+    /// rows written from the enums hold the words.
+    #[tokio::test]
+    async fn states_and_kinds_are_stored_as_the_same_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
+        let stored = |sql: &'static str, id: String| {
+            let pool = db.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(sql)
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let kinds = [
+            (RegistrationKind::Dynamic, "dynamic"),
+            (RegistrationKind::PreRegistered, "pre-registered"),
+            (RegistrationKind::MetadataDocument, "metadata-document"),
+        ];
+        for (i, (kind, word)) in kinds.into_iter().enumerate() {
+            let id = format!("r_{i}");
+            db.insert_registration(&registration(&id, kind.clone()))
+                .await
+                .unwrap();
+            let sql = "SELECT kind FROM registrations WHERE id = ?";
+            assert_eq!(stored(sql, id.clone()).await, word);
+            let found = db
+                .find_registration("https://as.example", &kind, None)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((found.id, found.kind), (id, kind));
+        }
+        let state = |id: &str| stored("SELECT state FROM grants WHERE id = ?", id.to_string());
+        let mut g = grant("g_1", "https://h.example/mcp");
+        g.registration_id = "r_0".into();
+        db.upsert_grant(&g).await.unwrap();
+        assert_eq!(state("g_1").await, "active");
+        db.mark_needs_login("g_1", "why", 2).await.unwrap();
+        assert_eq!(state("g_1").await, "needs_login");
+        db.record_refresh("g_1", 9, "a", None, true, 3)
+            .await
+            .unwrap();
+        assert_eq!(state("g_1").await, "active");
+        g.state = GrantState::NeedsLogin;
+        g.grant_type = GrantType::JwtBearer;
+        db.upsert_grant(&g).await.unwrap();
+        assert_eq!(state("g_1").await, "needs_login");
+        let sql = "SELECT grant_type FROM grants WHERE id = ?";
+        assert_eq!(stored(sql, "g_1".into()).await, "jwt_bearer");
+
+        // As an older daemon wrote them.
+        sqlx::raw_sql(
+            "INSERT INTO registrations (id, issuer, kind, client_id, token_endpoint_auth_method, has_client_secret, created_at)
+                 VALUES ('r_old', 'https://old.example', 'pre-registered', 'c', 'none', 0, 1);
+             INSERT INTO grants (id, server_url, resource, issuer, registration_id, scopes, state,
+                                 has_refresh_token, created_at, updated_at)
+                 VALUES ('g_old', 'https://old.example/mcp', 'https://old.example/mcp',
+                         'https://old.example', 'r_old', 'a', 'needs_login', 0, 1, 1),
+                        ('g_old2', 'https://old2.example/mcp', 'https://old2.example/mcp',
+                         'https://old.example', 'r_old', 'a', 'active', 0, 1, 1);
+             UPDATE grants SET grant_type = 'enterprise' WHERE id = 'g_old2';",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let old = db.find_grant("g_old").await.unwrap().unwrap();
+        assert_eq!(old.state, GrantState::NeedsLogin);
+        assert_eq!(old.grant_type, GrantType::AuthorizationCode);
+        let old2 = db.find_grant("g_old2").await.unwrap().unwrap();
+        assert_eq!(
+            (old2.state, old2.grant_type),
+            (GrantState::Active, GrantType::Enterprise)
+        );
+        let reg = db.registration("r_old").await.unwrap().unwrap();
+        assert_eq!(reg.kind, RegistrationKind::PreRegistered);
+        // A word the schema does not allow is refused there, not stored as `Other`.
+        let mut odd = grant("g_odd", "https://odd.example/mcp");
+        odd.state = GrantState::from("suspended");
+        assert!(db.upsert_grant(&odd).await.is_err());
+    }
+
     #[tokio::test]
     async fn remembered_lookups_follow_every_write() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("state.db")).await.unwrap();
         let key = "https://h.example/mcp";
         assert!(db.find_grant(key).await.unwrap().is_none());
-        db.insert_registration(&registration("r_1", "dynamic"))
+        db.insert_registration(&registration("r_1", RegistrationKind::Dynamic))
             .await
             .unwrap();
         db.upsert_grant(&grant("g_1", key)).await.unwrap();
@@ -931,7 +1021,7 @@ mod tests {
         db.mark_needs_login("g_1", "why", 2).await.unwrap();
         assert_eq!(
             db.find_grant(key).await.unwrap().unwrap().state,
-            STATE_NEEDS_LOGIN
+            GrantState::NeedsLogin
         );
         db.record_refresh("g_1", 9, "a", None, true, 3)
             .await
@@ -948,7 +1038,7 @@ mod tests {
     async fn remembered_lookups_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("state.db")).await.unwrap();
-        db.insert_registration(&registration("r_1", "dynamic"))
+        db.insert_registration(&registration("r_1", RegistrationKind::Dynamic))
             .await
             .unwrap();
         let key = "https://h.example/mcp";

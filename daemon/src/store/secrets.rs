@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_authd_ipc::methods::SecretStoreStatus;
+use mcp_authd_ipc::methods::{SecretBackend, SecretStoreStatus};
 
 use crate::config::SecretStoreChoice;
 use crate::secret::Secret;
@@ -113,13 +113,13 @@ impl SecretStore {
     pub fn status(&self) -> SecretStoreStatus {
         match &self.backend {
             Backend::Keychain { name } => SecretStoreStatus {
-                backend: "keychain".into(),
+                backend: SecretBackend::Keychain,
                 detail: (*name).into(),
                 warning: self.warning.clone(),
                 refresh_tokens_not_stored: Vec::new(),
             },
             Backend::File { path, .. } => SecretStoreStatus {
-                backend: "file".into(),
+                backend: SecretBackend::File,
                 detail: path.display().to_string(),
                 warning: self.warning.clone(),
                 refresh_tokens_not_stored: Vec::new(),

@@ -1,9 +1,54 @@
-//! Every error `mcp-auth` prints names the command to run next. The daemon's messages
-//! mostly do already; for those that do not (an older daemon, a kind with no obvious
-//! fix), the hint is chosen here from the error's kind.
+//! What to run next: the one place that builds the `mcp-auth …` commands a message
+//! suggests (the daemon's `data.command` and messages, the CLI's hints), and the advice
+//! for each error kind. Every command goes through [`shell_command`], so pasting it — by
+//! a person or by an agent with a shell tool — runs exactly that command.
 
-use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable, shell_command};
-use mcp_authd_ipc::{ClientError, ErrorKind};
+use crate::text::{MAX_QUOTED_CHARS, printable, shell_command};
+use crate::{ClientError, ErrorKind};
+
+/// A login command where the server is not known (`mcp-auth login <MCP server URL>`).
+pub const LOGIN_ANY_SERVER: &str = "mcp-auth login <MCP server URL>";
+
+/// `mcp-auth login <server> [--account NAME] [--scope '<scopes>'] [flags…]`: the one
+/// builder of login commands. `account` `None` is the default account.
+pub fn login_command_with(
+    server: &str,
+    account: Option<&str>,
+    scopes: &[String],
+    flags: &[&str],
+) -> String {
+    let joined = scopes.join(" ");
+    let mut args = vec!["mcp-auth", "login", server];
+    if let Some(account) = account {
+        args.extend(["--account", account]);
+    }
+    if !scopes.is_empty() {
+        args.extend(["--scope", joined.as_str()]);
+    }
+    args.extend_from_slice(flags);
+    shell_command(&args)
+}
+
+/// `mcp-auth login <server> [--scope '<scopes>']`.
+pub fn login_command(server: &str, scopes: &[String]) -> String {
+    login_command_with(server, None, scopes, &[])
+}
+
+/// [`login_command`] for one account of the server (`--account NAME`); `None` is the
+/// default account. The name goes through the same quoting as everything else.
+pub fn login_command_as(server: &str, scopes: &[String], account: Option<&str>) -> String {
+    login_command_with(server, account, scopes, &[])
+}
+
+/// `mcp-auth forget-client <grant> <program>`: asks about the program again.
+pub fn forget_client_command(grant: &str, program: &str) -> String {
+    shell_command(&["mcp-auth", "forget-client", grant, program])
+}
+
+/// Whether a message already tells which `mcp-auth …` or `mcp-authd` command to run.
+pub fn names_a_command(message: &str) -> bool {
+    message.contains("mcp-auth ") || message.contains(": mcp-authd")
+}
 
 /// What the failed command was about, for hints that repeat it.
 pub struct Attempt {
@@ -14,7 +59,8 @@ pub struct Attempt {
 }
 
 /// The error's message, with a `; <what to do>: mcp-auth …` hint unless it names a
-/// command already.
+/// command already (the daemon's messages mostly do; an older daemon's, or a kind with no
+/// obvious fix, may not).
 pub fn explain(e: &ClientError, attempt: &Attempt) -> String {
     let message = e.to_string();
     if names_a_command(&message) {
@@ -23,29 +69,7 @@ pub fn explain(e: &ClientError, attempt: &Attempt) -> String {
     format!("{message}; {}", hint(e, attempt))
 }
 
-/// Whether a message already tells which `mcp-auth …` or `mcp-authd` command to run.
-pub fn names_a_command(message: &str) -> bool {
-    message.contains("mcp-auth ") || message.contains(": mcp-authd")
-}
-
 fn hint(e: &ClientError, attempt: &Attempt) -> String {
-    let server = match e {
-        ClientError::Rpc(rpc) => rpc.data.as_ref().and_then(|d| d.server.clone()),
-        _ => None,
-    }
-    .or_else(|| attempt.target.clone());
-    // Commands that name the server are built (and quoted) by the one function for them.
-    let login = |extra: &[&str]| match &server {
-        Some(server) => {
-            let mut args = vec!["mcp-auth", "login", server.as_str()];
-            args.extend_from_slice(extra);
-            shell_command(&args)
-        }
-        None => format!(
-            "mcp-auth login <MCP server URL>{}",
-            extra.iter().map(|a| format!(" {a}")).collect::<String>()
-        ),
-    };
     let kind = match e {
         ClientError::NotRunning { .. } => {
             return "start it: mcp-authd (or install the user service: mcp-auth service install)"
@@ -59,6 +83,23 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
             return "mcp-auth and mcp-authd may be different versions; compare: mcp-auth --version and mcp-auth status".into();
         }
         ClientError::Rpc(rpc) => rpc.kind(),
+    };
+    let server = match e {
+        ClientError::Rpc(rpc) => rpc.data.as_ref().and_then(|d| d.server.clone()),
+        _ => None,
+    }
+    .or_else(|| attempt.target.clone());
+    for_kind(kind, server.as_deref(), attempt.subcommand)
+}
+
+/// The advice for an error of `kind` about `server` (if known), met by `mcp-auth
+/// <subcommand>`: always names a command.
+pub fn for_kind(kind: Option<ErrorKind>, server: Option<&str>, subcommand: &str) -> String {
+    let login = |flags: &[&str]| match server {
+        Some(server) => login_command_with(server, None, &[], flags),
+        None => flags
+            .iter()
+            .fold(LOGIN_ANY_SERVER.to_string(), |cmd, f| format!("{cmd} {f}")),
     };
     match kind {
         Some(ErrorKind::AuthorizationRequired | ErrorKind::InsufficientScope) => {
@@ -74,12 +115,11 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
             "retry later; check the network and this machine's clock: mcp-auth doctor".into()
         }
         Some(ErrorKind::DiscoveryFailed) => {
-            "check that the URL is the MCP endpoint itself, then: mcp-auth login <MCP server URL>"
-                .into()
+            format!("check that the URL is the MCP endpoint itself, then: {LOGIN_ANY_SERVER}")
         }
         Some(ErrorKind::RegistrationFailed) => format!(
             "configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: mcp-auth reload && {}",
-            printable(server.as_deref().unwrap_or("<MCP server URL>"), MAX_QUOTED_CHARS),
+            printable(server.unwrap_or("<MCP server URL>"), MAX_QUOTED_CHARS),
             login(&[])
         ),
         Some(ErrorKind::NotFound) => "see the grants: mcp-auth list".into(),
@@ -100,10 +140,16 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
             "the socket belongs to another user; start your own: mcp-authd (or: mcp-auth service install)".into()
         }
         Some(ErrorKind::InvalidParams) => {
-            format!("see the arguments: mcp-auth {} --help", attempt.subcommand)
+            format!("see the arguments: mcp-auth {subcommand} --help")
         }
         Some(ErrorKind::MethodNotFound) => {
             "mcp-authd is older than mcp-auth; compare: mcp-auth --version and mcp-auth status"
+                .into()
+        }
+        // A kind newer than this mcp-auth: its message is the daemon's; the versions may
+        // differ.
+        Some(ErrorKind::Unknown) => {
+            "mcp-authd is newer than mcp-auth; compare: mcp-auth --version and mcp-auth status"
                 .into()
         }
         Some(ErrorKind::ParseError | ErrorKind::InvalidRequest | ErrorKind::Internal) | None => {
@@ -114,7 +160,7 @@ fn hint(e: &ClientError, attempt: &Attempt) -> String {
 
 #[cfg(test)]
 mod tests {
-    use mcp_authd_ipc::RpcError;
+    use crate::RpcError;
 
     use super::*;
 
@@ -125,32 +171,11 @@ mod tests {
         }
     }
 
-    /// Every kind the daemon can send, with a message that names no command, gets a hint
-    /// that does.
+    /// Every kind the daemon can send (and one it may send some day), with a message that
+    /// names no command, gets a hint that does.
     #[test]
     fn every_error_kind_gets_a_command() {
-        let kinds = [
-            ErrorKind::ParseError,
-            ErrorKind::InvalidRequest,
-            ErrorKind::MethodNotFound,
-            ErrorKind::InvalidParams,
-            ErrorKind::Internal,
-            ErrorKind::AuthorizationRequired,
-            ErrorKind::LoginTimeout,
-            ErrorKind::LoginFailed,
-            ErrorKind::ServerError,
-            ErrorKind::DiscoveryFailed,
-            ErrorKind::RegistrationFailed,
-            ErrorKind::NotFound,
-            ErrorKind::SecretStore,
-            ErrorKind::InsufficientScope,
-            ErrorKind::LimitExceeded,
-            ErrorKind::PermissionDenied,
-            ErrorKind::ConfigInvalid,
-            ErrorKind::ConfirmationTimeout,
-            ErrorKind::ConfirmationDenied,
-        ];
-        for kind in kinds {
+        for &kind in ErrorKind::ALL.iter().chain([&ErrorKind::Unknown]) {
             let e = ClientError::Rpc(RpcError::new(kind, "something went wrong"));
             let text = explain(&e, &attempt());
             assert!(
@@ -205,6 +230,38 @@ mod tests {
                 .ends_with("mcp-auth login https://other.example/mcp --timeout 600"),
             "{}",
             explain(&e, &attempt())
+        );
+        let e = ClientError::Rpc(RpcError::new(ErrorKind::LoginTimeout, "timed out"));
+        let nowhere = Attempt {
+            subcommand: "list",
+            target: None,
+        };
+        assert!(
+            explain(&e, &nowhere).ends_with("mcp-auth login <MCP server URL> --timeout 600"),
+            "{}",
+            explain(&e, &nowhere)
+        );
+    }
+
+    #[test]
+    fn commands_quote_every_argument() {
+        assert_eq!(
+            login_command("https://h.example/mcp", &["a".into(), "b".into()]),
+            "mcp-auth login https://h.example/mcp --scope 'a b'"
+        );
+        assert_eq!(
+            login_command_with(
+                "https://h.example/mcp",
+                Some("work"),
+                &["a".into()],
+                &["--device"]
+            ),
+            "mcp-auth login https://h.example/mcp --account work --scope a --device"
+        );
+        let hostile = "x';touch /tmp/p;'$(id)`id`\"\n";
+        assert_eq!(
+            shlex::split(&forget_client_command("g_1", hostile)).unwrap(),
+            ["mcp-auth", "forget-client", "g_1", hostile]
         );
     }
 }
