@@ -16,7 +16,7 @@ pub async fn apply(
     broker: &Arc<Broker>,
     p: DpopProofParams,
     peer: &Arc<Peer>,
-    notifier: &super::Notifier,
+    notifier: &crate::reply::Notifier,
 ) -> Result<Value, RpcError> {
     let account = super::account(&p.account)?;
     let grant = broker
@@ -24,7 +24,7 @@ pub async fn apply(
         .await
         .map_err(|e| e.for_account(account))?;
     // A proof is as good as the token for a request: the same programs may have it.
-    if broker.confirm.is_enabled() {
+    if broker.confirms_clients() {
         crate::confirm::check(broker, &grant, peer, notifier).await?;
     }
     let Some(key) = broker.dpop_key(&grant.id).await? else {
@@ -58,13 +58,7 @@ pub async fn apply(
         (None, Some(ath)) => Some(ath.clone()),
         (None, None) => None,
     };
-    let nonce = match &p.nonce {
-        Some(n) => {
-            broker.dpop_nonces.remember(&p.url, n);
-            Some(n.clone())
-        }
-        None => broker.dpop_nonces.get(&p.url),
-    };
+    let nonce = broker.dpop_nonce_for(&p.url, p.nonce.as_deref());
     let proof = key
         .proof(
             &p.method,
