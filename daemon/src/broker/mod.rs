@@ -11,6 +11,7 @@
 //! - [`step_up_limit`]: the step-up cap.
 
 mod clients;
+mod dpop_proof;
 mod grants;
 mod refresh;
 mod revoke;
@@ -179,7 +180,7 @@ impl Broker {
 
     /// The nonce for a DPoP proof to `url`: the one the caller got from the server
     /// (remembered for the next proof), else the last one remembered for its origin.
-    pub fn dpop_nonce_for(&self, url: &str, given: Option<&str>) -> Option<String> {
+    fn dpop_nonce_for(&self, url: &str, given: Option<&str>) -> Option<String> {
         match given {
             Some(nonce) => {
                 self.dpop_nonces.remember(url, nonce);

@@ -151,7 +151,7 @@ impl Broker {
 
     /// A grant's DPoP key: from memory, else from the secret store; `None` for a grant
     /// whose tokens are not DPoP-bound.
-    pub async fn dpop_key(&self, grant_id: &str) -> Result<Option<Arc<DpopKey>>, RpcError> {
+    pub(super) async fn dpop_key(&self, grant_id: &str) -> Result<Option<Arc<DpopKey>>, RpcError> {
         let slot = self.slot(grant_id);
         if let Some(known) = slot
             .dpop_key
@@ -172,7 +172,7 @@ impl Broker {
     }
 
     /// Stores a login's DPoP key (or, with `None`, removes the one an earlier login left).
-    pub async fn save_dpop_key(
+    pub(super) async fn save_dpop_key(
         &self,
         grant_id: &str,
         key: Option<DpopKey>,
