@@ -11,7 +11,7 @@ use mcp_authd_ipc::{ErrorKind, RpcError};
 use tokio::sync::watch;
 use url::Url;
 
-use crate::broker::{Broker, LoginProgress, NewLogin, server_error};
+use crate::broker::{Broker, LoginProgress, NewLogin, Obtained, server_error};
 use crate::config::{GrantKind, Quirks, ServerConfig};
 use crate::loopback::{Inbox, LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
@@ -420,19 +420,6 @@ async fn idp_login(
     Ok(())
 }
 
-/// What a login obtained.
-struct Obtained {
-    kind: GrantKind,
-    tokens: crate::oauth::token::Tokens,
-    /// The key the tokens are bound to (DPoP), if any.
-    dpop_key: Option<DpopKey>,
-    /// The scopes asked for (the tokens' own, when the server said, win).
-    scopes: Vec<String>,
-    /// The account logged in to (empty: the default one) and the `login_hint` it sent.
-    account_name: String,
-    login_hint: Option<String>,
-}
-
 /// Stores what a login obtained: the grant row (new or replacing the last login's), its
 /// refresh token and DPoP key, and the access token in memory.
 async fn save_grant(
@@ -442,26 +429,13 @@ async fn save_grant(
     registration: &RegistrationRow,
     obtained: Obtained,
 ) -> Result<GrantInfo, RpcError> {
-    let Obtained {
-        kind,
-        tokens,
-        dpop_key,
-        scopes,
-        account_name,
-        login_hint,
-    } = obtained;
     broker
         .save_login(NewLogin {
             server_url,
             resource: &discovery.resource,
             issuer: &discovery.metadata.issuer,
             registration_id: &registration.id,
-            kind,
-            tokens,
-            dpop_key,
-            scopes,
-            account_name,
-            login_hint,
+            obtained,
         })
         .await
 }

@@ -29,6 +29,11 @@ pub struct NewLogin<'a> {
     pub issuer: &'a str,
     /// The client registration the tokens were issued to.
     pub registration_id: &'a str,
+    pub obtained: Obtained,
+}
+
+/// What a login obtained.
+pub struct Obtained {
     /// How the tokens were obtained (a browser login, or a grant without one).
     pub kind: GrantKind,
     pub tokens: Tokens,
@@ -304,12 +309,15 @@ impl Broker {
             resource,
             issuer,
             registration_id,
-            kind,
-            tokens,
-            dpop_key,
-            scopes,
-            account_name,
-            login_hint,
+            obtained:
+                Obtained {
+                    kind,
+                    tokens,
+                    dpop_key,
+                    scopes,
+                    account_name,
+                    login_hint,
+                },
         } = login;
         let existing = self
             .db

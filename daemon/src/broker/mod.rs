@@ -38,7 +38,7 @@ use refresh::RefreshGate;
 use step_up_limit::StepUpLimiter;
 use tokens::GrantSlot;
 
-pub use grants::{NewLogin, Recipient};
+pub use grants::{NewLogin, Obtained, Recipient};
 // For the scheduler's tests, which plan with grants and tokens made by hand.
 #[cfg(test)]
 pub use grants::new_grant_row;
