@@ -29,6 +29,7 @@ use crate::store::db::STATE_ACTIVE;
 
 /// Who reported the refusal: the token goes to them, once `confirm_clients` lets them
 /// have the grant's tokens.
+#[derive(Clone, Copy)]
 pub struct Caller<'a> {
     pub peer: &'a Arc<Peer>,
     pub notifier: &'a Notifier,
@@ -52,6 +53,15 @@ impl Caller<'_> {
             asked_for: &p.server,
         }
     }
+}
+
+/// A refusal being answered: by whom, for which server (normalized), as reported.
+#[derive(Clone, Copy)]
+struct Refused<'a> {
+    broker: &'a Arc<Broker>,
+    server: &'a str,
+    p: &'a ChallengeParams,
+    caller: Caller<'a>,
 }
 
 pub async fn handle(
@@ -111,9 +121,15 @@ pub async fn handle(
         }
         other => other,
     };
+    let refused = Refused {
+        broker,
+        server: &server,
+        p,
+        caller,
+    };
     match status {
-        401 => on_unauthorized(broker, &server, grant, challenge, p, caller, on_pending).await,
-        403 => on_forbidden(broker, &server, grant, challenge, p, caller, on_pending).await,
+        401 => on_unauthorized(refused, grant, challenge, on_pending).await,
+        403 => on_forbidden(refused, grant, challenge, on_pending).await,
         other => Err(RpcError::new(
             ErrorKind::InvalidParams,
             format!("`status` must be 401, 403, or 400 with `invalid_token`, not {other}"),
@@ -122,14 +138,17 @@ pub async fn handle(
 }
 
 async fn on_unauthorized(
-    broker: &Arc<Broker>,
-    server: &str,
+    refused: Refused<'_>,
     grant: Option<GrantRow>,
     challenge: Option<BearerChallenge>,
-    p: &ChallengeParams,
-    caller: Caller<'_>,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
+    let Refused {
+        broker,
+        server,
+        p,
+        caller,
+    } = refused;
     let mut scopes = challenge.as_ref().map(|c| c.scopes()).unwrap_or_default();
     // A grant without a browser that was refused (now, or before) is not run again by a
     // client's request: only a login the user asks for tries it again.
@@ -176,21 +195,18 @@ async fn on_unauthorized(
             }
         }
     };
-    login_or_explain(
-        broker, server, scopes, challenge, p, caller, &why, on_pending,
-    )
-    .await
+    login_or_explain(refused, scopes, challenge, &why, on_pending).await
 }
 
 async fn on_forbidden(
-    broker: &Arc<Broker>,
-    server: &str,
+    refused: Refused<'_>,
     grant: Option<GrantRow>,
     challenge: Option<BearerChallenge>,
-    p: &ChallengeParams,
-    caller: Caller<'_>,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
+    let Refused {
+        broker, server, p, ..
+    } = refused;
     let Some(challenge) = challenge.filter(|c| c.error.as_deref() == Some("insufficient_scope"))
     else {
         return Err(RpcError::new(
@@ -222,31 +238,23 @@ async fn on_forbidden(
         )
         .with_server(server));
     }
-    login_or_explain(
-        broker,
-        server,
-        scopes,
-        Some(challenge),
-        p,
-        caller,
-        &why,
-        on_pending,
-    )
-    .await
+    login_or_explain(refused, scopes, Some(challenge), &why, on_pending).await
 }
 
 /// A browser login for `scopes` when the caller allows one, else `authorization_required`.
-#[allow(clippy::too_many_arguments)]
 async fn login_or_explain(
-    broker: &Arc<Broker>,
-    server: &str,
+    refused: Refused<'_>,
     scopes: Vec<String>,
     challenge: Option<BearerChallenge>,
-    p: &ChallengeParams,
-    caller: Caller<'_>,
     why: &str,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
+    let Refused {
+        broker,
+        server,
+        p,
+        caller,
+    } = refused;
     if !p.interactive.unwrap_or(false) {
         return Err(RpcError::authorization_required(server, &scopes, why));
     }
