@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use mcp_authd_ipc::{
-    ErrorKind, FrameError, FrameReader, Incoming, MAX_FRAME_BYTES, Notification, Request, Response,
+    ErrorKind, FrameError, FrameReader, Incoming, MAX_FRAME_BYTES, Request, RequestId, Response,
     RpcError, write_frame, write_line,
 };
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::methods;
+use crate::methods::{self, Command};
 use crate::peer::Peer;
+use crate::reply::Outgoing;
 
 /// Requests one connection may have in flight; more are answered `limit_exceeded` at once.
 const MAX_IN_FLIGHT: usize = 32;
@@ -39,14 +39,6 @@ const OVERSIZED_DRAIN: Drain = Drain {
     total: Duration::from_secs(10),
     max_bytes: 64 * MAX_FRAME_BYTES,
 };
-
-/// A line the daemon sends.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub enum Outgoing {
-    Response(Response),
-    Notification(Notification),
-}
 
 pub async fn serve(
     stream: Stream,
@@ -133,32 +125,45 @@ pub async fn serve(
         };
         let reply = match Incoming::parse(&line) {
             Incoming::Invalid(id, error) => Response::err(id, error),
-            Incoming::Request(request) => {
+            Incoming::Request(Request {
+                id, method, params, ..
+            }) => match Command::parse(&method, params) {
+                Err(error) => {
+                    tracing::debug!(%method, kind = ?error.kind(), "request refused: {}", error.message);
+                    Response::err(Some(id), error)
+                }
                 // A token already in memory is answered right here: no task, no wait.
-                if let Some(reply) = methods::token_get::from_memory(&broker, &request, &peer) {
+                Ok(Command::TokenGet(p))
+                    if let Some(reply) =
+                        methods::token_get::from_memory(&broker, &id, &p, &peer) =>
+                {
                     if write_line(&mut write, reply).await.is_err() {
                         return;
                     }
                     continue;
-                } else if let Ok(permit) = in_flight.clone().try_acquire_owned() {
-                    tokio::spawn(run(
-                        request,
-                        broker.clone(),
-                        out.clone(),
-                        peer.clone(),
-                        permit,
-                    ));
-                    continue;
-                } else {
-                    let error = RpcError::new(
-                        ErrorKind::LimitExceeded,
-                        format!(
-                            "{MAX_IN_FLIGHT} requests already in flight on this connection; wait for their replies (or open another connection), then retry"
-                        ),
-                    );
-                    Response::err(Some(request.id), error)
                 }
-            }
+                Ok(command) => {
+                    if let Ok(permit) = in_flight.clone().try_acquire_owned() {
+                        tokio::spawn(run(
+                            id,
+                            command,
+                            broker.clone(),
+                            out.clone(),
+                            peer.clone(),
+                            permit,
+                        ));
+                        continue;
+                    } else {
+                        let error = RpcError::new(
+                            ErrorKind::LimitExceeded,
+                            format!(
+                                "{MAX_IN_FLIGHT} requests already in flight on this connection; wait for their replies (or open another connection), then retry"
+                            ),
+                        );
+                        Response::err(Some(id), error)
+                    }
+                }
+            },
         };
         if write_frame(&mut write, &reply).await.is_err() {
             return;
@@ -177,15 +182,15 @@ pub async fn serve(
 /// A request that may wait (a refresh, a login, a disk write), in a task of its own: the
 /// connection goes on reading while it runs, and its reply goes out through `out`.
 async fn run(
-    request: Request,
+    id: RequestId,
+    command: Command,
     broker: Arc<Broker>,
     out: mpsc::Sender<Outgoing>,
     peer: Arc<Peer>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let id = request.id.clone();
-    let method = request.method.clone();
-    let reply = match methods::dispatch(&broker, request, out.clone(), &peer).await {
+    let method = command.name();
+    let reply = match methods::dispatch(&broker, command, out.clone(), &peer).await {
         Ok(result) => Response::ok(id, result),
         Err(error) => {
             tracing::debug!(%method, kind = ?error.kind(), "request failed: {}", error.message);

@@ -12,11 +12,10 @@ use mcp_authd_ipc::{ErrorKind, RpcError};
 use tokio::sync::watch;
 use url::Url;
 
-use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
+use crate::broker::{Broker, LoginProgress, NewLogin, Obtained, server_error};
 use crate::config::{GrantKind, Quirks, ServerConfig};
 use crate::loopback::{Inbox, LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
-use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::device::{self, Poll};
 use crate::oauth::discovery::{Discovery, ResourceMetadata, discover, normalize_server_url};
 use crate::oauth::dpop::{self, DpopKey};
@@ -25,9 +24,10 @@ use crate::oauth::pkce::{Pkce, random_token};
 use crate::oauth::printable;
 use crate::oauth::registration::{AuthMethod, ClientCredentials, ClientMetadata, register};
 use crate::oauth::token::{DpopSigner, now, request_tokens};
+use crate::oauth::www_authenticate::BearerChallenge;
 use crate::secret::Secret;
-use crate::store::db::{GrantState, RegistrationKind};
-use crate::store::{RegistrationRow, keys, new_id};
+use crate::store::db::RegistrationKind;
+use crate::store::{RegistrationRow, new_id};
 
 const CALLBACK_PATH: &str = "/callback";
 /// Longest `login_hint` sent (an email or user name; anything longer is a mistake).
@@ -55,7 +55,7 @@ pub async fn login(
     // One login per account of a server: a second account's login runs beside it.
     let key = (server_url.clone(), p.account.clone().unwrap_or_default());
     let mut progress = {
-        let mut logins = broker.logins.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logins = broker.logins().lock().unwrap_or_else(|e| e.into_inner());
         match logins.get(&key) {
             Some(rx) if !matches!(*rx.borrow(), LoginProgress::Done(_)) => rx.clone(),
             _ => {
@@ -69,7 +69,7 @@ pub async fn login(
                     }
                     let _ = tx.send(LoginProgress::Done(Box::new(result)));
                     broker
-                        .logins
+                        .logins()
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&key);
@@ -113,7 +113,7 @@ async fn run(
             .is_some_and(|c| c.quirks.assume_pkce_s256)
     };
     let discovery = discover(
-        &broker.http,
+        broker.http(),
         &policy,
         server_url,
         challenge,
@@ -125,7 +125,7 @@ async fn run(
         tracing::info!(server = %server_url, issuer = %discovery.metadata.issuer, "no protected resource metadata: 2025-03-26 discovery");
     }
     let metadata = &discovery.metadata;
-    broker.db.save_as_metadata(metadata, now()).await?;
+    broker.save_as_metadata(metadata).await?;
     let server_cfg = broker
         .config()
         .server(server_url, Some(&metadata.issuer))
@@ -141,7 +141,6 @@ async fn run(
     let login_hint = match p.login_hint.clone() {
         Some(hint) => Some(hint),
         None => broker
-            .db
             .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
             .await?
             .and_then(|g| g.login_hint)
@@ -217,7 +216,7 @@ async fn run(
         account: p.account.clone(),
         dpop: dpop_key.as_ref().map(|key| DpopSigner {
             key,
-            nonces: &broker.dpop_nonces,
+            nonces: broker.dpop_nonces(),
         }),
     };
     let tokens = match choose_flow(p.flow, &discovery) {
@@ -356,9 +355,10 @@ async fn idp_login(
     })?;
     let policy = broker.url_policy(server_url);
     // Its endpoints pass the transport policy here, as at discovery.
-    let metadata = crate::oauth::discovery::fetch_as_metadata(&broker.http, &policy, issuer, false)
-        .await
-        .map_err(|e| discovery_error(server_url, e))?;
+    let metadata =
+        crate::oauth::discovery::fetch_as_metadata(broker.http(), &policy, issuer, false)
+            .await
+            .map_err(|e| discovery_error(server_url, e))?;
     let state = random_token();
     let redirect = LoopbackRedirect::bind(
         &RedirectHost::DEFAULT,
@@ -422,19 +422,6 @@ async fn idp_login(
     Ok(())
 }
 
-/// What a login obtained.
-struct Obtained {
-    kind: GrantKind,
-    tokens: crate::oauth::token::Tokens,
-    /// The key the tokens are bound to (DPoP), if any.
-    dpop_key: Option<DpopKey>,
-    /// The scopes asked for (the tokens' own, when the server said, win).
-    scopes: Vec<String>,
-    /// The account logged in to (empty: the default one) and the `login_hint` it sent.
-    account_name: String,
-    login_hint: Option<String>,
-}
-
 /// Stores what a login obtained: the grant row (new or replacing the last login's), its
 /// refresh token and DPoP key, and the access token in memory.
 async fn save_grant(
@@ -444,76 +431,15 @@ async fn save_grant(
     registration: &RegistrationRow,
     obtained: Obtained,
 ) -> Result<GrantInfo, RpcError> {
-    let Obtained {
-        kind,
-        tokens,
-        dpop_key,
-        scopes,
-        account_name,
-        login_hint,
-    } = obtained;
-    let metadata = &discovery.metadata;
-    let existing = broker
-        .db
-        .grant_by_key(&discovery.resource, &metadata.issuer, &account_name)
-        .await?;
-    let grant_id = existing
-        .as_ref()
-        .map(|g| g.id.clone())
-        .unwrap_or_else(|| new_id("g"));
-    // A refresh of the grant in flight finishes before this login's tokens replace its
-    // own, and none starts until they are in place.
-    let _lock = broker.lock_grant(&grant_id).await;
-    if let Some(key) = &dpop_key {
-        tracing::info!(server = %server_url, grant = %grant_id, jkt = %key.thumbprint(), token_type = tokens.token_type.as_str(), "DPoP key made for the grant");
-    }
-    broker.save_dpop_key(&grant_id, dpop_key).await?;
-    let refresh_key = keys::refresh_token(&grant_id);
-    let stored = match &tokens.refresh_token {
-        Some(rt) => broker.refresh_tokens.set(&refresh_key, rt).await,
-        None => broker.refresh_tokens.delete(&refresh_key).await,
-    };
-    if let Err(e) = stored {
-        tracing::warn!(server = %server_url, grant = %grant_id, "the login's refresh token is not stored yet: {e}");
-    }
-    let mut row = existing.unwrap_or_else(|| {
-        new_grant_row(
-            grant_id.clone(),
+    broker
+        .save_login(NewLogin {
             server_url,
-            &discovery.resource,
-            &metadata.issuer,
-            &registration.id,
-            &account_name,
-        )
-    });
-    row.server_url = server_url.to_string();
-    row.registration_id = registration.id.clone();
-    row.scopes = tokens.scopes.clone().unwrap_or(scopes).join(" ");
-    row.grant_type = kind.grant_type();
-    row.state = GrantState::Active;
-    row.needs_login_reason = None;
-    row.has_refresh_token = tokens.refresh_token.is_some();
-    row.access_expires_at = Some(tokens.expires_at);
-    // A new login may be another account: what this login's id_token says, or unknown.
-    row.account = tokens.account.clone();
-    row.login_hint = login_hint;
-    row.updated_at = now();
-    broker.db.upsert_grant(&row).await?;
-    // Only this account's: the other accounts of the server keep their grants.
-    for old in broker
-        .db
-        .grants_of_server(server_url, &account_name)
-        .await?
-    {
-        if old.id != grant_id {
-            tracing::info!(server = %server_url, grant = %old.id, issuer = %old.issuer, "the server moved to {}; forgetting the grant of its former authorization server", metadata.issuer);
-            let lock = broker.lock_grant(&old.id).await;
-            broker.forget_grant(&old, &lock).await?;
-        }
-    }
-    broker.cache_access_token(&grant_id, AccessToken::from_tokens(&tokens));
-    tracing::info!(server = %server_url, grant = %grant_id, account = %account_name, "logged in");
-    broker.grant_info(&row).await
+            resource: &discovery.resource,
+            issuer: &discovery.metadata.issuer,
+            registration_id: &registration.id,
+            obtained,
+        })
+        .await
 }
 
 /// Which way `login` asks for consent, once the authorization server's metadata is known.
@@ -674,7 +600,7 @@ impl Consent<'_> {
             form.push(("resource", d.resource.clone()));
         }
         request_tokens(
-            &self.broker.http,
+            self.broker.http(),
             self.policy,
             &d.metadata.issuer,
             &d.metadata.token_endpoint,
@@ -720,7 +646,7 @@ impl Consent<'_> {
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         let started = device::start(
-            &self.broker.http,
+            self.broker.http(),
             self.policy,
             &d.metadata.issuer,
             endpoint,
@@ -796,7 +722,7 @@ impl Consent<'_> {
             }
             tokio::time::sleep(wait).await;
             let polled = device::poll(
-                &self.broker.http,
+                self.broker.http(),
                 self.policy,
                 &d.metadata,
                 self.credentials,
@@ -861,7 +787,7 @@ struct PasteSlot<'a> {
 impl<'a> PasteSlot<'a> {
     fn open(broker: &'a Broker, server_url: &str, inbox: Inbox) -> PasteSlot<'a> {
         broker
-            .pastes
+            .pastes()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(server_url.to_string(), inbox);
@@ -875,7 +801,7 @@ impl<'a> PasteSlot<'a> {
 impl Drop for PasteSlot<'_> {
     fn drop(&mut self) {
         self.broker
-            .pastes
+            .pastes()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.server_url);
@@ -887,7 +813,7 @@ pub fn paste(broker: &Broker, server: &str, pasted: &str) -> Result<(), RpcError
     let server_url = normalize_server_url(server)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
     let inbox = broker
-        .pastes
+        .pastes()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&server_url)
@@ -993,7 +919,6 @@ async fn client_for(
     {
         let redirect = bind_redirect(fixed_static.clone(), CALLBACK_PATH.to_string()).await?;
         let reg = match broker
-            .db
             .find_registration(issuer, &RegistrationKind::MetadataDocument, Some(url))
             .await?
         {
@@ -1009,7 +934,7 @@ async fn client_for(
                     has_client_secret: false,
                     created_at: now(),
                 };
-                broker.db.insert_registration(&r).await?;
+                broker.save_registration(&r, None).await?;
                 r
             }
         };
@@ -1017,10 +942,7 @@ async fn client_for(
         return Ok((reg, credentials, redirect));
     }
 
-    if let Some(reg) = broker
-        .db
-        .find_registration(issuer, &RegistrationKind::Dynamic, None)
-        .await?
+    if let Some(reg) = broker.find_registration(issuer, &RegistrationKind::Dynamic, None).await?
         // A registration for another redirect URI than the fixed one is not reused.
         && fixed_dynamic
             .as_deref()
@@ -1056,7 +978,7 @@ async fn client_for(
 
     let redirect = bind_redirect(fixed_dynamic.clone(), own_path.clone()).await?;
     let registered = register(
-        &broker.http,
+        broker.http(),
         policy,
         &d.metadata,
         &redirect.redirect_uri,
@@ -1083,13 +1005,9 @@ async fn client_for(
         has_client_secret: registered.credentials.client_secret.is_some(),
         created_at: now(),
     };
-    if let Some(secret) = &registered.credentials.client_secret {
-        broker
-            .secrets
-            .set(&keys::client_secret(&reg.id), secret)
-            .await?;
-    }
-    broker.db.insert_registration(&reg).await?;
+    broker
+        .save_registration(&reg, registered.credentials.client_secret.as_ref())
+        .await?;
     tracing::info!(issuer = %issuer, client_id = %reg.client_id, "registered a client");
     Ok((reg, registered.credentials, redirect))
 }
@@ -1105,7 +1023,6 @@ async fn pre_registered(
     let method = AuthMethod::parse(cfg.auth_method())
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, format!("config file: {e}")))?;
     match broker
-        .db
         .find_registration(issuer, &RegistrationKind::PreRegistered, Some(&client_id))
         .await?
     {
@@ -1121,7 +1038,7 @@ async fn pre_registered(
                 has_client_secret: cfg.client_secret.is_some(),
                 created_at: now(),
             };
-            broker.db.insert_registration(&r).await?;
+            broker.save_registration(&r, None).await?;
             Ok(r)
         }
     }

@@ -110,7 +110,7 @@ pub async fn obtain(
         form.push(("resource", target.resource.to_string()));
     }
     let mut tokens = request_tokens(
-        &broker.http,
+        broker.http(),
         target.policy,
         &target.metadata.issuer,
         &target.metadata.token_endpoint,
@@ -147,7 +147,7 @@ async fn id_jag(
         form.push(("scope", target.scopes.join(" ")));
     }
     exchange_token(
-        &broker.http,
+        broker.http(),
         target.policy,
         // Typed into the config, not named by a server.
         None,
@@ -195,8 +195,7 @@ pub async fn idp_id_token(
     })?;
     let store_error = |e: crate::store::SecretStoreError| GrantError::Input(e.to_string());
     if let Some(token) = broker
-        .secrets
-        .get(&keys::idp_id_token(issuer))
+        .stored_secret(&keys::idp_id_token(issuer))
         .await
         .map_err(store_error)?
         && crate::oauth::id_token::expires_at(token.expose()).is_some_and(|exp| exp > now() + 60)
@@ -204,8 +203,7 @@ pub async fn idp_id_token(
         return Ok(token);
     }
     let Some(refresh_token) = broker
-        .secrets
-        .get(&keys::idp_refresh_token(issuer))
+        .stored_secret(&keys::idp_refresh_token(issuer))
         .await
         .map_err(store_error)?
     else {
@@ -213,7 +211,7 @@ pub async fn idp_id_token(
             "there is no current ID token from {issuer}: the OpenID login there is needed"
         )));
     };
-    let metadata = fetch_as_metadata(&broker.http, policy, issuer, false)
+    let metadata = fetch_as_metadata(broker.http(), policy, issuer, false)
         .await
         .map_err(GrantError::Server)?;
     let form = vec![
@@ -221,7 +219,7 @@ pub async fn idp_id_token(
         ("refresh_token", refresh_token.expose().to_string()),
     ];
     let tokens = request_tokens(
-        &broker.http,
+        broker.http(),
         policy,
         &metadata.issuer,
         &metadata.token_endpoint,
@@ -247,14 +245,12 @@ pub async fn store_idp_tokens(
     })?;
     let store_error = |e: crate::store::SecretStoreError| GrantError::Input(e.to_string());
     broker
-        .secrets
-        .set(&keys::idp_id_token(issuer), &id_token)
+        .store_secret(&keys::idp_id_token(issuer), &id_token)
         .await
         .map_err(store_error)?;
     if let Some(rt) = &tokens.refresh_token {
         broker
-            .secrets
-            .set(&keys::idp_refresh_token(issuer), rt)
+            .store_secret(&keys::idp_refresh_token(issuer), rt)
             .await
             .map_err(store_error)?;
     }
@@ -346,8 +342,7 @@ pub async fn read_source(
         }
         Source::Env(name) => std::env::var(name).map_err(|e| failed(e.to_string()))?,
         Source::Keychain(name) => broker
-            .secrets
-            .get(&keys::config_secret(name))
+            .stored_secret(&keys::config_secret(name))
             .await
             .map_err(|e| failed(e.to_string()))?
             .ok_or_else(|| {

@@ -4,7 +4,6 @@ mod activation;
 mod audit;
 mod broker;
 mod browser;
-mod challenge;
 mod config;
 mod confirm;
 mod connection;
@@ -15,12 +14,16 @@ mod loopback;
 mod machine;
 mod man;
 mod methods;
+#[cfg(test)]
+mod no_import_circles;
 mod no_refresh;
 #[cfg(test)]
 mod no_secret_in_debug;
 mod peer;
+mod reply;
 mod scheduler;
 mod server;
+mod step_up;
 mod store;
 
 // The parsers of what servers send live in the library, where the fuzz targets reach them.
@@ -114,14 +117,14 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
     let (audit, _audit_writer) = audit::AuditLog::start(db.clone());
     let broker = Arc::new(broker::Broker::new(
         db.clone(),
-        audit,
+        audit.clone(),
         secrets,
         http,
         config,
         paths,
         socket_path.display().to_string(),
     ));
-    broker.confirm.load(&broker.db).await?;
+    broker.load_confirmations().await?;
 
     // Before the socket serves anyone, so that a client that got an answer can rely on
     // SIGTERM being graceful and SIGHUP reloading instead of ending the daemon.
@@ -132,7 +135,6 @@ async fn run(args: Args, inherited: Option<activation::Inherited>) -> anyhow::Re
         let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         tokio::spawn(reload_on_hangup(hangup, broker.clone()));
     }
-    let audit = broker.audit.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresher =
         tokio::spawn(scheduler::RefreshScheduler::new(broker.clone()).run(stopped.clone()));

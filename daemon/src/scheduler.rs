@@ -61,7 +61,7 @@ impl RefreshScheduler {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait.max(MIN_SLEEP)) => {}
-                _ = self.broker.schedule_changed.notified() => {}
+                _ = self.broker.schedule_changed() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -73,7 +73,7 @@ impl RefreshScheduler {
         let window = self.broker.config().background_refresh_days as i64 * 86_400;
         let mut next = MAX_SLEEP;
         let mut due = JoinSet::new();
-        for grant in self.broker.db.list_grants().await? {
+        for grant in self.broker.grants().await? {
             if !in_schedule(&grant, now, window) {
                 self.backoff.remove(&grant.id);
                 continue;

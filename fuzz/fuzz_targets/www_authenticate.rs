@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_authd::oauth::challenge::parse_bearer;
+use mcp_authd::oauth::www_authenticate::parse_bearer;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

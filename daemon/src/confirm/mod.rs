@@ -25,10 +25,9 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection::Outgoing;
-use crate::methods::Notifier;
 use crate::oauth::token::now;
 use crate::peer::Peer;
+use crate::reply::{Notifier, Outgoing};
 use crate::store::GrantRow;
 use dialog::{Dialog, Question};
 use program::Program;
@@ -272,7 +271,7 @@ pub async fn check(
     peer: &Arc<Peer>,
     notifier: &Notifier,
 ) -> Result<(), RpcError> {
-    let c = &broker.confirm;
+    let c = broker.confirmations();
     if !c.is_enabled() {
         return Ok(());
     }
@@ -296,7 +295,7 @@ async fn ask(
     peer: &Arc<Peer>,
     notifier: &Notifier,
 ) -> Result<(), RpcError> {
-    let c = &broker.confirm;
+    let c = broker.confirmations();
     let program = peer.program().cloned();
     let timeout = *lock(&c.timeout);
     let dialog = Dialog::available();
@@ -414,7 +413,7 @@ fn show_dialog(
         (None, who) => who.clone(),
     };
     let mut answered = {
-        let state = lock(&broker.confirm.state);
+        let state = lock(&broker.confirmations().state);
         match state.pending.iter().find(|w| w.request.id == request.id) {
             Some(w) => w.answer.subscribe(),
             None => return,
@@ -433,7 +432,7 @@ fn show_dialog(
         tokio::select! {
             answer = dialog.ask(&question, timeout) => {
                 if let Some(answer) = answer
-                    && let Err(e) = broker.confirm.answer(&broker.db, request.id, answer).await
+                    && let Err(e) = broker.answer_confirmation(request.id, answer).await
                     && e.kind() != Some(ErrorKind::NotFound)
                 {
                     tracing::warn!("cannot record the dialog's answer: {e}");

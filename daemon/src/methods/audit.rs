@@ -13,9 +13,7 @@ const DEFAULT_LIMIT: u32 = 20;
 
 pub async fn list(broker: &Arc<Broker>, p: AuditParams) -> Result<Value, RpcError> {
     let grant = broker.find_grant(&p.grant, None).await?;
-    broker.audit.flush().await;
     let hand_outs = broker
-        .db
         .hand_outs(&grant.id, p.limit.unwrap_or(DEFAULT_LIMIT).min(1000))
         .await?;
     super::to_value(AuditResult {

@@ -14,12 +14,12 @@ use crate::broker::Broker;
 
 pub fn pending(broker: &Arc<Broker>) -> Result<Value, RpcError> {
     super::to_value(PendingList {
-        requests: broker.confirm.pending(),
+        requests: broker.pending_confirmations(),
     })
 }
 
 pub async fn answer(broker: &Arc<Broker>, p: AnswerParams) -> Result<Value, RpcError> {
-    super::to_value(broker.confirm.answer(&broker.db, p.id, p.answer).await?)
+    super::to_value(broker.answer_confirmation(p.id, p.answer).await?)
 }
 
 pub async fn list(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> {
@@ -27,7 +27,7 @@ pub async fn list(broker: &Arc<Broker>, p: GrantRef) -> Result<Value, RpcError> 
         .find_grant(&p.grant, super::account(&p.account)?)
         .await?;
     super::to_value(ClientsResult {
-        clients: broker.confirm.decisions(&grant.id),
+        clients: broker.client_decisions(&grant.id),
         grant: grant.id,
     })
 }
@@ -36,11 +36,7 @@ pub async fn forget(broker: &Arc<Broker>, p: ForgetParams) -> Result<Value, RpcE
     let grant = broker
         .find_grant(&p.grant, super::account(&p.account)?)
         .await?;
-    match broker
-        .confirm
-        .forget(&broker.db, &grant.id, &p.program)
-        .await?
-    {
+    match broker.forget_client(&grant.id, &p.program).await? {
         Some(forgotten) => super::to_value(ForgetResult {
             grant: grant.id,
             forgotten,

@@ -17,7 +17,7 @@ pub async fn apply(broker: &Arc<Broker>) -> Result<Value, RpcError> {
 /// Loads the config file and, when it is valid, puts it in force for every request from
 /// now on (requests already running finish with the config they started with).
 pub fn reload(broker: &Broker) -> Result<ReloadResult, RpcError> {
-    let path = &broker.paths.config_file;
+    let path = broker.config_file();
     let new = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {

@@ -22,8 +22,7 @@ const CLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn apply(broker: &Arc<Broker>) -> Result<Value, RpcError> {
     let issuers: BTreeSet<String> = broker
-        .db
-        .list_grants()
+        .grants()
         .await?
         .into_iter()
         .map(|g| g.issuer)
@@ -32,9 +31,10 @@ pub async fn apply(broker: &Arc<Broker>) -> Result<Value, RpcError> {
     for issuer in issuers.into_iter().take(MAX_ISSUERS) {
         clock.push(clock_check(broker, issuer).await);
     }
+    let (database_integrity, database_schema) = broker.database_check().await?;
     super::to_value(DoctorResult {
-        database_integrity: broker.db.integrity().await?,
-        database_schema: broker.db.schema_version().await?,
+        database_integrity,
+        database_schema,
         database_schema_expected: Db::expected_schema_version(),
         clock,
     })
@@ -55,7 +55,7 @@ async fn clock_check(broker: &Broker, issuer: String) -> ClockCheck {
         }
     };
     let asked = SystemTime::now();
-    let answer = tokio::time::timeout(CLOCK_TIMEOUT, broker.http.get(&url)).await;
+    let answer = tokio::time::timeout(CLOCK_TIMEOUT, broker.http().get(&url)).await;
     let (skew_secs, error) = match answer {
         Err(_) => (
             None,

@@ -6,9 +6,8 @@ use mcp_authd_ipc::methods::{LOGIN_PENDING, LoginParams, LoginPending};
 use mcp_authd_ipc::{Notification, RpcError};
 use serde_json::Value;
 
-use super::Notifier;
 use crate::broker::Broker;
-use crate::connection::Outgoing;
+use crate::reply::{Notifier, Outgoing};
 
 pub async fn apply(
     broker: &Arc<Broker>,

@@ -28,13 +28,12 @@ pub async fn set(broker: &Arc<Broker>, p: SecretSetParams) -> Result<Value, RpcE
         ));
     }
     broker
-        .secrets
-        .set(&keys::config_secret(&p.name), &value)
+        .store_secret(&keys::config_secret(&p.name), &value)
         .await?;
     tracing::info!(name = %p.name, "stored a secret for the config file");
     super::to_value(SecretResult {
         name: p.name,
-        secret_store: broker.secrets.status().backend,
+        secret_store: broker.secret_store_backend(),
         existed: None,
     })
 }
@@ -42,11 +41,11 @@ pub async fn set(broker: &Arc<Broker>, p: SecretSetParams) -> Result<Value, RpcE
 pub async fn delete(broker: &Arc<Broker>, p: SecretRef) -> Result<Value, RpcError> {
     check_name(&p.name)?;
     let key = keys::config_secret(&p.name);
-    let existed = broker.secrets.get(&key).await?.is_some();
-    broker.secrets.delete(&key).await?;
+    let existed = broker.stored_secret(&key).await?.is_some();
+    broker.delete_secret(&key).await?;
     super::to_value(SecretResult {
         name: p.name,
-        secret_store: broker.secrets.status().backend,
+        secret_store: broker.secret_store_backend(),
         existed: Some(existed),
     })
 }

@@ -6,10 +6,11 @@ use mcp_authd_ipc::RpcError;
 use mcp_authd_ipc::methods::ChallengeParams;
 use serde_json::Value;
 
-use super::Notifier;
 use super::login::send_pending;
 use crate::broker::Broker;
 use crate::peer::Peer;
+use crate::reply::Notifier;
+use crate::step_up::Caller;
 
 pub async fn apply(
     broker: &Arc<Broker>,
@@ -17,29 +18,26 @@ pub async fn apply(
     notifier: Notifier,
     peer: &Arc<Peer>,
 ) -> Result<Value, RpcError> {
-    let server = params.server.clone();
-    let account = super::account(&params.account)?.map(str::to_string);
-    let account = account.as_deref();
+    let account = super::account(&params.account)?;
     // `confirm_clients`: asked before the renewal when the grant is known, and in any case
-    // for the grant the token is of (a login may have made a new one).
-    let known = match broker.find_grant(&server, account).await {
-        Ok(grant) if broker.confirm.is_enabled() => {
+    // for the grant the token is of (a login may have made a new one: `step_up` asks).
+    let known = match broker.find_grant(&params.server, account).await {
+        Ok(grant) if broker.confirms_clients() => {
             crate::confirm::check(broker, &grant, peer, &notifier).await?;
             Some(grant.id)
         }
         _ => None,
     };
-    let token =
-        crate::challenge::handle(broker, params, |pending| send_pending(&notifier, pending))
-            .await
-            .map_err(|e| e.for_account(account))?;
-    if broker.confirm.is_enabled() && known.as_deref() != Some(token.grant.as_str()) {
-        let grant = broker.find_grant(&token.grant, None).await?;
-        crate::confirm::check(broker, &grant, peer, &notifier).await?;
-    }
-    // A token given to retry with is a hand-out like any other.
-    broker
-        .audit
-        .record(&token.grant, &server, peer, crate::oauth::token::now());
+    let caller = Caller {
+        peer,
+        notifier: &notifier,
+        confirmed: known.as_deref(),
+    };
+    // A token given to retry with is a hand-out like any other: the broker records it.
+    let token = crate::step_up::handle(broker, &params, caller, |pending| {
+        send_pending(&notifier, pending)
+    })
+    .await
+    .map_err(|e| e.for_account(account))?;
     super::to_value(token)
 }

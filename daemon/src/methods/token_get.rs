@@ -1,63 +1,60 @@
 //! `token.get`: an access token for a server, refreshed when needed (or, for a server
 //! configured with a grant without a browser, obtained at the first ask); every hand-out
-//! is written to the audit log with the process it went to.
+//! is written to the audit log with the process it went to (by the broker).
 
 use std::sync::Arc;
 
-use mcp_authd_ipc::methods::{LoginParams, TOKEN_GET, TokenGetParams};
-use mcp_authd_ipc::{ErrorKind, Reply, Request, RpcError};
-use serde::Deserialize;
+use mcp_authd_ipc::methods::{LoginParams, TokenGetParams};
+use mcp_authd_ipc::{ErrorKind, Reply, RequestId, RpcError};
 use serde_json::Value;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Recipient};
 use crate::peer::Peer;
+use crate::reply::Notifier;
 
 pub async fn apply(
     broker: &Arc<Broker>,
     params: TokenGetParams,
     peer: &Arc<Peer>,
-    notifier: &super::Notifier,
+    notifier: &Notifier,
 ) -> Result<Value, RpcError> {
-    let server = params.server.clone();
-    let account = super::account(&params.account)?.map(str::to_string);
-    let account = account.as_deref();
+    let account = super::account(&params.account)?;
+    let to = Recipient {
+        peer,
+        asked_for: &params.server,
+    };
     // `confirm_clients`: the user's answer comes before any refresh, so the token handed
     // out is as fresh as asked however long the answer took.
-    if broker.confirm.is_enabled()
-        && let Ok(grant) = broker.find_grant(&server, account).await
+    if broker.confirms_clients()
+        && let Ok(grant) = broker.find_grant(&params.server, account).await
     {
         crate::confirm::check(broker, &grant, peer, notifier).await?;
     }
-    let result = match broker.token_get(params.clone()).await {
+    let result = match broker.token_get(&params, to).await {
         Err(e)
             if e.kind() == Some(ErrorKind::AuthorizationRequired)
-                && first_grant_without_browser(broker, &server, account).await =>
+                && first_grant_without_browser(broker, &params.server, account).await =>
         {
             // Nothing to ask the user: run the configured grant, as a login would.
             let login = LoginParams {
-                server: server.clone(),
+                server: params.server.clone(),
                 scopes: params.scopes.clone(),
                 open_browser: Some(false),
                 account: account.map(str::to_string),
                 ..Default::default()
             };
             crate::login::login(broker, login, None, |_| {}).await?;
-            if broker.confirm.is_enabled() {
-                let grant = broker.find_grant(&server, account).await?;
+            if broker.confirms_clients() {
+                let grant = broker.find_grant(&params.server, account).await?;
                 crate::confirm::check(broker, &grant, peer, notifier).await?;
             }
             broker
-                .token_get(params)
+                .token_get(&params, to)
                 .await
                 .map_err(|e| e.for_account(account))?
         }
         other => other.map_err(|e| e.for_account(account))?,
     };
-    // The hand-out is counted for the audit log before the token leaves.
-    broker
-        .audit
-        .record(&result.grant, &server, peer, crate::oauth::token::now());
-    tracing::debug!(grant = %result.grant, pid = ?peer.pid, exe = ?peer.exe, "access token handed out");
     super::to_value(result)
 }
 
@@ -76,22 +73,15 @@ async fn first_grant_without_browser(broker: &Broker, server: &str, account: Opt
         )
 }
 
-/// The hot path of `token.get`, for the connection to answer inline: the reply line when
-/// the grant and a good token are in memory and nothing needs a disk write, else `None`
-/// (the request then goes the full way).
-pub fn from_memory(broker: &Broker, request: &Request, peer: &Arc<Peer>) -> Option<Vec<u8>> {
-    if request.method != TOKEN_GET {
-        return None;
-    }
-    let params = TokenGetParams::deserialize(&request.params).ok()?;
-    let now = crate::oauth::token::now();
-    let result = broker.token_from_memory(&params, now)?;
-    if !broker.confirm.allows_at_once(&result.grant, peer) {
-        return None;
-    }
-    let line = serde_json::to_vec(&Reply::new(&request.id, &result)).ok()?;
-    broker
-        .audit
-        .record(&result.grant, &params.server, peer, now);
-    Some(line)
+/// The hot path of `token.get`, for the connection to answer inline with the params it
+/// parsed: the reply line when the grant and a good token are in memory and nothing needs
+/// a disk write, else `None` (the request then goes the full way).
+pub fn from_memory(
+    broker: &Broker,
+    id: &RequestId,
+    params: &TokenGetParams,
+    peer: &Arc<Peer>,
+) -> Option<Vec<u8>> {
+    let result = broker.token_from_memory(params, peer, crate::oauth::token::now())?;
+    serde_json::to_vec(&Reply::new(id, &result)).ok()
 }

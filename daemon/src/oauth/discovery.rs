@@ -6,8 +6,8 @@ use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::challenge::{BearerChallenge, parse_bearer};
 use super::http::{Http, UrlPolicy};
+use super::www_authenticate::{BearerChallenge, parse_bearer};
 use super::{OAuthError, printable};
 
 /// RFC 9728 metadata, the fields we use.

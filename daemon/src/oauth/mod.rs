@@ -6,7 +6,6 @@
 //! comparison, which that crate does not model, and every response must go through our
 //! size and redirect limits.
 
-pub mod challenge;
 pub mod device;
 pub mod discovery;
 pub mod dpop;
@@ -16,6 +15,7 @@ pub mod jwt;
 pub mod pkce;
 pub mod registration;
 pub mod token;
+pub mod www_authenticate;
 
 use std::fmt;
 

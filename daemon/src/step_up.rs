@@ -6,12 +6,11 @@
 //!
 //! 403 `insufficient_scope`: step-up (SEP-2350). The new authorization asks for the union
 //! of the granted and the challenged scopes, never through a refresh (a refresh cannot
-//! widen a grant). A [`StepUpLimiter`] caps the re-authorizations per server so a server
-//! that keeps challenging cannot drive the user through a loop of logins.
+//! widen a grant). The broker's step-up cap (`broker::step_up_limit`) limits the
+//! re-authorizations per server so a server that keeps challenging cannot drive the user
+//! through a loop of logins.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use mcp_authd_ipc::methods::{
     ChallengeParams, LoginParams, LoginPending, TokenGetParams, TokenGetResult,
@@ -20,57 +19,55 @@ use mcp_authd_ipc::next_step::login_command;
 use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
-use crate::broker::Broker;
-use crate::oauth::challenge::{BearerChallenge, parse_bearer};
+use crate::broker::{Broker, Recipient};
 use crate::oauth::discovery::{authorization_servers_of, normalize_server_url};
+use crate::oauth::www_authenticate::{BearerChallenge, parse_bearer};
+use crate::peer::Peer;
+use crate::reply::Notifier;
 use crate::store::GrantRow;
 use crate::store::db::{GrantState, GrantType};
 
-/// Step-ups are counted over this window.
-const STEP_UP_WINDOW: Duration = Duration::from_secs(600);
-/// Re-authorizations per server within the window, whatever scopes they ask for.
-const MAX_STEP_UPS_PER_SERVER: usize = 3;
-
-/// Remembers recent step-up authorizations per server. A second step-up for the same
-/// scope set means the first one did not satisfy the server: asking the user again would
-/// not either, so it is refused.
-#[derive(Default)]
-pub struct StepUpLimiter {
-    recent: Mutex<HashMap<String, Vec<StepUp>>>,
+/// Who reported the refusal: the token goes to them, once `confirm_clients` lets them
+/// have the grant's tokens.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub peer: &'a Arc<Peer>,
+    pub notifier: &'a Notifier,
+    /// The grant `confirm_clients` already let the caller have, if any.
+    pub confirmed: Option<&'a str>,
 }
 
-/// When a step-up was done, and for which scopes (sorted).
-type StepUp = (Instant, Vec<String>);
-
-impl StepUpLimiter {
-    /// Records a step-up for `scopes` at `server`, or says why it is refused.
-    fn admit(&self, server: &str, scopes: &[String]) -> Result<(), String> {
-        let mut sorted = scopes.to_vec();
-        sorted.sort();
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let attempts = recent.entry(server.to_string()).or_default();
-        attempts.retain(|(at, _)| at.elapsed() < STEP_UP_WINDOW);
-        if attempts.iter().any(|(_, s)| *s == sorted) {
-            return Err(format!(
-                "a login with scope {} was already done and the server still refuses",
-                printable(&sorted.join(" "), MAX_QUOTED_CHARS)
-            ));
+impl Caller<'_> {
+    /// `confirm_clients` for a grant not confirmed yet (a grant of another authorization
+    /// server, or one a login just made).
+    async fn may_have(&self, broker: &Arc<Broker>, grant: &GrantRow) -> Result<(), RpcError> {
+        if broker.confirms_clients() && self.confirmed != Some(grant.id.as_str()) {
+            crate::confirm::check(broker, grant, self.peer, self.notifier).await?;
         }
-        if attempts.len() >= MAX_STEP_UPS_PER_SERVER {
-            return Err(format!(
-                "{} step-up logins in the last {} minutes",
-                attempts.len(),
-                STEP_UP_WINDOW.as_secs() / 60
-            ));
-        }
-        attempts.push((Instant::now(), sorted));
         Ok(())
     }
+
+    fn recipient<'a>(&'a self, p: &'a ChallengeParams) -> Recipient<'a> {
+        Recipient {
+            peer: self.peer,
+            asked_for: &p.server,
+        }
+    }
+}
+
+/// A refusal being answered: by whom, for which server (normalized), as reported.
+#[derive(Clone, Copy)]
+struct Refused<'a> {
+    broker: &'a Arc<Broker>,
+    server: &'a str,
+    p: &'a ChallengeParams,
+    caller: Caller<'a>,
 }
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    p: ChallengeParams,
+    p: &ChallengeParams,
+    caller: Caller<'_>,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
     let server = normalize_server_url(&p.server)
@@ -89,7 +86,6 @@ pub async fn handle(
     }
     let account = p.account.clone().unwrap_or_default();
     let grant = broker
-        .db
         .grants_of_server(&server, &account)
         .await?
         .into_iter()
@@ -125,9 +121,15 @@ pub async fn handle(
         }
         other => other,
     };
+    let refused = Refused {
+        broker,
+        server: &server,
+        p,
+        caller,
+    };
     match status {
-        401 => on_unauthorized(broker, &server, grant, challenge, &p, on_pending).await,
-        403 => on_forbidden(broker, &server, grant, challenge, &p, on_pending).await,
+        401 => on_unauthorized(refused, grant, challenge, on_pending).await,
+        403 => on_forbidden(refused, grant, challenge, on_pending).await,
         other => Err(RpcError::new(
             ErrorKind::InvalidParams,
             format!("`status` must be 401, 403, or 400 with `invalid_token`, not {other}"),
@@ -136,13 +138,17 @@ pub async fn handle(
 }
 
 async fn on_unauthorized(
-    broker: &Arc<Broker>,
-    server: &str,
+    refused: Refused<'_>,
     grant: Option<GrantRow>,
     challenge: Option<BearerChallenge>,
-    p: &ChallengeParams,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
+    let Refused {
+        broker,
+        server,
+        p,
+        caller,
+    } = refused;
     let mut scopes = challenge.as_ref().map(|c| c.scopes()).unwrap_or_default();
     // A grant without a browser that was refused (now, or before) is not run again by a
     // client's request: only a login the user asks for tries it again.
@@ -167,8 +173,13 @@ async fn on_unauthorized(
                     grant.issuer
                 )
             } else {
+                caller.may_have(broker, &grant).await?;
                 match broker
-                    .renew_rejected(grant.clone(), p.rejected_token.as_deref())
+                    .renew_rejected(
+                        grant.clone(),
+                        p.rejected_token.as_deref(),
+                        caller.recipient(p),
+                    )
                     .await
                 {
                     Ok(token) => return Ok(token),
@@ -183,17 +194,18 @@ async fn on_unauthorized(
             }
         }
     };
-    login_or_explain(broker, server, scopes, challenge, p, &why, on_pending).await
+    login_or_explain(refused, scopes, challenge, &why, on_pending).await
 }
 
 async fn on_forbidden(
-    broker: &Arc<Broker>,
-    server: &str,
+    refused: Refused<'_>,
     grant: Option<GrantRow>,
     challenge: Option<BearerChallenge>,
-    p: &ChallengeParams,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
+    let Refused {
+        broker, server, p, ..
+    } = refused;
     let Some(challenge) = challenge.filter(|c| c.error.as_deref() == Some("insufficient_scope"))
     else {
         return Err(RpcError::new(
@@ -211,9 +223,8 @@ async fn on_forbidden(
         printable(&scopes.join(" "), MAX_QUOTED_CHARS)
     );
     if p.interactive.unwrap_or(false)
-        && let Err(refused) = broker
-            .step_ups
-            .admit(&step_up_key(server, p.account.as_deref()), &scopes)
+        && let Err(refused) =
+            broker.admit_step_up(&step_up_key(server, p.account.as_deref()), &scopes)
     {
         tracing::warn!(server = %server, "not stepping up again: {refused}");
         return Err(RpcError::new(
@@ -226,19 +237,23 @@ async fn on_forbidden(
         )
         .with_server(server));
     }
-    login_or_explain(broker, server, scopes, Some(challenge), p, &why, on_pending).await
+    login_or_explain(refused, scopes, Some(challenge), &why, on_pending).await
 }
 
 /// A browser login for `scopes` when the caller allows one, else `authorization_required`.
 async fn login_or_explain(
-    broker: &Arc<Broker>,
-    server: &str,
+    refused: Refused<'_>,
     scopes: Vec<String>,
     challenge: Option<BearerChallenge>,
-    p: &ChallengeParams,
     why: &str,
     on_pending: impl Fn(&LoginPending),
 ) -> Result<TokenGetResult, RpcError> {
+    let Refused {
+        broker,
+        server,
+        p,
+        caller,
+    } = refused;
     if !p.interactive.unwrap_or(false) {
         return Err(RpcError::authorization_required(server, &scopes, why));
     }
@@ -253,14 +268,16 @@ async fn login_or_explain(
         login_hint: None,
         redirect_uri: p.redirect_uri.clone(),
     };
-    crate::login::login(broker, params, challenge, on_pending).await?;
-    broker
-        .token_get(TokenGetParams {
-            server: server.to_string(),
-            account: p.account.clone(),
-            ..Default::default()
-        })
-        .await
+    let login = crate::login::login(broker, params, challenge, on_pending).await?;
+    caller
+        .may_have(broker, &broker.find_grant(&login.id, None).await?)
+        .await?;
+    let ask = TokenGetParams {
+        server: server.to_string(),
+        account: p.account.clone(),
+        ..Default::default()
+    };
+    broker.token_get(&ask, caller.recipient(p)).await
 }
 
 /// Step-ups are counted per account of a server: one account's refusals do not use up
@@ -282,7 +299,7 @@ async fn moved(
     challenge: Option<&BearerChallenge>,
 ) -> Option<String> {
     let policy = broker.url_policy(server);
-    match authorization_servers_of(&broker.http, &policy, server, challenge).await {
+    match authorization_servers_of(broker.http(), &policy, server, challenge).await {
         Ok(Some(servers)) if !servers.contains(&grant.issuer) => {
             Some(servers.first().cloned().unwrap_or_default())
         }
@@ -320,23 +337,5 @@ mod tests {
             union(&v("mcp:basic offline_access"), &v("mcp:write mcp:basic")),
             v("mcp:basic mcp:write")
         );
-    }
-
-    #[test]
-    fn a_step_up_for_the_same_scopes_is_not_repeated() {
-        let l = StepUpLimiter::default();
-        assert!(l.admit("s", &v("a b")).is_ok());
-        assert!(l.admit("s", &v("b a")).is_err());
-        assert!(l.admit("other", &v("a b")).is_ok());
-    }
-
-    #[test]
-    fn step_ups_per_server_are_capped() {
-        let l = StepUpLimiter::default();
-        for i in 0..MAX_STEP_UPS_PER_SERVER {
-            assert!(l.admit("s", &[format!("s{i}")]).is_ok());
-        }
-        let e = l.admit("s", &v("new")).unwrap_err();
-        assert!(e.contains("step-up logins"), "{e}");
     }
 }
