@@ -10,7 +10,7 @@ use mcp_authd_ipc::methods::{
     GrantInfo, LoginPending, StatusResult, TokenGetParams, TokenGetResult,
 };
 use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
-use tokio::sync::{Notify, OwnedMutexGuard, watch};
+use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::challenge::StepUpLimiter;
 use crate::config::{Config, GrantKind, Paths, ServerConfig};
@@ -23,6 +23,10 @@ use crate::oauth::token::{DpopSigner, TokenType, Tokens, now, request_tokens};
 use crate::secret::Secret;
 use crate::store::db::{STATE_ACTIVE, STATE_NEEDS_LOGIN};
 use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, WriteBehind, keys};
+
+mod logins;
+
+pub use logins::{Join, LoginKey, Logins, Pastes, Started};
 
 /// How often, at most, `last_used_at` is written per grant: the hot path stays off disk.
 const TOUCH_INTERVAL_SECS: i64 = 60;
@@ -42,9 +46,9 @@ pub struct Broker {
     started: Instant,
     slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
     /// By (server URL, account name): one login per account of a server at a time.
-    pub(crate) logins: Mutex<HashMap<(String, String), watch::Receiver<LoginProgress>>>,
-    /// `manual` logins waiting for a pasted authorization response, by server URL.
-    pub(crate) pastes: Mutex<HashMap<String, crate::loopback::Inbox>>,
+    pub(crate) logins: Logins<LoginProgress>,
+    /// `manual` logins waiting for a pasted authorization response, keyed as `logins`.
+    pub(crate) pastes: Pastes,
     pub(crate) step_ups: StepUpLimiter,
     /// Wakes the background refresh when a grant gets a new token (a login).
     pub(crate) schedule_changed: tokio::sync::Notify,
@@ -256,8 +260,8 @@ impl Broker {
             socket,
             started: Instant::now(),
             slots: Mutex::new(HashMap::new()),
-            logins: Mutex::new(HashMap::new()),
-            pastes: Mutex::new(HashMap::new()),
+            logins: Default::default(),
+            pastes: Default::default(),
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
             refreshes: RefreshGate::default(),

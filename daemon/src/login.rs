@@ -8,12 +8,13 @@ use std::time::Duration;
 use mcp_authd_ipc::methods::{GrantInfo, LoginFlow, LoginParams, LoginPending};
 use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, login_command, shell_command};
 use mcp_authd_ipc::{ErrorKind, RpcError};
-use tokio::sync::watch;
 use url::Url;
 
-use crate::broker::{AccessToken, Broker, LoginProgress, new_grant_row, server_error};
+use crate::broker::{
+    AccessToken, Broker, Join, LoginKey, LoginProgress, Started, new_grant_row, server_error,
+};
 use crate::config::{GrantKind, Quirks, ServerConfig};
-use crate::loopback::{Inbox, LoopbackError, LoopbackRedirect, RedirectHost};
+use crate::loopback::{LoopbackError, LoopbackRedirect, RedirectHost};
 use crate::oauth::OAuthError;
 use crate::oauth::challenge::BearerChallenge;
 use crate::oauth::device::{self, Poll};
@@ -53,29 +54,20 @@ pub async fn login(
         check_login_hint(hint).map_err(|why| RpcError::new(ErrorKind::InvalidParams, why))?;
     }
     // One login per account of a server: a second account's login runs beside it.
-    let key = (server_url.clone(), p.account.clone().unwrap_or_default());
-    let mut progress = {
-        let mut logins = broker.logins.lock().unwrap_or_else(|e| e.into_inner());
-        match logins.get(&key) {
-            Some(rx) if !matches!(*rx.borrow(), LoginProgress::Done(_)) => rx.clone(),
-            _ => {
-                let (tx, rx) = watch::channel(LoginProgress::Starting);
-                logins.insert(key.clone(), rx.clone());
-                let (broker, server_url) = (broker.clone(), server_url.clone());
-                tokio::spawn(async move {
-                    let result = run(&broker, &server_url, p, challenge, &tx).await;
-                    if let Err(e) = &result {
-                        tracing::warn!(server = %server_url, "login failed: {}", e.message);
-                    }
-                    let _ = tx.send(LoginProgress::Done(Box::new(result)));
-                    broker
-                        .logins
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                });
-                rx
-            }
+    let key = LoginKey::new(&server_url, p.account.as_deref());
+    let mut progress = match broker.logins.join_or_start(key, LoginProgress::Starting) {
+        Join::Joined(progress) => progress,
+        Join::Started(login) => {
+            let progress = login.subscribe();
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                let result = run(&broker, &server_url, p, challenge, &login).await;
+                if let Err(e) = &result {
+                    tracing::warn!(server = %server_url, "login failed: {}", e.message);
+                }
+                login.finish(LoginProgress::Done(Box::new(result)));
+            });
+            progress
         }
     };
     loop {
@@ -103,7 +95,7 @@ async fn run(
     server_url: &str,
     p: LoginParams,
     challenge: Option<BearerChallenge>,
-    progress: &watch::Sender<LoginProgress>,
+    progress: &Started<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
     let policy = broker.url_policy(server_url);
     let config = broker.config();
@@ -273,7 +265,7 @@ async fn machine_login(
     cfg: &ServerConfig,
     scopes: Vec<String>,
     p: &LoginParams,
-    progress: &watch::Sender<LoginProgress>,
+    progress: &Started<LoginProgress>,
 ) -> Result<GrantInfo, RpcError> {
     let policy = broker.url_policy(server_url);
     if let Some(enterprise) = cfg.enterprise.as_ref().filter(|e| e.id_token.is_none())
@@ -345,7 +337,7 @@ async fn idp_login(
     server_url: &str,
     enterprise: &crate::config::EnterpriseConfig,
     p: &LoginParams,
-    progress: &watch::Sender<LoginProgress>,
+    progress: &Started<LoginProgress>,
 ) -> Result<(), RpcError> {
     let issuer = enterprise.idp_issuer.as_deref().ok_or_else(|| {
         login_failed(
@@ -562,7 +554,7 @@ struct Consent<'a> {
     scopes: &'a [String],
     quirks: &'a Quirks,
     timeout: u64,
-    progress: &'a watch::Sender<LoginProgress>,
+    progress: &'a Started<LoginProgress>,
     /// The account being logged in to, for `login.pending` (absent: the default one).
     account: Option<String>,
     /// The grant's DPoP key, when its tokens are to be bound to one (RFC 9449).
@@ -608,10 +600,11 @@ impl Consent<'_> {
                 .metadata
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false);
-            PasteSlot::open(self.broker, server_url, redirect.inbox(iss_promised))
+            let key = LoginKey::new(server_url, self.account.as_deref());
+            self.broker.pastes.open(key, redirect.inbox(iss_promised))
         });
         tracing::info!(server = %server_url, browser_opened, manual, "waiting up to {timeout} s for the browser login");
-        let _ = self.progress.send(LoginProgress::Pending(LoginPending {
+        self.progress.report(LoginProgress::Pending(LoginPending {
             server: server_url.to_string(),
             authorization_url: authorization_url.clone(),
             timeout_secs: timeout,
@@ -737,7 +730,7 @@ impl Consent<'_> {
         })?;
         let deadline_secs = self.timeout.min(started.expires_in.as_secs().max(1));
         tracing::info!(server = %server_url, interval = started.interval.as_secs(), "waiting up to {deadline_secs} s for the device login");
-        let _ = self.progress.send(LoginProgress::Pending(LoginPending {
+        self.progress.report(LoginProgress::Pending(LoginPending {
             server: server_url.to_string(),
             authorization_url: started
                 .verification_uri_complete
@@ -851,52 +844,27 @@ const CODE_EXPIRY_GRACE: Duration = Duration::from_secs(5);
 /// The longest extra wait between polls after failed connections.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A `manual` login's door for `login.paste`, open while the login waits.
-struct PasteSlot<'a> {
-    broker: &'a Broker,
-    server_url: String,
-}
-
-impl<'a> PasteSlot<'a> {
-    fn open(broker: &'a Broker, server_url: &str, inbox: Inbox) -> PasteSlot<'a> {
-        broker
-            .pastes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(server_url.to_string(), inbox);
-        PasteSlot {
-            broker,
-            server_url: server_url.to_string(),
-        }
-    }
-}
-
-impl Drop for PasteSlot<'_> {
-    fn drop(&mut self) {
-        self.broker
-            .pastes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.server_url);
-    }
-}
-
-/// `login.paste`: hands what the user pasted to the `manual` login waiting for `server`.
-pub fn paste(broker: &Broker, server: &str, pasted: &str) -> Result<(), RpcError> {
+/// `login.paste`: hands what the user pasted to the `manual` login waiting for `server`
+/// (`account`'s login of it; none: the default account's).
+pub fn paste(
+    broker: &Broker,
+    server: &str,
+    account: Option<&str>,
+    pasted: &str,
+) -> Result<(), RpcError> {
     let server_url = normalize_server_url(server)
         .map_err(|e| RpcError::new(ErrorKind::InvalidParams, e.to_string()))?;
     let inbox = broker
         .pastes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&server_url)
-        .cloned()
+        .find(&LoginKey::new(&server_url, account))
         .ok_or_else(|| {
+            let mut command = vec!["mcp-auth", "login", &server_url, "--manual"];
+            command.extend(account.iter().flat_map(|a| ["--account", a]));
             RpcError::new(
                 ErrorKind::NotFound,
                 format!(
                     "no manual login to {server_url} is waiting for a pasted response; start one: {}",
-                    again_command(&server_url, " --manual")
+                    shell_command(&command)
                 ),
             )
             .with_server(&server_url)

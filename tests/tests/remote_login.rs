@@ -439,6 +439,7 @@ async fn manual_login_takes_the_pasted_url_after_refusing_wrong_ones() {
             &LoginPasteParams {
                 server: url.clone(),
                 response: location,
+                account: None,
             },
         )
         .await;
