@@ -505,4 +505,212 @@ mod tests {
             free.redirect_uri
         );
     }
+
+    /// A broker on a fresh data directory with `config` (TOML), and a started login of
+    /// `server` on it.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        broker: std::sync::Arc<Broker>,
+        params: mcp_authd_ipc::methods::LoginParams,
+        started: crate::broker::Started<crate::broker::LoginProgress>,
+    }
+
+    const SERVER: &str = "https://h.example/mcp";
+    const ISSUER: &str = "https://as.example";
+
+    impl Fixture {
+        async fn new(config: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let db = crate::store::Db::open(&dir.path().join("state.db"))
+                .await
+                .unwrap();
+            let secrets = crate::store::SecretStore::file_for_tests(dir.path().join("secrets"));
+            let (audit, _writer) = crate::audit::AuditLog::start(db.clone());
+            let broker = std::sync::Arc::new(Broker::new(
+                db,
+                audit,
+                std::sync::Arc::new(secrets),
+                crate::oauth::http::Http::new(None).unwrap(),
+                toml::from_str(config).unwrap(),
+                crate::config::Paths {
+                    data_dir: dir.path().to_path_buf(),
+                    config_file: dir.path().join("config.toml"),
+                },
+                "test.sock".into(),
+            ));
+            let key = crate::broker::LoginKey::new(SERVER, None);
+            let crate::broker::Join::Started(started) = broker
+                .logins
+                .join_or_start(key, crate::broker::LoginProgress::Starting)
+            else {
+                unreachable!("a fresh broker has no login running")
+            };
+            Fixture {
+                _dir: dir,
+                broker,
+                params: Default::default(),
+                started,
+            }
+        }
+
+        /// The client `client_for` chooses at an authorization server with `metadata`
+        /// (JSON over the required fields), whose registration endpoint refuses at once.
+        async fn choose(&self, metadata: serde_json::Value) -> Result<Chosen, RpcError> {
+            let mut d = crate::login::authorize::tests::discovery_with(metadata);
+            // Nothing listens there, and the transport policy refuses it anyway: a new
+            // registration fails without reaching any network.
+            d.metadata.registration_endpoint = Some("http://127.0.0.1:1/register".into());
+            let login = Login {
+                broker: &self.broker,
+                server_url: SERVER,
+                params: &self.params,
+                progress: &self.started,
+            };
+            let policy = self.broker.url_policy(SERVER);
+            let cfg = self.broker.config().server(SERVER, Some(ISSUER)).cloned();
+            let state = crate::oauth::pkce::random_token();
+            client_for(&login, &policy, &d, cfg.as_ref(), &state).await
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn refused_registration(chosen: Result<Chosen, RpcError>) -> RpcError {
+        match chosen {
+            Err(e) => {
+                assert_eq!(e.kind(), Some(ErrorKind::RegistrationFailed), "{e:?}");
+                e
+            }
+            Ok((reg, _, _)) => panic!("chose {} ({}) instead of registering", reg.id, reg.kind),
+        }
+    }
+
+    /// A client configured for the server comes first, on `/callback`; its row is made
+    /// on first use and reused after.
+    #[tokio::test]
+    async fn a_configured_client_comes_first_and_its_row_is_made_once() {
+        let f = Fixture::new(&format!(
+            "client_metadata_url = \"https://client.example/cimd.json\"\n\
+             [servers.\"{SERVER}\"]\nclient_id = \"pre-1\"\n"
+        ))
+        .await;
+        let cimd = serde_json::json!({
+            "client_id_metadata_document_supported": true,
+            "authorization_response_iss_parameter_supported": true,
+        });
+        let (reg, credentials, redirect) = f.choose(cimd.clone()).await.unwrap();
+        assert_eq!(
+            (reg.kind.as_str(), credentials.client_id.as_str()),
+            ("pre-registered", "pre-1")
+        );
+        assert!(
+            redirect.redirect_uri.ends_with("/callback"),
+            "{}",
+            redirect.redirect_uri
+        );
+        drop(redirect);
+        let (again, _, _) = f.choose(cimd).await.unwrap();
+        assert_eq!(again.id, reg.id);
+    }
+
+    /// Our Client ID Metadata Document only where the server takes them and sends `iss`.
+    #[tokio::test]
+    async fn the_metadata_document_client_needs_iss() {
+        let url = "https://client.example/cimd.json";
+        let f = Fixture::new(&format!("client_metadata_url = \"{url}\"\n")).await;
+        let (reg, credentials, redirect) = f
+            .choose(serde_json::json!({
+                "client_id_metadata_document_supported": true,
+                "authorization_response_iss_parameter_supported": true,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            (reg.kind.as_str(), credentials.client_id.as_str()),
+            (KIND_METADATA_DOCUMENT, url)
+        );
+        assert!(
+            redirect.redirect_uri.ends_with("/callback"),
+            "{}",
+            redirect.redirect_uri
+        );
+        drop(redirect);
+        // Without `iss`, a dynamic registration instead.
+        refused_registration(
+            f.choose(serde_json::json!({ "client_id_metadata_document_supported": true }))
+                .await,
+        );
+    }
+
+    /// The dynamic registration stored for the issuer is reused on its own port while
+    /// that port is free; when it is taken, or the registration has the old shared path,
+    /// a new one is registered.
+    #[tokio::test]
+    async fn a_stored_registration_is_reused_while_its_port_is_free() {
+        let f = Fixture::new("").await;
+        let port = free_port();
+        let own = format!("http://127.0.0.1:{port}{}", callback_path(ISSUER));
+        let stored = registration_row(
+            ISSUER,
+            KIND_DYNAMIC,
+            "dyn-1".into(),
+            Some(own.clone()),
+            AuthMethod::None,
+            false,
+        );
+        f.broker.db.insert_registration(&stored).await.unwrap();
+        let (reg, credentials, redirect) = f.choose(serde_json::json!({})).await.unwrap();
+        assert_eq!(
+            (reg.id.as_str(), credentials.client_id.as_str()),
+            (stored.id.as_str(), "dyn-1")
+        );
+        assert_eq!(redirect.redirect_uri, own);
+
+        // Its port is held (by this login's own listener, still open).
+        let e = refused_registration(f.choose(serde_json::json!({})).await);
+        assert!(
+            e.message.contains("pre-registered client_id"),
+            "{}",
+            e.message
+        );
+        drop(redirect);
+
+        // Registered when every issuer shared `/callback`: replaced.
+        let f = Fixture::new("").await;
+        let shared = format!("http://127.0.0.1:{}/callback", free_port());
+        let old = registration_row(
+            ISSUER,
+            KIND_DYNAMIC,
+            "dyn-0".into(),
+            Some(shared),
+            AuthMethod::None,
+            false,
+        );
+        f.broker.db.insert_registration(&old).await.unwrap();
+        refused_registration(f.choose(serde_json::json!({})).await);
+    }
+
+    /// A registration for another redirect URI than the fixed one is not reused.
+    #[tokio::test]
+    async fn a_fixed_redirect_uri_passes_over_a_registration_for_another() {
+        let mut f = Fixture::new("").await;
+        let stored = format!("http://127.0.0.1:{}{}", free_port(), callback_path(ISSUER));
+        let row = registration_row(
+            ISSUER,
+            KIND_DYNAMIC,
+            "dyn-1".into(),
+            Some(stored),
+            AuthMethod::None,
+            false,
+        );
+        f.broker.db.insert_registration(&row).await.unwrap();
+        f.params.redirect_uri = Some(format!("http://127.0.0.1:{}", free_port()));
+        refused_registration(f.choose(serde_json::json!({})).await);
+    }
 }

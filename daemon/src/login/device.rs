@@ -180,16 +180,7 @@ impl Consent<'_> {
                     interval += Duration::from_secs(device::SLOW_DOWN_STEP_SECS);
                     tracing::info!(server = %server_url, "the authorization server asked to poll more slowly: every {} s now", interval.as_secs());
                 }
-                Poll::Denied => {
-                    return Err(RpcError::new(
-                        ErrorKind::LoginFailed,
-                        format!(
-                            "login to {server_url} failed: the device login was denied (access_denied); to try again, run: {}",
-                            again_command(server_url, " --device")
-                        ),
-                    )
-                    .with_server(server_url));
-                }
+                Poll::Denied => return Err(self.device_denied()),
                 Poll::Expired => return Err(self.device_code_expired("expired_token")),
             }
         }
@@ -218,6 +209,20 @@ impl Consent<'_> {
         .with_server(server_url)
     }
 
+    /// The user said no (`access_denied`).
+    fn device_denied(&self) -> RpcError {
+        let server_url = self.discovery.server_url.as_str();
+        RpcError::new(
+            ErrorKind::LoginFailed,
+            format!(
+                "login to {server_url} failed: the device login was denied (access_denied); to try again, run: {}",
+                again_command(server_url, " --device")
+            ),
+        )
+        .with_server(server_url)
+    }
+
+    /// The device code ended before the user approved.
     fn device_code_expired(&self, why: &str) -> RpcError {
         let server_url = self.discovery.server_url.as_str();
         RpcError::new(
