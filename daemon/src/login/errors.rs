@@ -30,6 +30,8 @@ pub(super) fn again_command(server: &str, flags: &str) -> String {
     shell_command(&args)
 }
 
+/// Discovery failed: untrusted metadata is the server operator's to fix; anything else
+/// may be the URL or the network.
 pub(super) fn discovery_error(server: &str, e: OAuthError) -> RpcError {
     let kind = match e {
         OAuthError::Untrusted(_) => ErrorKind::DiscoveryFailed,
