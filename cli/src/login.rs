@@ -174,7 +174,11 @@ pub async fn run(
                 LoginFlow::Manual => {
                     show_manual(&p);
                     if paster.is_none() {
-                        paster = Some(spawn_paster(socket.to_path_buf(), p.server.clone()));
+                        paster = Some(spawn_paster(
+                            socket.to_path_buf(),
+                            p.server.clone(),
+                            p.account.clone(),
+                        ));
                     }
                 }
                 _ => {
@@ -291,7 +295,11 @@ fn show_manual(p: &LoginPending) {
 
 /// Reads pasted lines from stdin and hands each to the daemon (`login.paste`) over a
 /// second connection (the first one waits for the login) until one is taken.
-fn spawn_paster(socket: PathBuf, server: String) -> tokio::task::JoinHandle<()> {
+fn spawn_paster(
+    socket: PathBuf,
+    server: String,
+    account: Option<String>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -302,6 +310,7 @@ fn spawn_paster(socket: PathBuf, server: String) -> tokio::task::JoinHandle<()> 
             let params = LoginPasteParams {
                 server: server.clone(),
                 response: line,
+                account: account.clone(),
             };
             let sent: Result<LoginPasteResult, ClientError> = async {
                 let mut client = Client::connect(&socket).await?;

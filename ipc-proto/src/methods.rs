@@ -314,6 +314,9 @@ pub struct LoginPasteParams {
     pub server: String,
     /// What the user pasted: the URL the browser ended on, its query, or only the code.
     pub response: String,
+    /// The account of the `manual` login (as in its `login` call); absent: the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl std::fmt::Debug for LoginPasteParams {
@@ -321,6 +324,7 @@ impl std::fmt::Debug for LoginPasteParams {
         f.debug_struct("LoginPasteParams")
             .field("server", &self.server)
             .field("response", &"***")
+            .field("account", &self.account)
             .finish()
     }
 }
@@ -647,6 +651,7 @@ mod tests {
         let paste = LoginPasteParams {
             server: "https://mcp.example/mcp".into(),
             response: format!("http://127.0.0.1:1/callback?code={TOKEN}"),
+            account: None,
         };
         let printed = format!("{result:?} {challenge:?} {reply:?} {request:#?} {paste:?}");
         assert!(!printed.contains(TOKEN), "{printed}");

@@ -439,6 +439,7 @@ async fn manual_login_takes_the_pasted_url_after_refusing_wrong_ones() {
             &LoginPasteParams {
                 server: url.clone(),
                 response: location,
+                account: None,
             },
         )
         .await;
@@ -450,6 +451,44 @@ async fn manual_login_takes_the_pasted_url_after_refusing_wrong_ones() {
         other => panic!("a late paste was taken: {other:?}"),
     }
     assert_eq!(auth.counts().code_exchanges, 1);
+}
+
+/// Each account's manual login has its own door: a paste for another account of the
+/// server (or for the default one) is not taken; the CLI's own, which names the account,
+/// is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_response_goes_to_its_accounts_manual_login() {
+    let (auth, _mcp, url, _home, d) = setup(AsOptions::default(), Some(NO_BROWSER)).await;
+
+    let mut run = LoginRun::start(&d, &[&url, "--manual", "--account", "work"], &[], &[]);
+    let location = ended_on(&run.next_url()).await;
+    let mut client = Client::connect(d.socket()).await.unwrap();
+    for account in [None, Some("home")] {
+        let taken: Result<LoginPasteResult, ClientError> = client
+            .call(
+                LOGIN_PASTE,
+                &LoginPasteParams {
+                    server: url.clone(),
+                    response: location.clone(),
+                    account: account.map(str::to_string),
+                },
+            )
+            .await;
+        match taken {
+            Err(ClientError::Rpc(e)) => {
+                assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e:?}");
+                let again = account.map_or("--manual".into(), |a| format!("--account {a}"));
+                assert!(e.message.contains(&again), "{}", e.message);
+            }
+            other => panic!("another account's login took the paste: {other:?}"),
+        }
+    }
+    assert_eq!(auth.counts().code_exchanges, 0);
+    run.paste(&location);
+    let (status, out) = run.finish();
+    assert!(status.success(), "{out}");
+    assert_eq!(auth.counts().code_exchanges, 1);
+    d.cli_ok(&["token", &url, "--account", "work"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 mod clients;
 mod dpop_proof;
 mod grants;
+mod logins;
 mod refresh;
 mod revoke;
 mod step_up_limit;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::methods::{GrantInfo, LoginPending, StatusResult};
 use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
-use tokio::sync::{OwnedMutexGuard, watch};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::config::{Config, Paths};
 use crate::oauth::OAuthError;
@@ -39,6 +40,7 @@ use step_up_limit::StepUpLimiter;
 use tokens::GrantSlot;
 
 pub use grants::{NewLogin, Obtained, Recipient};
+pub use logins::{Join, LoginKey, Logins, Pastes, Started};
 // For the scheduler's tests, which plan with grants and tokens made by hand.
 #[cfg(test)]
 pub use grants::new_grant_row;
@@ -62,9 +64,9 @@ pub struct Broker {
     started: Instant,
     slots: Mutex<HashMap<String, Arc<GrantSlot>>>,
     /// By (server URL, account name): one login per account of a server at a time.
-    logins: Mutex<HashMap<(String, String), watch::Receiver<LoginProgress>>>,
-    /// `manual` logins waiting for a pasted authorization response, by server URL.
-    pastes: Mutex<HashMap<String, crate::loopback::Inbox>>,
+    logins: Logins<LoginProgress>,
+    /// `manual` logins waiting for a pasted authorization response, keyed as `logins`.
+    pastes: Pastes,
     step_ups: StepUpLimiter,
     /// Wakes the background refresh when a grant gets a new token (a login).
     schedule_changed: tokio::sync::Notify,
@@ -113,8 +115,8 @@ impl Broker {
             socket,
             started: Instant::now(),
             slots: Mutex::new(HashMap::new()),
-            logins: Mutex::new(HashMap::new()),
-            pastes: Mutex::new(HashMap::new()),
+            logins: Logins::default(),
+            pastes: Pastes::default(),
             step_ups: StepUpLimiter::default(),
             schedule_changed: tokio::sync::Notify::new(),
             refreshes: RefreshGate::default(),
@@ -196,15 +198,13 @@ impl Broker {
     }
 
     /// The logins in progress, by (server URL, account name); kept and used by `login`.
-    pub(crate) fn logins(
-        &self,
-    ) -> &Mutex<HashMap<(String, String), watch::Receiver<LoginProgress>>> {
+    pub(crate) fn logins(&self) -> &Logins<LoginProgress> {
         &self.logins
     }
 
-    /// The `manual` logins waiting for a pasted response, by server URL; kept and used by
-    /// `login`.
-    pub(crate) fn pastes(&self) -> &Mutex<HashMap<String, crate::loopback::Inbox>> {
+    /// The `manual` logins waiting for a pasted response, keyed as `logins`; kept and used
+    /// by `login`.
+    pub(crate) fn pastes(&self) -> &Pastes {
         &self.pastes
     }
 

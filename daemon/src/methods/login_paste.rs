@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::broker::Broker;
 
 pub fn apply(broker: &Broker, params: LoginPasteParams) -> Result<Value, RpcError> {
-    crate::login::paste(broker, &params.server, &params.response)?;
+    let account = super::account(&params.account)?;
+    crate::login::paste(broker, &params.server, account, &params.response)?;
     super::to_value(LoginPasteResult { accepted: true })
 }
