@@ -311,6 +311,58 @@ impl InProcessDaemon {
         &self.socket
     }
 
+    /// Logs in to `server` as a user's browser would, with no browser: the daemon is told
+    /// to open none, and the authorization URL it sends (`login.pending`) is fetched here,
+    /// following redirects on loopback to the daemon's redirect listener. The test
+    /// authorization server consents to a plain GET. Takes real time: call it while the
+    /// clock runs.
+    pub async fn login(&self, server: &str) {
+        use mcp_authd_ipc::methods::{LOGIN, LOGIN_PENDING, LoginParams, LoginPending};
+        let mut client = mcp_authd_ipc::Client::connect(&self.socket)
+            .await
+            .expect("connect to the daemon");
+        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
+        let browser = tokio::spawn(async move {
+            let url = url_rx.await.expect("login.pending with the URL");
+            let loopback_only = reqwest::redirect::Policy::custom(|attempt| {
+                let host = attempt.url().host_str().unwrap_or_default().to_owned();
+                if attempt.previous().len() < 10 && (host == "127.0.0.1" || host == "localhost") {
+                    attempt.follow()
+                } else {
+                    attempt.error(format!("not following a redirect to {host}"))
+                }
+            });
+            let http = reqwest::Client::builder()
+                .redirect(loopback_only)
+                .no_proxy()
+                .build()
+                .expect("an HTTP client");
+            http.get(url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .expect("the redirect listener accepts the login")
+        });
+        let mut url_tx = Some(url_tx);
+        let params = LoginParams {
+            server: server.to_owned(),
+            open_browser: Some(false),
+            ..Default::default()
+        };
+        client
+            .call_with_notifications::<_, serde_json::Value>(LOGIN, &params, |n| {
+                if n.method == LOGIN_PENDING
+                    && let Ok(pending) = serde_json::from_value::<LoginPending>(n.params)
+                    && let Some(tx) = url_tx.take()
+                {
+                    let _ = tx.send(pending.authorization_url);
+                }
+            })
+            .await
+            .expect("the login succeeds");
+        browser.await.expect("the browser's visit");
+    }
+
     /// The graceful stop a SIGTERM starts; returns how the daemon ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
