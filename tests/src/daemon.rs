@@ -317,13 +317,12 @@ impl InProcessDaemon {
     /// authorization server consents to a plain GET. Takes real time: call it while the
     /// clock runs.
     pub async fn login(&self, server: &str) {
-        use mcp_authd_ipc::methods::{LOGIN, LOGIN_PENDING, LoginParams, LoginPending};
-        let mut client = mcp_authd_ipc::Client::connect(&self.socket)
-            .await
-            .expect("connect to the daemon");
-        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
-        let browser = tokio::spawn(async move {
-            let url = url_rx.await.expect("login.pending with the URL");
+        let params = mcp_authd_ipc::methods::LoginParams {
+            server: server.to_owned(),
+            open_browser: Some(false),
+            ..Default::default()
+        };
+        self.login_with(params, |url| async move {
             let loopback_only = reqwest::redirect::Policy::custom(|attempt| {
                 let host = attempt.url().host_str().unwrap_or_default().to_owned();
                 if attempt.previous().len() < 10 && (host == "127.0.0.1" || host == "localhost") {
@@ -341,16 +340,33 @@ impl InProcessDaemon {
                 .send()
                 .await
                 .and_then(reqwest::Response::error_for_status)
-                .expect("the redirect listener accepts the login")
+                .expect("the redirect listener accepts the login");
+        })
+        .await
+        .expect("the login succeeds");
+    }
+
+    /// Runs the `login` method with `params`; `user` gets the URL of `login.pending` (the
+    /// authorization URL, or a device login's verification URL) and plays the user there.
+    pub async fn login_with<F>(
+        &self,
+        params: mcp_authd_ipc::methods::LoginParams,
+        user: impl FnOnce(String) -> F + Send + 'static,
+    ) -> Result<serde_json::Value, mcp_authd_ipc::ClientError>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use mcp_authd_ipc::methods::{LOGIN, LOGIN_PENDING, LoginPending};
+        let mut client = mcp_authd_ipc::Client::connect(&self.socket).await?;
+        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
+        let user = tokio::spawn(async move {
+            if let Ok(url) = url_rx.await {
+                user(url).await;
+            }
         });
         let mut url_tx = Some(url_tx);
-        let params = LoginParams {
-            server: server.to_owned(),
-            open_browser: Some(false),
-            ..Default::default()
-        };
-        client
-            .call_with_notifications::<_, serde_json::Value>(LOGIN, &params, |n| {
+        let result = client
+            .call_with_notifications(LOGIN, &params, |n| {
                 if n.method == LOGIN_PENDING
                     && let Ok(pending) = serde_json::from_value::<LoginPending>(n.params)
                     && let Some(tx) = url_tx.take()
@@ -358,9 +374,10 @@ impl InProcessDaemon {
                     let _ = tx.send(pending.authorization_url);
                 }
             })
-            .await
-            .expect("the login succeeds");
-        browser.await.expect("the browser's visit");
+            .await;
+        drop(url_tx);
+        user.await.expect("the user's part of the login");
+        result
     }
 
     /// The graceful stop a SIGTERM starts; returns how the daemon ended.
@@ -369,6 +386,35 @@ impl InProcessDaemon {
             let _ = stop.send(());
         }
         (&mut self.task).await.expect("the daemon task")
+    }
+}
+
+/// Pauses tokio's clock, then lets it run at most `times` as fast as real time, until the
+/// returned guard is dropped: for a test whose daemon talks over real sockets and to
+/// SQLite's own thread. A paused clock jumps to the next timer whenever the runtime would
+/// wait, even for I/O a moment away; a daemon waiting on SQLite (or a server) could see its
+/// own limits pass in one jump. Here a timer is always due within one step of 1 ms × times,
+/// and between two steps the clock stands still for 1 ms of real time (tokio does not
+/// advance a paused clock while a blocking task runs), so 30 s limits take 30/times s of
+/// real waiting to pass.
+pub fn fast_clock(times: u32) -> FastClock {
+    tokio::time::pause();
+    let step = Duration::from_millis(1) * times;
+    FastClock(tokio::spawn(async move {
+        loop {
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1))).await;
+            tokio::time::sleep(step).await;
+        }
+    }))
+}
+
+/// The steps of [`fast_clock`]; dropping it stops them (the clock stays paused).
+pub struct FastClock(tokio::task::JoinHandle<()>);
+
+impl Drop for FastClock {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

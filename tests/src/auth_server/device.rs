@@ -1,13 +1,14 @@
 //! RFC 8628 device authorization: the device code, the verification page, the polling grant.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::authorize::{plain_error, requested_resource};
 use super::client_auth::authenticate_client;

@@ -143,7 +143,8 @@ impl Default for DeviceOptions {
 /// One poll of the token endpoint with a device code, as the server saw it.
 #[derive(Debug, Clone)]
 pub struct DevicePoll {
-    pub at: Instant,
+    /// Tokio's clock: paused with the test's, when it is.
+    pub at: tokio::time::Instant,
     /// `granted`, or the RFC 8628 §3.5 error answered.
     pub answer: String,
 }

@@ -229,10 +229,12 @@ pub(super) struct DeviceGrant {
     pub(super) user_code: String,
     pub(super) scope: Option<String>,
     pub(super) resource: String,
-    pub(super) expires_at: Instant,
+    // Tokio's clock, as the client's: with a paused clock, the interval a client keeps is
+    // measured in the time it waited.
+    pub(super) expires_at: tokio::time::Instant,
     /// The interval the client must keep, lengthened by each `slow_down`.
     pub(super) interval: Duration,
-    pub(super) last_poll: Option<Instant>,
+    pub(super) last_poll: Option<tokio::time::Instant>,
     pub(super) decision: DeviceDecision,
 }
 
