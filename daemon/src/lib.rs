@@ -52,10 +52,9 @@ pub struct Options {
     pub handle_signals: bool,
 }
 
-/// Serves until `shutdown` completes (or a signal arrives, with [`Options::handle_signals`]),
-/// then stops gracefully: refreshes in flight finish
-/// and store their rotated tokens, connections finish their requests, the audit log is
-/// written out.
+/// Serves until `shutdown` completes (or a signal arrives, with
+/// [`Options::handle_signals`]), then stops gracefully: refreshes in flight finish and store
+/// their rotated tokens, connections finish their requests, the audit log is written out.
 pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,

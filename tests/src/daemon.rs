@@ -256,11 +256,13 @@ impl DaemonHome {
 impl DaemonHome {
     /// Runs the daemon as a task of the calling test's runtime (the library's
     /// [`mcp_authd::run`], the code the binary runs) and waits until it answers `status`.
-    /// For tests of the daemon's own timing: on a current-thread runtime with paused time
-    /// (`tokio::time::pause`), its time limits pass when the test advances the clock.
-    /// There is no log file: the daemon's tracing goes to the test's subscriber (none).
-    /// Whatever needs the process itself — signals, the environment it passes to a
-    /// browser, crash points — needs [`DaemonHome::start`].
+    /// For tests of the daemon's own timing, on a current-thread runtime: call it with the
+    /// clock running (start-up waits on SQLite's own thread, and a paused clock would jump
+    /// over sqlx's limits meanwhile), then pause the clock (`tokio::time::pause`, or
+    /// [`fast_clock`] while the daemon still talks to SQLite or servers) and the daemon's
+    /// time limits pass without real waiting. There is no log file: the daemon's tracing
+    /// goes to the test's subscriber (none). Whatever needs the process itself — signals,
+    /// the environment it passes to a browser, crash points — needs [`DaemonHome::start`].
     pub async fn start_in_process(&self) -> InProcessDaemon {
         let options = mcp_authd::Options {
             socket: Some(self.socket()),
@@ -273,10 +275,12 @@ impl DaemonHome {
         let task = tokio::spawn(mcp_authd::run(options, async {
             let _ = stopped.await;
         }));
-        // Real time: the clock may be paused, and start-up waits on SQLite's own thread.
+        // Real time, whatever the test's clock does.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            assert!(!task.is_finished(), "mcp-authd stopped at start-up");
+            if task.is_finished() {
+                panic!("mcp-authd stopped at start-up: {:?}", task.await);
+            }
             if let Ok(mut client) = mcp_authd_ipc::Client::connect(&self.socket()).await
                 && client
                     .call::<_, serde_json::Value>("status", &serde_json::json!({}))
