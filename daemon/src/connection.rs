@@ -58,10 +58,7 @@ pub async fn serve(
     let mut last_active: Option<Instant> = None;
     loop {
         let deadline = if let Some(started) = frames.line_started() {
-            Some((
-                Instant::from_std(started) + REQUEST_TIMEOUT,
-                TimeLimit::LineUnfinished,
-            ))
+            Some((started + REQUEST_TIMEOUT, TimeLimit::LineUnfinished))
         } else if in_flight.available_permits() < MAX_IN_FLIGHT {
             None
         } else if let Some(last) = last_active {

@@ -20,8 +20,9 @@ pub struct FrameReader<R> {
     buf: Vec<u8>,
     max: usize,
     /// When the first byte of the line being read arrived (a peer that starts a line and
-    /// never ends it holds a connection as surely as one that sends nothing).
-    line_started: Option<std::time::Instant>,
+    /// never ends it holds a connection as surely as one that sends nothing). Tokio's
+    /// clock, as the time limits it is compared with (and paused with them in tests).
+    line_started: Option<tokio::time::Instant>,
 }
 
 impl<R: AsyncBufRead + Unpin> FrameReader<R> {
@@ -39,7 +40,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     }
 
     /// When the line read in part began, if one is.
-    pub fn line_started(&self) -> Option<std::time::Instant> {
+    pub fn line_started(&self) -> Option<tokio::time::Instant> {
         self.line_started
     }
 
@@ -71,7 +72,7 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
                 return Err(FrameError::TooLarge);
             }
             if self.line_started.is_none() && !chunk.iter().all(u8::is_ascii_whitespace) {
-                self.line_started = Some(std::time::Instant::now());
+                self.line_started = Some(tokio::time::Instant::now());
             }
             self.buf.extend_from_slice(chunk);
             let used = done.unwrap_or(available.len());

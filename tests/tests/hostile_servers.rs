@@ -5,10 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_authd_ipc::methods::{
+    GRANTS_LIST, GrantsList, LOGIN, LoginParams, TOKEN_GET, TokenGetParams, TokenGetResult,
+};
+use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use mcp_authd_tests::daemon::{Daemon, DaemonHome};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 /// What the hostile server answers for a path.
 enum Reply {
@@ -104,6 +110,7 @@ async fn serve(
             }
         }
         Reply::Trickle => {
+            TRICKLING.notify_one();
             conn.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
             )
@@ -264,24 +271,67 @@ async fn broken_and_untrustworthy_discovery_answers_are_refused_clearly() {
 
 /// A server that sends its headers and then one byte every half second: the daemon gives
 /// up after its 30 s request limit, and serves everyone else meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///
+/// The daemon runs in this process. Once the endless answer has begun and another client
+/// has been served, the clock is paused, so the rest of the 30 s (tokio's time, as
+/// reqwest's timeout keeps it) passes at once. Until then it runs: a paused clock jumps to
+/// the next timer whenever the runtime waits (on a socket, on SQLite's thread), and would
+/// end the answer while the other client is being served.
+#[tokio::test]
 async fn an_endless_slow_response_is_cut_off_in_bounded_time() {
-    let (auth, mcp, _home, d, base) = setup().await;
-    let d = Arc::new(d);
-    let (d2, base2) = (d.clone(), base.clone());
-    let slow = tokio::task::spawn_blocking(move || {
-        failed_login(&d2, &base2, "slow", Duration::from_secs(40))
+    let auth = AuthServer::start(AsOptions::default()).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let home = DaemonHome::new("file", "background_refresh_days = 0\n");
+    let d = home.start_in_process().await;
+    d.login(mcp.url()).await;
+    let base = hostile(route).await;
+    let socket = d.socket().to_path_buf();
+    let asked = tokio::time::Instant::now();
+    let slow = tokio::spawn(async move {
+        let mut client = Client::connect(&socket).await.unwrap();
+        let params = LoginParams {
+            server: format!("{base}/slow/mcp"),
+            open_browser: Some(false),
+            timeout_secs: Some(5),
+            ..Default::default()
+        };
+        let result = client.call::<_, Value>(LOGIN, &params).await;
+        (result, tokio::time::Instant::now())
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let d3 = d.clone();
+    TRICKLING.notified().await;
+
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || healthy_still_works(&d3, &mcp, &auth))
-        .await
-        .unwrap();
+    let mut client = Client::connect(d.socket()).await.unwrap();
+    let params = TokenGetParams {
+        server: mcp.url().to_owned(),
+        ..Default::default()
+    };
+    let token: TokenGetResult = client.call(TOKEN_GET, &params).await.unwrap();
+    assert!(
+        auth.validate_access_token(&token.access_token, mcp.url())
+            .is_ok()
+    );
+    let grants: GrantsList = client.call(GRANTS_LIST, &Value::Null).await.unwrap();
+    assert_eq!(grants.grants.len(), 1, "only the healthy grant exists");
+    assert!(!slow.is_finished(), "served while the slow answer goes on");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "others are not held up"
     );
-    let stderr = slow.await.unwrap();
-    assert!(stderr.contains("no answer in time"), "{stderr}");
+
+    tokio::time::pause();
+    let (result, ended) = slow.await.unwrap();
+    let Err(ClientError::Rpc(error)) = result else {
+        panic!("the login fails: {result:?}");
+    };
+    assert_eq!(error.kind(), Some(ErrorKind::ServerError), "{error:?}");
+    assert!(error.message.contains("no answer in time"), "{error:?}");
+    let took = ended - asked;
+    assert!(
+        took >= Duration::from_secs(30) && took < Duration::from_secs(120),
+        "cut off at the 30 s limit: {took:?}"
+    );
 }
+
+/// Told when the endless answer has begun.
+static TRICKLING: Notify = Notify::const_new();

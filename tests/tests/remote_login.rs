@@ -8,9 +8,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mcp_authd_ipc::methods::{LOGIN_PASTE, LoginPasteParams, LoginPasteResult};
+use mcp_authd_ipc::methods::{
+    LOGIN_PASTE, LoginFlow, LoginParams, LoginPasteParams, LoginPasteResult,
+};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
-use mcp_authd_tests::daemon::{Daemon, DaemonHome, bin};
+use mcp_authd_tests::daemon::{Daemon, DaemonHome, bin, fast_clock};
 use mcp_authd_tests::{AsOptions, AuthServer, DeviceOptions, McpOptions, McpServer};
 
 /// A browser stand-in that never approves: any login that finishes did so another way.
@@ -236,19 +238,37 @@ async fn device_login_shows_the_code_polls_at_the_interval_and_the_grant_refresh
     assert_no_secret_in(&home.log_text(), &auth);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The daemon runs in this process with tokio's clock running 10 times as fast (a clock
+/// paused outright would jump over the polls' own HTTP and SQLite limits), and the
+/// authorization server keeps its device codes on the same clock: the 6 s between the
+/// polls take about 0.6 s.
+#[tokio::test]
 async fn slow_down_lengthens_the_interval_by_five_seconds() {
     let device = DeviceOptions {
         slow_down_polls: 1,
         ..Default::default()
     };
-    let (auth, _mcp, url, _home, d) = setup(device_server(device, 3600), Some(NO_BROWSER)).await;
+    let auth = AuthServer::start(device_server(device, 3600)).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "background_refresh_days = 0\n");
+    let d = home.start_in_process().await;
+    let _clock = fast_clock(10);
 
-    let mut run = LoginRun::start(&d, &[&url, "--device"], &[], &[]);
-    let (_, complete) = device_instructions(&mut run, &auth);
-    decide(&complete, true).await;
-    let (status, out) = run.finish();
-    assert!(status.success(), "{out}");
+    let params = LoginParams {
+        server: url.clone(),
+        flow: Some(LoginFlow::Device),
+        open_browser: Some(false),
+        ..Default::default()
+    };
+    let done = d
+        .login_with(
+            params,
+            |complete| async move { decide(&complete, true).await },
+        )
+        .await;
+    assert!(done.is_ok(), "{done:?}");
+
     let polls = auth.device_polls();
     let answers: Vec<&str> = polls.iter().map(|p| p.answer.as_str()).collect();
     assert_eq!(answers, ["slow_down", "granted"], "{answers:?}");

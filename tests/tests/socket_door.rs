@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mcp_authd_ipc::Client;
+use mcp_authd_ipc::clients::CLIENTS_PENDING;
 use mcp_authd_ipc::methods::{
     ChallengeParams, TOKEN_CHALLENGE, TOKEN_GET, TokenGetParams, TokenGetResult,
 };
@@ -18,6 +19,7 @@ use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::time::Instant;
 
 async fn read_reply(reader: &mut BufReader<UnixStream>) -> Value {
     let mut line = String::new();
@@ -274,24 +276,40 @@ fn another_user_is_refused() {
 
 /// Sockets that connect and say nothing (or half a line) cannot hold the 512 slots: they
 /// are told why and closed after 10 s. A client that has sent requests may stay quiet
-/// between them (it is closed only after 15 minutes idle).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// between them; it is closed only after 15 minutes idle.
+///
+/// The daemon runs in this process with the clock paused once it has started: its time
+/// limits are tokio timers, so the 10 s and the 15 minutes pass as soon as nothing else is
+/// ready, and the test checks on the same clock that none was cut short. Tokio moves a
+/// paused clock to the next timer whenever the runtime would wait, even for I/O that is
+/// about to arrive, so the checks are "not before" and the requests are ones the daemon
+/// answers from memory (a request that waits on SQLite's thread could see a time limit
+/// pass first).
+#[tokio::test]
 async fn silent_sockets_are_closed_and_cannot_exhaust_the_connection_slots() {
-    let home = DaemonHome::new("file", "");
-    let d = home.start(None);
-    let status = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\n";
+    // No background refresh: it would read SQLite while the clock is paused.
+    let home = DaemonHome::new("file", "background_refresh_days = 0\n");
+    let d = home.start_in_process().await;
+    tokio::time::pause();
+    // Answered from memory, with a result: the connection is served.
+    let request = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"{CLIENTS_PENDING}\"}}\n");
+    let served = |r: &Value| r["result"].is_array() || r["result"].is_object();
     // A long-lived client between two calls, and one that stops in the middle of a line.
     let mut quiet_client = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
-    quiet_client.get_mut().write_all(status).await.unwrap();
-    assert!(read_reply(&mut quiet_client).await["result"].is_object());
+    let r = ask(&mut quiet_client, &request).await;
+    assert!(served(&r), "{r}");
+    // A request first: until then the first-request limit would apply, and it could pass
+    // before the daemon has read the half line.
     let mut half_line = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
-    half_line.get_mut().write_all(status).await.unwrap();
-    assert!(read_reply(&mut half_line).await["result"].is_object());
+    let r = ask(&mut half_line, &request).await;
+    assert!(served(&r), "{r}");
+    let half_line_started = Instant::now();
     half_line
         .get_mut()
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,")
         .await
         .unwrap();
+    let connected = Instant::now();
     let mut silent = Vec::new();
     for _ in 0..510 {
         silent.push(BufReader::new(
@@ -300,19 +318,14 @@ async fn silent_sockets_are_closed_and_cannot_exhaust_the_connection_slots() {
     }
     let mut refused = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
     assert_eq!(
-        read_reply(&mut refused).await["error"]["data"]["kind"],
+        next_line(&mut refused).await["error"]["data"]["kind"],
         "limit_exceeded",
         "the slots are all taken"
     );
 
     // Each silent socket is told why, then closed.
     let mut first = silent.pop().unwrap();
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(25), first.read_line(&mut line))
-        .await
-        .expect("closed in time")
-        .unwrap();
-    let r: Value = serde_json::from_str(&line).unwrap();
+    let r = next_line(&mut first).await;
     assert_eq!(r["error"]["data"]["kind"], "limit_exceeded", "{r}");
     assert!(
         r["error"]["message"]
@@ -321,31 +334,77 @@ async fn silent_sockets_are_closed_and_cannot_exhaust_the_connection_slots() {
             .contains("no request within 10 s"),
         "{r}"
     );
+    assert!(connected.elapsed() >= REQUEST_TIMEOUT, "not before 10 s");
     drop(silent);
     let mut fresh = None;
     for _ in 0..100 {
         let mut c = BufReader::new(UnixStream::connect(d.socket()).await.unwrap());
-        let _ = c.get_mut().write_all(status).await;
-        if read_reply(&mut c).await["result"].is_object() {
+        let _ = c.get_mut().write_all(request.as_bytes()).await;
+        if served(&next_line(&mut c).await) {
             fresh = Some(c);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
     }
     assert!(fresh.is_some(), "the slots are free again");
-    quiet_client.get_mut().write_all(status).await.unwrap();
-    assert!(
-        read_reply(&mut quiet_client).await["result"].is_object(),
-        "a client quiet between calls is still served"
-    );
 
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(25), half_line.read_line(&mut line))
-        .await
-        .expect("the half line is given up in time")
-        .unwrap();
-    assert!(line.contains("not finished within 10 s"), "{line}");
+    let r = next_line(&mut half_line).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a request line was not finished within 10 s"),
+        "{r}"
+    );
+    assert!(half_line_started.elapsed() >= REQUEST_TIMEOUT);
+
+    // Before the request: the daemon's idle time counts from when it read it, or later.
+    let last_request = Instant::now();
+    let r = ask(&mut quiet_client, &request).await;
+    assert!(
+        served(&r),
+        "a client quiet between calls is still served: {r}"
+    );
+    assert!(
+        last_request.duration_since(connected) < IDLE_TIMEOUT,
+        "the test ran its steps within the idle limit ({:?})",
+        last_request.duration_since(connected)
+    );
+    let r = next_line(&mut quiet_client).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle for 15 min with no request in flight; reconnect to send more"),
+        "{r}"
+    );
+    assert!(last_request.elapsed() >= IDLE_TIMEOUT, "not before 15 min");
+    let mut rest = String::new();
+    assert_eq!(
+        quiet_client.read_line(&mut rest).await.unwrap(),
+        0,
+        "then closed"
+    );
+    d.stop().await.expect("a graceful stop");
 }
+
+/// Sends one request line and returns the next line received, as JSON.
+async fn ask(conn: &mut BufReader<UnixStream>, request: &str) -> Value {
+    conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+    next_line(conn).await
+}
+
+/// The next line a socket receives, as JSON, however long the paused clock has to run
+/// for it; a hang is the test runner's to report.
+async fn next_line(reader: &mut BufReader<UnixStream>) -> Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+}
+
+/// The daemon's limits (daemon/src/connection.rs), as its messages state them.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// A line over the 1 MiB cap, written slowly, in full, before the client reads: the
 /// client's writes all succeed (no broken pipe), and it then reads the error.
