@@ -11,16 +11,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::Broker;
 use crate::config::{EnterpriseConfig, GrantKind, ServerConfig, Source};
 use crate::oauth::OAuthError;
 use crate::oauth::discovery::{AsMetadata, fetch_as_metadata};
-use crate::oauth::http::UrlPolicy;
+use crate::oauth::http::{Http, UrlPolicy};
 use crate::oauth::jwt::{Algorithm, SigningKey};
 use crate::oauth::registration::{AuthMethod, ClientCredentials};
 use crate::oauth::token::{TOKEN_TYPE_ID_JAG, Tokens, exchange_token, now, request_tokens};
 use crate::secret::Secret;
-use crate::store::keys;
+use crate::store::{SecretStore, SecretStoreError, keys};
 use zeroize::Zeroizing;
 
 /// RFC 7523 §2.1.
@@ -55,6 +54,15 @@ impl From<OAuthError> for GrantError {
     }
 }
 
+/// What these grants reach: the HTTP client every request to a server goes through, and
+/// the secret store holding the config file's named secrets and the IdP's tokens. Lent by
+/// the broker, which owns both, so that this module needs nothing else of it.
+#[derive(Clone, Copy)]
+pub struct Reach<'a> {
+    pub http: &'a Http,
+    pub secrets: &'a SecretStore,
+}
+
 /// What the grant is for.
 pub struct Target<'a> {
     /// The transport policy of the MCP server the grant is for.
@@ -69,7 +77,7 @@ pub struct Target<'a> {
 
 /// Runs the configured grant once and returns its tokens (any refresh token dropped).
 pub async fn obtain(
-    broker: &Broker,
+    reach: Reach<'_>,
     kind: GrantKind,
     cfg: &ServerConfig,
     client: &ClientCredentials,
@@ -86,7 +94,7 @@ pub async fn obtain(
             let source = cfg.assertion.as_ref().ok_or_else(|| {
                 GrantError::Input("grant = \"jwt_bearer\" needs an assertion source".into())
             })?;
-            let assertion = read_source(broker, source, "the assertion").await?;
+            let assertion = read_source(reach, source, "the assertion").await?;
             vec![
                 ("grant_type", GRANT_TYPE_JWT_BEARER.into()),
                 ("assertion", assertion.expose().to_string()),
@@ -96,7 +104,7 @@ pub async fn obtain(
             let enterprise = cfg.enterprise.as_ref().ok_or_else(|| {
                 GrantError::Input("grant = \"enterprise\" needs an [enterprise] table".into())
             })?;
-            let id_jag = id_jag(broker, enterprise, target).await?;
+            let id_jag = id_jag(reach, enterprise, target).await?;
             vec![
                 ("grant_type", GRANT_TYPE_JWT_BEARER.into()),
                 ("assertion", id_jag.expose().to_string()),
@@ -110,7 +118,7 @@ pub async fn obtain(
         form.push(("resource", target.resource.to_string()));
     }
     let mut tokens = request_tokens(
-        broker.http(),
+        reach.http,
         target.policy,
         &target.metadata.issuer,
         &target.metadata.token_endpoint,
@@ -128,13 +136,13 @@ pub async fn obtain(
 /// SEP-990 step one: the user's ID token exchanged at the enterprise IdP for an ID-JAG
 /// addressed to the authorization server (`audience`) for the MCP server (`resource`).
 async fn id_jag(
-    broker: &Broker,
+    reach: Reach<'_>,
     enterprise: &EnterpriseConfig,
     target: &Target<'_>,
 ) -> Result<Secret, GrantError> {
     let id_token = match &enterprise.id_token {
-        Some(source) => read_source(broker, source, "the ID token").await?,
-        None => idp_id_token(broker, enterprise, target.policy).await?,
+        Some(source) => read_source(reach, source, "the ID token").await?,
+        None => idp_id_token(reach, enterprise, target.policy).await?,
     };
     let idp_client = idp_client(enterprise);
     let mut form = vec![
@@ -147,7 +155,7 @@ async fn id_jag(
         form.push(("scope", target.scopes.join(" ")));
     }
     exchange_token(
-        broker.http(),
+        reach.http,
         target.policy,
         // Typed into the config, not named by a server.
         None,
@@ -186,24 +194,26 @@ pub fn idp_client(enterprise: &EnterpriseConfig) -> ClientCredentials {
 /// a minute left, else one renewed with the IdP's refresh token. Without either, the
 /// error says to log in (which runs the OpenID login in the browser).
 pub async fn idp_id_token(
-    broker: &Broker,
+    reach: Reach<'_>,
     enterprise: &EnterpriseConfig,
     policy: &UrlPolicy,
 ) -> Result<Secret, GrantError> {
     let issuer = enterprise.idp_issuer.as_deref().ok_or_else(|| {
         GrantError::Input("[enterprise] needs id_token = { … } or idp_issuer".into())
     })?;
-    let store_error = |e: crate::store::SecretStoreError| GrantError::Input(e.to_string());
-    if let Some(token) = broker
-        .stored_secret(&keys::idp_id_token(issuer))
+    let store_error = |e: SecretStoreError| GrantError::Input(e.to_string());
+    if let Some(token) = reach
+        .secrets
+        .get(&keys::idp_id_token(issuer))
         .await
         .map_err(store_error)?
         && crate::oauth::id_token::expires_at(token.expose()).is_some_and(|exp| exp > now() + 60)
     {
         return Ok(token);
     }
-    let Some(refresh_token) = broker
-        .stored_secret(&keys::idp_refresh_token(issuer))
+    let Some(refresh_token) = reach
+        .secrets
+        .get(&keys::idp_refresh_token(issuer))
         .await
         .map_err(store_error)?
     else {
@@ -211,7 +221,7 @@ pub async fn idp_id_token(
             "there is no current ID token from {issuer}: the OpenID login there is needed"
         )));
     };
-    let metadata = fetch_as_metadata(broker.http(), policy, issuer, false)
+    let metadata = fetch_as_metadata(reach.http, policy, issuer, false)
         .await
         .map_err(GrantError::Server)?;
     let form = vec![
@@ -219,7 +229,7 @@ pub async fn idp_id_token(
         ("refresh_token", refresh_token.expose().to_string()),
     ];
     let tokens = request_tokens(
-        broker.http(),
+        reach.http,
         policy,
         &metadata.issuer,
         &metadata.token_endpoint,
@@ -229,12 +239,12 @@ pub async fn idp_id_token(
     )
     .await
     .map_err(GrantError::from)?;
-    store_idp_tokens(broker, issuer, &tokens).await
+    store_idp_tokens(reach, issuer, &tokens).await
 }
 
 /// Keeps the ID token (and refresh token) of an OpenID login or refresh at the IdP.
 pub async fn store_idp_tokens(
-    broker: &Broker,
+    reach: Reach<'_>,
     issuer: &str,
     tokens: &Tokens,
 ) -> Result<Secret, GrantError> {
@@ -243,14 +253,16 @@ pub async fn store_idp_tokens(
             "{issuer} issued no id_token (is `openid` a scope mcp-authd's client may use there?)"
         ))
     })?;
-    let store_error = |e: crate::store::SecretStoreError| GrantError::Input(e.to_string());
-    broker
-        .store_secret(&keys::idp_id_token(issuer), &id_token)
+    let store_error = |e: SecretStoreError| GrantError::Input(e.to_string());
+    reach
+        .secrets
+        .set(&keys::idp_id_token(issuer), &id_token)
         .await
         .map_err(store_error)?;
     if let Some(rt) = &tokens.refresh_token {
-        broker
-            .store_secret(&keys::idp_refresh_token(issuer), rt)
+        reach
+            .secrets
+            .set(&keys::idp_refresh_token(issuer), rt)
             .await
             .map_err(store_error)?;
     }
@@ -259,7 +271,7 @@ pub async fn store_idp_tokens(
 
 /// The private key of a `private_key_jwt` client, from its file or the secret store.
 pub async fn signing_key(
-    broker: &Broker,
+    reach: Reach<'_>,
     cfg: &ServerConfig,
 ) -> Result<Arc<SigningKey>, GrantError> {
     let source = cfg.private_key.as_ref().ok_or_else(|| {
@@ -267,7 +279,7 @@ pub async fn signing_key(
             "token_endpoint_auth_method = \"private_key_jwt\" needs private_key = { file = … } or { keychain = … }".into(),
         )
     })?;
-    let pem = read_source(broker, source, "the private key").await?;
+    let pem = read_source(reach, source, "the private key").await?;
     let wanted = cfg
         .signing_algorithm
         .as_deref()
@@ -281,7 +293,7 @@ pub async fn signing_key(
 
 /// Reads a credential afresh from where the config says; trimmed, never empty.
 pub async fn read_source(
-    broker: &Broker,
+    reach: Reach<'_>,
     source: &Source,
     what: &str,
 ) -> Result<Secret, GrantError> {
@@ -341,8 +353,9 @@ pub async fn read_source(
                 .map_err(|_| failed("it printed no UTF-8 text".into()))?
         }
         Source::Env(name) => std::env::var(name).map_err(|e| failed(e.to_string()))?,
-        Source::Keychain(name) => broker
-            .stored_secret(&keys::config_secret(name))
+        Source::Keychain(name) => reach
+            .secrets
+            .get(&keys::config_secret(name))
             .await
             .map_err(|e| failed(e.to_string()))?
             .ok_or_else(|| {

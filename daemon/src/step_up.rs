@@ -42,7 +42,7 @@ impl Caller<'_> {
     /// server, or one a login just made).
     async fn may_have(&self, broker: &Arc<Broker>, grant: &GrantRow) -> Result<(), RpcError> {
         if broker.confirms_clients() && self.confirmed != Some(grant.id.as_str()) {
-            crate::confirm::check(broker, grant, self.peer, self.notifier).await?;
+            broker.confirm(grant, self.peer, self.notifier).await?;
         }
         Ok(())
     }

@@ -156,12 +156,16 @@ impl Broker {
             (AuthMethod::PrivateKeyJwt, Some(cfg))
                 if reg.kind == RegistrationKind::PreRegistered =>
             {
-                Some(crate::machine::signing_key(self, cfg).await.map_err(|e| {
-                    RpcError::new(
-                        ErrorKind::ConfigInvalid,
-                        format!("{e}; fix the config file, then run: mcp-auth reload"),
-                    )
-                })?)
+                Some(
+                    crate::machine::signing_key(self.machine_reach(), cfg)
+                        .await
+                        .map_err(|e| {
+                            RpcError::new(
+                                ErrorKind::ConfigInvalid,
+                                format!("{e}; fix the config file, then run: mcp-auth reload"),
+                            )
+                        })?,
+                )
             }
             (AuthMethod::PrivateKeyJwt, _) => {
                 return Err(RpcError::new(

@@ -71,7 +71,7 @@ pub struct Broker {
     /// Wakes the background refresh when a grant gets a new token (a login).
     schedule_changed: tokio::sync::Notify,
     /// `confirm_clients`: which programs may have which grants' tokens.
-    confirm: crate::confirm::Confirmations,
+    confirm: Arc<crate::confirm::Confirmations>,
     refreshes: RefreshGate,
     /// The latest DPoP nonce each server origin asked for (RFC 9449 §8, §9).
     dpop_nonces: Nonces,
@@ -103,13 +103,14 @@ impl Broker {
         paths: Paths,
         socket: String,
     ) -> Broker {
+        let confirm = Arc::new(crate::confirm::Confirmations::new(&config, db.clone()));
         Broker {
             db,
             audit,
             refresh_tokens: WriteBehind::new(secrets.clone()),
             secrets,
             http,
-            confirm: crate::confirm::Confirmations::new(&config),
+            confirm,
             config: std::sync::RwLock::new(Arc::new(config)),
             paths,
             socket,
@@ -175,6 +176,15 @@ impl Broker {
         &self.http
     }
 
+    /// What a grant without a browser reads and sends through (see `machine`): lent, so
+    /// that `machine` needs no broker.
+    pub(crate) fn machine_reach(&self) -> crate::machine::Reach<'_> {
+        crate::machine::Reach {
+            http: &self.http,
+            secrets: &self.secrets,
+        }
+    }
+
     /// The DPoP nonces servers asked for, by origin (RFC 9449 §8, §9).
     pub fn dpop_nonces(&self) -> &Nonces {
         &self.dpop_nonces
@@ -219,14 +229,23 @@ impl Broker {
         self.confirm.is_enabled()
     }
 
-    /// What `confirm_clients` remembers and asks (see `confirm`).
-    pub(crate) fn confirmations(&self) -> &crate::confirm::Confirmations {
-        &self.confirm
+    /// `confirm_clients`' slow path for one hand-out: `peer` may have `grant`'s tokens if
+    /// the config in force does not ask for its server, memory allows it, or the user
+    /// says so now (see `confirm`).
+    pub async fn confirm(
+        &self,
+        grant: &crate::store::GrantRow,
+        peer: &crate::peer::Peer,
+        notifier: &crate::reply::Notifier,
+    ) -> Result<(), RpcError> {
+        self.confirm
+            .check(&self.config(), grant, peer, notifier)
+            .await
     }
 
     /// Reads the decisions `confirm_clients` stored (at start).
     pub async fn load_confirmations(&self) -> Result<(), crate::store::DbError> {
-        self.confirm.load(&self.db).await
+        self.confirm.load().await
     }
 
     /// Answers a waiting `confirm_clients` question; `always` and `deny` are stored.
@@ -235,7 +254,7 @@ impl Broker {
         id: u64,
         answer: mcp_authd_ipc::clients::Answer,
     ) -> Result<mcp_authd_ipc::clients::AnswerResult, RpcError> {
-        self.confirm.answer(&self.db, id, answer).await
+        self.confirm.answer(id, answer).await
     }
 
     /// The `confirm_clients` questions waiting for an answer.
@@ -254,7 +273,7 @@ impl Broker {
         grant_id: &str,
         program: &str,
     ) -> Result<Option<mcp_authd_ipc::clients::ClientDecision>, RpcError> {
-        self.confirm.forget(&self.db, grant_id, program).await
+        self.confirm.forget(grant_id, program).await
     }
 
     /// A secret the daemon keeps for itself by its key (`store::keys`): the config file's

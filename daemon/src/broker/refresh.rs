@@ -212,7 +212,7 @@ impl Broker {
             omit_resource: cfg.quirks.omit_resource,
         };
         tracing::debug!(grant = %grant.id, kind = kind.as_str(), "renewing the access token");
-        match crate::machine::obtain(self, kind, cfg, &credentials, &target).await {
+        match crate::machine::obtain(self.machine_reach(), kind, cfg, &credentials, &target).await {
             Ok(tokens) => self.commit_refresh(grant, tokens).await,
             Err(crate::machine::GrantError::Server(e)) => Err(server_error(
                 &grant.server_url,

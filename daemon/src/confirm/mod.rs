@@ -10,11 +10,10 @@
 //! own task (bounded by `confirm_timeout_secs`) and nothing else waits for it.
 
 mod dialog;
-pub mod program;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcp_authd_ipc::clients::{
@@ -23,43 +22,23 @@ use mcp_authd_ipc::clients::{
 use mcp_authd_ipc::{ErrorKind, Notification, RpcError};
 use tokio::sync::watch;
 
-use crate::broker::Broker;
 use crate::config::Config;
 use crate::oauth::token::now;
 use crate::peer::Peer;
+use crate::peer::program::Program;
 use crate::reply::{Notifier, Outgoing};
-use crate::store::GrantRow;
+use crate::store::{Db, GrantRow};
 use dialog::{Dialog, Question};
-use program::Program;
 
 /// Questions waiting at once, over every grant; more are refused (`limit_exceeded`), so
 /// a program cannot pile up dialogs or memory.
 const MAX_PENDING: usize = 32;
 
-/// What `confirm_clients` knows of one connection.
-#[derive(Debug, Default)]
-pub struct PeerConfirm {
-    /// Read from /proc the first time a grant asks, then kept for the connection.
-    program: OnceLock<Option<Program>>,
-    /// Grants the user allowed this connection `once`.
-    once: Mutex<Vec<String>>,
-}
-
-impl Peer {
-    /// The program this connection belongs to (see [`program`]).
-    pub fn program(&self) -> Option<&Program> {
-        self.confirm
-            .program
-            .get_or_init(|| program::identify(self.pid, self.exe.as_deref()))
-            .as_ref()
-    }
-
-    fn allowed_once(&self, grant_id: &str) -> bool {
-        lock(&self.confirm.once).iter().any(|g| g == grant_id)
-    }
-}
-
+/// What `confirm_clients` remembers and asks; the broker holds it and lends it the
+/// config in force when a grant's token is asked for.
 pub struct Confirmations {
+    /// Where `always` and `deny` are remembered.
+    db: Db,
     /// Whether any grant may ask (the global switch or one server's); read on every hand-out.
     enabled: AtomicBool,
     timeout: Mutex<Duration>,
@@ -94,8 +73,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Confirmations {
-    pub fn new(config: &Config) -> Confirmations {
+    pub fn new(config: &Config, db: Db) -> Confirmations {
         let c = Confirmations {
+            db,
             enabled: AtomicBool::new(false),
             timeout: Mutex::new(Duration::ZERO),
             state: Mutex::default(),
@@ -119,8 +99,8 @@ impl Confirmations {
     }
 
     /// Loads the remembered decisions (at start).
-    pub async fn load(&self, db: &crate::store::Db) -> Result<(), crate::store::DbError> {
-        let rows = db.all_client_decisions().await?;
+    pub async fn load(&self) -> Result<(), crate::store::DbError> {
+        let rows = self.db.all_client_decisions().await?;
         let mut state = lock(&self.state);
         for (grant, d) in rows {
             state
@@ -189,7 +169,6 @@ impl Confirmations {
     /// Forgets a remembered decision: the program is asked again next time.
     pub async fn forget(
         &self,
-        db: &crate::store::Db,
         grant_id: &str,
         program: &str,
     ) -> Result<Option<ClientDecision>, RpcError> {
@@ -197,7 +176,7 @@ impl Confirmations {
             .decided
             .get(grant_id)
             .and_then(|d| d.get(program).cloned());
-        let stored = db.delete_client_decision(grant_id, program).await?;
+        let stored = self.db.delete_client_decision(grant_id, program).await?;
         let mut state = lock(&self.state);
         if let Some(d) = state.decided.get_mut(grant_id) {
             d.remove(program);
@@ -207,12 +186,7 @@ impl Confirmations {
 
     /// Answers a waiting question (from `mcp-auth approve` or the dialog): `always` and
     /// `deny` are stored before the waiting program hears of it.
-    pub async fn answer(
-        &self,
-        db: &crate::store::Db,
-        id: u64,
-        answer: Answer,
-    ) -> Result<AnswerResult, RpcError> {
+    pub async fn answer(&self, id: u64, answer: Answer) -> Result<AnswerResult, RpcError> {
         let Some(waiting) = ({
             let mut state = lock(&self.state);
             let at = state.pending.iter().position(|w| w.request.id == id);
@@ -233,7 +207,11 @@ impl Confirmations {
                 decision: answer,
                 decided_at: now(),
             };
-            if let Err(e) = db.save_client_decision(&request.grant, &decision).await {
+            if let Err(e) = self
+                .db
+                .save_client_decision(&request.grant, &decision)
+                .await
+            {
                 lock(&self.state).pending.push(waiting);
                 return Err(e.into());
             }
@@ -260,42 +238,39 @@ impl Confirmations {
     fn expire(&self, id: u64) {
         lock(&self.state).pending.retain(|w| w.request.id != id);
     }
-}
 
-/// The slow path: lets `peer` have `grant`'s token if its config does not ask, memory
-/// allows it, or the user says so now; else `confirmation_denied` or
-/// `confirmation_timeout`.
-pub async fn check(
-    broker: &Arc<Broker>,
-    grant: &GrantRow,
-    peer: &Arc<Peer>,
-    notifier: &Notifier,
-) -> Result<(), RpcError> {
-    let c = broker.confirmations();
-    if !c.is_enabled() {
-        return Ok(());
-    }
-    let asks = broker
-        .config()
-        .confirm_clients_for(&grant.server_url, &grant.issuer);
-    lock(&c.state).grant_asks.insert(grant.id.clone(), asks);
-    if !asks {
-        return Ok(());
-    }
-    match c.known(&grant.id, peer) {
-        Known::Allowed => Ok(()),
-        Known::Denied => Err(denied(grant, peer.program(), true)),
-        Known::Ask => ask(broker, grant, peer, notifier).await,
+    /// The slow path: lets `peer` have `grant`'s token if `config` does not ask for its
+    /// server, memory allows it, or the user says so now; else `confirmation_denied` or
+    /// `confirmation_timeout`.
+    pub async fn check(
+        self: &Arc<Self>,
+        config: &Config,
+        grant: &GrantRow,
+        peer: &Peer,
+        notifier: &Notifier,
+    ) -> Result<(), RpcError> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let asks = config.confirm_clients_for(&grant.server_url, &grant.issuer);
+        lock(&self.state).grant_asks.insert(grant.id.clone(), asks);
+        if !asks {
+            return Ok(());
+        }
+        match self.known(&grant.id, peer) {
+            Known::Allowed => Ok(()),
+            Known::Denied => Err(denied(grant, peer.program(), true)),
+            Known::Ask => ask(self, grant, peer, notifier).await,
+        }
     }
 }
 
 async fn ask(
-    broker: &Arc<Broker>,
+    c: &Arc<Confirmations>,
     grant: &GrantRow,
-    peer: &Arc<Peer>,
+    peer: &Peer,
     notifier: &Notifier,
 ) -> Result<(), RpcError> {
-    let c = broker.confirmations();
     let program = peer.program().cloned();
     let timeout = *lock(&c.timeout);
     let dialog = Dialog::available();
@@ -355,7 +330,7 @@ async fn ask(
             request.id
         );
         if let Some(dialog) = dialog {
-            show_dialog(broker.clone(), dialog, request.clone(), grant, timeout);
+            show_dialog(c.clone(), dialog, request.clone(), grant, timeout);
         }
     }
     let left = Duration::from_secs((request.expires_at - now()).max(0) as u64);
@@ -374,7 +349,7 @@ async fn ask(
         Ok(Some(allowed @ (Answer::Once | Answer::Always))) => {
             // `always` for a program that cannot be told apart is only `once`.
             if allowed == Answer::Once || program.is_none() {
-                lock(&peer.confirm.once).push(grant.id.clone());
+                peer.allow_once(&grant.id);
             }
             Ok(())
         }
@@ -400,7 +375,7 @@ async fn ask(
 /// Shows the dialog while the question waits; its answer is one like `mcp-auth approve`'s.
 /// An answer from elsewhere, or the question's expiry, closes it.
 fn show_dialog(
-    broker: Arc<Broker>,
+    confirmations: Arc<Confirmations>,
     dialog: Dialog,
     request: PendingRequest,
     grant: &GrantRow,
@@ -413,7 +388,7 @@ fn show_dialog(
         (None, who) => who.clone(),
     };
     let mut answered = {
-        let state = lock(&broker.confirmations().state);
+        let state = lock(&confirmations.state);
         match state.pending.iter().find(|w| w.request.id == request.id) {
             Some(w) => w.answer.subscribe(),
             None => return,
@@ -432,7 +407,7 @@ fn show_dialog(
         tokio::select! {
             answer = dialog.ask(&question, timeout) => {
                 if let Some(answer) = answer
-                    && let Err(e) = broker.answer_confirmation(request.id, answer).await
+                    && let Err(e) = confirmations.answer(request.id, answer).await
                     && e.kind() != Some(ErrorKind::NotFound)
                 {
                     tracing::warn!("cannot record the dialog's answer: {e}");

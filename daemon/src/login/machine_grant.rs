@@ -28,7 +28,8 @@ pub(super) async fn machine_login(
     let policy = broker.url_policy(server_url);
     if let Some(enterprise) = cfg.enterprise.as_ref().filter(|e| e.id_token.is_none())
         && cfg.grant == GrantKind::Enterprise
-        && let Err(why) = crate::machine::idp_id_token(broker, enterprise, &policy).await
+        && let Err(why) =
+            crate::machine::idp_id_token(broker.machine_reach(), enterprise, &policy).await
     {
         tracing::info!(server = %server_url, "{why}; logging in at the enterprise IdP");
         idp_login(login, enterprise).await?;
@@ -54,9 +55,15 @@ pub(super) async fn machine_login(
         omit_resource: cfg.quirks.omit_resource,
     };
     tracing::info!(server = %server_url, grant = cfg.grant.as_str(), "requesting tokens without a browser");
-    let tokens = crate::machine::obtain(broker, cfg.grant, cfg, &credentials, &target)
-        .await
-        .map_err(|e| grant_failed(server_url, cfg.grant, e))?;
+    let tokens = crate::machine::obtain(
+        broker.machine_reach(),
+        cfg.grant,
+        cfg,
+        &credentials,
+        &target,
+    )
+    .await
+    .map_err(|e| grant_failed(server_url, cfg.grant, e))?;
     grant::save_grant(
         broker,
         server_url,
@@ -133,7 +140,7 @@ async fn idp_login(login: &Login<'_>, enterprise: &EnterpriseConfig) -> Result<(
     let tokens = consent
         .authorization_code(redirect, &state, false, open_browser)
         .await?;
-    crate::machine::store_idp_tokens(broker, issuer, &tokens)
+    crate::machine::store_idp_tokens(broker.machine_reach(), issuer, &tokens)
         .await
         .map_err(|e| login_failed(server_url, &e.to_string()))?;
     tracing::info!(server = %server_url, idp = %issuer, "logged in at the enterprise IdP");

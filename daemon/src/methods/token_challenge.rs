@@ -23,7 +23,7 @@ pub async fn apply(
     // for the grant the token is of (a login may have made a new one: `step_up` asks).
     let known = match broker.find_grant(&params.server, account).await {
         Ok(grant) if broker.confirms_clients() => {
-            crate::confirm::check(broker, &grant, peer, &notifier).await?;
+            broker.confirm(&grant, peer, &notifier).await?;
             Some(grant.id)
         }
         _ => None,

@@ -23,7 +23,7 @@ pub async fn apply(
         .map_err(|e| e.for_account(account))?;
     // A proof is as good as the token for a request: the same programs may have it.
     if broker.confirms_clients() {
-        crate::confirm::check(broker, &grant, peer, notifier).await?;
+        broker.confirm(&grant, peer, notifier).await?;
     }
     let proof = broker.sign_dpop_proof(&grant, &p).await?;
     tracing::debug!(grant = %grant.id, pid = ?peer.pid, method = %p.method, "DPoP proof signed");

@@ -28,7 +28,7 @@ pub async fn apply(
     if broker.confirms_clients()
         && let Ok(grant) = broker.find_grant(&params.server, account).await
     {
-        crate::confirm::check(broker, &grant, peer, notifier).await?;
+        broker.confirm(&grant, peer, notifier).await?;
     }
     let result = match broker.token_get(&params, to).await {
         Err(e)
@@ -46,7 +46,7 @@ pub async fn apply(
             crate::login::login(broker, login, None, |_| {}).await?;
             if broker.confirms_clients() {
                 let grant = broker.find_grant(&params.server, account).await?;
-                crate::confirm::check(broker, &grant, peer, notifier).await?;
+                broker.confirm(&grant, peer, notifier).await?;
             }
             broker
                 .token_get(&params, to)

@@ -14,6 +14,8 @@
 
 use std::path::Path;
 
+use super::executable;
+
 /// A program as `confirm_clients` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
@@ -62,7 +64,7 @@ pub fn identify(pid: Option<u32>, exe: Option<&str>) -> Option<Program> {
         });
     }
     let parent = parent_of(pid?)?;
-    let parent_exe = crate::peer::executable(parent)?;
+    let parent_exe = executable(parent)?;
     Some(Program {
         path: of_process(Some(parent), &parent_exe),
         via_cli: true,
@@ -175,9 +177,9 @@ mod tests {
                 .unwrap();
             // /proc is read once the exec has happened (a loaded machine may take a while).
             let pid = child.id();
-            let own = crate::peer::executable(std::process::id());
+            let own = executable(std::process::id());
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            let mut exe = crate::peer::executable(pid);
+            let mut exe = executable(pid);
             // The kernel names the new executable before it lays out the new command
             // line: wait for both.
             let exec_done = |exe: &Option<String>| {
@@ -186,7 +188,7 @@ mod tests {
             };
             while !exec_done(&exe) && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                exe = crate::peer::executable(pid);
+                exe = executable(pid);
             }
             let program = identify(Some(pid), exe.as_deref());
             (child, exe, program)
@@ -204,7 +206,7 @@ mod tests {
             let _ = c.wait();
         }
         let me = std::process::id();
-        let own = identify(Some(me), crate::peer::executable(me).as_deref()).unwrap();
+        let own = identify(Some(me), executable(me).as_deref()).unwrap();
         assert!(!own.via_cli && own.path.contains("mcp_authd"), "{own:?}");
     }
 }

@@ -1,9 +1,14 @@
 //! Who is on the other end of a connection, as the kernel tells it: for the audit log of
-//! token hand-outs.
+//! token hand-outs, and for `confirm_clients`, which asks about the program
+//! ([`program`]) and lets a connection have a grant `once`.
 
-use std::sync::Arc;
+pub mod program;
+
+use std::sync::{Arc, Mutex, OnceLock};
 
 use interprocess::local_socket::tokio::Stream;
+
+use program::Program;
 
 /// The connecting process. Each field is `None` where the OS does not say.
 #[derive(Debug, Clone, Default)]
@@ -12,11 +17,39 @@ pub struct Peer {
     pub uid: Option<u32>,
     /// The executable's path (`/proc/<pid>/exe` on Linux), read when the peer connects.
     pub exe: Option<String>,
-    /// What `confirm_clients` knows of this connection (filled only when it asks).
-    pub confirm: Arc<crate::confirm::PeerConfirm>,
+    /// What `confirm_clients` learnt of this connection (filled only when it asks); it
+    /// ends with the connection.
+    pub confirm: Arc<Confirmed>,
+}
+
+/// What `confirm_clients` learnt of one connection.
+#[derive(Debug, Default)]
+pub struct Confirmed {
+    /// Read from /proc the first time a grant asks, then kept for the connection.
+    program: OnceLock<Option<Program>>,
+    /// Grants the user allowed this connection `once`.
+    once: Mutex<Vec<String>>,
 }
 
 impl Peer {
+    /// The program this connection belongs to (see [`program`]), read once.
+    pub fn program(&self) -> Option<&Program> {
+        self.confirm
+            .program
+            .get_or_init(|| program::identify(self.pid, self.exe.as_deref()))
+            .as_ref()
+    }
+
+    /// Whether the user allowed this connection a grant's tokens `once`.
+    pub fn allowed_once(&self, grant_id: &str) -> bool {
+        lock(&self.confirm.once).iter().any(|g| g == grant_id)
+    }
+
+    /// The user allowed this connection a grant's tokens `once`: for as long as it lasts.
+    pub fn allow_once(&self, grant_id: &str) {
+        lock(&self.confirm.once).push(grant_id.to_string());
+    }
+
     pub fn of(stream: &Stream) -> Peer {
         #[cfg(unix)]
         {
@@ -40,6 +73,10 @@ impl Peer {
             Peer::default()
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The path of a process's executable, where the OS offers it without privileges.
