@@ -14,6 +14,7 @@ mod confirm;
 mod connection;
 mod crash;
 mod data_lock;
+mod hand_out;
 mod login;
 mod loopback;
 mod machine;

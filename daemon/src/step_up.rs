@@ -30,11 +30,11 @@ use crate::store::db::{GrantState, GrantType};
 /// Who reported the refusal: the token goes to them, once `confirm_clients` lets them
 /// have the grant's tokens.
 #[derive(Clone, Copy)]
-pub struct Caller<'a> {
-    pub peer: &'a Arc<Peer>,
-    pub notifier: &'a Notifier,
+struct Caller<'a> {
+    peer: &'a Arc<Peer>,
+    notifier: &'a Notifier,
     /// The grant `confirm_clients` already let the caller have, if any.
-    pub confirmed: Option<&'a str>,
+    confirmed: Option<&'a str>,
 }
 
 impl Caller<'_> {
@@ -64,7 +64,37 @@ struct Refused<'a> {
     caller: Caller<'a>,
 }
 
+/// Answers a refusal `peer` reports: a token to retry with (a hand-out like any other:
+/// the broker records it), renewed or from a new login; `account` is the checked
+/// `p.account`.
 pub async fn handle(
+    broker: &Arc<Broker>,
+    p: &ChallengeParams,
+    account: Option<&str>,
+    peer: &Arc<Peer>,
+    notifier: &Notifier,
+    on_pending: impl Fn(&LoginPending),
+) -> Result<TokenGetResult, RpcError> {
+    // `confirm_clients`: asked before the renewal when the grant is known, and in any case
+    // for the grant the token is of (a login may have made a new one: `Caller::may_have`).
+    let known = match broker.find_grant(&p.server, account).await {
+        Ok(grant) if broker.confirms_clients() => {
+            broker.confirm(&grant, peer, notifier).await?;
+            Some(grant.id)
+        }
+        _ => None,
+    };
+    let caller = Caller {
+        peer,
+        notifier,
+        confirmed: known.as_deref(),
+    };
+    answer(broker, p, caller, on_pending)
+        .await
+        .map_err(|e| e.for_account(account))
+}
+
+async fn answer(
     broker: &Arc<Broker>,
     p: &ChallengeParams,
     caller: Caller<'_>,

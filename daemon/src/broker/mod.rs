@@ -8,9 +8,11 @@
 //! - [`refresh`]: single-flight refresh and the stop gate;
 //! - [`clients`]: client credentials, transport policy, quirks;
 //! - [`revoke`]: revocation at the authorization server, then here;
+//! - [`doctor`]: the database and the clock, as only the daemon can check them;
 //! - [`step_up_limit`]: the step-up cap.
 
 mod clients;
+mod doctor;
 mod dpop_proof;
 mod grants;
 mod logins;
@@ -302,11 +304,6 @@ impl Broker {
     /// Which secret store is in use (`keychain`, `file`, …).
     pub fn secret_store_backend(&self) -> mcp_authd_ipc::methods::SecretBackend {
         self.secrets.status().backend
-    }
-
-    /// The database's integrity check and its schema version.
-    pub async fn database_check(&self) -> Result<(String, i64), RpcError> {
-        Ok((self.db.integrity().await?, self.db.schema_version().await?))
     }
 
     /// The recent hand-outs of a grant, newest first, after every one answered so far is

@@ -10,7 +10,6 @@ use super::login::send_pending;
 use crate::broker::Broker;
 use crate::peer::Peer;
 use crate::reply::Notifier;
-use crate::step_up::Caller;
 
 pub async fn apply(
     broker: &Arc<Broker>,
@@ -19,25 +18,9 @@ pub async fn apply(
     peer: &Arc<Peer>,
 ) -> Result<Value, RpcError> {
     let account = super::account(&params.account)?;
-    // `confirm_clients`: asked before the renewal when the grant is known, and in any case
-    // for the grant the token is of (a login may have made a new one: `step_up` asks).
-    let known = match broker.find_grant(&params.server, account).await {
-        Ok(grant) if broker.confirms_clients() => {
-            broker.confirm(&grant, peer, &notifier).await?;
-            Some(grant.id)
-        }
-        _ => None,
-    };
-    let caller = Caller {
-        peer,
-        notifier: &notifier,
-        confirmed: known.as_deref(),
-    };
-    // A token given to retry with is a hand-out like any other: the broker records it.
-    let token = crate::step_up::handle(broker, &params, caller, |pending| {
+    let token = crate::step_up::handle(broker, &params, account, peer, &notifier, |pending| {
         send_pending(&notifier, pending)
     })
-    .await
-    .map_err(|e| e.for_account(account))?;
+    .await?;
     super::to_value(token)
 }

@@ -17,15 +17,5 @@ pub async fn apply(
     notifier: &crate::reply::Notifier,
 ) -> Result<Value, RpcError> {
     let account = super::account(&p.account)?;
-    let grant = broker
-        .find_grant(&p.server, account)
-        .await
-        .map_err(|e| e.for_account(account))?;
-    // A proof is as good as the token for a request: the same programs may have it.
-    if broker.confirms_clients() {
-        broker.confirm(&grant, peer, notifier).await?;
-    }
-    let proof = broker.sign_dpop_proof(&grant, &p).await?;
-    tracing::debug!(grant = %grant.id, pid = ?peer.pid, method = %p.method, "DPoP proof signed");
-    super::to_value(proof)
+    super::to_value(crate::hand_out::dpop_proof(broker, &p, account, peer, notifier).await?)
 }
