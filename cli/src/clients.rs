@@ -5,7 +5,7 @@ use mcp_authd_ipc::clients::{
     Answer, AnswerParams, AnswerResult, CLIENTS_ANSWER, CLIENTS_FORGET, CLIENTS_PENDING,
     ForgetParams, ForgetResult, PendingList, PendingRequest,
 };
-use mcp_authd_ipc::{Client, ClientError};
+use mcp_authd_ipc::{Client, ClientError, next_step};
 
 use crate::output::{now, print_json, span};
 use crate::table::{Cell, Column, Table};
@@ -102,7 +102,7 @@ fn print_pending(requests: &[PendingRequest]) {
         ]);
     }
     print!("{}", table.render(crate::table::stdout_width(), false));
-    println!("\nAnswer one: mcp-auth approve <REQUEST> --once | --always | --deny");
+    println!("\nAnswer one: {}", next_step::approve_choices("<REQUEST>"));
 }
 
 pub async fn forget(
@@ -148,12 +148,12 @@ pub fn waiting_notice(r: &PendingRequest) -> String {
         .map(|a| format!(", account {a}"))
         .unwrap_or_default();
     format!(
-        "mcp-auth: waiting up to {} for the user to allow {} grant {} ({}{account}): {dialog}run in another terminal: mcp-auth approve {} --once | --always | --deny",
+        "mcp-auth: waiting up to {} for the user to allow {} grant {} ({}{account}): {dialog}run in another terminal: {}",
         span(r.expires_at.saturating_sub(r.asked_at).max(0) as u64),
         program_of(r),
         r.grant,
         shown(&r.server),
-        r.id
+        next_step::approve_choices(&r.id.to_string())
     )
 }
 

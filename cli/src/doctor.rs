@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use mcp_authd_ipc::methods::{
     DOCTOR, DoctorResult, GRANTS_LIST, GrantsList, STATUS, SecretBackend, StatusResult,
 };
+use mcp_authd_ipc::next_step::{self, SERVICE_INSTALL};
 use mcp_authd_ipc::{Client, ClientError};
 use serde::Serialize;
 
@@ -149,9 +150,8 @@ pub async fn run(socket: &Path, json: bool) -> ExitCode {
 
 fn daemon_down(e: &ClientError) -> Check {
     // An untrusted socket's message says itself what to remove or change.
-    let fix = (!matches!(e, ClientError::Untrusted { .. })).then(|| {
-        "start it: `mcp-auth service install` (or run `mcp-authd` in a terminal)".to_string()
-    });
+    let fix = (!matches!(e, ClientError::Untrusted { .. }))
+        .then(|| format!("start it: `{SERVICE_INSTALL}` (or run `mcp-authd` in a terminal)"));
     check("daemon", Status::Fail, e.to_string(), fix)
 }
 
@@ -247,7 +247,10 @@ fn secret_store(status: &StatusResult) -> Check {
                 s.refresh_tokens_not_stored.join(", "),
                 s.backend
             ),
-            Some("unlock the keychain (answer its prompt) and keep mcp-authd running until `mcp-auth status` no longer warns; stopping it now would lose those grants".into()),
+            Some(format!(
+                "unlock the keychain (answer its prompt) and keep mcp-authd running until `{}` no longer warns; stopping it now would lose those grants",
+                next_step::STATUS
+            )),
         );
     }
     match &s.warning {
@@ -395,13 +398,15 @@ fn service() -> Check {
             "service",
             Status::Warn,
             format!("installed but not enabled: {state}"),
-            Some("`mcp-auth service install` again, or enable it with your service manager".into()),
+            Some(format!(
+                "`{SERVICE_INSTALL}` again, or enable it with your service manager"
+            )),
         ),
         Ok((false, _)) => check(
             "service",
             Status::Warn,
             "not installed: the daemon does not start by itself".into(),
-            Some("`mcp-auth service install`".into()),
+            Some(format!("`{SERVICE_INSTALL}`")),
         ),
         Err(e) => check("service", Status::Skip, format!("{e:#}"), None),
     }

@@ -7,7 +7,7 @@ use mcp_authd_ipc::methods::{
     HeldToken, NoRefreshToken, RemoteRevocation, RevocationOutcome, RevokeParams, RevokeResult,
     TokenRevocation,
 };
-use mcp_authd_ipc::next_step::{LOGIN_ANY_SERVER, login_command_as};
+use mcp_authd_ipc::next_step::{FORGET_ANY_CLIENT, LOGIN_ANY_SERVER, login_command_as};
 use mcp_authd_ipc::{Client, ClientError};
 
 use crate::color::Paint;
@@ -285,7 +285,7 @@ fn print_decisions(clients: &[ClientDecision], now: i64) {
             crate::clients::shown(&d.program)
         );
     }
-    println!("  (forget one: mcp-auth forget-client <grant> <program>)");
+    println!("  (forget one: {FORGET_ANY_CLIENT})");
 }
 
 /// `inspect --json`: the grant's fields plus its recent hand-outs and the programs

@@ -258,3 +258,69 @@ fn exit_code(e: &ClientError) -> u8 {
         _ => 1,
     }
 }
+
+#[cfg(test)]
+mod hint_tests {
+    use clap::Parser;
+    use clap::error::ErrorKind as ClapError;
+
+    use super::{Cli, next_step};
+
+    /// A suggested command as the shell would split it, each `<…>` placeholder one
+    /// argument (here `1`, which every positional accepts).
+    fn words(command: &str) -> Vec<String> {
+        let mut filled = String::new();
+        let mut rest = command;
+        while let Some(open) = rest.find('<') {
+            let close = open + rest[open..].find('>').expect("an unclosed <");
+            filled.push_str(&rest[..open]);
+            filled.push('1');
+            rest = &rest[close + 1..];
+        }
+        filled.push_str(rest);
+        shlex::split(&filled).unwrap_or_else(|| panic!("not shell words: {command}"))
+    }
+
+    fn parses(argv: &[String]) -> Result<(), clap::Error> {
+        match Cli::try_parse_from(argv) {
+            Ok(_) => Ok(()),
+            // `--help` and `--version` end the parse by printing: they parsed.
+            Err(e) if matches!(e.kind(), ClapError::DisplayHelp | ClapError::DisplayVersion) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every command a hint suggests (`next_step`, the one place that builds them) parses
+    /// with mcp-auth's own command line: a renamed subcommand or flag fails here rather
+    /// than in front of a user.
+    #[test]
+    fn every_suggested_command_parses_with_the_cli() {
+        let all = next_step::every_command();
+        assert!(all.len() > 20, "{all:?}");
+        for command in all {
+            let argv = words(&command);
+            assert_eq!(argv[0], "mcp-auth", "{command}");
+            if let Err(e) = parses(&argv) {
+                panic!("`{command}` does not parse with mcp-auth's command line:\n{e}");
+            }
+        }
+        // The check can fail: a flag or subcommand that does not exist is refused.
+        assert!(parses(&words("mcp-auth reload --no-such-flag")).is_err());
+        assert!(parses(&words("mcp-auth approve <REQUEST> --sometimes")).is_err());
+        assert!(parses(&words("mcp-auth forget-clients <grant> <program>")).is_err());
+    }
+
+    /// The choices shown for a waiting question are the approve commands, one per answer.
+    #[test]
+    fn the_approve_choices_are_commands_that_parse() {
+        let choices = next_step::approve_choices("7");
+        for choice in choices
+            .trim_start_matches("mcp-auth approve 7 ")
+            .split(" | ")
+        {
+            parses(&words(&format!("mcp-auth approve 7 {choice}"))).unwrap();
+        }
+    }
+}

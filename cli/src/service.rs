@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use mcp_authd_ipc::next_step::{SERVICE_INSTALL, SERVICE_STATUS};
 use serde::Serialize;
 
 /// The unit files shipped in `systemd/`; `install` points `ExecStart` at the real binary.
@@ -118,7 +119,7 @@ fn run(action: Action, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()
                 return Ok(());
             }
             files.enable()?;
-            println!("enabled and started; check with: mcp-auth service status");
+            println!("enabled and started; check with: {SERVICE_STATUS}");
         }
         Action::Uninstall { no_stop } => {
             if !no_stop && let Err(e) = files.disable() {
@@ -164,7 +165,7 @@ fn run(action: Action, socket: Option<PathBuf>, json: bool) -> anyhow::Result<()
             }
             println!("{}: {}", status.manager, status.manager_state);
             if status.files.iter().any(|f| !f.installed) {
-                println!("to install: mcp-auth service install");
+                println!("to install: {SERVICE_INSTALL}");
             }
         }
     }

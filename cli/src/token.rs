@@ -42,7 +42,8 @@ pub async fn headers(client: &mut Client, args: Args) -> Result<(), ClientError>
         return Err(ClientError::Rpc(RpcError::new(
             ErrorKind::InvalidParams,
             format!(
-                "the grant for {server} is DPoP-bound (RFC 9449): each request needs a fresh proof signed by mcp-authd, so no fixed header works; run the client through `mcp-auth proxy {server}`, or have it call token.dpop_proof (ipc-proto/PROTOCOL.md)"
+                "the grant for {server} is DPoP-bound (RFC 9449): each request needs a fresh proof signed by mcp-authd, so no fixed header works; run the client through `{}`, or have it call token.dpop_proof (ipc-proto/PROTOCOL.md)",
+                mcp_authd_ipc::next_step::proxy_command(&server)
             ),
         )));
     }

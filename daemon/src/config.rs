@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mcp_authd_ipc::methods::GrantType;
+use mcp_authd_ipc::next_step::RELOAD;
 use serde::Deserialize;
 
 pub use crate::oauth::registration::ClientMetadata;
@@ -494,7 +495,7 @@ impl Config {
             None if cfg.client_secret.is_none() => return Ok(Some(cfg)),
             None => {
                 return Err(format!(
-                    "[servers.\"{key}\"] has a client_secret but does not say which authorization server it belongs to; if it was registered at {issuer}, add issuer = \"{issuer}\" there, then run: mcp-auth reload"
+                    "[servers.\"{key}\"] has a client_secret but does not say which authorization server it belongs to; if it was registered at {issuer}, add issuer = \"{issuer}\" there, then run: {RELOAD}"
                 ));
             }
         };
@@ -502,7 +503,7 @@ impl Config {
             Ok(Some(cfg))
         } else {
             Err(format!(
-                "the client configured under [servers.\"{key}\"] belongs to {bound_to}, but {server_url} now uses the authorization server {issuer}; its client id and secret are not sent there. If {issuer} is right, register a client there and configure it, then run: mcp-auth reload"
+                "the client configured under [servers.\"{key}\"] belongs to {bound_to}, but {server_url} now uses the authorization server {issuer}; its client id and secret are not sent there. If {issuer} is right, register a client there and configure it, then run: {RELOAD}"
             ))
         }
     }

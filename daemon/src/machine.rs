@@ -360,7 +360,8 @@ pub async fn read_source(
             .map_err(|e| failed(e.to_string()))?
             .ok_or_else(|| {
                 failed(format!(
-                    "there is no such entry; store it with: mcp-auth secret set {name}"
+                    "there is no such entry; store it with: {}",
+                    mcp_authd_ipc::next_step::secret_set_command(name)
                 ))
             })?
             .expose()

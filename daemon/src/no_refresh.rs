@@ -36,7 +36,8 @@ pub fn explain(f: &Facts<'_>) -> NoRefreshToken {
     let issuer = printable(f.issuer, 200);
     // Through the one quoting: the URL and the account name are pasted into a shell.
     let then = format!(
-        "then run: mcp-auth reload && {}",
+        "then run: {} && {}",
+        mcp_authd_ipc::next_step::RELOAD,
         login_command_as(f.server_url, &[], f.account_name)
     );
     let section = format!("[servers.\"{}\"]", f.server_url);

@@ -287,8 +287,9 @@ fn peer_allowed(stream: &Stream) -> Result<(), String> {
                     current_uid()
                 );
                 Err(format!(
-                    "permission denied: this mcp-authd serves only uid {}; run your own (mcp-auth service install)",
-                    current_uid()
+                    "permission denied: this mcp-authd serves only uid {}; run your own ({})",
+                    current_uid(),
+                    mcp_authd_ipc::next_step::SERVICE_INSTALL
                 ))
             }
             Err(e) => {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mcp_authd_ipc::methods::{
     ChallengeParams, LoginParams, LoginPending, TokenGetParams, TokenGetResult,
 };
-use mcp_authd_ipc::next_step::login_command;
+use mcp_authd_ipc::next_step::{RELOAD, login_command};
 use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
@@ -140,7 +140,7 @@ async fn answer(
                 return Err(RpcError::new(
                     ErrorKind::ServerError,
                     format!(
-                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{}\"] in the config file, then run: mcp-auth reload",
+                        "{server} answered HTTP {} `invalid_token` instead of 401; if it means an expired token, set invalid_token_as_401 = true under [servers.\"{}\"] in the config file, then run: {RELOAD}",
                         p.status,
                         printable(&server, MAX_QUOTED_CHARS)
                     ),

@@ -16,8 +16,9 @@ use crate::{RpcError, socket};
 pub enum ClientError {
     /// Nothing listens at the socket: the daemon is not running (or runs elsewhere).
     #[error(
-        "mcp-authd is not running (no answer at {}: {source}); start it: mcp-authd (or install the user service: mcp-auth service install)",
-        path.display()
+        "mcp-authd is not running (no answer at {}: {source}); start it: mcp-authd (or install the user service: {})",
+        path.display(),
+        crate::next_step::SERVICE_INSTALL
     )]
     NotRunning {
         path: PathBuf,

@@ -8,6 +8,61 @@ use crate::{ClientError, ErrorKind};
 
 /// A login command where the server is not known (`mcp-auth login <MCP server URL>`).
 pub const LOGIN_ANY_SERVER: &str = "mcp-auth login <MCP server URL>";
+/// The daemon re-reads its config file (after an edit).
+pub const RELOAD: &str = "mcp-auth reload";
+/// The checks of the daemon, socket, secret store, database, clock and service.
+pub const DOCTOR: &str = "mcp-auth doctor";
+/// The daemon's state and where it keeps secrets.
+pub const STATUS: &str = "mcp-auth status";
+/// The grants.
+pub const LIST: &str = "mcp-auth list";
+/// The `confirm_clients` questions waiting for an answer.
+pub const APPROVE: &str = "mcp-auth approve";
+/// One grant, where the grant is not known (its programs, why it needs a login).
+pub const INSPECT_ANY_GRANT: &str = "mcp-auth inspect <grant>";
+/// A `confirm_clients` decision forgotten, where neither grant nor program is known.
+pub const FORGET_ANY_CLIENT: &str = "mcp-auth forget-client <grant> <program>";
+/// The per-user service (it starts the daemon).
+pub const SERVICE_INSTALL: &str = "mcp-auth service install";
+/// Whether the per-user service is installed, enabled and running.
+pub const SERVICE_STATUS: &str = "mcp-auth service status";
+/// The CLI's own version (to compare with the daemon's in `mcp-auth status`).
+pub const VERSION: &str = "mcp-auth --version";
+/// The flags that answer a `confirm_clients` question, one of them per answer.
+pub const APPROVE_ANSWERS: [&str; 3] = ["--once", "--always", "--deny"];
+
+/// `mcp-auth <subcommand> --help`.
+pub fn help_command(subcommand: &str) -> String {
+    shell_command(&["mcp-auth", subcommand, "--help"])
+}
+
+/// `mcp-auth inspect <grant>`: what is known of the grant, and what may help.
+pub fn inspect_command(grant: &str) -> String {
+    shell_command(&["mcp-auth", "inspect", grant])
+}
+
+/// `mcp-auth approve <request>`: answers a waiting `confirm_clients` question (`--once`
+/// by default).
+pub fn approve_command(request: u64) -> String {
+    shell_command(&["mcp-auth", "approve", &request.to_string()])
+}
+
+/// `mcp-auth approve <request> --once | --always | --deny`: the ways to answer, for
+/// `request` (a number, or a placeholder such as `<REQUEST>`).
+pub fn approve_choices(request: &str) -> String {
+    format!("{APPROVE} {request} {}", APPROVE_ANSWERS.join(" | "))
+}
+
+/// `mcp-auth secret set <name>`: stores a secret the config file names (read from
+/// standard input).
+pub fn secret_set_command(name: &str) -> String {
+    shell_command(&["mcp-auth", "secret", "set", name])
+}
+
+/// `mcp-auth proxy <server>`: a client run through the proxy, which signs what it needs.
+pub fn proxy_command(server: &str) -> String {
+    shell_command(&["mcp-auth", "proxy", server])
+}
 
 /// `mcp-auth login <server> [--account NAME] [--scope '<scopes>'] [flags…]`: the one
 /// builder of login commands. `account` `None` is the default account.
@@ -45,6 +100,47 @@ pub fn forget_client_command(grant: &str, program: &str) -> String {
     shell_command(&["mcp-auth", "forget-client", grant, program])
 }
 
+/// Every command this module suggests, with sample arguments (`<…>` stands for one
+/// argument): for the CLI's test that each one parses with its command line, so that a
+/// renamed subcommand or flag cannot leave a hint behind. A new hint is added here.
+pub fn every_command() -> Vec<String> {
+    let mut all: Vec<String> = [
+        LOGIN_ANY_SERVER,
+        RELOAD,
+        DOCTOR,
+        STATUS,
+        LIST,
+        APPROVE,
+        INSPECT_ANY_GRANT,
+        FORGET_ANY_CLIENT,
+        SERVICE_INSTALL,
+        SERVICE_STATUS,
+        VERSION,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let server = "https://mcp.example/mcp";
+    let scopes = ["read".to_string(), "write".to_string()];
+    all.extend([
+        login_command(server, &scopes),
+        login_command_as(server, &scopes, Some("work")),
+        login_command_with(server, Some("work"), &[], &["--timeout", "600"]),
+        login_command_with(server, None, &[], &["--device"]),
+        forget_client_command("g_1", "/usr/bin/python3"),
+        help_command("login"),
+        inspect_command("g_1"),
+        approve_command(7),
+        secret_set_command("my-key"),
+        proxy_command(server),
+    ]);
+    all.extend(
+        APPROVE_ANSWERS
+            .iter()
+            .map(|answer| format!("{} {answer}", approve_command(7))),
+    );
+    all
+}
+
 /// Whether a message already tells which `mcp-auth …` or `mcp-authd` command to run.
 pub fn names_a_command(message: &str) -> bool {
     message.contains("mcp-auth ") || message.contains(": mcp-authd")
@@ -72,15 +168,16 @@ pub fn explain(e: &ClientError, attempt: &Attempt) -> String {
 fn hint(e: &ClientError, attempt: &Attempt) -> String {
     let kind = match e {
         ClientError::NotRunning { .. } => {
-            return "start it: mcp-authd (or install the user service: mcp-auth service install)"
-                .into();
+            return format!("start it: mcp-authd (or install the user service: {SERVICE_INSTALL})");
         }
-        ClientError::Io(_) => return "check that it still runs: mcp-auth status".into(),
+        ClientError::Io(_) => return format!("check that it still runs: {STATUS}"),
         ClientError::Untrusted { .. } => {
-            return "see what is wrong with the socket: mcp-auth doctor".into();
+            return format!("see what is wrong with the socket: {DOCTOR}");
         }
         ClientError::Protocol(_) => {
-            return "mcp-auth and mcp-authd may be different versions; compare: mcp-auth --version and mcp-auth status".into();
+            return format!(
+                "mcp-auth and mcp-authd may be different versions; compare: {VERSION} and {STATUS}"
+            );
         }
         ClientError::Rpc(rpc) => rpc.kind(),
     };
@@ -112,48 +209,50 @@ pub fn for_kind(kind: Option<ErrorKind>, server: Option<&str>, subcommand: &str)
             format!("run again once that is fixed: {}", login(&[]))
         }
         Some(ErrorKind::ServerError) => {
-            "retry later; check the network and this machine's clock: mcp-auth doctor".into()
+            format!("retry later; check the network and this machine's clock: {DOCTOR}")
         }
         Some(ErrorKind::DiscoveryFailed) => {
             format!("check that the URL is the MCP endpoint itself, then: {LOGIN_ANY_SERVER}")
         }
         Some(ErrorKind::RegistrationFailed) => format!(
-            "configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: mcp-auth reload && {}",
+            "configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: {RELOAD} && {}",
             printable(server.unwrap_or("<MCP server URL>"), MAX_QUOTED_CHARS),
             login(&[])
         ),
-        Some(ErrorKind::NotFound) => "see the grants: mcp-auth list".into(),
+        Some(ErrorKind::NotFound) => format!("see the grants: {LIST}"),
         Some(ErrorKind::SecretStore) => {
-            "unlock the keychain and retry; see: mcp-auth doctor".into()
+            format!("unlock the keychain and retry; see: {DOCTOR}")
         }
-        Some(ErrorKind::ConfigInvalid) => "fix the file, then run: mcp-auth reload".into(),
+        Some(ErrorKind::ConfigInvalid) => format!("fix the file, then run: {RELOAD}"),
         Some(ErrorKind::ConfirmationTimeout) => {
-            "run it again and answer the dialog, or from another terminal: mcp-auth approve".into()
+            format!("run it again and answer the dialog, or from another terminal: {APPROVE}")
         }
         Some(ErrorKind::ConfirmationDenied) => {
-            "see the decisions: mcp-auth inspect <grant>; to be asked again: mcp-auth forget-client <grant> <program>".into()
+            format!(
+                "see the decisions: {INSPECT_ANY_GRANT}; to be asked again: {FORGET_ANY_CLIENT}"
+            )
         }
         Some(ErrorKind::LimitExceeded) => {
-            "retry in a moment; see the daemon's state: mcp-auth status".into()
+            format!("retry in a moment; see the daemon's state: {STATUS}")
         }
         Some(ErrorKind::PermissionDenied) => {
-            "the socket belongs to another user; start your own: mcp-authd (or: mcp-auth service install)".into()
+            format!(
+                "the socket belongs to another user; start your own: mcp-authd (or: {SERVICE_INSTALL})"
+            )
         }
         Some(ErrorKind::InvalidParams) => {
-            format!("see the arguments: mcp-auth {subcommand} --help")
+            format!("see the arguments: {}", help_command(subcommand))
         }
         Some(ErrorKind::MethodNotFound) => {
-            "mcp-authd is older than mcp-auth; compare: mcp-auth --version and mcp-auth status"
-                .into()
+            format!("mcp-authd is older than mcp-auth; compare: {VERSION} and {STATUS}")
         }
         // A kind newer than this mcp-auth: its message is the daemon's; the versions may
         // differ.
         Some(ErrorKind::Unknown) => {
-            "mcp-authd is newer than mcp-auth; compare: mcp-auth --version and mcp-auth status"
-                .into()
+            format!("mcp-authd is newer than mcp-auth; compare: {VERSION} and {STATUS}")
         }
         Some(ErrorKind::ParseError | ErrorKind::InvalidRequest | ErrorKind::Internal) | None => {
-            "see the daemon's log, and check: mcp-auth doctor".into()
+            format!("see the daemon's log, and check: {DOCTOR}")
         }
     }
 }
@@ -262,6 +361,18 @@ mod tests {
         assert_eq!(
             shlex::split(&forget_client_command("g_1", hostile)).unwrap(),
             ["mcp-auth", "forget-client", "g_1", hostile]
+        );
+        assert_eq!(
+            shlex::split(&secret_set_command(hostile)).unwrap(),
+            ["mcp-auth", "secret", "set", hostile]
+        );
+        assert_eq!(
+            shlex::split(&inspect_command(hostile)).unwrap(),
+            ["mcp-auth", "inspect", hostile]
+        );
+        assert_eq!(
+            shlex::split(&proxy_command(hostile)).unwrap(),
+            ["mcp-auth", "proxy", hostile]
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Client credentials: which client a grant was issued to, its secret or signing key and
 //! how it authenticates, the transport policy for a server, and the configured quirks.
 
+use mcp_authd_ipc::next_step::{DOCTOR, RELOAD};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
 use super::{Broker, config_error};
@@ -133,7 +134,7 @@ impl Broker {
             return Err(RpcError::new(
                 ErrorKind::Internal,
                 format!(
-                    "stored registration {} belongs to the authorization server {}, not {issuer}; it is not used there (possible mix-up); run: mcp-auth doctor",
+                    "stored registration {} belongs to the authorization server {}, not {issuer}; it is not used there (possible mix-up); run: {DOCTOR}",
                     reg.id, reg.issuer
                 ),
             ));
@@ -162,7 +163,7 @@ impl Broker {
                         .map_err(|e| {
                             RpcError::new(
                                 ErrorKind::ConfigInvalid,
-                                format!("{e}; fix the config file, then run: mcp-auth reload"),
+                                format!("{e}; fix the config file, then run: {RELOAD}"),
                             )
                         })?,
                 )

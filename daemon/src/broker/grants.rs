@@ -437,9 +437,10 @@ impl Broker {
             None => Err(RpcError::new(
                 ErrorKind::NotFound,
                 format!(
-                    "no grant for `{}`{}; see the grants with: mcp-auth list",
+                    "no grant for `{}`{}; see the grants with: {}",
                     crate::oauth::printable(grant, 300),
-                    self.other_accounts(&key, account).await?
+                    self.other_accounts(&key, account).await?,
+                    mcp_authd_ipc::next_step::LIST
                 ),
             )),
         }
@@ -506,7 +507,7 @@ impl Broker {
         deleted.map_err(|e| {
             RpcError::new(
                 ErrorKind::SecretStore,
-                format!("the grant is forgotten, but its refresh token is not yet deleted from the secret store: {e}; see: mcp-auth doctor"),
+                format!("the grant is forgotten, but its refresh token is not yet deleted from the secret store: {e}; see: {}", mcp_authd_ipc::next_step::DOCTOR),
             )
         })
     }

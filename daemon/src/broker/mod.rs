@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::methods::{GrantInfo, LoginPending, StatusResult};
+use mcp_authd_ipc::next_step::{DOCTOR, STATUS};
 use mcp_authd_ipc::{ErrorKind, PROTOCOL_VERSION, RpcError};
 use tokio::sync::OwnedMutexGuard;
 
@@ -154,7 +155,7 @@ impl Broker {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         for key in self.refresh_tokens.flush(left).await {
             tracing::error!(
-                "the secret store never took {key}; the grant will need a new login (run: mcp-auth doctor)"
+                "the secret store never took {key}; the grant will need a new login (run: {DOCTOR})"
             );
         }
     }
@@ -351,7 +352,7 @@ pub fn config_error(server: &str, why: String) -> RpcError {
 pub fn server_error(server: &str, what: &str, e: &OAuthError) -> RpcError {
     RpcError::new(
         ErrorKind::ServerError,
-        format!("{what}: {e}; retry later, and check the network and the clock: mcp-auth doctor"),
+        format!("{what}: {e}; retry later, and check the network and the clock: {DOCTOR}"),
     )
     .with_server(server)
 }
@@ -361,7 +362,7 @@ impl From<crate::store::DbError> for RpcError {
         tracing::error!("{e}");
         RpcError::new(
             ErrorKind::Internal,
-            format!("{e}; check the data directory, or run: mcp-auth status"),
+            format!("{e}; check the data directory, or run: {STATUS}"),
         )
     }
 }
@@ -371,7 +372,7 @@ impl From<crate::store::SecretStoreError> for RpcError {
         tracing::error!("{e}");
         RpcError::new(
             ErrorKind::SecretStore,
-            format!("{e}; unlock the keychain and retry; see: mcp-auth doctor"),
+            format!("{e}; unlock the keychain and retry; see: {DOCTOR}"),
         )
     }
 }

@@ -89,7 +89,10 @@ impl Broker {
         let Some(_in_flight) = self.refreshes.enter() else {
             return Err(RpcError::new(
                 ErrorKind::Internal,
-                "mcp-authd is stopping and starts no refresh; retry when it is back (see: mcp-auth status)",
+                format!(
+                    "mcp-authd is stopping and starts no refresh; retry when it is back (see: {})",
+                    mcp_authd_ipc::next_step::STATUS
+                ),
             )
             .with_server(&grant.server_url));
         };
@@ -112,8 +115,8 @@ impl Broker {
                 &grant.server_url,
                 &[],
                 &format!(
-                    "the access token expired and the authorization server gave no refresh token (why, and what may help: mcp-auth inspect {})",
-                    grant.server_url
+                    "the access token expired and the authorization server gave no refresh token (why, and what may help: {})",
+                    mcp_authd_ipc::next_step::inspect_command(&grant.server_url)
                 ),
             ));
         };

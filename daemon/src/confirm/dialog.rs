@@ -199,9 +199,9 @@ impl Question<'_> {
             text.push_str(&format!("Account: {}\n", f(account)));
         }
         text.push_str(&format!(
-            "Grant: {}\n\nAllow it? (From a terminal: mcp-auth approve {})",
+            "Grant: {}\n\nAllow it? (From a terminal: {})",
             f(self.grant),
-            self.request
+            mcp_authd_ipc::next_step::approve_command(self.request)
         ));
         text
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use mcp_authd_ipc::clients::{
     Answer, AnswerResult, CLIENTS_CONFIRM_PENDING, ClientDecision, PendingRequest,
 };
+use mcp_authd_ipc::next_step::{APPROVE, approve_command};
 use mcp_authd_ipc::{ErrorKind, Notification, RpcError};
 use tokio::sync::watch;
 
@@ -195,7 +196,7 @@ impl Confirmations {
             return Err(RpcError::new(
                 ErrorKind::NotFound,
                 format!(
-                    "no program waits under request {id} (it was answered, or it timed out); see the waiting ones: mcp-auth approve"
+                    "no program waits under request {id} (it was answered, or it timed out); see the waiting ones: {APPROVE}"
                 ),
             ));
         };
@@ -288,7 +289,7 @@ async fn ask(
                 return Err(RpcError::new(
                     ErrorKind::LimitExceeded,
                     format!(
-                        "{MAX_PENDING} programs already wait for the user's approval; answer them first: mcp-auth approve"
+                        "{MAX_PENDING} programs already wait for the user's approval; answer them first: {APPROVE}"
                     ),
                 ));
             }
@@ -326,8 +327,8 @@ async fn ask(
             grant = %grant.id,
             program = ?request.program,
             pid = ?request.pid,
-            "confirm_clients: a program asks for a token; answer with: mcp-auth approve {}",
-            request.id
+            "confirm_clients: a program asks for a token; answer with: {}",
+            approve_command(request.id)
         );
         if let Some(dialog) = dialog {
             show_dialog(c.clone(), dialog, request.clone(), grant, timeout);
@@ -360,7 +361,7 @@ async fn ask(
             Err(RpcError::new(
                 ErrorKind::ConfirmationTimeout,
                 format!(
-                    "confirmation timed out: nobody allowed {} to use grant {} ({}) within {} s; run it again and answer the dialog, or from another terminal: mcp-auth approve",
+                    "confirmation timed out: nobody allowed {} to use grant {} ({}) within {} s; run it again and answer the dialog, or from another terminal: {APPROVE}",
                     describe(program.as_ref()),
                     grant.id,
                     grant.server_url,

@@ -238,8 +238,9 @@ impl<'a> Candidates<'a> {
             RpcError::new(
                 ErrorKind::RegistrationFailed,
                 format!(
-                    "{e}; configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: mcp-auth reload",
-                    printable(&d.server_url, MAX_QUOTED_CHARS)
+                    "{e}; configure a pre-registered client_id under [servers.\"{}\"] in the config file, then run: {}",
+                    printable(&d.server_url, MAX_QUOTED_CHARS),
+                    mcp_authd_ipc::next_step::RELOAD
                 ),
             )
             .with_server(&d.server_url)

@@ -44,10 +44,10 @@ pub async fn forget(broker: &Arc<Broker>, p: ForgetParams) -> Result<Value, RpcE
         None => Err(RpcError::new(
             ErrorKind::NotFound,
             format!(
-                "grant {} has no decision for `{}`; see its programs: mcp-auth inspect {}",
+                "grant {} has no decision for `{}`; see its programs: {}",
                 grant.id,
                 crate::oauth::printable(&p.program, 300),
-                grant.id
+                mcp_authd_ipc::next_step::inspect_command(&grant.id)
             ),
         )),
     }

@@ -22,7 +22,8 @@ pub fn reload(broker: &Broker) -> Result<ReloadResult, RpcError> {
         Ok(config) => config,
         Err(e) => {
             let message = format!(
-                "{e:#}\nthe previous config stays in force; fix the file, then run: mcp-auth reload"
+                "{e:#}\nthe previous config stays in force; fix the file, then run: {}",
+                mcp_authd_ipc::next_step::RELOAD
             );
             tracing::error!("config reload refused: {message}");
             return Err(RpcError::new(ErrorKind::ConfigInvalid, message));
