@@ -167,7 +167,7 @@ pub async fn run(
 async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, broker: Arc<broker::Broker>) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config file");
-        let _ = methods::reload_config(&broker);
+        let _ = broker.reload_config();
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`refresh`]: single-flight refresh and the stop gate;
 //! - [`clients`]: client credentials, transport policy, quirks;
 //! - [`revoke`]: revocation at the authorization server, then here;
+//! - [`reload`]: the config file read again, put in force when valid;
 //! - [`doctor`]: the database and the clock, as only the daemon can check them;
 //! - [`step_up_limit`]: the step-up cap.
 
@@ -17,6 +18,7 @@ mod dpop_proof;
 mod grants;
 mod logins;
 mod refresh;
+mod reload;
 mod revoke;
 mod step_up_limit;
 #[cfg(test)]
@@ -168,8 +170,8 @@ impl Broker {
             .clone()
     }
 
-    /// Puts a reloaded config in force (see `methods::config_reload`).
-    pub fn replace_config(&self, config: Config) {
+    /// Puts a reloaded config in force (see [`Broker::reload_config`]).
+    fn replace_config(&self, config: Config) {
         self.confirm.configure(&config);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
@@ -203,11 +205,6 @@ impl Broker {
             }
             None => self.dpop_nonces.get(url),
         }
-    }
-
-    /// The config file a reload reads.
-    pub fn config_file(&self) -> &std::path::Path {
-        &self.paths.config_file
     }
 
     /// The logins in progress, by (server URL, account name); kept and used by `login`.

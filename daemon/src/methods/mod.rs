@@ -30,8 +30,6 @@ use crate::broker::Broker;
 use crate::peer::Peer;
 use crate::reply::Notifier;
 
-pub use config_reload::reload as reload_config;
-
 /// A request, parsed once where its line is read: the method with its typed params.
 /// Nothing after the connection sees the raw JSON.
 pub enum Command {
