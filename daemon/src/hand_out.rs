@@ -104,18 +104,14 @@ pub async fn dpop_proof(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Paths};
-    use crate::oauth::http::Http;
-    use crate::store::{Db, RegistrationRow, SecretStore};
+    use crate::config::Config;
+    use crate::store::RegistrationRow;
 
     /// Only a configured grant without a browser, and only before the server has a grant,
     /// is run by `token.get` itself.
     #[tokio::test]
     async fn only_a_configured_grant_without_browser_and_no_grant_yet_is_run_at_the_first_ask() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
-        let secrets = Arc::new(SecretStore::file_for_tests(dir.path().join("secrets.json")));
-        let (audit, _writer) = crate::audit::AuditLog::start(db.clone());
         let config: Config = toml::from_str(
             r#"
             [servers."https://machine.example/mcp"]
@@ -126,18 +122,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let broker = Broker::new(
-            db.clone(),
-            audit,
-            secrets,
-            Http::new(None).unwrap(),
-            config,
-            Paths {
-                data_dir: dir.path().to_path_buf(),
-                config_file: dir.path().join("config.toml"),
-            },
-            "test.sock".into(),
-        );
+        let (broker, db) = crate::broker::for_tests(dir.path(), config).await;
         let machine = "https://machine.example/mcp";
         assert!(first_grant_without_browser(&broker, machine, None).await);
         assert!(first_grant_without_browser(&broker, machine, Some("work")).await);

@@ -341,6 +341,29 @@ impl Broker {
     }
 }
 
+/// A broker for unit tests: a real SQLite file and the file secret store under `dir`,
+/// with `config` (its file `dir/config.toml`); the database handle beside it, for rows a
+/// test plants.
+#[cfg(test)]
+pub async fn for_tests(dir: &std::path::Path, config: Config) -> (Broker, Db) {
+    let db = Db::open(&dir.join("state.db")).await.unwrap();
+    let secrets = Arc::new(SecretStore::file_for_tests(dir.join("secrets.json")));
+    let (audit, _writer) = crate::audit::AuditLog::start(db.clone());
+    let broker = Broker::new(
+        db.clone(),
+        audit,
+        secrets,
+        Http::new(None).unwrap(),
+        config,
+        Paths {
+            data_dir: dir.to_path_buf(),
+            config_file: dir.join("config.toml"),
+        },
+        "test.sock".into(),
+    );
+    (broker, db)
+}
+
 /// The config names a client that may not be used here (see [`Config::client`]).
 pub fn config_error(server: &str, why: String) -> RpcError {
     RpcError::new(ErrorKind::ConfigInvalid, why).with_server(server)

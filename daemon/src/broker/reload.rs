@@ -50,34 +50,15 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::config::Paths;
-    use crate::oauth::http::Http;
-    use crate::store::{Db, SecretStore};
 
     /// A valid file is put in force and says what needs a restart; an invalid one is
     /// refused, with the command to run once fixed, and the config in force stays.
     #[tokio::test]
     async fn a_valid_file_is_put_in_force_and_an_invalid_one_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("state.db")).await.unwrap();
-        let secrets = Arc::new(SecretStore::file_for_tests(dir.path().join("secrets.json")));
-        let (audit, _writer) = crate::audit::AuditLog::start(db.clone());
         let file = dir.path().join("config.toml");
-        let broker = Broker::new(
-            db,
-            audit,
-            secrets,
-            Http::new(None).unwrap(),
-            Config::default(),
-            Paths {
-                data_dir: dir.path().to_path_buf(),
-                config_file: file.clone(),
-            },
-            "test.sock".into(),
-        );
+        let (broker, _) = super::super::for_tests(dir.path(), Config::default()).await;
         let pem = dir.path().join("ca.pem");
         std::fs::write(
             &file,

@@ -9,12 +9,11 @@ use mcp_authd_ipc::ErrorKind;
 use mcp_authd_ipc::methods::TokenGetParams;
 
 use super::{Broker, Recipient, new_grant_row};
-use crate::config::{Config, Paths};
+use crate::config::Config;
 use crate::oauth::discovery::AsMetadata;
-use crate::oauth::http::Http;
 use crate::peer::Peer;
 use crate::secret::Secret;
-use crate::store::{Db, GrantRow, RegistrationRow, SecretStore, keys};
+use crate::store::{GrantRow, RegistrationRow, keys};
 
 /// A token endpoint that answers each refresh after `delay` with `at-<n>` (n counting
 /// from 1), valid for an hour.
@@ -59,21 +58,7 @@ struct Fixture {
 async fn fixture(delay: Duration) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = token_endpoint(delay).await;
-    let db = Db::open(&dir.path().join("state.db")).await.unwrap();
-    let secrets = Arc::new(SecretStore::file_for_tests(dir.path().join("secrets.json")));
-    let (audit, _writer) = crate::audit::AuditLog::start(db.clone());
-    let broker = Arc::new(Broker::new(
-        db,
-        audit,
-        secrets,
-        Http::new(None).unwrap(),
-        Config::default(),
-        Paths {
-            data_dir: dir.path().to_path_buf(),
-            config_file: dir.path().join("config.toml"),
-        },
-        "test.sock".into(),
-    ));
+    let broker = Arc::new(super::for_tests(dir.path(), Config::default()).await.0);
     let issuer = endpoint.url.clone();
     let metadata: AsMetadata = serde_json::from_value(serde_json::json!({
         "issuer": issuer,
