@@ -1,14 +1,63 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: unit tests, and the end-to-end tests against the real
 # binaries, once with the file secret store and once against a real Secret Service
-# (gnome-keyring, unlocked, in a private D-Bus session).
+# (gnome-keyring, unlocked, in a private D-Bus session); the MCP conformance suite; a smoke
+# run of every fuzz target. Ends with the time each stage took.
+#
+# Two jobs start in the background, at the lowest CPU priority, so that they use what the
+# foreground leaves idle (the end-to-end tests mostly wait on sockets and timers) instead
+# of adding to the wall-clock time: the fuzz targets' build, and the Node downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+stages=()
+started=$SECONDS
+stage_start=$SECONDS
+# `stage NAME`: the time since the previous mark goes to NAME.
+stage() {
+  stages+=("$(printf '%-34s %4d s' "$1" $((SECONDS - stage_start)))")
+  stage_start=$SECONDS
+}
+background=()
+summary() {
+  local status=$?
+  for pid in "${background[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -n "${keyring_home:-}" ] && rm -rf "$keyring_home"
+  [ -n "${logs:-}" ] && rm -rf "$logs"
+  echo "test.sh: time per stage (2 background jobs overlap the foreground)"
+  printf '  %s\n' "${stages[@]}"
+  printf '  %-34s %4d s (%d min %02d s)%s\n' total $((SECONDS - started)) \
+    $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) \
+    "$([ "$status" -eq 0 ] || echo ", FAILED with $status")"
+}
+trap summary EXIT
+
 bash scripts/setup.sh --tests
+stage "setup (apt)"
+
+logs="$(mktemp -d)"
+# The fuzz targets are built in a workspace of their own (their own flags and target/):
+# nothing it does waits for the main build.
+nice -n 19 bash scripts/fuzz.sh --build >"$logs/fuzz-build.log" 2>&1 &
+fuzz_build=$!
+background+=("$fuzz_build")
+# Node 24 (the conformance suite's) and the pinned npm packages: the Node example runs with
+# it too, and so do the real servers of tests/tests/real_oidc_e2e.rs (oidc-provider, the
+# MCP SDK).
+nice -n 19 bash -euo pipefail -c '
+  source scripts/node.sh
+  node_install
+  npm_ci_pinned tests/oidc oidc-provider
+  npm_ci_pinned tests/conformance @modelcontextprotocol/conformance' >"$logs/node.log" 2>&1 &
+node_setup=$!
+background+=("$node_setup")
+
 cargo build --workspace --locked
+stage "cargo build"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "cargo clippy"
 cargo fmt --all -- --check
+stage "cargo fmt"
 
 # The shipped user units, as a user would copy them (%h/.local/bin/mcp-authd must exist).
 # Unknown keys are only warnings there, so any output counts as a failure.
@@ -26,13 +75,10 @@ if command -v systemd-analyze >/dev/null; then
 else
   echo "NOTICE: systemd-analyze cannot run here; the user units were not verified" >&2
 fi
+stage "systemd units"
 
-# Node 24 (the conformance suite's) before the tests: the Node example runs with it too,
-# and so do the real servers of tests/tests/real_oidc_e2e.rs (oidc-provider, the MCP SDK).
-# shellcheck source=scripts/node.sh
-source scripts/node.sh
-node_install
-npm_ci_pinned tests/oidc oidc-provider
+wait "$node_setup" || { cat "$logs/node.log" >&2; echo "test.sh: installing Node failed" >&2; exit 1; }
+stage "Node (rest of the background job)"
 
 runner=(cargo test --workspace --locked)
 if cargo nextest --version >/dev/null 2>&1; then
@@ -40,7 +86,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 fi
 
 keyring_home="$(mktemp -d)"
-trap 'rm -rf "$keyring_home"' EXIT
 # The keyring file goes to $XDG_DATA_HOME/keyrings: a fresh one per run.
 # The keychain-restart test restarts gnome-keyring with the same password.
 export MCP_AUTHD_TEST_KEYRING_PASSWORD=ci-throwaway-password
@@ -48,10 +93,15 @@ XDG_DATA_HOME="$keyring_home" MCP_AUTHD_TEST_KEYCHAIN=required \
   dbus-run-session -- keyctl session - bash -euo pipefail -c '
     echo -n "$MCP_AUTHD_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
     exec "$@"' bash "${runner[@]}"
+stage "tests (${runner[0]} ${runner[1]})"
 
 # The official MCP conformance suite, every client auth/* scenario, through mcp-auth proxy.
 bash scripts/conformance.sh
+stage "conformance suite"
 
-# A smoke run of every fuzz target (installs cargo-fuzz on first use); scripts/fuzz.sh
-# without arguments is the longer local run.
+# A smoke run of every fuzz target (scripts/fuzz.sh without arguments is the longer local
+# run); its build ran in the background.
+wait "$fuzz_build" || { cat "$logs/fuzz-build.log" >&2; echo "test.sh: building the fuzz targets failed" >&2; exit 1; }
+stage "fuzz build (rest of the background job)"
 bash scripts/fuzz.sh 60
+stage "fuzz smoke run"

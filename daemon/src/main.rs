@@ -25,8 +25,11 @@ mod store;
 
 // The parsers of what servers send live in the library, where the fuzz targets reach them.
 use mcp_authd::{oauth, secret};
+// Used by the library's modules, not by the binary's own: named so that
+// `unused_crate_dependencies` checks the others.
 use std::path::PathBuf;
 use std::sync::Arc;
+use {aws_lc_rs as _, base64 as _, p256 as _, rustls_pki_types as _};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
