@@ -6,7 +6,9 @@
 #
 # Two jobs start in the background, at the lowest CPU priority, so that they use what the
 # foreground leaves idle (the end-to-end tests mostly wait on sockets and timers) instead
-# of adding to the wall-clock time: the fuzz targets' build, and the Node downloads.
+# of adding to the wall-clock time: the fuzz targets' build, and the Node downloads. Each
+# runs in a process group of its own: once the foreground waits for it, it gets its
+# normal priority back (where we may raise it: as root), and a failure stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,18 +17,23 @@ started=$SECONDS
 stage_start=$SECONDS
 # `stage NAME`: the time since the previous mark goes to NAME.
 stage() {
-  stages+=("$(printf '%-34s %4d s' "$1" $((SECONDS - stage_start)))")
+  stages+=("$(printf '%-40s %4d s' "$1" $((SECONDS - stage_start)))")
   stage_start=$SECONDS
 }
 background=()
+# `finish PID`: waits for a background job, at normal priority from now on.
+finish() {
+  renice -n 0 -g "$1" >/dev/null 2>&1 || true
+  wait "$1"
+}
 summary() {
   local status=$?
-  for pid in "${background[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${background[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
   [ -n "${keyring_home:-}" ] && rm -rf "$keyring_home"
   [ -n "${logs:-}" ] && rm -rf "$logs"
   echo "test.sh: time per stage (2 background jobs overlap the foreground)"
   printf '  %s\n' "${stages[@]}"
-  printf '  %-34s %4d s (%d min %02d s)%s\n' total $((SECONDS - started)) \
+  printf '  %-40s %4d s (%d min %02d s)%s\n' total $((SECONDS - started)) \
     $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) \
     "$([ "$status" -eq 0 ] || echo ", FAILED with $status")"
 }
@@ -38,13 +45,13 @@ stage "setup (apt)"
 logs="$(mktemp -d)"
 # The fuzz targets are built in a workspace of their own (their own flags and target/):
 # nothing it does waits for the main build.
-nice -n 19 bash scripts/fuzz.sh --build >"$logs/fuzz-build.log" 2>&1 &
+setsid -w nice -n 19 bash scripts/fuzz.sh --build >"$logs/fuzz-build.log" 2>&1 &
 fuzz_build=$!
 background+=("$fuzz_build")
 # Node 24 (the conformance suite's) and the pinned npm packages: the Node example runs with
 # it too, and so do the real servers of tests/tests/real_oidc_e2e.rs (oidc-provider, the
 # MCP SDK).
-nice -n 19 bash -euo pipefail -c '
+setsid -w nice -n 19 bash -euo pipefail -c '
   source scripts/node.sh
   node_install
   npm_ci_pinned tests/oidc oidc-provider
@@ -77,13 +84,17 @@ else
 fi
 stage "systemd units"
 
-wait "$node_setup" || { cat "$logs/node.log" >&2; echo "test.sh: installing Node failed" >&2; exit 1; }
+finish "$node_setup" || { cat "$logs/node.log" >&2; echo "test.sh: installing Node failed" >&2; exit 1; }
 stage "Node (rest of the background job)"
 
 runner=(cargo test --workspace --locked)
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --workspace --locked --no-fail-fast)
 fi
+# The test binaries are what nextest would build first (the same `cargo test --no-run`):
+# built here, their time shows apart from the tests'.
+cargo test --workspace --locked --no-run
+stage "build the tests"
 
 keyring_home="$(mktemp -d)"
 # The keyring file goes to $XDG_DATA_HOME/keyrings: a fresh one per run.
@@ -101,7 +112,7 @@ stage "conformance suite"
 
 # A smoke run of every fuzz target (scripts/fuzz.sh without arguments is the longer local
 # run); its build ran in the background.
-wait "$fuzz_build" || { cat "$logs/fuzz-build.log" >&2; echo "test.sh: building the fuzz targets failed" >&2; exit 1; }
+finish "$fuzz_build" || { cat "$logs/fuzz-build.log" >&2; echo "test.sh: building the fuzz targets failed" >&2; exit 1; }
 stage "fuzz build (rest of the background job)"
 bash scripts/fuzz.sh 60
 stage "fuzz smoke run"
