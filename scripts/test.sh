@@ -89,7 +89,12 @@ stage "Node (rest of the background job)"
 
 runner=(cargo test --workspace --locked)
 if cargo nextest --version >/dev/null 2>&1; then
-  runner=(cargo nextest run --workspace --locked --no-fail-fast)
+  # Two tests per core: the end-to-end tests mostly wait (on sockets, timers, the
+  # processes they start), and the 282 took 200 s with one per core, 94–102 s with two,
+  # on a shared 2-core machine. (The Secret Service tests still run one at a time:
+  # .config/nextest.toml.)
+  runner=(cargo nextest run --workspace --locked --no-fail-fast
+          --test-threads "$((2 * $(nproc 2>/dev/null || echo 1)))")
 fi
 # The test binaries are what nextest would build first (the same `cargo test --no-run`):
 # built here, their time shows apart from the tests'.
