@@ -6,6 +6,7 @@
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]
 #   bash scripts/fuzz.sh --install      # only install cargo-fuzz
+#   bash scripts/fuzz.sh --build        # install cargo-fuzz and build the targets, no run
 #
 # cargo-fuzz passes nightly rustc flags: RUSTC_BOOTSTRAP=1 lets the stable toolchain take
 # them. The sanitizer is off: the fuzzed code is safe Rust, so AddressSanitizer would only
@@ -25,6 +26,9 @@ shift || true
 targets=("$@")
 
 cd fuzz
+if [ "$seconds" = --build ]; then
+  exec cargo fuzz build --sanitizer none
+fi
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo fuzz list)
 fi

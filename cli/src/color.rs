@@ -1,7 +1,10 @@
-//! Colour on stdout only where a person reads it: `--color auto|always|never`, `NO_COLOR`
-//! (<https://no-color.org>) and `CLICOLOR_FORCE`.
+//! Colour on stdout only where a person reads it: `--color auto|always|never`. Under
+//! `auto` the decision is `anstream`'s, the one cargo and clap make (stdout a terminal
+//! whose `TERM` is not `dumb`, `NO_COLOR`, `CLICOLOR_FORCE`, `CLICOLOR`); the escapes are
+//! `anstyle`'s.
 
-use std::io::IsTerminal;
+use anstream::ColorChoice;
+use anstyle::{AnsiColor, Style};
 
 /// The `--color` flag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -13,29 +16,14 @@ pub enum When {
     Never,
 }
 
-/// Whether to colour: `always` and `never` win over the environment; under `auto`, a
-/// non-empty `NO_COLOR` turns colour off, a `CLICOLOR_FORCE` other than `0` turns it on,
-/// and otherwise stdout must be a terminal whose `TERM` is not `dumb`.
-pub fn enabled(when: When, env: impl Fn(&str) -> Option<String>, stdout_is_tty: bool) -> bool {
-    let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+/// Whether to colour stdout: `always` and `never` win over the environment; `auto` asks
+/// anstream about this process's stdout and environment.
+pub fn for_stdout(when: When) -> bool {
     match when {
         When::Always => true,
         When::Never => false,
-        When::Auto if set("NO_COLOR") => false,
-        When::Auto if set("CLICOLOR_FORCE") && env("CLICOLOR_FORCE").as_deref() != Some("0") => {
-            true
-        }
-        When::Auto => stdout_is_tty && env("TERM").as_deref() != Some("dumb"),
+        When::Auto => anstream::AutoStream::choice(&std::io::stdout()) != ColorChoice::Never,
     }
-}
-
-/// [`enabled`] for this process's stdout and environment.
-pub fn for_stdout(when: When) -> bool {
-    enabled(
-        when,
-        |name| std::env::var(name).ok(),
-        std::io::stdout().is_terminal(),
-    )
 }
 
 /// The few styles the CLI uses: states (good, warning, bad) and table headers.
@@ -48,19 +36,20 @@ pub enum Paint {
 }
 
 impl Paint {
-    fn sgr(self) -> &'static str {
+    fn style(self) -> Style {
         match self {
-            Paint::Green => "32",
-            Paint::Yellow => "33",
-            Paint::Red => "31",
-            Paint::Bold => "1",
+            Paint::Green => AnsiColor::Green.on_default(),
+            Paint::Yellow => AnsiColor::Yellow.on_default(),
+            Paint::Red => AnsiColor::Red.on_default(),
+            Paint::Bold => Style::new().bold(),
         }
     }
 
     /// `text` wrapped in the ANSI escape for this style when `on`, else `text` as it is.
     pub fn apply(self, text: &str, on: bool) -> String {
         if on {
-            format!("\x1b[{}m{text}\x1b[0m", self.sgr())
+            let style = self.style();
+            format!("{style}{text}{style:#}")
         } else {
             text.to_string()
         }
@@ -71,49 +60,19 @@ impl Paint {
 mod tests {
     use super::*;
 
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
-    #[test]
-    fn auto_colours_a_terminal_only() {
-        assert!(enabled(When::Auto, env(&[("TERM", "xterm")]), true));
-        assert!(!enabled(When::Auto, env(&[("TERM", "xterm")]), false));
-        assert!(!enabled(When::Auto, env(&[("TERM", "dumb")]), true));
-    }
-
-    #[test]
-    fn no_color_and_clicolor_force_under_auto() {
-        assert!(!enabled(When::Auto, env(&[("NO_COLOR", "1")]), true));
-        assert!(
-            enabled(When::Auto, env(&[("NO_COLOR", "")]), true),
-            "an empty NO_COLOR does not count"
-        );
-        assert!(enabled(When::Auto, env(&[("CLICOLOR_FORCE", "1")]), false));
-        assert!(!enabled(When::Auto, env(&[("CLICOLOR_FORCE", "0")]), false));
-        assert!(
-            !enabled(
-                When::Auto,
-                env(&[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]),
-                true
-            ),
-            "NO_COLOR wins"
-        );
-    }
-
     #[test]
     fn the_flag_wins_over_the_environment() {
-        assert!(enabled(When::Always, env(&[("NO_COLOR", "1")]), false));
-        assert!(!enabled(When::Never, env(&[("CLICOLOR_FORCE", "1")]), true));
+        // Whatever the test's stdout and variables: `always` and `never` are not asked.
+        assert!(for_stdout(When::Always));
+        assert!(!for_stdout(When::Never));
     }
 
     #[test]
     fn paint_is_plain_text_when_off() {
         assert_eq!(Paint::Red.apply("needs login", false), "needs login");
         assert_eq!(Paint::Red.apply("x", true), "\x1b[31mx\x1b[0m");
+        assert_eq!(Paint::Green.apply("ok", true), "\x1b[32mok\x1b[0m");
+        assert_eq!(Paint::Yellow.apply("ok", true), "\x1b[33mok\x1b[0m");
+        assert_eq!(Paint::Bold.apply("H", true), "\x1b[1mH\x1b[0m");
     }
 }

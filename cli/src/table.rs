@@ -137,20 +137,15 @@ fn cut(s: &str, w: usize) -> String {
 }
 
 /// Columns of the terminal stdout is, or `None` when stdout is not a terminal (a pipe or
-/// a file gets every value in full).
+/// a file gets every value in full). `COLUMNS` when the terminal does not tell.
 pub fn stdout_width() -> Option<usize> {
     if !std::io::stdout().is_terminal() {
         return None;
     }
-    #[cfg(unix)]
+    if let Some((terminal_size::Width(columns), _)) =
+        terminal_size::terminal_size_of(std::io::stdout())
     {
-        // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 1 is open (it is a terminal).
-        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-        if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0
-            && size.ws_col > 0
-        {
-            return Some(usize::from(size.ws_col));
-        }
+        return Some(usize::from(columns));
     }
     std::env::var("COLUMNS").ok()?.parse().ok()
 }

@@ -1,11 +1,15 @@
 //! The audit log of token hand-outs, written off the hot path. `token.get` counts a
-//! hand-out into an in-memory table (one short lock, no allocation when the same process
-//! already took a token of that grant, no task woken but the first time in a window); one
-//! writer task stores the table every 250 ms in one SQLite transaction. A token answers in
-//! microseconds instead of after a synced disk write; a crash (not a stop) loses at most
-//! the last 250 ms of records. Writing every 20 ms instead cost the 64-client p99 about
-//! 150 µs (mcp-authd-bench): the write takes one of the two cores for a moment each time.
-//! Reads flush first, so `grants.audit` shows every hand-out answered before it.
+//! hand-out into an in-memory table (one short lock; no allocation when the same
+//! connection already took a token of that grant since the last write; the writer task is
+//! woken only by the first hand-out after a write). The writer then gathers for `GATHER`
+//! and stores the whole table in one SQLite transaction (one fsync), so a token
+//! is answered without waiting for a synced disk write, and an idle daemon writes nothing.
+//! A crash (not a stop: a stop flushes) loses what was not committed yet — the hand-outs
+//! of the window being gathered and of a write still running; a batch that fails three
+//! writes in a row is dropped with an error in the log. A shorter window costs the
+//! latency of every token while it writes (the write takes a core for a moment each
+//! time); a longer one loses more to a crash. Reads flush first, so `grants.audit` shows
+//! every hand-out answered before it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,11 +21,13 @@ use crate::peer::Peer;
 use crate::store::Db;
 use crate::store::db::HandOutRecord;
 
-/// How long the writer gathers hand-outs into one transaction.
+/// How long the writer gathers hand-outs into one transaction, from the first hand-out
+/// after the last write (or until a flush asks).
 const GATHER: Duration = Duration::from_millis(250);
 
-/// Hand-outs not yet written, by the connection's peer: each process's few grants in a
-/// short list, so counting one more is a pointer lookup and a string comparison or two.
+/// Hand-outs not yet written, by connection (its `Peer`, shared by every request on it):
+/// each connection's few grants in a short list, so counting one more is a pointer lookup
+/// and a string comparison or two.
 /// Each row carries the sequence number of its latest hand-out, so rows are written (and
 /// listed, newest first) in the order their last tokens went out.
 #[derive(Default)]

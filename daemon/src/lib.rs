@@ -5,6 +5,9 @@
 //! the daemon's timing is the point). `oauth` and `secret` are public for the fuzz
 //! targets in `fuzz/`, which run the daemon's own parsers of what servers send.
 
+// Logging is set up by the binary (main.rs), which shares this package's dependencies.
+use tracing_subscriber as _;
+
 mod activation;
 mod audit;
 mod broker;

@@ -1,5 +1,9 @@
 //! mcp-authd: the per-user OAuth credential broker for MCP servers.
 
+// A thin shell over the library, which shares this package's dependencies and is the
+// crate `unused_crate_dependencies` checks them on.
+#![allow(unused_crate_dependencies)]
+
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};

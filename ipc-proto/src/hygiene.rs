@@ -14,7 +14,7 @@ pub fn disable_core_dumps(undumpable: bool) -> std::io::Result<()> {
             rlim_max: 0,
         };
         // SAFETY: setrlimit reads the struct we pass; lowering a limit needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &raw const zero) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
         #[cfg(target_os = "linux")]
@@ -40,7 +40,8 @@ mod tests {
             rlim_max: 1,
         };
         // SAFETY: getrlimit writes into the struct we own.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut limit) }, 0);
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_CORE, &raw mut limit) };
+        assert_eq!(got, 0);
         assert_eq!((limit.rlim_cur, limit.rlim_max), (0, 0));
         // SAFETY: PR_GET_DUMPABLE takes no pointers.
         assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);

@@ -167,6 +167,14 @@ pub enum Incoming {
 impl Incoming {
     /// Parses one frame (a line without its newline) into a request or an error to send back.
     pub fn parse(line: &[u8]) -> Incoming {
+        // A well-formed request is read in one pass, straight into its type; only a line
+        // that is not one is read again, as a JSON value, to say what is wrong with it and
+        // answer with its id when it has one.
+        if let Ok(request) = serde_json::from_slice::<Request>(line)
+            && request.jsonrpc == "2.0"
+        {
+            return Incoming::Request(request);
+        }
         let value: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => {
@@ -225,6 +233,16 @@ mod tests {
                 assert_eq!(r.method, "status");
                 assert!(r.params.is_null());
             }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_reads_as_a_json_value_would() {
+        // The one-pass read refuses a repeated field; the second read keeps the last, as
+        // every reader of the line as a JSON value does.
+        match Incoming::parse(br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"status"}"#) {
+            Incoming::Request(r) => assert_eq!(r.id, RequestId::Number(2)),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -77,7 +77,7 @@ impl Group {
             .process_group(0)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", command.get_program().display()));
         Group(child)
     }
 }
@@ -85,6 +85,7 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         // The group's id is the leader's pid: the program and whatever it forked.
+        // SAFETY: kill takes no pointers; the group is ours (process_group(0) at spawn).
         unsafe {
             libc::kill(-(self.0.id() as i32), libc::SIGTERM);
         }

@@ -82,7 +82,7 @@ impl LoginRun {
                         return got;
                     }
                 }
-                Err(_) => panic!("no {what} in the output:\n{}", self.seen.join("\n")),
+                Err(e) => panic!("no {what} in the output ({e}):\n{}", self.seen.join("\n")),
             }
         }
     }

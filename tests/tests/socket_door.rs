@@ -79,6 +79,7 @@ async fn every_hand_out_is_audited_with_the_receiving_process() {
         "newest first: {inspected}"
     );
     assert_eq!(hand_outs[0]["peer_exe"], me.display().to_string());
+    // SAFETY: geteuid takes nothing and cannot fail.
     assert_eq!(hand_outs[0]["peer_uid"], unsafe { libc::geteuid() });
     let last = hand_outs.last().unwrap();
     assert!(

@@ -21,10 +21,11 @@ use crate::peer::Peer;
 
 mod client_decisions;
 
-/// `at, server_url, peer_pid, peer_uid, peer_exe` of `token_hand_outs`.
+/// `at, count, server_url, peer_pid, peer_uid, peer_exe` of `token_hand_outs`.
 type HandOutRow = (i64, i64, String, Option<i64>, Option<i64>, Option<String>);
 
-/// Rows of the token hand-out log kept (older ones are pruned every 100 hand-outs).
+/// Rows of the token hand-out log kept: each write of the audit log deletes older ones in
+/// its transaction. A row counts one window's hand-outs of a grant to one connection.
 const MAX_HAND_OUTS: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]

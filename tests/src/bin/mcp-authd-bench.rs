@@ -3,7 +3,11 @@
 //! Runs the real `mcp-authd` (release build beside this binary) against the test
 //! authorization server and MCP server on 127.0.0.1, and prints:
 //! - token hand-out latency over the socket (p50/p99/p999) and throughput at 1, 16, 64 and
-//!   256 concurrent clients;
+//!   256 concurrent clients, closed loop, and 64 clients paced at 50,000 tokens/s in all —
+//!   each level against the daemon and against a floor (a minimal line server, see
+//!   [`floor`]) by the same clients, taking turns, with the daemon's throughput and p99 as
+//!   ratios to the floor's: absolute figures vary from machine to machine, the ratios
+//!   say how much the daemon's own work costs;
 //! - for N = 1, 10, 100, 1000 concurrent `token.get` calls arriving when the token has
 //!   expired, the number of refresh requests the authorization server saw;
 //! - a soak: 64 clients asking continuously (for the default 60 s of validity) with
@@ -12,8 +16,9 @@
 //! - the daemon's resident memory idle and under the 256-client load.
 //!
 //! `cargo build --release --workspace && target/release/mcp-authd-bench [--level-secs S]
-//! [--soak-secs S] [--soak-only] [--client-threads N]` (defaults: 5 s per level, a 600 s
-//! soak — `--soak-secs 0` skips it, `--soak-only` runs nothing else —, latency clients on 2
+//! [--rounds N] [--soak-secs S] [--soak-only] [--client-threads N]` (defaults: 5 s per
+//! level and server, split into 2 rounds that alternate daemon and floor, a 600 s soak —
+//! `--soak-secs 0` skips it, `--soak-only` runs nothing else —, latency clients on 2
 //! threads of their own).
 //! Linux only (it talks to the Unix socket directly and reads /proc).
 
@@ -31,27 +36,42 @@ use tokio::sync::Barrier;
 
 const QUIET: &[(&str, &str)] = &[("MCP_AUTHD_LOG", "warn")];
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, socket] = args.as_slice()
+        && flag == floor::SERVE_ARG
+    {
+        floor::serve(std::path::Path::new(socket));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the bench's runtime")
+        .block_on(bench(args));
+}
+
+async fn bench(args: Vec<String>) {
     let mut level_secs = 5u64;
     let mut soak_secs = 600u64;
     let mut client_threads = 2usize;
+    let mut rounds = 2u32;
     let mut soak_only = false;
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
                 .and_then(|v| v.parse().ok())
-                .expect("a number of seconds")
+                .expect("a number after the option")
         };
         match a.as_str() {
             "--level-secs" => level_secs = value(),
             "--soak-secs" => soak_secs = value(),
             "--client-threads" => client_threads = value() as usize,
+            "--rounds" => rounds = value().max(1) as u32,
             "--soak-only" => soak_only = true,
             _ => {
                 eprintln!(
-                    "usage: mcp-authd-bench [--level-secs S] [--soak-secs S] [--soak-only] [--client-threads N]"
+                    "usage: mcp-authd-bench [--level-secs S] [--rounds N] [--soak-secs S] [--soak-only] [--client-threads N]"
                 );
                 std::process::exit(2);
             }
@@ -64,7 +84,7 @@ async fn main() {
     );
 
     if !soak_only {
-        hand_out_latency(level_secs, client_threads).await;
+        hand_out_latency(level_secs, rounds, client_threads).await;
         refresh_storms().await;
     }
     if soak_secs > 0 {
@@ -157,84 +177,156 @@ fn client_runtime(threads: usize) -> &'static tokio::runtime::Runtime {
     ))
 }
 
-async fn hand_out_latency(level_secs: u64, client_threads: usize) {
+/// What clients measured against one server: every round trip, sorted, in nanoseconds.
+#[derive(Default)]
+struct Measured {
+    samples: Vec<u64>,
+    secs: f64,
+    errors: u64,
+}
+
+impl Measured {
+    /// Adds another round against the same server.
+    fn add(&mut self, other: Measured) {
+        self.samples.extend(other.samples);
+        self.samples.sort_unstable();
+        self.secs += other.secs;
+        self.errors += other.errors;
+    }
+
+    fn micros(&self, p: f64) -> f64 {
+        percentile(&self.samples, p) as f64 / 1000.0
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.samples.len() as f64 / self.secs.max(f64::EPSILON)
+    }
+
+    fn row(&self, clients: usize, server: &str, note: &str) {
+        println!(
+            "{:>8} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>8}{note}",
+            clients,
+            server,
+            self.micros(0.50),
+            self.micros(0.99),
+            self.micros(0.999),
+            self.per_sec(),
+            self.errors
+        );
+    }
+}
+
+/// The daemon's figures as ratios to the floor's, measured by the same clients in the same
+/// run: what is left to win, whatever the machine.
+struct Ratio {
+    clients: usize,
+    paced: bool,
+    throughput: f64,
+    p99: f64,
+}
+
+impl Ratio {
+    fn of(clients: usize, paced: bool, daemon: &Measured, floor: &Measured) -> Ratio {
+        Ratio {
+            clients,
+            paced,
+            throughput: daemon.per_sec() / floor.per_sec().max(f64::EPSILON),
+            p99: daemon.micros(0.99) / floor.micros(0.99).max(f64::EPSILON),
+        }
+    }
+}
+
+/// Goal at 64 closed-loop clients: the daemon within this share of the floor's throughput…
+const GOAL_THROUGHPUT: f64 = 0.85;
+/// …and within this multiple of its p99.
+const GOAL_P99: f64 = 1.25;
+
+async fn hand_out_latency(level_secs: u64, rounds: u32, client_threads: usize) {
     let clients_rt = client_runtime(client_threads);
     let (_auth, mcp, _home, d) = daemon_with_grant(AsOptions::default(), "").await;
     let pid = daemon_pid(&d);
     let url = mcp.url().to_string();
-    // One warm-up call puts everything in memory.
+    // One warm-up call puts everything in memory; its token is what the floor hands out.
     let mut warm = Conn::open(&d).await;
     warm.send(&request_line(0, &url, 60)).await;
-    assert!(warm.answer().await.contains("\"result\""));
+    let answer: Value = serde_json::from_str(warm.answer().await).expect("a JSON answer");
+    let token: floor::Token =
+        serde_json::from_value(answer["result"].clone()).expect("a token.get result");
+    let floor = floor::Floor::start(&token);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(pid);
 
+    let round = Duration::from_secs_f64(level_secs as f64 / f64::from(rounds.max(1)));
     println!(
-        "\ntoken hand-out over the socket ({level_secs} s per level, clients on {client_threads} thread(s))"
+        "\ntoken hand-out over the socket ({level_secs} s per level and server, in {rounds} round(s) taking turns; clients on {client_threads} thread(s))"
     );
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>12} {:>8}",
-        "clients", "p50 µs", "p99 µs", "p999 µs", "tokens/s", "errors"
+        "floor: a minimal line server ({}): a task per connection, each request parsed with serde_json, a fixed token.get result",
+        floor::SHAPE
+    );
+    println!(
+        "{:>8} {:>7} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "clients", "server", "p50 µs", "p99 µs", "p999 µs", "tokens/s", "errors"
     );
     let mut loaded = 0;
+    let mut ratios = Vec::new();
     for clients in [1usize, 16, 64, 256] {
-        let barrier = Arc::new(Barrier::new(clients + 1));
-        let errors = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for c in 0..clients {
-            let socket = d.socket().to_path_buf();
-            let (barrier, errors, url) = (barrier.clone(), errors.clone(), url.clone());
-            tasks.push(clients_rt.spawn(async move {
-                let mut conn = Conn::connect(&socket).await;
-                let mut samples = Vec::with_capacity(65_536);
-                barrier.wait().await;
-                let end = Instant::now() + Duration::from_secs(level_secs);
-                let mut id = (c as u64) << 32;
-                while Instant::now() < end {
-                    id += 1;
-                    let line = request_line(id, &url, 60);
-                    let t = Instant::now();
-                    conn.send(&line).await;
-                    if !conn.answer().await.contains("\"result\"") {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    samples.push(t.elapsed().as_nanos() as u64);
-                }
-                samples
-            }));
+        let (mut on_daemon, mut on_floor) = (Measured::default(), Measured::default());
+        for _ in 0..rounds.max(1) {
+            let sampler = (clients == 256).then(|| rss_sampler(pid, round));
+            on_daemon.add(measure(clients_rt, d.socket(), &url, clients, None, round).await);
+            if let Some(s) = sampler {
+                loaded = loaded.max(s.await.unwrap());
+            }
+            on_floor.add(measure(clients_rt, floor.socket(), &url, clients, None, round).await);
         }
-        let sampler = (clients == 256).then(|| {
-            tokio::spawn(async move {
-                let mut max = 0;
-                for _ in 0..(level_secs * 10) {
-                    max = max.max(rss_kib(pid));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                max
-            })
-        });
-        barrier.wait().await;
-        let started = Instant::now();
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        if let Some(s) = sampler {
-            loaded = s.await.unwrap();
-        }
-        all.sort_unstable();
-        println!(
-            "{:>8} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>8}",
-            clients,
-            percentile(&all, 0.50) as f64 / 1000.0,
-            percentile(&all, 0.99) as f64 / 1000.0,
-            percentile(&all, 0.999) as f64 / 1000.0,
-            all.len() as f64 / elapsed,
-            errors.load(Ordering::Relaxed)
+        on_daemon.row(clients, "daemon", "");
+        on_floor.row(clients, "floor", "");
+        ratios.push(Ratio::of(clients, false, &on_daemon, &on_floor));
+    }
+    let (clients, per_sec) = (64, 50_000);
+    let (mut on_daemon, mut on_floor) = (Measured::default(), Measured::default());
+    for _ in 0..rounds.max(1) {
+        on_daemon.add(measure(clients_rt, d.socket(), &url, clients, Some(per_sec), round).await);
+        on_floor.add(
+            measure(
+                clients_rt,
+                floor.socket(),
+                &url,
+                clients,
+                Some(per_sec),
+                round,
+            )
+            .await,
         );
     }
-    paced(clients_rt, &d, &url, 64, 50_000, level_secs).await;
+    let note = format!("   (paced at {per_sec}/s)");
+    on_daemon.row(clients, "daemon", &note);
+    on_floor.row(clients, "floor", &note);
+    ratios.push(Ratio::of(clients, true, &on_daemon, &on_floor));
+
+    println!("\ndaemon ÷ floor (same clients, same run)");
+    println!("{:>8} {:>12} {:>8}", "clients", "throughput", "p99");
+    for r in &ratios {
+        let note = if r.paced {
+            "   (paced)".to_string()
+        } else if r.clients == 64 {
+            let met = r.throughput >= GOAL_THROUGHPUT && r.p99 <= GOAL_P99;
+            format!(
+                "   goal ≥ {:.0} % and ≤ {GOAL_P99}×: {}",
+                GOAL_THROUGHPUT * 100.0,
+                if met { "met" } else { "NOT met" }
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>8} {:>11.0} % {:>7.2}×{note}",
+            r.clients,
+            r.throughput * 100.0,
+            r.p99
+        );
+    }
     println!(
         "\ndaemon RSS: idle {:.1} MiB, under 256 clients {:.1} MiB",
         idle as f64 / 1024.0,
@@ -242,65 +334,80 @@ async fn hand_out_latency(level_secs: u64, client_threads: usize) {
     );
 }
 
-/// `clients` connections sharing a fixed total rate (each sends on its own schedule, not
-/// when its last answer arrives): the latency a token takes at that load, without the
-/// queueing a closed loop of always-waiting clients adds by construction.
-async fn paced(
+/// The largest resident memory of `pid` over the next `span`, sampled every 100 ms.
+fn rss_sampler(pid: u32, span: Duration) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let end = Instant::now() + span;
+        let mut max = 0;
+        while Instant::now() < end {
+            max = max.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        max
+    })
+}
+
+/// `clients` connections asking for tokens for `span`: each sends its next request when
+/// its last answer arrives (a closed loop), or with `pace` (tokens per second, shared by
+/// all) on its own schedule — the latency a token takes at that load, without the queueing
+/// a closed loop of always-waiting clients adds by construction.
+async fn measure(
     clients_rt: &tokio::runtime::Runtime,
-    d: &Daemon,
+    socket: &std::path::Path,
     url: &str,
     clients: usize,
-    per_sec: u64,
-    secs: u64,
-) {
-    let interval = Duration::from_secs_f64(clients as f64 / per_sec as f64);
+    pace: Option<u64>,
+    span: Duration,
+) -> Measured {
+    let interval = pace.map(|per_sec| Duration::from_secs_f64(clients as f64 / per_sec as f64));
     let barrier = Arc::new(Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let socket = d.socket().to_path_buf();
+        let socket = socket.to_path_buf();
         let (barrier, url) = (barrier.clone(), url.to_string());
         tasks.push(clients_rt.spawn(async move {
             let mut conn = Conn::connect(&socket).await;
-            let mut samples = Vec::new();
+            let mut samples = Vec::with_capacity(65_536);
             let mut errors = 0u64;
             barrier.wait().await;
-            let start = tokio::time::Instant::now() + interval.mul_f64(c as f64 / clients as f64);
-            let end = start + Duration::from_secs(secs);
-            let mut next = start;
+            // Paced clients start spread over one interval.
+            let mut next = tokio::time::Instant::now()
+                + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / clients as f64));
+            let end = next + span;
             let mut id = (c as u64) << 32;
-            while next < end {
-                tokio::time::sleep_until(next).await;
+            loop {
+                if let Some(interval) = interval {
+                    if next >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(next).await;
+                    next += interval;
+                } else if tokio::time::Instant::now() >= end {
+                    break;
+                }
                 id += 1;
+                let line = request_line(id, &url, 60);
                 let t = Instant::now();
-                conn.send(&request_line(id, &url, 60)).await;
+                conn.send(&line).await;
                 if !conn.answer().await.contains("\"result\"") {
                     errors += 1;
                 }
                 samples.push(t.elapsed().as_nanos() as u64);
-                next += interval;
             }
             (samples, errors)
         }));
     }
     barrier.wait().await;
     let started = Instant::now();
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let mut measured = Measured::default();
     for t in tasks {
-        let (s, e) = t.await.unwrap();
-        all.extend(s);
-        errors += e;
+        let (samples, errors) = t.await.unwrap();
+        measured.samples.extend(samples);
+        measured.errors += errors;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    println!(
-        "{:>8} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>8}   (paced at {per_sec}/s)",
-        clients,
-        percentile(&all, 0.50) as f64 / 1000.0,
-        percentile(&all, 0.99) as f64 / 1000.0,
-        percentile(&all, 0.999) as f64 / 1000.0,
-        all.len() as f64 / elapsed,
-        errors
-    );
+    measured.secs = started.elapsed().as_secs_f64();
+    measured.samples.sort_unstable();
+    measured
 }
 
 /// N calls arrive together when the token has expired; the AS must see one refresh.
@@ -442,9 +549,140 @@ async fn soak(secs: u64) {
         failed.load(Ordering::Relaxed),
         rejected.load(Ordering::Relaxed),
         auth.counts().refreshes,
-        secs as f64 / auth.counts().refreshes.max(1) as f64,
+        secs as f64 / f64::from(auth.counts().refreshes.max(1)),
         shortest_gap.as_secs_f64(),
         auth.counts().refresh_failures,
         rss_kib(pid) as f64 / 1024.0
     );
+}
+
+/// The floor the daemon is measured against: the least a server must do to answer
+/// `token.get` over a Unix socket — read a line, parse it as a JSON-RPC request, write a
+/// token back — in a process shaped like the daemon's (a multi-thread tokio runtime with
+/// its default workers, a task per connection), with none of the daemon's own work: no
+/// grant lookup, no freshness or scope checks, no audit record.
+mod floor {
+    use std::io::{BufRead, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, ChildStdin, Command, Stdio};
+
+    use mcp_authd_ipc::{Reply, Request};
+    use serde::{Deserialize, Serialize};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{UnixListener, UnixStream};
+
+    /// The argument that makes the bench binary the floor server (over the socket path).
+    pub const SERVE_ARG: &str = "--floor-server";
+    pub const SHAPE: &str = "a process of its own, a tokio runtime built as the daemon's";
+
+    /// The token the floor hands out: one the daemon handed out, so both answers are the
+    /// same size.
+    #[derive(Serialize, Deserialize)]
+    pub struct Token {
+        access_token: String,
+        token_type: String,
+        expires_at: i64,
+        expires_in: i64,
+        scopes: Vec<String>,
+        grant: String,
+    }
+
+    /// The floor server, a child process; it ends when dropped (or when the bench ends:
+    /// it stops at the end of its stdin).
+    pub struct Floor {
+        child: Child,
+        _stdin: ChildStdin,
+        socket: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Floor {
+        pub fn start(token: &Token) -> Floor {
+            let dir = tempfile::tempdir().expect("a directory for the floor's socket");
+            let socket = dir.path().join("floor.sock");
+            let mut child = Command::new(std::env::current_exe().expect("the bench's path"))
+                .arg(SERVE_ARG)
+                .arg(&socket)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("the floor server starts");
+            let mut stdin = child.stdin.take().expect("its stdin");
+            writeln!(stdin, "{}", serde_json::to_string(token).expect("a token"))
+                .expect("the token reaches the floor server");
+            let mut ready = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("its stdout"))
+                .read_line(&mut ready)
+                .expect("the floor server says it is ready");
+            assert_eq!(ready.trim(), "ready", "the floor server did not start");
+            Floor {
+                child,
+                _stdin: stdin,
+                socket,
+                _dir: dir,
+            }
+        }
+
+        pub fn socket(&self) -> &Path {
+            &self.socket
+        }
+    }
+
+    impl Drop for Floor {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The floor server's `main`: the token on the first line of stdin, then it serves
+    /// `socket` until stdin ends.
+    pub fn serve(socket: &Path) -> ! {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .expect("the token on stdin");
+        let token: &'static Token =
+            Box::leak(Box::new(serde_json::from_str(&line).expect("a token")));
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("the floor's runtime");
+        runtime.block_on(async {
+            let listener = UnixListener::bind(socket).expect("the floor's socket");
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(connection(stream, token));
+                }
+            }
+        })
+    }
+
+    async fn connection(stream: UnixStream, token: &'static Token) {
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if !matches!(read.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                return;
+            }
+            let mut reply = match serde_json::from_slice::<Request>(&line) {
+                Ok(request) if request.method == "token.get" => {
+                    serde_json::to_vec(&Reply::new(&request.id, token)).expect("a reply")
+                }
+                _ => br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"the floor answers token.get only"}}"#.to_vec(),
+            };
+            reply.push(b'\n');
+            if write.write_all(&reply).await.is_err() {
+                return;
+            }
+        }
+    }
 }

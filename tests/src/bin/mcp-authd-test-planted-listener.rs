@@ -55,5 +55,8 @@ fn append(record: &Path, line: &str) {
         .append(true)
         .open(record)
         .expect("open the record");
-    writeln!(file, "{line}").expect("write the record");
+    // One write per line: connections are served by threads at once, and `writeln!` would
+    // write the text and its newline apart, interleaving two lines.
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("write the record");
 }

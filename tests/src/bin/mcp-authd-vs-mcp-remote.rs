@@ -578,7 +578,7 @@ fn expiry_rows(report: &mut Report, what: &str, ours: &ExpiryOutcome, theirs: &E
         if o == 0 {
             "—".to_string()
         } else {
-            format!("{:.0}× fewer", t as f64 / o as f64)
+            format!("{:.0}× fewer", f64::from(t) / f64::from(o))
         }
     };
     report.row(
