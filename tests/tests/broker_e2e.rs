@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use mcp_authd_ipc::methods::{GrantsList, StatusResult, TOKEN_GET, TokenGetParams, TokenGetResult};
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
-use mcp_authd_tests::daemon::{Daemon, DaemonHome};
+use mcp_authd_tests::daemon::{Daemon, DaemonHome, fast_clock};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer, PreRegisteredClient};
 
 /// CI sets this to `required` inside a gnome-keyring session; then the keychain test must
@@ -527,19 +527,25 @@ async fn without_a_keychain_auto_falls_back_loudly_and_keychain_refuses() {
 
 /// Two logins for one server at once: the second joins the first (one registration, one
 /// loopback listener), and both get its outcome.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+///
+/// The daemon runs in this process; once both callers were shown the URL, tokio's clock
+/// runs 10 times as fast, so the 2 s login timeout takes a fifth of a second.
+#[tokio::test]
 async fn concurrent_logins_for_one_server_share_one_attempt() {
     let auth = AuthServer::start(AsOptions::default()).await;
     let mcp = McpServer::start(&auth, McpOptions::default()).await;
     let url = mcp.url().to_string();
     let home = DaemonHome::new("file", "");
-    // A browser that never approves: both callers wait on the same pending login.
-    let d = home.start(Some("/bin/true"));
-    let login = |socket: std::path::PathBuf, url: String| async move {
+    let d = home.start_in_process().await;
+    // Nobody approves: both callers wait on the same pending login.
+    type Shown = tokio::sync::mpsc::UnboundedSender<()>;
+    let (shown, mut shown_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let login = |socket: std::path::PathBuf, url: String, shown: Shown| async move {
         let mut client = Client::connect(&socket).await.unwrap();
         let params = mcp_authd_ipc::methods::LoginParams {
             server: url,
             timeout_secs: Some(2),
+            open_browser: Some(false),
             ..Default::default()
         };
         let mut urls = Vec::new();
@@ -550,13 +556,22 @@ async fn concurrent_logins_for_one_server_share_one_attempt() {
                         .as_str()
                         .unwrap_or_default()
                         .to_string(),
-                )
+                );
+                let _ = shown.send(());
             })
             .await;
         (r, urls)
     };
-    let a = tokio::spawn(login(d.socket().to_path_buf(), url.clone()));
-    let b = tokio::spawn(login(d.socket().to_path_buf(), url.clone()));
+    let a = tokio::spawn(login(d.socket().to_path_buf(), url.clone(), shown.clone()));
+    // A caller that ends unshown ends the wait: only the callers hold senders.
+    let b = tokio::spawn(login(d.socket().to_path_buf(), url.clone(), shown));
+    for _ in 0..2 {
+        shown_rx
+            .recv()
+            .await
+            .expect("both callers are shown the URL");
+    }
+    let _clock = fast_clock(10);
     let ((ra, ua), (rb, ub)) = (a.await.unwrap(), b.await.unwrap());
     for r in [ra, rb] {
         match r {

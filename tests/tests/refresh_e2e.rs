@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mcp_authd_ipc::methods::{TOKEN_GET, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::methods::{GRANTS_LIST, GrantsList, TOKEN_GET, TokenGetParams, TokenGetResult};
 use mcp_authd_ipc::{Client, ClientError};
-use mcp_authd_tests::daemon::{Daemon, DaemonHome};
+use mcp_authd_tests::daemon::{DaemonHome, fast_clock};
 use mcp_authd_tests::{AsOptions, AuthServer, McpOptions, McpServer};
 
 const TTL: u64 = 4;
@@ -20,8 +20,8 @@ fn short_lived() -> AsOptions {
     }
 }
 
-async fn token(d: &Daemon, server: &str) -> Result<TokenGetResult, ClientError> {
-    let mut client = Client::connect(d.socket()).await?;
+async fn token(socket: &std::path::Path, server: &str) -> Result<TokenGetResult, ClientError> {
+    let mut client = Client::connect(socket).await?;
     let params = TokenGetParams {
         server: server.into(),
         min_valid_secs: Some(1),
@@ -30,15 +30,22 @@ async fn token(d: &Daemon, server: &str) -> Result<TokenGetResult, ClientError> 
     client.call(TOKEN_GET, &params).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// The daemon runs in this process with tokio's clock 10 times as fast: the scheduler
+/// times renewals on that clock (the token's age), so the ten seconds take about one. A
+/// token's expiry is unix time, which runs at its own pace: what this proves is the
+/// schedule — renewed at half-life, again and again, the caller served from memory — and
+/// `twenty_second_tokens_under_constant_load_cause_no_refresh_storm` proves on the real
+/// clocks that no caller ever gets an expired token.
+#[tokio::test]
 async fn tokens_are_renewed_before_they_expire_and_callers_never_wait() {
     let auth = AuthServer::start(short_lived()).await;
     let mcp = McpServer::start(&auth, McpOptions::default()).await;
     let url = mcp.url().to_string();
     let home = DaemonHome::new("file", "");
-    let d = home.start(None);
-    d.cli_ok(&["login", &url]);
-    let first = token(&d, &url).await.unwrap();
+    let d = home.start_in_process().await;
+    d.login(&url).await;
+    let first = token(d.socket(), &url).await.unwrap();
+    let _clock = fast_clock(10);
 
     // Two and a half lifetimes later: the scheduler renewed it (at half its life, as it
     // is shorter than 10 minutes) again and again, rotating the refresh token each time.
@@ -49,7 +56,7 @@ async fn tokens_are_renewed_before_they_expire_and_callers_never_wait() {
 
     // A caller gets a live token from memory: its request causes no refresh.
     let before = auth.counts().refreshes;
-    let t = token(&d, &url).await.unwrap();
+    let t = token(d.socket(), &url).await.unwrap();
     assert_eq!(
         auth.counts().refreshes,
         before,
@@ -137,14 +144,16 @@ async fn twenty_second_tokens_under_constant_load_cause_no_refresh_storm() {
     assert_eq!(auth.counts().refresh_failures, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// In this process with the clock 10 times as fast: the scheduler's try at half-life and
+/// the lifetime of waiting for a retry that must not come are the daemon's own timers.
+#[tokio::test]
 async fn a_dead_refresh_token_is_noticed_without_a_caller_and_not_retried() {
     let auth = AuthServer::start(short_lived()).await;
     let mcp = McpServer::start(&auth, McpOptions::default()).await;
     let url = mcp.url().to_string();
     let home = DaemonHome::new("file", "");
-    let d = home.start(None);
-    d.cli_ok(&["login", &url]);
+    let d = home.start_in_process().await;
+    d.login(&url).await;
 
     // Someone else redeems our refresh token: the AS rotates it away from us.
     let stolen = auth
@@ -168,9 +177,14 @@ async fn a_dead_refresh_token_is_noticed_without_a_caller_and_not_retried() {
     assert!(r.status().is_success());
 
     // Within a lifetime the scheduler tries, gets invalid_grant, and marks the grant.
-    let deadline = std::time::Instant::now() + Duration::from_secs(TTL * 3);
+    let _clock = fast_clock(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(TTL * 3);
     loop {
-        let list = d.grants();
+        let mut client = Client::connect(d.socket()).await.unwrap();
+        let list: GrantsList = client
+            .call(GRANTS_LIST, &serde_json::Value::Null)
+            .await
+            .unwrap();
         if list.grants[0].state.as_str() == "needs_login" {
             let reason = list.grants[0]
                 .needs_login_reason
@@ -180,7 +194,7 @@ async fn a_dead_refresh_token_is_noticed_without_a_caller_and_not_retried() {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "never marked: {list:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -221,7 +235,7 @@ async fn after_a_restart_grants_are_renewed_at_once_without_a_login() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let t = token(&d, &url).await.unwrap();
+    let t = token(d.socket(), &url).await.unwrap();
     assert!(auth.validate_access_token(&t.access_token, &url).is_ok());
     assert_eq!(auth.counts().refreshes, 1, "one refresh, shared");
     assert_eq!(auth.counts().authorizations, 1, "no second browser login");

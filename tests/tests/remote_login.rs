@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mcp_authd_ipc::methods::{
-    LOGIN_PASTE, LoginFlow, LoginParams, LoginPasteParams, LoginPasteResult,
+    LOGIN_PASTE, LoginFlow, LoginParams, LoginPasteParams, LoginPasteResult, TOKEN_GET,
+    TokenGetParams, TokenGetResult,
 };
 use mcp_authd_ipc::{Client, ClientError, ErrorKind};
 use mcp_authd_tests::daemon::{Daemon, DaemonHome, bin, fast_clock};
@@ -195,18 +196,67 @@ fn assert_no_secret_in(log: &str, auth: &AuthServer) {
     }
 }
 
+/// What the user sees and what the daemon asks for; the polling pace and the grant's
+/// renewal are the daemon's own timers, proved on a fast clock in
+/// `a_device_login_polls_at_the_interval_and_the_grant_refreshes`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_login_shows_the_code_polls_at_the_interval_and_the_grant_refreshes() {
-    let (auth, _mcp, url, home, d) =
-        setup(device_server(DeviceOptions::default(), 3), Some(NO_BROWSER)).await;
+async fn device_login_shows_the_code_and_asks_for_the_resource_and_scopes() {
+    let (auth, _mcp, url, home, d) = setup(
+        device_server(DeviceOptions::default(), 3600),
+        Some(NO_BROWSER),
+    )
+    .await;
 
     let mut run = LoginRun::start(&d, &[&url, "--device"], &[], &[]);
     let (_, complete) = device_instructions(&mut run, &auth);
-    // The user takes a while: the daemon keeps asking, never faster than the interval.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
     decide(&complete, true).await;
     let (status, out) = run.finish();
     assert!(status.success(), "{out}");
+    let answers: Vec<String> = auth.device_polls().into_iter().map(|p| p.answer).collect();
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("granted"),
+        "{answers:?}"
+    );
+
+    // The same resource indicator and scopes as the browser login.
+    let asked = auth.last_device_params().unwrap();
+    assert_eq!(asked.get("resource"), Some(&url));
+    let scope = asked.get("scope").expect("scope");
+    assert!(scope.split(' ').any(|s| s == "offline_access"), "{scope}");
+    let redeemed = auth.last_token_params().unwrap();
+    assert_eq!(redeemed.get("resource"), Some(&url), "{redeemed:?}");
+    let token = d.cli_ok(&["token", &url]);
+    assert!(auth.validate_access_token(token.trim(), &url).is_ok());
+    assert_no_secret_in(&home.log_text(), &auth);
+}
+
+/// The daemon runs in this process with tokio's clock 10 times as fast; the authorization
+/// server keeps its device codes and polls on the same clock. The user takes 2.5 s to
+/// approve (a quarter of a second of real time): the daemon keeps asking, never faster
+/// than the interval; then the grant, with 3 s tokens, is renewed like any other.
+#[tokio::test]
+async fn a_device_login_polls_at_the_interval_and_the_grant_refreshes() {
+    let auth = AuthServer::start(device_server(DeviceOptions::default(), 3)).await;
+    let mcp = McpServer::start(&auth, McpOptions::default()).await;
+    let url = mcp.url().to_string();
+    let home = DaemonHome::new("file", "");
+    let d = home.start_in_process().await;
+    let _clock = fast_clock(10);
+
+    let params = LoginParams {
+        server: url.clone(),
+        flow: Some(LoginFlow::Device),
+        open_browser: Some(false),
+        ..Default::default()
+    };
+    let done = d
+        .login_with(params, |complete| async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            decide(&complete, true).await;
+        })
+        .await;
+    assert!(done.is_ok(), "{done:?}");
 
     let polls = auth.device_polls();
     let answers: Vec<&str> = polls.iter().map(|p| p.answer.as_str()).collect();
@@ -222,20 +272,20 @@ async fn device_login_shows_the_code_polls_at_the_interval_and_the_grant_refresh
         let gap = pair[1].at.duration_since(pair[0].at);
         assert!(gap >= Duration::from_secs(1), "polled after {gap:?}");
     }
-    // The same resource indicator and scopes as the browser login.
-    let asked = auth.last_device_params().unwrap();
-    assert_eq!(asked.get("resource"), Some(&url));
-    let scope = asked.get("scope").expect("scope");
-    assert!(scope.split(' ').any(|s| s == "offline_access"), "{scope}");
-    let redeemed = auth.last_token_params().unwrap();
-    assert_eq!(redeemed.get("resource"), Some(&url), "{redeemed:?}");
 
     // The grant is like any other: it refreshes (TTL 3 s, refreshed before expiry).
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let token = d.cli_ok(&["token", &url]);
     assert!(auth.counts().refreshes >= 1, "{:?}", auth.counts());
-    assert!(auth.validate_access_token(token.trim(), &url).is_ok());
-    assert_no_secret_in(&home.log_text(), &auth);
+    let mut client = Client::connect(d.socket()).await.unwrap();
+    let params = TokenGetParams {
+        server: url.clone(),
+        ..Default::default()
+    };
+    let token: TokenGetResult = client.call(TOKEN_GET, &params).await.unwrap();
+    assert!(
+        auth.validate_access_token(&token.access_token, &url)
+            .is_ok()
+    );
 }
 
 /// The daemon runs in this process with tokio's clock running 10 times as fast (a clock

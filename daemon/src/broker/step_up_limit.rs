@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, the monotonic one in production: a test can pause it to pass the window.
+use tokio::time::Instant;
 
 use mcp_authd_ipc::text::{MAX_QUOTED_CHARS, printable};
 
@@ -84,5 +87,19 @@ mod tests {
         }
         let e = l.admit("s", &v("new")).unwrap_err();
         assert!(e.contains("step-up logins"), "{e}");
+    }
+
+    /// The window is tokio's clock: paused, its ten minutes pass when the test says.
+    #[tokio::test(start_paused = true)]
+    async fn step_ups_are_admitted_again_once_the_window_has_passed() {
+        let l = StepUpLimiter::default();
+        for i in 0..MAX_STEP_UPS_PER_SERVER {
+            assert!(l.admit("s", &[format!("s{i}")]).is_ok());
+        }
+        tokio::time::advance(STEP_UP_WINDOW.saturating_sub(Duration::from_secs(1))).await;
+        assert!(l.admit("s", &v("new")).is_err(), "still within the window");
+        assert!(l.admit("s", &v("s0")).is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(l.admit("s", &v("s0")).is_ok(), "the window has passed");
     }
 }

@@ -218,7 +218,7 @@ async fn memory_and_the_full_way_apply_the_same_freshness_and_scope_check() {
     let mut aging = f.broker.cached_access_token(&f.grant.id).unwrap();
     aging.issued_at = now - 3570;
     aging.expires_at = now + 30;
-    aging.obtained = std::time::Instant::now()
+    aging.obtained = tokio::time::Instant::now()
         .checked_sub(Duration::from_secs(10))
         .expect("the clock is older than 10 s");
     f.broker.slot(&f.grant.id).set(Some(aging));

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use mcp_authd_ipc::methods::TokenGetResult;
 use mcp_authd_ipc::{ErrorKind, RpcError};
@@ -63,6 +64,9 @@ pub struct AccessToken {
     pub expires_at: i64,
     /// Unix seconds when the authorization server issued it.
     pub issued_at: i64,
+    /// When it arrived, on tokio's clock: the monotonic clock in production, and one a test
+    /// running the daemon in its own process can pause, so the refresh schedule and the
+    /// "just issued" rule move with it. Expiry stays unix time ([`now`]), the server's.
     pub obtained: Instant,
     pub token_type: TokenType,
 }
@@ -267,5 +271,21 @@ mod tests {
             t.refresh_due_in() > std::time::Duration::from_millis(900),
             "never due right after arriving"
         );
+    }
+
+    /// A token's age is tokio's clock: paused, it moves only when the test moves it.
+    #[tokio::test(start_paused = true)]
+    async fn a_tokens_age_is_tokios_clock() {
+        let secs = std::time::Duration::from_secs;
+        let (t, _) = token(20, secs(0));
+        assert_eq!(t.refresh_due_in(), secs(10), "due at half its life");
+        // 5 s left of a 20 s token: too little for a caller asking 60 s, but it has just
+        // arrived, so it is the best the server gives — until it is 5 s old.
+        assert!(t.serves(60, 1_015));
+        tokio::time::advance(secs(5)).await;
+        assert!(!t.serves(60, 1_015), "5 s old: no longer just issued");
+        assert_eq!(t.refresh_due_in(), secs(5));
+        tokio::time::advance(secs(5)).await;
+        assert!(t.refresh_due_in().is_zero());
     }
 }

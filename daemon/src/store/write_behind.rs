@@ -233,7 +233,10 @@ mod tests {
         Arc::new(SecretStore::file_for_tests(dir.path().join("secrets.json")))
     }
 
-    #[tokio::test]
+    // The confirm timeouts and the retry backoff are tokio timers: with the clock paused
+    // they pass as soon as nothing else can run, instead of in real time.
+
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_write_keeps_the_newest_value_in_memory_until_it_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
@@ -255,7 +258,7 @@ mod tests {
         assert!(tokens.not_yet_stored().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_delete_after_a_stalled_write_wins() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
@@ -272,17 +275,19 @@ mod tests {
         assert!(store.get("k").await.unwrap().is_none());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failing_store_is_retried() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.json");
         let store = store(&dir);
         std::fs::write(&path, b"{damaged").unwrap();
         let tokens = WriteBehind::with_timeout(store.clone(), Duration::from_secs(2));
+        let asked = tokio::time::Instant::now();
         let err = tokens.set("k", &Secret::new("rt")).await.unwrap_err();
         assert!(err.to_string().contains("cannot be used"), "{err}");
         std::fs::remove_file(&path).unwrap();
         assert!(tokens.flush(Duration::from_secs(5)).await.is_empty());
+        assert!(asked.elapsed() >= FIRST_RETRY, "retried after the backoff");
         assert_eq!(store.get("k").await.unwrap().unwrap().expose(), "rt");
     }
 }
