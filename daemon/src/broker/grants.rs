@@ -200,9 +200,16 @@ impl Broker {
         if !self.confirm.allows_at_once(&grant.id, peer) {
             return None;
         }
-        // Counted for the audit log before the token leaves.
-        self.audit.record(&grant.id, &p.server, peer, now);
-        Some(token_result(grant.id.clone(), scopes, &token, now))
+        Some(self.handed_out(
+            &grant.id,
+            scopes,
+            &token,
+            now,
+            Recipient {
+                peer,
+                asked_for: &p.server,
+            },
+        ))
     }
 
     /// After a server answered 401 to a request carrying `rejected` (or no token): the
@@ -239,10 +246,9 @@ impl Broker {
             .map_or(std::time::Duration::ZERO, |t| t.refresh_due_in())
     }
 
-    /// A token leaves the daemon: its grant's last use is written (at most once a
-    /// [`TOUCH_INTERVAL_SECS`]) and the hand-out counted for the audit log, for every way
-    /// a token goes out (the memory-only answer of `token.get` records its own: it writes
-    /// nothing).
+    /// A token leaves the daemon by the full way: its grant's last use is written (at most
+    /// once a [`TOUCH_INTERVAL_SECS`]), then [`Self::handed_out`]. The memory-only answer
+    /// of `token.get` goes only when no write is due, straight to [`Self::handed_out`].
     async fn hand_out(
         &self,
         slot: &GrantSlot,
@@ -256,14 +262,22 @@ impl Broker {
         {
             tracing::warn!("cannot record the use of grant {}: {e}", grant.id);
         }
-        self.audit.record(&grant.id, to.asked_for, to.peer, now);
         tracing::debug!(grant = %grant.id, pid = ?to.peer.pid, exe = ?to.peer.exe, "access token handed out");
-        Ok(token_result(
-            grant.id.clone(),
-            grant.scope_list(),
-            &token,
-            now,
-        ))
+        Ok(self.handed_out(&grant.id, grant.scope_list(), &token, now, to))
+    }
+
+    /// Every token that leaves the daemon, by either way, passes here: the hand-out is
+    /// counted for the audit log before the reply is made.
+    fn handed_out(
+        &self,
+        grant_id: &str,
+        scopes: Vec<String>,
+        token: &AccessToken,
+        now: i64,
+        to: Recipient<'_>,
+    ) -> TokenGetResult {
+        self.audit.record(grant_id, to.asked_for, to.peer, now);
+        token_result(grant_id.to_string(), scopes, token, now)
     }
 
     /// Every grant, as stored.
