@@ -56,6 +56,12 @@ pub async fn serve(
     let connected = Instant::now();
     // Since the last request or reply; `None` until the first request.
     let mut last_active: Option<Instant> = None;
+    // One timer for the connection's life, moved only to an earlier time (or once it has
+    // fired): a deadline that activity pushed later lets it fire early, and the loop then
+    // looks again. A new timer per request cost the hot path a registration and a removal
+    // in tokio's timer wheel each time.
+    let sleep = tokio::time::sleep_until(connected + REQUEST_TIMEOUT);
+    tokio::pin!(sleep);
     loop {
         let deadline = if let Some(started) = frames.line_started() {
             Some((started + REQUEST_TIMEOUT, TimeLimit::LineUnfinished))
@@ -66,9 +72,14 @@ pub async fn serve(
         } else {
             Some((connected + REQUEST_TIMEOUT, TimeLimit::FirstRequest))
         };
-        // A line may start while this waits: look again at least this often.
-        let look_again = Instant::now() + REQUEST_TIMEOUT;
-        let wake = deadline.map_or(look_again, |(d, _)| d.min(look_again));
+        let wanted = deadline.map(|(at, _)| at);
+        if sleep.is_elapsed() || wanted.is_some_and(|at| at < sleep.deadline()) {
+            // A line may start while this waits: look again at least this often.
+            let look_again = Instant::now() + REQUEST_TIMEOUT;
+            sleep
+                .as_mut()
+                .reset(wanted.map_or(look_again, |at| at.min(look_again)));
+        }
         let frame = tokio::select! {
             frame = frames.next_frame() => frame,
             Some(message) = out_rx.recv() => {
@@ -78,7 +89,7 @@ pub async fn serve(
                 last_active = Some(Instant::now());
                 continue;
             }
-            _ = tokio::time::sleep_until(wake) => {
+            () = &mut sleep => {
                 if let Some((at, limit)) = deadline
                     && Instant::now() >= at
                 {
