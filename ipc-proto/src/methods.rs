@@ -134,6 +134,26 @@ impl Drop for TokenGetResult {
     }
 }
 
+/// A `token.get` result borrowed from where the daemon keeps the token and the grant: it
+/// goes on the wire exactly as [`TokenGetResult`] does (a test holds them together), with
+/// no copy of the token or the grant's words. The daemon's answer from memory is written
+/// from it, under the lock that holds the token.
+#[derive(Serialize)]
+pub struct TokenGetReply<'a> {
+    pub access_token: &'a str,
+    pub token_type: &'a TokenType,
+    pub expires_at: i64,
+    pub expires_in: i64,
+    /// The granted scopes as stored, separated by spaces; a JSON array on the wire.
+    #[serde(serialize_with = "scope_words")]
+    pub scopes: &'a str,
+    pub grant: &'a str,
+}
+
+fn scope_words<S: serde::Serializer>(scopes: &&str, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(scopes.split_ascii_whitespace())
+}
+
 /// Params of `token.dpop_proof`: the request a proof is for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DpopProofParams {
@@ -624,6 +644,40 @@ mod tests {
         json.as_object_mut().unwrap().remove("grant_type");
         let read: GrantInfo = serde_json::from_value(json).unwrap();
         assert_eq!(read.grant_type, GrantType::AuthorizationCode);
+    }
+
+    /// The borrowed reply and the owned result are one wire shape: the daemon writes one,
+    /// clients read the other.
+    #[test]
+    fn a_borrowed_token_reply_is_written_as_the_result_reads() {
+        for (words, list) in [
+            ("read write", vec!["read", "write"]),
+            ("  read\twrite ", vec!["read", "write"]),
+            ("", vec![]),
+        ] {
+            for token_type in [TokenType::Bearer, TokenType::DPoP] {
+                let reply = TokenGetReply {
+                    access_token: "at\"1",
+                    token_type: &token_type,
+                    expires_at: 1_700_000_300,
+                    expires_in: 300,
+                    scopes: words,
+                    grant: "g_1",
+                };
+                let result = TokenGetResult {
+                    access_token: "at\"1".into(),
+                    token_type: token_type.clone(),
+                    expires_at: 1_700_000_300,
+                    expires_in: 300,
+                    scopes: list.iter().map(|s| s.to_string()).collect(),
+                    grant: "g_1".into(),
+                };
+                assert_eq!(
+                    serde_json::to_string(&reply).unwrap(),
+                    serde_json::to_string(&result).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use mcp_authd_ipc::methods::{GrantInfo, TokenGetParams, TokenGetResult};
+use mcp_authd_ipc::methods::{GrantInfo, TokenGetParams, TokenGetReply, TokenGetResult};
 use mcp_authd_ipc::{ErrorKind, RpcError};
 
 use super::tokens::{AccessToken, GrantSlot, token_result};
@@ -73,12 +73,16 @@ impl<'a> Ask<'a> {
         }
     }
 
-    /// The scopes asked for that `granted` lacks (none: the grant will do).
-    pub(crate) fn lacking(&self, granted: &[String]) -> impl Iterator<Item = &'a String> {
+    /// The scopes asked for that `granted`, the grant's scopes as stored (separated by
+    /// spaces), lacks: none, the grant will do. No list is made, for the hot path.
+    pub(crate) fn lacking<'g>(&self, granted: &'g str) -> impl Iterator<Item = &'a String> + 'g
+    where
+        'a: 'g,
+    {
         self.scopes
             .into_iter()
             .flatten()
-            .filter(move |s| !granted.contains(s))
+            .filter(move |s| !granted.split_ascii_whitespace().any(|g| g == s.as_str()))
     }
 
     /// Whether `token` is fresh enough at `now` (see [`AccessToken::serves`]).
@@ -118,7 +122,7 @@ impl Broker {
             self.check_server_url(&grant.server_url)?;
         }
         let granted = grant.scope_list();
-        let missing: Vec<&String> = ask.lacking(&granted).collect();
+        let missing: Vec<&String> = ask.lacking(&grant.scopes).collect();
         if !missing.is_empty() {
             let mut union = granted.clone();
             union.extend(missing.iter().map(|s| s.to_string()));
@@ -170,21 +174,20 @@ impl Broker {
     /// remembered, the grant is active and has the scopes asked for, its token is good for
     /// `min_valid_secs`, its last use need not be written yet and `confirm_clients` lets
     /// the caller have it without asking. Otherwise `None`, with nothing recorded.
-    pub fn token_from_memory(
+    /// `reply` writes the answer from the token where it lies, under its slot's lock: the
+    /// hot path copies neither the token nor the grant's words.
+    pub fn token_from_memory<R>(
         &self,
         p: &TokenGetParams,
         peer: &Arc<Peer>,
         now: i64,
-    ) -> Option<TokenGetResult> {
+        reply: impl FnOnce(&TokenGetReply<'_>) -> R,
+    ) -> Option<R> {
         let ask = Ask::of(p);
         let grant = self
             .db
             .remembered_grant(&p.server, p.account.as_deref())??;
-        if grant.state != GrantState::Active {
-            return None;
-        }
-        let scopes = grant.scope_list();
-        if ask.lacking(&scopes).next().is_some() {
+        if grant.state != GrantState::Active || ask.lacking(&grant.scopes).next().is_some() {
             return None;
         }
         let slot = self
@@ -193,23 +196,27 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .get(&grant.id)
             .cloned()?;
-        if now - slot.last_touch.load(Ordering::Relaxed) >= TOUCH_INTERVAL_SECS {
+        if now - slot.last_touch.load(Ordering::Relaxed) >= TOUCH_INTERVAL_SECS
+            || !self.confirm.allows_at_once(&grant.id, peer)
+        {
             return None;
         }
-        let token = slot.current().filter(|t| ask.served_by(t, now))?;
-        if !self.confirm.allows_at_once(&grant.id, peer) {
-            return None;
-        }
-        Some(self.handed_out(
-            &grant.id,
-            scopes,
-            &token,
-            now,
-            Recipient {
-                peer,
-                asked_for: &p.server,
-            },
-        ))
+        let access = slot.access.lock().unwrap_or_else(|p| p.into_inner());
+        let token = access.as_ref().filter(|t| ask.served_by(t, now))?;
+        let to = Recipient {
+            peer,
+            asked_for: &p.server,
+        };
+        Some(self.handed_out(&grant.id, to, now, || {
+            reply(&TokenGetReply {
+                access_token: token.token.expose(),
+                token_type: &token.token_type,
+                expires_at: token.expires_at,
+                expires_in: token.expires_at - now,
+                scopes: &grant.scopes,
+                grant: &grant.id,
+            })
+        }))
     }
 
     /// After a server answered 401 to a request carrying `rejected` (or no token): the
@@ -263,21 +270,22 @@ impl Broker {
             tracing::warn!("cannot record the use of grant {}: {e}", grant.id);
         }
         tracing::debug!(grant = %grant.id, pid = ?to.peer.pid, exe = ?to.peer.exe, "access token handed out");
-        Ok(self.handed_out(&grant.id, grant.scope_list(), &token, now, to))
+        Ok(self.handed_out(&grant.id, to, now, || {
+            token_result(grant.id.clone(), grant.scope_list(), &token, now)
+        }))
     }
 
     /// Every token that leaves the daemon, by either way, passes here: the hand-out is
-    /// counted for the audit log before the reply is made.
-    fn handed_out(
+    /// counted for the audit log before `reply` makes the answer.
+    fn handed_out<R>(
         &self,
         grant_id: &str,
-        scopes: Vec<String>,
-        token: &AccessToken,
-        now: i64,
         to: Recipient<'_>,
-    ) -> TokenGetResult {
+        now: i64,
+        reply: impl FnOnce() -> R,
+    ) -> R {
         self.audit.record(grant_id, to.asked_for, to.peer, now);
-        token_result(grant_id.to_string(), scopes, token, now)
+        reply()
     }
 
     /// Every grant, as stored.

@@ -178,13 +178,13 @@ async fn a_hand_out_touches_the_grant_and_is_audited_once() {
 
     // The memory-only answer is a hand-out too: counted once more, and only once.
     let now = crate::oauth::token::now();
-    let fast = f.broker.token_from_memory(&ask(&server), &peer, now);
+    let fast = from_memory(&f.broker, &ask(&server), &peer, now);
     assert_eq!(fast.unwrap().access_token, "at-1");
     assert_eq!(hand_outs(&f).await, (2, vec![Some(4242)]));
     // A refusal hands nothing out and records nothing.
     let mut other = ask(&server);
     other.scopes = Some(vec!["write".into()]);
-    assert!(f.broker.token_from_memory(&other, &peer, now).is_none());
+    assert!(from_memory(&f.broker, &other, &peer, now).is_none());
     assert_eq!(hand_outs(&f).await, (2, vec![Some(4242)]));
     assert_eq!(f.endpoint.refreshes.load(Ordering::SeqCst), 1);
 }
@@ -204,9 +204,7 @@ async fn memory_and_the_full_way_apply_the_same_freshness_and_scope_check() {
                 .unwrap();
         }
         assert!(
-            f.broker
-                .token_from_memory(&ask(&server), &peer, crate::oauth::token::now())
-                .is_some(),
+            from_memory(&f.broker, &ask(&server), &peer, crate::oauth::token::now()).is_some(),
             "an hour-long token serves a caller asking 60 s from memory"
         );
     };
@@ -224,18 +222,14 @@ async fn memory_and_the_full_way_apply_the_same_freshness_and_scope_check() {
     f.broker.slot(&f.grant.id).set(Some(aging));
     let mut short = ask(&server);
     short.min_valid_secs = Some(10);
-    assert!(f.broker.token_from_memory(&short, &peer, now).is_some());
+    assert!(from_memory(&f.broker, &short, &peer, now).is_some());
     let same = f
         .broker
         .token_get(&short, to(&peer, &server))
         .await
         .unwrap();
     assert_eq!(same.access_token, "at-1");
-    assert!(
-        f.broker
-            .token_from_memory(&ask(&server), &peer, now)
-            .is_none()
-    );
+    assert!(from_memory(&f.broker, &ask(&server), &peer, now).is_none());
     let renewed = f.broker.token_get(&ask(&server), to(&peer, &server)).await;
     assert_eq!(renewed.unwrap().access_token, "at-2");
     assert_eq!(f.endpoint.refreshes.load(Ordering::SeqCst), 2);
@@ -244,7 +238,7 @@ async fn memory_and_the_full_way_apply_the_same_freshness_and_scope_check() {
     // A scope the grant lacks: memory declines, the full way asks for a login with both.
     let mut wider = ask(&server);
     wider.scopes = Some(vec!["read".into(), "write".into()]);
-    assert!(f.broker.token_from_memory(&wider, &peer, now).is_none());
+    assert!(from_memory(&f.broker, &wider, &peer, now).is_none());
     let e = f
         .broker
         .token_get(&wider, to(&peer, &server))
@@ -255,7 +249,7 @@ async fn memory_and_the_full_way_apply_the_same_freshness_and_scope_check() {
     // A scope it has is no reason to decline, on either way.
     let mut narrower = ask(&server);
     narrower.scopes = Some(vec!["read".into()]);
-    assert!(f.broker.token_from_memory(&narrower, &peer, now).is_some());
+    assert!(from_memory(&f.broker, &narrower, &peer, now).is_some());
     let same = f.broker.token_get(&narrower, to(&peer, &server)).await;
     assert_eq!(same.unwrap().access_token, "at-2");
     assert_eq!(f.endpoint.refreshes.load(Ordering::SeqCst), 2);
@@ -349,4 +343,17 @@ async fn a_forgotten_grant_is_not_refreshed_by_a_caller_that_waited() {
     let e = waiting.await.unwrap().unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::AuthorizationRequired));
     assert_eq!(f.endpoint.refreshes.load(Ordering::SeqCst), 0);
+}
+
+/// The memory-only answer as a client reads it: written from the borrowed reply, read
+/// back as the owned result.
+fn from_memory(
+    broker: &Broker,
+    p: &TokenGetParams,
+    peer: &Arc<Peer>,
+    now: i64,
+) -> Option<mcp_authd_ipc::methods::TokenGetResult> {
+    broker.token_from_memory(p, peer, now, |reply| {
+        serde_json::from_slice(&serde_json::to_vec(reply).unwrap()).unwrap()
+    })
 }

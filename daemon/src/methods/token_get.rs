@@ -32,6 +32,9 @@ pub fn from_memory(
     params: &TokenGetParams,
     peer: &Arc<Peer>,
 ) -> Option<Vec<u8>> {
-    let result = broker.token_from_memory(params, peer, crate::oauth::token::now())?;
-    serde_json::to_vec(&Reply::new(id, &result)).ok()
+    broker
+        .token_from_memory(params, peer, crate::oauth::token::now(), |result| {
+            serde_json::to_vec(&Reply::new(id, result)).ok()
+        })
+        .flatten()
 }
